@@ -1,0 +1,218 @@
+//! The baseline to beat: how miners follow a surplus today with a Home Assistant automation.
+//!
+//! The common "solar surplus" recipe switches whole miners: when the export (surplus minus what
+//! the miners draw) has stayed above one miner's power for `start_after` (5 minutes), turn miners
+//! on; when the site has been importing for `stop_after` (1 minute), turn miners off. Miners run at
+//! their nameplate setting, in the order they are listed; there is no trend, no margin, no check
+//! that a command took effect, and a surplus sensor that goes silent keeps its last value.
+//!
+//! Generalised to a fleet: when the condition has held for its time, as many miners are switched
+//! as the smallest spare power (or the current deficit) over that time covers, then the timer
+//! restarts. It obeys the same command rate limit and operator shed as the hashsink controller.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashsink_units::{Timestamp, Watts};
+
+use crate::api::{Action, Command, CommandId, FleetController, Input, OperatorCommand, Reason};
+use crate::fleet::{Fleet, MinerId};
+
+/// Settings of the baseline automation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaselineConfig {
+    /// How often the automation evaluates (Home Assistant re-evaluates on sensor updates).
+    pub cadence: Duration,
+    pub start_after: Duration,
+    pub stop_after: Duration,
+    pub max_commands_per_s: f64,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        Self {
+            cadence: Duration::from_secs(1),
+            start_after: Duration::from_secs(300),
+            stop_after: Duration::from_secs(60),
+            max_commands_per_s: 10_000.0,
+        }
+    }
+}
+
+/// The Home Assistant style on/off automation.
+pub struct Baseline {
+    cfg: BaselineConfig,
+    fleet: Arc<Fleet>,
+    on: Vec<bool>,
+    on_count: usize,
+    /// Nameplate-setting draw above standby of each miner.
+    delta: Vec<Watts>,
+    standby_total: Watts,
+    load: Watts,
+    surplus: Option<Watts>,
+    spare_since: Option<(Timestamp, Watts)>,
+    deficit_since: Option<Timestamp>,
+    shed: bool,
+    curtail: Option<Watts>,
+    next_tick: Timestamp,
+    tokens: f64,
+    tokens_at: Timestamp,
+    pending: VecDeque<(u32, Action)>,
+    out: VecDeque<Command>,
+    next_id: u64,
+}
+
+impl Baseline {
+    pub fn new(fleet: Arc<Fleet>, cfg: BaselineConfig, start: Timestamp) -> Self {
+        let delta: Vec<Watts> = fleet
+            .miner_ids()
+            .map(|m| {
+                let spec = fleet.spec_of(m);
+                spec.level_power(spec.preferred_level) - spec.standby
+            })
+            .collect();
+        let standby_total = fleet.miner_ids().map(|m| fleet.spec_of(m).standby).sum();
+        Self {
+            on: vec![false; fleet.len()],
+            on_count: 0,
+            delta,
+            standby_total,
+            load: standby_total,
+            surplus: None,
+            spare_since: None,
+            deficit_since: None,
+            shed: false,
+            curtail: None,
+            next_tick: start,
+            tokens: cfg.max_commands_per_s,
+            tokens_at: start,
+            pending: VecDeque::new(),
+            out: VecDeque::new(),
+            next_id: 1,
+            fleet,
+            cfg,
+        }
+    }
+
+    fn switch(&mut self, m: usize, on: bool) {
+        if self.on[m] == on {
+            return;
+        }
+        self.on[m] = on;
+        if on {
+            self.on_count += 1;
+            self.load += self.delta[m];
+            let level = self.fleet.spec_of(MinerId(m as u32)).preferred_level;
+            self.pending.push_back((m as u32, Action::Wake(level)));
+        } else {
+            self.on_count -= 1;
+            self.load -= self.delta[m];
+            self.pending.push_back((m as u32, Action::Sleep));
+        }
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        let Some(mut surplus) = self.surplus else { return };
+        if let Some(cap) = self.curtail {
+            surplus = surplus.min(cap);
+        }
+        if self.shed {
+            while self.on_count > 0 {
+                self.switch(self.on_count - 1, false);
+            }
+            return;
+        }
+        let spare = surplus - self.load;
+        // Miners go on in list order and off in reverse, so the ones on are always the first
+        // `on_count` of the list.
+        let n = self.on.len();
+        // Start rule: spare above one miner's power, held for `start_after`.
+        if self.on_count < n && spare >= self.delta[self.on_count] {
+            let (since, lowest) = self.spare_since.get_or_insert((now, spare));
+            *lowest = lowest.min(spare);
+            if now.saturating_since(*since) >= self.cfg.start_after {
+                let mut room = *lowest;
+                self.spare_since = None;
+                while self.on_count < n && self.delta[self.on_count] <= room {
+                    room -= self.delta[self.on_count];
+                    self.switch(self.on_count, true);
+                }
+            }
+        } else {
+            self.spare_since = None;
+        }
+        // Stop rule: importing, held for `stop_after`.
+        if spare < Watts::ZERO && self.on_count > 0 {
+            let since = *self.deficit_since.get_or_insert(now);
+            if now.saturating_since(since) >= self.cfg.stop_after {
+                self.deficit_since = None;
+                let mut deficit = -spare;
+                while deficit > Watts::ZERO && self.on_count > 0 {
+                    let m = self.on_count - 1;
+                    deficit -= self.delta[m];
+                    self.switch(m, false);
+                }
+            }
+        } else {
+            self.deficit_since = None;
+        }
+    }
+
+    fn flush(&mut self, now: Timestamp) {
+        let elapsed = now.secs_since(self.tokens_at).max(0.0);
+        self.tokens = (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.max_commands_per_s);
+        self.tokens_at = now;
+        while self.tokens >= 1.0 {
+            let Some((m, action)) = self.pending.pop_front() else { break };
+            self.tokens -= 1.0;
+            let reason = if self.shed { Reason::Operator } else { Reason::Dispatch };
+            self.out.push_back(Command { id: CommandId(self.next_id), miner: MinerId(m), action, reason });
+            self.next_id += 1;
+        }
+    }
+
+    /// Fleet power the automation believes it has switched on (standby included).
+    pub fn believed_load(&self) -> Watts {
+        self.load.max(self.standby_total)
+    }
+}
+
+impl FleetController for Baseline {
+    fn handle_input(&mut self, now: Timestamp, input: Input) {
+        match input {
+            Input::Surplus { available, .. } if available.is_finite() => self.surplus = Some(available.positive_part()),
+            Input::Operator(OperatorCommand::ShedAll) => {
+                self.shed = true;
+                self.tick(now);
+                self.flush(now);
+            }
+            Input::Operator(OperatorCommand::Resume) => {
+                self.shed = false;
+                self.curtail = None;
+            }
+            Input::Operator(OperatorCommand::CurtailTo(w)) => self.curtail = Some(w),
+            _ => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        if now >= self.next_tick {
+            self.tick(now);
+            self.next_tick = now + self.cfg.cadence;
+        }
+        self.flush(now);
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        Some(self.next_tick)
+    }
+
+    fn name(&self) -> &'static str {
+        "baseline"
+    }
+}

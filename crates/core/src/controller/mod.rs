@@ -1,0 +1,1177 @@
+//! The surplus-following controller: an I/O-free state machine.
+//!
+//! ## How it dispatches
+//!
+//! Every `cadence` it computes the power the fleet may draw now (`allowed`): the surplus reading,
+//! lowered by a safety margin and, when the surplus is falling, by where the trend says it will be
+//! `lookahead` from now; capped by an operator curtailment; driven to the fail-safe load when no
+//! trusted reading remains; and limited in how fast it may rise (staggered reconnection).
+//!
+//! It then moves the fleet's *plan* toward that power in tiers, so that a miner wakes only when
+//! the others already run at nameplate and sleeps only when the others already run at their
+//! minimum. This headroom is the hysteresis that keeps miners from cycling:
+//!
+//! * cut: lower the miners above nameplate, then lower toward the minimum level (the step with the
+//!   least hashrate per watt first), then put miners to sleep (least efficient model first, the
+//!   longest awake first; a miner inside its minimum on-time is only slept when nothing else is
+//!   left, and that command is tagged [`Reason::Protect`]);
+//! * raise (only beyond a deadband): raise miners below nameplate (the step with the most hashrate
+//!   per watt first), wake sleeping miners once spare power has persisted for `wake_confirm`
+//!   (most efficient model first, the longest asleep first, never inside `min_off`), waking ahead of
+//!   a rising surplus or forecast by the model's wake delay, and last raise miners above nameplate.
+//!
+//! Plan changes become commands through an outbox under a token bucket (`max_commands_per_s`):
+//! cuts are sent before raises, and a raise is held back while cuts that would make room for it are
+//! still unsent. Every write is checked: the miner's next report must show the wanted state within
+//! the modelled settle time plus a grace; otherwise the controller reads it back (`Action::Query`),
+//! sends the command once more, and then routes around the miner, counting its last known draw as
+//! load it cannot control. A miner that drifts from its commanded state (rebooted into mining, say)
+//! is put back; one that keeps drifting is routed around too.
+//!
+//! Power sums are kept as deltas above the standby draw of the whole fleet, which is always there.
+
+mod config;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashsink_units::{Timestamp, Watts};
+use serde::Serialize;
+
+pub use config::{ControllerConfig, ControllerSettings, SettingsError};
+
+use crate::api::{Action, Command, CommandId, FleetController, Input, MinerStatus, OperatorCommand, Reason};
+use crate::fleet::{Fleet, MinerId};
+
+/// What the controller intends for one miner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    Asleep,
+    Waking(u8),
+    Running(u8),
+    /// Routed around: not dispatched, its draw counted as uncontrollable.
+    Faulted,
+}
+
+/// What the controller last told a miner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Sleep,
+    Level(u8),
+}
+
+/// Why a miner is routed around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FaultKind {
+    /// Did not answer for `silent_after`.
+    Unreachable,
+    /// Accepted commands but did not do what they said, or kept drifting from them.
+    Disobedient,
+    /// Refused or failed commands repeatedly.
+    Refusing,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    spec: u16,
+    plan: Plan,
+    commanded: Option<Target>,
+    /// Bumped on every plan change; FIFO entries carrying an older epoch are stale.
+    epoch: u32,
+    /// When the miner last went to sleep or was woken (dwell).
+    since: Timestamp,
+    ready_at: Timestamp,
+    /// Index in its running bucket.
+    pos: u32,
+    queued: bool,
+    reason: Reason,
+    pending: Option<CommandId>,
+    queried: bool,
+    attempts: u8,
+    drifts: u8,
+    drift_window_start: Timestamp,
+    unreachable_since: Option<Timestamp>,
+    last_power: Option<Watts>,
+    fault: Option<FaultKind>,
+    /// Draw above standby assumed for a faulted miner.
+    assumed: Watts,
+}
+
+#[derive(Debug)]
+struct SpecState {
+    /// Running miners by plan level.
+    running: Vec<Vec<u32>>,
+    /// (miner, epoch), in the order they were woken.
+    run_order: VecDeque<(u32, u32)>,
+    /// (miner, epoch), in the order they fell asleep.
+    asleep: VecDeque<(u32, u32)>,
+    /// (miner, epoch), in the order they will be ready.
+    waking: VecDeque<(u32, u32)>,
+    /// Draw above standby at each level.
+    delta: Vec<f64>,
+    /// Hashrate per watt gained going from level l to l + 1.
+    gain_up: Vec<f64>,
+    preferred: u8,
+    standby: Watts,
+    wake_delay: Duration,
+    /// Nameplate J/TH, for "most efficient first".
+    efficiency: f64,
+}
+
+impl SpecState {
+    fn lowest_below(&self, limit: u8) -> Option<u8> {
+        (0..limit).find(|&l| !self.running[l as usize].is_empty())
+    }
+    fn highest_above(&self, floor: u8) -> Option<u8> {
+        (floor + 1..self.running.len() as u8).rev().find(|&l| !self.running[l as usize].is_empty())
+    }
+}
+
+/// The state of the surplus signal.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum SignalState {
+    /// Never had a reading.
+    Waiting,
+    Good,
+    /// No trusted reading since `since`; the fleet is being driven to the fail-safe load.
+    Lost { since: Timestamp },
+    /// Trusted readings again since `since`; held at the fail-safe load until `resume_after`.
+    Recovering { since: Timestamp },
+}
+
+/// Counters for reports and tests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ControllerStats {
+    pub commands: u64,
+    pub queries: u64,
+    pub dispatch_commands: u64,
+    pub protect_commands: u64,
+    pub operator_commands: u64,
+    pub failsafe_commands: u64,
+    pub reconcile_commands: u64,
+    pub verified: u64,
+    pub faults: u64,
+    pub recoveries: u64,
+    pub rejected_readings: u64,
+    pub signal_losses: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    at: Timestamp,
+    value: Watts,
+    changed_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Verify { miner: u32, id: u64 },
+    Retry { miner: u32, epoch: u32 },
+}
+
+/// The surplus-following controller. See the module documentation.
+pub struct Controller {
+    cfg: ControllerConfig,
+    fleet: Arc<Fleet>,
+    specs: Vec<SpecState>,
+    /// Spec indices, most efficient first.
+    by_efficiency: Vec<usize>,
+    slots: Vec<Slot>,
+    fleet_max: Watts,
+    margin: Watts,
+    deadband: Watts,
+    max_rise_w_per_s: f64,
+    /// The slowest time from a cut command to the miner's draw having come down (setpoint delay
+    /// plus ramp from maximum to standby), over all specs.
+    reaction: Duration,
+    base_standby: Watts,
+    plan_run: Watts,
+    plan_wake: Watts,
+    committed: Watts,
+    uncontrollable: Watts,
+    phantom: Watts,
+    reading: Option<Reading>,
+    trend_w_per_s: f64,
+    signal: SignalState,
+    allowed_at_loss: Watts,
+    forecast: Vec<(Timestamp, Watts)>,
+    meter: Option<(Timestamp, Watts)>,
+    excess_since: Option<Timestamp>,
+    curtail: Option<Watts>,
+    shed: bool,
+    allowed_now: Watts,
+    allowed_ahead: Watts,
+    limited_allowed: Watts,
+    wake_ok_since: Option<Timestamp>,
+    tokens: f64,
+    tokens_at: Timestamp,
+    cut_queue: VecDeque<u32>,
+    raise_queue: VecDeque<u32>,
+    out: VecDeque<Command>,
+    deadlines: BinaryHeap<Reverse<(Timestamp, Deadline)>>,
+    next_id: u64,
+    next_tick: Timestamp,
+    last_now: Timestamp,
+    stats: ControllerStats,
+}
+
+impl Controller {
+    /// A controller for `fleet`, all miners assumed asleep and unverified until they report.
+    pub fn new(fleet: Arc<Fleet>, cfg: ControllerConfig, start: Timestamp) -> Self {
+        let mut specs: Vec<SpecState> = fleet
+            .specs
+            .iter()
+            .map(|s| {
+                let delta: Vec<f64> = s.levels.iter().map(|p| (*p - s.standby).w()).collect();
+                let gain_up = (0..s.levels.len())
+                    .map(|l| match s.levels.get(l + 1) {
+                        Some(next) => (s.level_hashrate[l + 1] - s.level_hashrate[l]).ths() / (*next - s.levels[l]).w(),
+                        None => 0.0,
+                    })
+                    .collect();
+                SpecState {
+                    running: vec![Vec::new(); s.levels.len()],
+                    run_order: VecDeque::new(),
+                    asleep: VecDeque::new(),
+                    waking: VecDeque::new(),
+                    delta,
+                    gain_up,
+                    preferred: s.preferred_level,
+                    standby: s.standby,
+                    wake_delay: s.wake_delay,
+                    efficiency: s.nameplate_efficiency().j_per_th(),
+                }
+            })
+            .collect();
+        let mut by_efficiency: Vec<usize> = (0..specs.len()).collect();
+        by_efficiency.sort_by(|&a, &b| specs[a].efficiency.total_cmp(&specs[b].efficiency));
+        // A miner is assumed asleep since long ago, so it may be woken at once; its state is not
+        // known, so the first plan change always sends a command.
+        let long_ago = start - (cfg.min_off + Duration::from_secs(1));
+        let mut slots = Vec::with_capacity(fleet.len());
+        let mut base_standby = Watts::ZERO;
+        for (i, spec_id) in fleet.miner_spec.iter().enumerate() {
+            let spec = &mut specs[spec_id.0 as usize];
+            spec.asleep.push_back((i as u32, 0));
+            base_standby += spec.standby;
+            slots.push(Slot {
+                spec: spec_id.0,
+                plan: Plan::Asleep,
+                commanded: None,
+                epoch: 0,
+                since: long_ago,
+                ready_at: start,
+                pos: 0,
+                queued: false,
+                reason: Reason::Dispatch,
+                pending: None,
+                queried: false,
+                attempts: 0,
+                drifts: 0,
+                drift_window_start: start,
+                unreachable_since: None,
+                last_power: None,
+                fault: None,
+                assumed: Watts::ZERO,
+            });
+        }
+        let fleet_max = fleet.max_power();
+        let margin = cfg.margin.max(fleet_max * cfg.margin_fraction);
+        let deadband = fleet_max * cfg.deadband_fraction;
+        let max_rise_w_per_s = fleet_max.w() * cfg.max_rise_fraction_per_s;
+        let reaction = fleet.specs.iter().map(|s| s.setpoint_delay + s.ramp_time(s.max_power(), s.standby)).max().unwrap_or_default();
+        let mut controller = Self {
+            tokens: cfg.command_burst,
+            tokens_at: start,
+            specs,
+            by_efficiency,
+            slots,
+            fleet_max,
+            margin,
+            deadband,
+            max_rise_w_per_s,
+            reaction,
+            base_standby,
+            plan_run: Watts::ZERO,
+            plan_wake: Watts::ZERO,
+            committed: Watts::ZERO,
+            uncontrollable: Watts::ZERO,
+            phantom: Watts::ZERO,
+            reading: None,
+            trend_w_per_s: 0.0,
+            signal: SignalState::Waiting,
+            allowed_at_loss: Watts::ZERO,
+            forecast: Vec::new(),
+            meter: None,
+            excess_since: None,
+            curtail: None,
+            shed: false,
+            allowed_now: Watts::ZERO,
+            allowed_ahead: Watts::ZERO,
+            limited_allowed: Watts::ZERO,
+            wake_ok_since: None,
+            cut_queue: VecDeque::new(),
+            raise_queue: VecDeque::new(),
+            out: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
+            next_id: 1,
+            next_tick: start,
+            last_now: start,
+            stats: ControllerStats::default(),
+            fleet,
+            cfg,
+        };
+        // Put every miner into a known state: asleep. Until then nothing is woken.
+        for m in 0..controller.slots.len() as u32 {
+            controller.mark(m, Reason::Reconcile);
+        }
+        controller
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.cfg
+    }
+    pub fn stats(&self) -> &ControllerStats {
+        &self.stats
+    }
+    pub fn signal(&self) -> SignalState {
+        self.signal
+    }
+    /// The fleet power the controller aimed for at its last tick (standby included).
+    pub fn allowed(&self) -> Watts {
+        self.allowed_now
+    }
+    /// The slowest modelled reaction of any miner to a cut (setpoint delay plus ramp down).
+    pub fn reaction(&self) -> Duration {
+        self.reaction
+    }
+    /// The safety margin in force.
+    pub fn margin(&self) -> Watts {
+        self.margin
+    }
+    /// The fleet power the current plan adds up to (standby and uncontrollable load included).
+    pub fn planned_load(&self) -> Watts {
+        self.base_standby + self.plan_run + self.uncontrollable
+    }
+    /// Miners currently routed around.
+    pub fn faulted(&self) -> usize {
+        self.slots.iter().filter(|s| s.plan == Plan::Faulted).count()
+    }
+    /// Whether a miner is routed around, and why.
+    pub fn fault_of(&self, miner: MinerId) -> Option<FaultKind> {
+        self.slots[miner.index()].fault
+    }
+
+    fn spec_delta(&self, m: u32, level: u8) -> Watts {
+        Watts(self.specs[self.slots[m as usize].spec as usize].delta[level as usize])
+    }
+
+    // ----- plan changes ---------------------------------------------------------------------
+
+    /// Queue a miner whose plan changed, with the reason its command will carry.
+    fn mark(&mut self, m: u32, reason: Reason) {
+        let slot = &mut self.slots[m as usize];
+        if !slot.queued || reason != Reason::Dispatch {
+            slot.reason = reason;
+        }
+        if !slot.queued {
+            slot.queued = true;
+            self.cut_queue.push_back(m);
+        }
+    }
+
+    fn bucket_remove(&mut self, m: u32, level: u8) {
+        let spec = &mut self.specs[self.slots[m as usize].spec as usize];
+        let bucket = &mut spec.running[level as usize];
+        let pos = self.slots[m as usize].pos as usize;
+        debug_assert_eq!(bucket[pos], m);
+        bucket.swap_remove(pos);
+        if let Some(&moved) = bucket.get(pos) {
+            self.slots[moved as usize].pos = pos as u32;
+        }
+    }
+
+    fn bucket_push(&mut self, m: u32, level: u8) {
+        let spec = &mut self.specs[self.slots[m as usize].spec as usize];
+        let bucket = &mut spec.running[level as usize];
+        self.slots[m as usize].pos = bucket.len() as u32;
+        bucket.push(m);
+    }
+
+    /// Move the last miner of `spec`'s bucket `from` to level `to`.
+    fn step(&mut self, spec: usize, from: u8, to: u8, reason: Reason) -> Watts {
+        let m = self.specs[spec].running[from as usize].pop().expect("caller checked the bucket");
+        let change = Watts(self.specs[spec].delta[to as usize] - self.specs[spec].delta[from as usize]);
+        self.bucket_push(m, to);
+        self.slots[m as usize].plan = Plan::Running(to);
+        self.plan_run += change;
+        self.mark(m, reason);
+        change
+    }
+
+    fn put_to_sleep(&mut self, m: u32, now: Timestamp, reason: Reason) {
+        let s = self.slots[m as usize].spec as usize;
+        match self.slots[m as usize].plan {
+            Plan::Running(l) => {
+                self.bucket_remove(m, l);
+                self.plan_run -= Watts(self.specs[s].delta[l as usize]);
+            }
+            Plan::Waking(l) => self.plan_wake -= Watts(self.specs[s].delta[l as usize]),
+            Plan::Asleep | Plan::Faulted => return,
+        }
+        let slot = &mut self.slots[m as usize];
+        slot.plan = Plan::Asleep;
+        slot.since = now;
+        slot.epoch = slot.epoch.wrapping_add(1);
+        let epoch = slot.epoch;
+        self.specs[s].asleep.push_back((m, epoch));
+        self.mark(m, reason);
+    }
+
+    fn wake(&mut self, m: u32, level: u8, now: Timestamp) {
+        let s = self.slots[m as usize].spec as usize;
+        let slot = &mut self.slots[m as usize];
+        debug_assert_eq!(slot.plan, Plan::Asleep);
+        slot.plan = Plan::Waking(level);
+        slot.since = now;
+        slot.ready_at = now + self.specs[s].wake_delay;
+        slot.epoch = slot.epoch.wrapping_add(1);
+        let epoch = slot.epoch;
+        self.specs[s].waking.push_back((m, epoch));
+        self.plan_wake += Watts(self.specs[s].delta[level as usize]);
+        self.mark(m, Reason::Dispatch);
+    }
+
+    /// Waking miners whose wake delay is (nearly) over join the running plan.
+    fn promote_ready(&mut self, now: Timestamp) {
+        let horizon = now + self.cfg.cadence;
+        for s in 0..self.specs.len() {
+            while let Some(&(m, epoch)) = self.specs[s].waking.front() {
+                let slot = &self.slots[m as usize];
+                if slot.epoch != epoch {
+                    self.specs[s].waking.pop_front();
+                    continue;
+                }
+                if slot.ready_at > horizon {
+                    break;
+                }
+                self.specs[s].waking.pop_front();
+                let Plan::Waking(level) = slot.plan else { continue };
+                let d = Watts(self.specs[s].delta[level as usize]);
+                self.plan_wake -= d;
+                self.plan_run += d;
+                self.slots[m as usize].plan = Plan::Running(level);
+                self.bucket_push(m, level);
+                self.specs[s].run_order.push_back((m, epoch));
+            }
+        }
+    }
+
+    /// The front of a FIFO after dropping stale entries.
+    fn live_front(slots: &[Slot], queue: &mut VecDeque<(u32, u32)>, want: fn(Plan) -> bool) -> Option<u32> {
+        while let Some(&(m, epoch)) = queue.front() {
+            let slot = &slots[m as usize];
+            if slot.epoch == epoch && want(slot.plan) {
+                return Some(m);
+            }
+            queue.pop_front();
+        }
+        None
+    }
+
+    // ----- the control step -----------------------------------------------------------------
+
+    fn tick(&mut self, now: Timestamp) {
+        self.promote_ready(now);
+        self.update_meter(now);
+        let (allowed, ahead) = self.compute_allowed(now);
+        self.allowed_now = allowed;
+        self.allowed_ahead = ahead;
+        let reason = if self.shed || self.curtail.is_some_and(|c| c < allowed + self.margin) {
+            Reason::Operator
+        } else if matches!(self.signal, SignalState::Good) {
+            Reason::Dispatch
+        } else {
+            Reason::FailSafe
+        };
+        let fixed = self.base_standby + self.uncontrollable + self.phantom;
+        let budget = allowed - fixed - self.plan_run;
+        if allowed <= self.base_standby + self.uncontrollable {
+            self.sleep_all(now, reason);
+        } else if budget < Watts::ZERO {
+            // Cut half a deadband deeper than needed, and raise to half a deadband short of the
+            // room: the fleet then moves once per half deadband of surplus, not every tick.
+            self.cut(-budget + self.deadband * 0.5, now, reason);
+        } else {
+            let raise_budget = budget - self.plan_wake;
+            if raise_budget > self.deadband {
+                let left = self.raise(raise_budget - self.deadband * 0.5, |spec| spec.preferred);
+                let woke = self.wake_some(now, ahead - fixed);
+                if !woke && left > self.deadband && !self.any_asleep_available(now) {
+                    self.raise(left, |spec| (spec.running.len() - 1) as u8);
+                }
+            } else {
+                self.wake_ok_since = None;
+            }
+        }
+        self.flush(now);
+    }
+
+    fn compute_allowed(&mut self, now: Timestamp) -> (Watts, Watts) {
+        let fresh = self.reading.filter(|r| {
+            now.saturating_since(r.at) <= self.cfg.max_reading_age
+                && self.cfg.frozen_after.is_none_or(|f| now.saturating_since(r.changed_at) <= f)
+        });
+        let current_load = self.planned_load();
+        self.signal = match (self.signal, fresh.is_some()) {
+            (SignalState::Waiting, true) => SignalState::Good,
+            (SignalState::Waiting, false) => SignalState::Waiting,
+            (SignalState::Good, true) => SignalState::Good,
+            (SignalState::Good | SignalState::Recovering { .. }, false) => {
+                self.stats.signal_losses += 1;
+                self.allowed_at_loss = current_load.min(self.allowed_now.max(self.cfg.failsafe_load));
+                SignalState::Lost { since: now }
+            }
+            (SignalState::Lost { .. }, true) => SignalState::Recovering { since: now },
+            (SignalState::Lost { since }, false) => SignalState::Lost { since },
+            (SignalState::Recovering { since }, true) if now.saturating_since(since) >= self.cfg.resume_after => SignalState::Good,
+            (recovering @ SignalState::Recovering { .. }, true) => recovering,
+        };
+        let failsafe = self.cfg.failsafe_load;
+        let (mut allowed, mut ahead) = match self.signal {
+            SignalState::Waiting => (Watts::ZERO, Watts::ZERO),
+            SignalState::Good => {
+                let r = fresh.expect("good signal has a reading");
+                let age = now.secs_since(r.at).max(0.0);
+                let falling = self.trend_w_per_s.min(0.0);
+                let horizon = age + self.cfg.lookahead.as_secs_f64() + self.reaction.as_secs_f64();
+                let now_value = r.value + Watts(falling * horizon);
+                let allowed = now_value - self.margin;
+                let ahead = self.ahead_value(now, r.value, age) - self.margin;
+                (allowed, ahead.max(allowed))
+            }
+            SignalState::Lost { since } => {
+                let within = self.cfg.failsafe_within.as_secs_f64();
+                let progress = if within > 0.0 { (now.secs_since(since) / within).clamp(0.0, 1.0) } else { 1.0 };
+                let target = self.allowed_at_loss + (failsafe - self.allowed_at_loss) * progress;
+                let a = target.max(failsafe).min(self.allowed_at_loss.max(failsafe));
+                (a, a)
+            }
+            SignalState::Recovering { .. } => {
+                let a = failsafe.min(self.allowed_now.max(Watts::ZERO));
+                (a, a)
+            }
+        };
+        if let Some(cap) = self.curtail {
+            allowed = allowed.min(cap);
+            ahead = ahead.min(cap);
+        }
+        if self.shed {
+            allowed = Watts::ZERO;
+            ahead = Watts::ZERO;
+        }
+        allowed = allowed.max(Watts::ZERO);
+        // Staggered reconnection: the allowed load may rise only so fast.
+        let dt = self.cfg.cadence.as_secs_f64();
+        let rise_cap = self.limited_allowed.max(current_load.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
+        allowed = allowed.min(rise_cap);
+        self.limited_allowed = allowed;
+        let max_wake = self.specs.iter().map(|s| s.wake_delay).max().unwrap_or_default().as_secs_f64();
+        ahead = ahead.min(allowed + Watts(self.max_rise_w_per_s * max_wake.max(dt))).max(allowed);
+        (allowed, ahead)
+    }
+
+    /// Where the surplus is expected to be when the slowest-waking miners would be ready.
+    fn ahead_value(&self, now: Timestamp, value: Watts, age: f64) -> Watts {
+        let horizon = self.specs.iter().map(|s| s.wake_delay).max().unwrap_or_default();
+        let rising = self.trend_w_per_s.max(0.0);
+        // Half the trend: waking ahead on a trend that does not continue costs a cycle.
+        let by_trend = value + Watts(0.5 * rising * (horizon.as_secs_f64() - age).max(0.0));
+        match self.forecast_at(now + horizon) {
+            Some(f) => by_trend.max(f.min(value + Watts(rising * horizon.as_secs_f64()).max(f))),
+            None => by_trend,
+        }
+    }
+
+    fn forecast_at(&self, t: Timestamp) -> Option<Watts> {
+        let i = self.forecast.partition_point(|(start, _)| *start <= t);
+        (i > 0).then(|| self.forecast[i - 1].1)
+    }
+
+    fn update_meter(&mut self, now: Timestamp) {
+        let Some((at, measured)) = self.meter else { return };
+        if now.saturating_since(at) > self.cfg.max_reading_age {
+            self.excess_since = None;
+            return;
+        }
+        let believed = self.base_standby + self.committed + self.uncontrollable;
+        let excess = measured - believed;
+        let tolerance = self.fleet_max * self.cfg.meter_tolerance_fraction;
+        if excess > tolerance {
+            let since = *self.excess_since.get_or_insert(now);
+            if now.saturating_since(since) >= self.cfg.meter_grace + self.reaction {
+                self.phantom = excess;
+            }
+        } else {
+            self.excess_since = None;
+            self.phantom = self.phantom.min(excess.positive_part());
+        }
+    }
+
+    fn sleep_all(&mut self, now: Timestamp, reason: Reason) {
+        self.wake_ok_since = None;
+        for s in 0..self.specs.len() {
+            for l in 0..self.specs[s].running.len() {
+                while let Some(&m) = self.specs[s].running[l].last() {
+                    let voluntary = now.saturating_since(self.slots[m as usize].since) >= self.cfg.min_on;
+                    let r = if voluntary || reason != Reason::Dispatch { reason } else { Reason::Protect };
+                    self.put_to_sleep(m, now, r);
+                }
+            }
+            while let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].waking, |p| matches!(p, Plan::Waking(_))) {
+                self.put_to_sleep(m, now, reason);
+            }
+        }
+    }
+
+    fn cut(&mut self, amount: Watts, now: Timestamp, reason: Reason) {
+        self.wake_ok_since = None;
+        let mut left = amount;
+        // A cut deeper than all level headroom needs sleeps anyway: do those first, so that a
+        // collapse of the surplus costs one command per miner rather than one per level step.
+        let mut headroom: f64 = self
+            .specs
+            .iter()
+            .map(|spec| spec.running.iter().zip(&spec.delta).map(|(b, d)| b.len() as f64 * (d - spec.delta[0])).sum::<f64>())
+            .sum();
+        while left.w() > headroom {
+            let Some((m, voluntary)) = self.sleep_candidate(now) else { break };
+            let Plan::Running(l) = self.slots[m as usize].plan else { unreachable!("candidate is running") };
+            let spec = &self.specs[self.slots[m as usize].spec as usize];
+            headroom -= spec.delta[l as usize] - spec.delta[0];
+            left -= self.spec_delta(m, l);
+            let r = if voluntary || reason != Reason::Dispatch { reason } else { Reason::Protect };
+            self.put_to_sleep(m, now, r);
+        }
+        // Tiers A and B: step levels down, above nameplate first, least hashrate per watt first.
+        for floor_is_preferred in [true, false] {
+            while left > Watts::ZERO {
+                let mut best: Option<(f64, usize, u8)> = None;
+                for (s, spec) in self.specs.iter().enumerate() {
+                    let floor = if floor_is_preferred { spec.preferred } else { 0 };
+                    if let Some(l) = spec.highest_above(floor) {
+                        let gain = spec.gain_up[l as usize - 1];
+                        if best.is_none_or(|(g, _, _)| gain < g) {
+                            best = Some((gain, s, l));
+                        }
+                    }
+                }
+                let Some((_, s, l)) = best else { break };
+                let spec = &self.specs[s];
+                let floor = if floor_is_preferred { spec.preferred } else { 0 };
+                let lowest = floor.max(l.saturating_sub(self.cfg.max_levels_per_command));
+                // Just deep enough to cover what is left, no deeper than allowed.
+                let to = (lowest..l).rev().find(|&to| spec.delta[l as usize] - spec.delta[to as usize] >= left.w()).unwrap_or(lowest);
+                left += self.step(s, l, to, reason);
+            }
+        }
+        // Tiers C and D: sleep miners, least efficient model first, the longest awake first;
+        // those inside their minimum on-time only if nothing else is left.
+        while left > Watts::ZERO {
+            let Some((m, voluntary)) = self.sleep_candidate(now) else { break };
+            let Plan::Running(l) = self.slots[m as usize].plan else { unreachable!("front is running") };
+            left -= self.spec_delta(m, l);
+            let r = if voluntary || reason != Reason::Dispatch { reason } else { Reason::Protect };
+            self.put_to_sleep(m, now, r);
+        }
+    }
+
+    /// The miner to put to sleep next: least efficient model first, the longest awake first,
+    /// preferring one past its minimum on-time (`true`) over one inside it (`false`).
+    fn sleep_candidate(&mut self, now: Timestamp) -> Option<(u32, bool)> {
+        let mut chosen: Option<(u32, bool)> = None;
+        for &s in self.by_efficiency.iter().rev() {
+            let slots = &self.slots;
+            let Some(m) = Self::live_front(slots, &mut self.specs[s].run_order, |p| matches!(p, Plan::Running(_))) else { continue };
+            if now.saturating_since(slots[m as usize].since) >= self.cfg.min_on {
+                return Some((m, true));
+            }
+            chosen.get_or_insert((m, false));
+        }
+        chosen
+    }
+
+    /// Raise running miners below `limit(spec)` while the budget allows; returns what is left.
+    fn raise(&mut self, budget: Watts, limit: fn(&SpecState) -> u8) -> Watts {
+        let mut left = budget;
+        loop {
+            let mut best: Option<(f64, usize, u8)> = None;
+            for (s, spec) in self.specs.iter().enumerate() {
+                if let Some(l) = spec.lowest_below(limit(spec)) {
+                    let gain = spec.gain_up[l as usize];
+                    let cost = spec.delta[l as usize + 1] - spec.delta[l as usize];
+                    if cost <= left.w() && best.is_none_or(|(g, _, _)| gain > g) {
+                        best = Some((gain, s, l));
+                    }
+                }
+            }
+            let Some((_, s, l)) = best else { return left };
+            let spec = &self.specs[s];
+            let highest = limit(spec).min(l.saturating_add(self.cfg.max_levels_per_command));
+            let to = (l + 1..=highest).rev().find(|&to| spec.delta[to as usize] - spec.delta[l as usize] <= left.w()).unwrap_or(l + 1);
+            left -= self.step(s, l, to, Reason::Dispatch);
+        }
+    }
+
+    fn any_asleep_available(&mut self, now: Timestamp) -> bool {
+        let min_off = self.cfg.min_off;
+        (0..self.specs.len()).any(|s| {
+            Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| p == Plan::Asleep)
+                .is_some_and(|m| now.saturating_since(self.slots[m as usize].since) >= min_off)
+        })
+    }
+
+    /// Wake sleeping miners into `room` (spare power expected by the time they are ready), once
+    /// the room has persisted for `wake_confirm`. Returns whether any miner was woken.
+    fn wake_some(&mut self, now: Timestamp, room: Watts) -> bool {
+        let room = room - self.plan_run - self.plan_wake;
+        let smallest = self.specs.iter().map(|s| s.delta[0]).fold(f64::INFINITY, f64::min);
+        if room.w() < smallest + self.deadband.w() {
+            self.wake_ok_since = None;
+            return false;
+        }
+        let since = *self.wake_ok_since.get_or_insert(now);
+        if now.saturating_since(since) < self.cfg.wake_confirm {
+            return false;
+        }
+        let mut left = room;
+        let mut woke = false;
+        for i in 0..self.by_efficiency.len() {
+            let s = self.by_efficiency[i];
+            loop {
+                let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| p == Plan::Asleep) else { break };
+                if now.saturating_since(self.slots[m as usize].since) < self.cfg.min_off {
+                    break;
+                }
+                let spec = &self.specs[s];
+                let Some(level) = (0..=spec.preferred).rev().find(|&l| spec.delta[l as usize] <= left.w()) else { break };
+                self.specs[s].asleep.pop_front();
+                left -= Watts(self.specs[s].delta[level as usize]);
+                self.wake(m, level, now);
+                woke = true;
+            }
+        }
+        woke
+    }
+
+    // ----- commands -------------------------------------------------------------------------
+
+    fn action_for(&self, m: u32) -> Option<Action> {
+        let slot = &self.slots[m as usize];
+        match (slot.plan, slot.commanded) {
+            (Plan::Faulted, _) => None,
+            (Plan::Asleep, Some(Target::Sleep)) => None,
+            (Plan::Asleep, _) => Some(Action::Sleep),
+            (Plan::Waking(l) | Plan::Running(l), Some(Target::Level(c))) if c == l => None,
+            (Plan::Waking(l) | Plan::Running(l), Some(Target::Level(_))) => Some(Action::SetLevel(l)),
+            (Plan::Waking(l) | Plan::Running(l), Some(Target::Sleep) | None) => Some(Action::Wake(l)),
+        }
+    }
+
+    /// Draw above standby the miner was last told to have.
+    fn commanded_delta(&self, m: u32) -> Watts {
+        match self.slots[m as usize].commanded {
+            Some(Target::Level(l)) => self.spec_delta(m, l),
+            _ => Watts::ZERO,
+        }
+    }
+
+    fn flush(&mut self, now: Timestamp) {
+        let elapsed = now.secs_since(self.tokens_at).max(0.0);
+        self.tokens = (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.command_burst);
+        self.tokens_at = now;
+        while self.tokens >= 1.0 {
+            let Some(m) = self.cut_queue.pop_front() else { break };
+            let Some(action) = self.action_for(m) else {
+                self.slots[m as usize].queued = false;
+                continue;
+            };
+            let increase = match action {
+                Action::SetLevel(l) | Action::Wake(l) => self.spec_delta(m, l) > self.commanded_delta(m),
+                _ => false,
+            };
+            if increase {
+                self.raise_queue.push_back(m);
+                continue;
+            }
+            self.slots[m as usize].queued = false;
+            self.send(m, action, now);
+        }
+        // Raises go only once the cuts they depend on are out, and only into room that the
+        // commands already sent leave.
+        if !self.cut_queue.is_empty() {
+            return;
+        }
+        let fixed = self.base_standby + self.uncontrollable + self.phantom;
+        while self.tokens >= 1.0 {
+            let Some(&m) = self.raise_queue.front() else { break };
+            let Some(action) = self.action_for(m) else {
+                self.raise_queue.pop_front();
+                self.slots[m as usize].queued = false;
+                continue;
+            };
+            let (limit, new) = match action {
+                Action::Wake(l) => (self.allowed_ahead, self.spec_delta(m, l)),
+                Action::SetLevel(l) => (self.allowed_now + self.plan_wake, self.spec_delta(m, l)),
+                _ => (Watts(f64::INFINITY), Watts::ZERO),
+            };
+            let after = self.committed - self.commanded_delta(m) + new;
+            if fixed + after > limit + Watts(1e-6) && new > self.commanded_delta(m) {
+                break;
+            }
+            self.raise_queue.pop_front();
+            self.slots[m as usize].queued = false;
+            self.send(m, action, now);
+        }
+    }
+
+    fn send(&mut self, m: u32, action: Action, now: Timestamp) {
+        let id = CommandId(self.next_id);
+        self.next_id += 1;
+        let old = self.commanded_delta(m);
+        let s = self.slots[m as usize].spec as usize;
+        let spec = &self.fleet.specs[s];
+        let (target, settle) = match action {
+            Action::Sleep => {
+                let from = self.slots[m as usize].last_power.unwrap_or(spec.max_power());
+                (Some(Target::Sleep), spec.setpoint_delay + spec.ramp_time(from, spec.standby))
+            }
+            Action::Wake(l) => {
+                self.slots[m as usize].ready_at = now + spec.wake_delay;
+                (Some(Target::Level(l)), spec.wake_delay + spec.ramp_time(spec.standby, spec.level_power(l)))
+            }
+            Action::SetLevel(l) => {
+                let from = self.slots[m as usize].last_power.unwrap_or(spec.max_power());
+                (Some(Target::Level(l)), spec.setpoint_delay + spec.ramp_time(from, spec.level_power(l)))
+            }
+            Action::Query => (self.slots[m as usize].commanded, Duration::ZERO),
+        };
+        let slot = &mut self.slots[m as usize];
+        let reason = if action == Action::Query { Reason::Reconcile } else { slot.reason };
+        if action.is_write() {
+            slot.commanded = target;
+            slot.pending = Some(id);
+            slot.queried = false;
+            slot.reason = Reason::Dispatch;
+            self.tokens -= 1.0;
+            self.stats.commands += 1;
+            match reason {
+                Reason::Dispatch => self.stats.dispatch_commands += 1,
+                Reason::Protect => self.stats.protect_commands += 1,
+                Reason::Operator => self.stats.operator_commands += 1,
+                Reason::FailSafe => self.stats.failsafe_commands += 1,
+                Reason::Reconcile => self.stats.reconcile_commands += 1,
+            }
+            let new = self.commanded_delta(m);
+            self.committed += new - old;
+            let deadline = now + settle + self.cfg.verify_grace;
+            self.deadlines.push(Reverse((deadline, Deadline::Verify { miner: m, id: id.0 })));
+        } else {
+            self.stats.queries += 1;
+        }
+        self.out.push_back(Command { id, miner: MinerId(m), action, reason });
+    }
+
+    // ----- faults and verification ----------------------------------------------------------
+
+    fn fault(&mut self, m: u32, kind: FaultKind, now: Timestamp) {
+        let slot = &self.slots[m as usize];
+        if slot.plan == Plan::Faulted {
+            return;
+        }
+        let s = slot.spec as usize;
+        match slot.plan {
+            Plan::Running(l) => {
+                self.bucket_remove(m, l);
+                self.plan_run -= Watts(self.specs[s].delta[l as usize]);
+            }
+            Plan::Waking(l) => self.plan_wake -= Watts(self.specs[s].delta[l as usize]),
+            Plan::Asleep | Plan::Faulted => {}
+        }
+        let standby = self.specs[s].standby;
+        let reported = self.slots[m as usize].last_power.map(|p| (p - standby).positive_part());
+        let assumed = reported.unwrap_or(Watts::ZERO).max(self.commanded_delta(m));
+        self.committed -= self.commanded_delta(m);
+        let slot = &mut self.slots[m as usize];
+        slot.plan = Plan::Faulted;
+        slot.fault = Some(kind);
+        slot.commanded = None;
+        slot.pending = None;
+        slot.epoch = slot.epoch.wrapping_add(1);
+        slot.assumed = assumed;
+        let epoch = slot.epoch;
+        self.uncontrollable += assumed;
+        self.stats.faults += 1;
+        self.deadlines.push(Reverse((now + self.cfg.fault_retry, Deadline::Retry { miner: m, epoch })));
+    }
+
+    fn recover(&mut self, m: u32, now: Timestamp) {
+        let s = self.slots[m as usize].spec as usize;
+        let slot = &mut self.slots[m as usize];
+        self.uncontrollable -= slot.assumed;
+        slot.assumed = Watts::ZERO;
+        slot.fault = None;
+        slot.plan = Plan::Asleep;
+        slot.commanded = Some(Target::Sleep);
+        slot.since = now;
+        slot.drifts = 0;
+        slot.attempts = 0;
+        slot.epoch = slot.epoch.wrapping_add(1);
+        let epoch = slot.epoch;
+        self.specs[s].asleep.push_back((m, epoch));
+        self.stats.recoveries += 1;
+    }
+
+    fn matches(&self, m: u32, status: &MinerStatus) -> bool {
+        let slot = &self.slots[m as usize];
+        let spec = &self.fleet.specs[slot.spec as usize];
+        match (slot.commanded, status) {
+            (Some(Target::Sleep), MinerStatus::Asleep { power }) => *power <= spec.standby * 2.0 + Watts(50.0),
+            (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => {
+                let want = spec.level_power(l);
+                (*power - want).abs() <= want * 0.1 + Watts(100.0)
+            }
+            _ => false,
+        }
+    }
+
+    /// A settled miner's report that shows it drawing more than it was told to.
+    fn draws_too_much(&self, m: u32, status: &MinerStatus) -> bool {
+        let slot = &self.slots[m as usize];
+        let spec = &self.fleet.specs[slot.spec as usize];
+        match (slot.commanded, status) {
+            (Some(Target::Sleep), MinerStatus::Mining { .. }) => true,
+            (Some(Target::Sleep), MinerStatus::Asleep { power }) => *power > spec.standby * 2.0 + Watts(50.0),
+            (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => *power > spec.level_power(l) * 1.1 + Watts(100.0),
+            (Some(Target::Level(_)), MinerStatus::Asleep { .. }) => true,
+            _ => false,
+        }
+    }
+
+    fn on_report(&mut self, now: Timestamp, m: u32, status: MinerStatus) {
+        if status == MinerStatus::Unreachable {
+            let slot = &mut self.slots[m as usize];
+            let since = *slot.unreachable_since.get_or_insert(now);
+            if now.saturating_since(since) >= self.cfg.silent_after {
+                self.fault(m, FaultKind::Unreachable, now);
+            }
+            return;
+        }
+        let slot = &mut self.slots[m as usize];
+        slot.unreachable_since = None;
+        slot.last_power = status.power();
+        if slot.plan == Plan::Faulted {
+            if matches!(status, MinerStatus::Asleep { .. }) {
+                self.recover(m, now);
+            } else if let Some(p) = status.power() {
+                let standby = self.specs[slot.spec as usize].standby;
+                let assumed = (p - standby).positive_part().max(slot.assumed);
+                self.uncontrollable += assumed - slot.assumed;
+                slot.assumed = assumed;
+            }
+            return;
+        }
+        if self.matches(m, &status) {
+            let slot = &mut self.slots[m as usize];
+            if slot.pending.take().is_some() {
+                slot.attempts = 0;
+                self.stats.verified += 1;
+            }
+            return;
+        }
+        let settled = self.slots[m as usize].pending.is_none();
+        if settled && self.draws_too_much(m, &status) {
+            let slot = &mut self.slots[m as usize];
+            if now.saturating_since(slot.drift_window_start) > Duration::from_secs(3600) {
+                slot.drift_window_start = now;
+                slot.drifts = 0;
+            }
+            slot.drifts += 1;
+            if slot.drifts >= 3 {
+                self.fault(m, FaultKind::Disobedient, now);
+            } else {
+                self.slots[m as usize].commanded = None;
+                self.mark(m, Reason::Reconcile);
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, now: Timestamp, deadline: Deadline) {
+        match deadline {
+            Deadline::Verify { miner, id } => {
+                let slot = &self.slots[miner as usize];
+                if slot.pending != Some(CommandId(id)) {
+                    return;
+                }
+                if !slot.queried {
+                    self.slots[miner as usize].queried = true;
+                    self.send(miner, Action::Query, now);
+                    self.deadlines.push(Reverse((now + self.cfg.verify_grace, Deadline::Verify { miner, id })));
+                    return;
+                }
+                let slot = &mut self.slots[miner as usize];
+                slot.attempts += 1;
+                slot.pending = None;
+                if slot.attempts >= 2 {
+                    self.fault(miner, FaultKind::Disobedient, now);
+                } else {
+                    let old = self.commanded_delta(miner);
+                    // Unknown state: assume it still draws what it was told, and tell it again.
+                    self.slots[miner as usize].commanded = None;
+                    self.committed -= old;
+                    self.mark(miner, Reason::Reconcile);
+                }
+            }
+            Deadline::Retry { miner, epoch } => {
+                let slot = &self.slots[miner as usize];
+                if slot.epoch != epoch || slot.plan != Plan::Faulted {
+                    return;
+                }
+                // Ask it to sleep and read it back; a report of sleep brings it back.
+                self.slots[miner as usize].reason = Reason::Reconcile;
+                self.send_unplanned_sleep(miner);
+                self.deadlines.push(Reverse((now + self.cfg.fault_retry, Deadline::Retry { miner, epoch })));
+            }
+        }
+    }
+
+    fn send_unplanned_sleep(&mut self, m: u32) {
+        let id = CommandId(self.next_id);
+        self.next_id += 1;
+        self.tokens -= 1.0;
+        self.stats.commands += 1;
+        self.stats.reconcile_commands += 1;
+        self.out.push_back(Command { id, miner: MinerId(m), action: Action::Sleep, reason: Reason::Reconcile });
+        let qid = CommandId(self.next_id);
+        self.next_id += 1;
+        self.stats.queries += 1;
+        self.out.push_back(Command { id: qid, miner: MinerId(m), action: Action::Query, reason: Reason::Reconcile });
+    }
+
+    fn accept_surplus(&mut self, now: Timestamp, at: Timestamp, value: Watts) {
+        if !value.is_finite() || at > now + self.cfg.max_future_skew {
+            self.stats.rejected_readings += 1;
+            return;
+        }
+        let value = value.positive_part();
+        match self.reading {
+            Some(prev) if at <= prev.at => {
+                self.stats.rejected_readings += 1;
+            }
+            Some(prev) => {
+                let dt = at.secs_since(prev.at);
+                let inst = (value - prev.value).w() / dt;
+                let alpha = 1.0 - (-dt / self.cfg.trend_time_constant.as_secs_f64()).exp();
+                self.trend_w_per_s += alpha * (inst - self.trend_w_per_s);
+                let changed_at = if value != prev.value { at } else { prev.changed_at };
+                self.reading = Some(Reading { at, value, changed_at });
+            }
+            None => self.reading = Some(Reading { at, value, changed_at: at }),
+        }
+    }
+}
+
+impl FleetController for Controller {
+    fn handle_input(&mut self, now: Timestamp, input: Input) {
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        match input {
+            Input::Surplus { at, available } => self.accept_surplus(now, at, available),
+            Input::Forecast(mut blocks) => {
+                blocks.retain(|(_, w)| w.is_finite());
+                blocks.sort_by_key(|(t, _)| *t);
+                self.forecast = blocks;
+            }
+            Input::FleetPower { at, measured } => {
+                if measured.is_finite() && at <= now + self.cfg.max_future_skew {
+                    self.meter = Some((at, measured));
+                }
+            }
+            Input::Miner(report) => {
+                if report.miner.index() < self.slots.len() {
+                    self.on_report(now, report.miner.0, report.status);
+                }
+            }
+            Input::Outcome(outcome) => {
+                let m = outcome.miner.0;
+                let Some(slot) = self.slots.get_mut(m as usize) else { return };
+                if slot.pending != Some(outcome.id) {
+                    return;
+                }
+                if outcome.result != Ok(Ok(())) {
+                    slot.attempts += 1;
+                    slot.pending = None;
+                    if slot.attempts >= 3 {
+                        let kind = if outcome.result.is_err() { FaultKind::Unreachable } else { FaultKind::Refusing };
+                        self.fault(m, kind, now);
+                    } else {
+                        let old = self.commanded_delta(m);
+                        self.slots[m as usize].commanded = None;
+                        self.committed -= old;
+                        self.mark(m, Reason::Reconcile);
+                    }
+                }
+            }
+            Input::Operator(cmd) => match cmd {
+                OperatorCommand::CurtailTo(w) => self.curtail = Some(w.positive_part()),
+                OperatorCommand::ShedAll => {
+                    self.shed = true;
+                    // Act now, not at the next tick.
+                    self.tick(now);
+                }
+                OperatorCommand::Resume => {
+                    self.shed = false;
+                    self.curtail = None;
+                }
+            },
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, deadline)) = self.deadlines.pop().expect("peeked");
+            self.on_deadline(now, deadline);
+        }
+        if now >= self.next_tick {
+            self.tick(now);
+            let cadence = self.cfg.cadence.as_millis() as i64;
+            let behind = (now.as_millis() - self.next_tick.as_millis()) / cadence;
+            self.next_tick = Timestamp::from_millis(self.next_tick.as_millis() + (behind + 1) * cadence);
+        } else {
+            self.flush(now);
+        }
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        let deadline = self.deadlines.peek().map(|Reverse((t, _))| *t);
+        Some(deadline.map_or(self.next_tick, |d| d.min(self.next_tick)))
+    }
+
+    fn name(&self) -> &'static str {
+        "hashsink"
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+//! `hashsink simulate` and `hashsink demo`: the twin on a profile, one or both controllers, and
+//! the KPI table or JSON.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use hashsink_core::{BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig};
+use hashsink_twin::profile::format_time;
+use hashsink_twin::{ControllerChoice, FaultPlan, NuclearMethod, Profile, RunReport, Scenario};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    Hashsink,
+    Baseline,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NuclearDefinition {
+    /// The unit's pro-rata share of generation above demand plus the export limit.
+    Excess,
+    /// The unit's whole output in hours priced at or below zero.
+    Price,
+}
+
+/// Options shared by `simulate` and `demo`.
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Surplus profile: `nuclear`, `wind`, or a CSV file with the header `timestamp,surplus_mw`.
+    #[arg(long, default_value = "wind")]
+    pub profile: String,
+    /// Fleet: a TOML fleet file, or MODEL:COUNT[:FIRMWARE] groups separated by commas, where COUNT
+    /// may be a power such as 100MW (e.g. `s21:100MW` or `s21xp:20000:luxos,s19jpro:5000:stock`).
+    #[arg(long, default_value = "s21:100MW:braiins-os")]
+    pub fleet: String,
+    /// Which controller to run; `both` prints them side by side.
+    #[arg(long, value_enum, default_value = "both")]
+    pub controller: Which,
+    /// Seed for noise and faults. The same seed gives byte-identical output.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Simulate this many days from the start (default: the whole profile).
+    #[arg(long)]
+    pub days: Option<f64>,
+    /// Start at this date (YYYY-MM-DD, UTC) instead of the profile's start.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Measurement noise on the surplus reading: sigma as a percentage of the profile's peak
+    /// (AR(1), 60 s correlation).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise_pct: f64,
+    /// Inject this many seeded fault episodes (silent, disobedient and rebooting miners, stale
+    /// meters, frozen, flapping, lost and clock-stepped surplus signals).
+    #[arg(long, default_value_t = 0)]
+    pub faults: usize,
+    /// Controller settings: a TOML file with a `[controller]` table (see examples/controller.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Nuclear profile: the unit's size in MW.
+    #[arg(long, default_value_t = 1200.0)]
+    pub unit_mw: f64,
+    /// Nuclear profile: how the unit's surplus is defined.
+    #[arg(long, value_enum, default_value = "excess")]
+    pub nuclear_definition: NuclearDefinition,
+    /// Nuclear profile (excess definition): MW the interties absorb before the unit is in surplus.
+    #[arg(long, default_value_t = 1000.0)]
+    pub export_limit_mw: f64,
+    /// Wind profile: the plant's export cap in MW; output above it is the surplus.
+    #[arg(long, default_value_t = 500.0)]
+    pub export_cap_mw: f64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SimulateArgs {
+    /// The demo: the nuclear night valley, a mixed fleet of the four firmware kinds.
+    pub fn demo(days: f64, seed: u64) -> Self {
+        Self {
+            profile: "nuclear".into(),
+            fleet: "s21xp:6000:braiins-os,m60s:4000:whatsminer-v3,s21:4000:luxos,s19jpro:2000:stock".into(),
+            controller: Which::Both,
+            seed,
+            days: Some(days),
+            start: None,
+            noise_pct: 0.0,
+            faults: 0,
+            config: None,
+            unit_mw: 1200.0,
+            nuclear_definition: NuclearDefinition::Excess,
+            export_limit_mw: 1000.0,
+            export_cap_mw: 500.0,
+            json: false,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    #[serde(default)]
+    controller: ControllerSettings,
+}
+
+/// Loads the profile the user named.
+pub fn load_profile(args: &SimulateArgs) -> Result<Profile> {
+    Ok(match args.profile.as_str() {
+        "nuclear" => {
+            if !(args.unit_mw.is_finite() && args.unit_mw > 0.0) {
+                bail!("--unit-mw {} must be a positive number of MW", args.unit_mw);
+            }
+            let method = match args.nuclear_definition {
+                NuclearDefinition::Excess => NuclearMethod::Excess { export_limit_mw: args.export_limit_mw },
+                NuclearDefinition::Price => NuclearMethod::Price,
+            };
+            Profile::nuclear(args.unit_mw, method)
+        }
+        "wind" => Profile::wind(args.export_cap_mw),
+        path => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read profile '{path}': give `nuclear`, `wind` or a CSV file with the header timestamp,surplus_mw")
+            })?;
+            Profile::from_csv(&text, path)?
+        }
+    })
+}
+
+/// Builds the fleet the user named.
+pub fn load_fleet(spec: &str) -> Result<Fleet> {
+    let catalogue = Catalogue::bundled();
+    if spec.ends_with(".toml") || Path::new(spec).is_file() {
+        let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read fleet file '{spec}'"))?;
+        Ok(FleetConfig::build_from_toml(&text, spec, &catalogue)?)
+    } else {
+        Ok(FleetConfig::build_from_shorthand(spec, &catalogue)?)
+    }
+}
+
+/// Reads controller settings from a file's `[controller]` table.
+pub fn load_settings(path: Option<&Path>) -> Result<ControllerConfig> {
+    let Some(path) = path else { return Ok(ControllerConfig::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config '{}'", path.display()))?;
+    let file: SettingsFile = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+    })?;
+    file.controller.validate().with_context(|| format!("{}", path.display()))
+}
+
+/// The runs of one `simulate` call.
+pub struct Outcome {
+    pub profile: Arc<Profile>,
+    pub fleet: Arc<Fleet>,
+    pub start: hashsink_units::Timestamp,
+    pub duration: Duration,
+    pub reports: Vec<RunReport>,
+    pub wall: Vec<Duration>,
+}
+
+fn parse_date(text: &str) -> Result<hashsink_units::Timestamp> {
+    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
+    hashsink_twin::profile::parse_time(&full).map_err(|e| anyhow::anyhow!("--start: {e}"))
+}
+
+/// Runs the scenario(s) the arguments describe.
+pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
+    if !(args.noise_pct.is_finite() && (0.0..=50.0).contains(&args.noise_pct)) {
+        bail!("--noise-pct {} must be between 0 and 50", args.noise_pct);
+    }
+    let profile = load_profile(args)?;
+    let fleet = Arc::new(load_fleet(&args.fleet)?);
+    let cfg = load_settings(args.config.as_deref())?;
+    let start = match &args.start {
+        Some(d) => parse_date(d)?,
+        None => profile.start(),
+    };
+    if start < profile.start() || start >= profile.end() {
+        bail!("--start {} is outside the profile ({} to {})", format_time(start), format_time(profile.start()), format_time(profile.end()));
+    }
+    let available = profile.end().saturating_since(start);
+    let duration = match args.days {
+        Some(d) if d.is_finite() && d > 0.0 => Duration::from_secs_f64(d * 86_400.0).min(available),
+        Some(d) => bail!("--days {d} must be a positive number"),
+        None => available,
+    };
+    let profile = Arc::new(profile.window(start, duration));
+    let choices: Vec<ControllerChoice> = match args.controller {
+        Which::Hashsink => vec![ControllerChoice::Hashsink(cfg.clone())],
+        Which::Baseline => vec![ControllerChoice::Baseline(BaselineConfig::default())],
+        Which::Both => vec![ControllerChoice::Hashsink(cfg.clone()), ControllerChoice::Baseline(BaselineConfig::default())],
+    };
+    let faults = FaultPlan::random(args.seed, start, duration, fleet.len(), args.faults);
+    let mut reports = Vec::new();
+    let mut wall = Vec::new();
+    for choice in choices {
+        let name = choice.name();
+        let mut scenario = Scenario::new(fleet.clone(), profile.clone(), choice.clone(), duration);
+        scenario.start = start;
+        scenario.seed = args.seed;
+        scenario.noise_fraction = args.noise_pct / 100.0;
+        scenario.faults = faults.clone();
+        let bar = crate::progress::bar(show_progress, &format!("{name} on {}", profile.name));
+        let began = Instant::now();
+        let mut report = hashsink_twin::run(&scenario, &mut |f| bar.set_position((f * 1000.0) as u64));
+        report.kpis.shed95_s = hashsink_twin::shed_drill(fleet.clone(), choice, args.seed);
+        wall.push(began.elapsed());
+        bar.finish_and_clear();
+        reports.push(report);
+    }
+    Ok(Outcome { profile, fleet, start, duration, reports, wall })
+}
+
+#[derive(Serialize)]
+struct ProfileJson<'a> {
+    name: &'a str,
+    definition: &'a str,
+    start: String,
+    days: f64,
+    peak_mw: f64,
+    surplus_mwh: f64,
+    surplus_drops_per_day: f64,
+}
+
+/// The JSON document: deterministic (no timings), so the same seed gives the same bytes.
+pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
+    let mut controllers = serde_json::Map::new();
+    for r in &outcome.reports {
+        let mut v = serde_json::to_value(&r.kpis).expect("kpis serialise");
+        let obj = v.as_object_mut().expect("kpis is an object");
+        obj.insert("invariant_violations".into(), json!(r.violation_count));
+        obj.insert("command_counts".into(), serde_json::to_value(r.command_counts).expect("counts serialise"));
+        obj.insert("first_violations".into(), json!(r.violations));
+        if let Some(stats) = &r.stats {
+            obj.insert("controller_stats".into(), serde_json::to_value(stats).expect("stats serialise"));
+        }
+        controllers.insert(r.controller.clone(), v);
+    }
+    let first = &outcome.reports[0];
+    let profile = ProfileJson {
+        name: &outcome.profile.name,
+        definition: &outcome.profile.definition,
+        start: format_time(outcome.start),
+        days: outcome.duration.as_secs_f64() / 86_400.0,
+        peak_mw: outcome.profile.peak().mw(),
+        surplus_mwh: first.kpis.surplus_mwh,
+        surplus_drops_per_day: first.surplus_drops_per_day,
+    };
+    json!({
+        "controllers": controllers,
+        "profile": profile,
+        "fleet": {
+            "description": outcome.fleet.describe(),
+            "miners": outcome.fleet.len(),
+            "nameplate_mw": outcome.fleet.nameplate_power().mw(),
+            "max_mw": outcome.fleet.max_power().mw(),
+        },
+        "seed": seed,
+    })
+}
+
+/// The KPI table, controllers side by side.
+pub fn render_table(outcome: &Outcome) -> String {
+    let mut out = String::new();
+    let p = &outcome.profile;
+    let first = &outcome.reports[0];
+    out.push_str(&format!("profile  {}: {}\n", p.name, p.definition));
+    out.push_str(&format!(
+        "         {} for {:.1} days, peak {:.1} MW, {:.0} MWh of surplus, {:.2} drops to zero per day\n",
+        format_time(outcome.start),
+        outcome.duration.as_secs_f64() / 86_400.0,
+        p.peak().mw(),
+        first.kpis.surplus_mwh,
+        first.surplus_drops_per_day
+    ));
+    out.push_str(&format!(
+        "fleet    {} ({:.1} MW nameplate, {:.1} MW max)\n\n",
+        outcome.fleet.describe(),
+        outcome.fleet.nameplate_power().mw(),
+        outcome.fleet.max_power().mw()
+    ));
+    type Row = (&'static str, fn(&RunReport) -> String);
+    let rows: [Row; 13] = [
+        ("absorption (% of reachable surplus)", |r| format!("{:.3}", r.kpis.absorption_pct)),
+        ("control import (% of absorbed)", |r| format!("{:.4}", r.kpis.import_pct_of_absorbed)),
+        ("standby import (% of absorbed)", |r| format!("{:.4}", r.kpis.standby_pct_of_absorbed)),
+        ("5-min intervals within tolerance (%)", |r| format!("{:.2}", r.kpis.within_tolerance_pct)),
+        ("wake/sleep cycles per miner per day", |r| format!("{:.3}", r.kpis.cycles_per_miner_day)),
+        ("time to shed 95 % (s, drill)", |r| r.kpis.shed95_s.map_or("-".into(), |s| format!("{s:.1}"))),
+        ("TH per MWh", |r| format!("{:.0}", r.kpis.th_per_mwh)),
+        ("absorbed (MWh)", |r| format!("{:.1}", r.kpis.absorbed_mwh)),
+        ("control import (MWh)", |r| format!("{:.3}", r.kpis.control_import_mwh)),
+        ("hashes (EH)", |r| format!("{:.1}", r.kpis.hashes_eh)),
+        ("commands sent", |r| r.kpis.commands.to_string()),
+        ("  setpoint / wake / sleep", |r| format!("{}/{}/{}", r.command_counts.set_level, r.command_counts.wake, r.command_counts.sleep)),
+        ("invariant violations", |r| if r.controller == "hashsink" { r.violation_count.to_string() } else { "not checked".into() }),
+    ];
+    out.push_str(&format!("{:<40}", "KPI"));
+    for r in &outcome.reports {
+        out.push_str(&format!("{:>22}", r.controller));
+    }
+    out.push('\n');
+    for (label, f) in rows {
+        out.push_str(&format!("{label:<40}"));
+        for r in &outcome.reports {
+            out.push_str(&format!("{:>22}", f(r)));
+        }
+        out.push('\n');
+    }
+    for r in &outcome.reports {
+        for v in &r.violations {
+            out.push_str(&format!("violation ({}): {v}\n", r.controller));
+        }
+    }
+    out
+}
+
+/// Speed line for stderr: simulated miner-seconds per wall second.
+pub fn render_speed(outcome: &Outcome) -> String {
+    outcome
+        .reports
+        .iter()
+        .zip(&outcome.wall)
+        .map(|(r, w)| {
+            format!(
+                "{}: {:.1} s wall, {:.3e} miner-steps/s ({} miners x {:.0} one-second steps), {} miner events",
+                r.controller,
+                w.as_secs_f64(),
+                r.miner_seconds / w.as_secs_f64(),
+                outcome.fleet.len(),
+                outcome.duration.as_secs_f64(),
+                r.events
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

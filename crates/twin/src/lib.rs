@@ -1,0 +1,17 @@
+//! The digital twin: a deterministic world in which the hashsink controller (or the baseline it
+//! is measured against) drives a simulated fleet along a real surplus profile.
+//!
+//! The clock is virtual and jumps from deadline to deadline; noise and faults come from a seed;
+//! invariants are checked at every sample. The same scenario gives the same report, bit for bit.
+//! Nothing here reads a clock or touches the network.
+
+pub mod faults;
+pub mod kpi;
+pub mod miners;
+pub mod profile;
+pub mod world;
+
+pub use faults::{Fault, FaultEpisode, FaultPlan};
+pub use kpi::Kpis;
+pub use profile::{NuclearMethod, Profile, ProfileError};
+pub use world::{ControllerChoice, RunReport, Scenario, run, shed_drill};
