@@ -63,7 +63,9 @@ impl MinerStatus {
     pub fn power(&self) -> Option<Watts> {
         match *self {
             MinerStatus::Unreachable => None,
-            MinerStatus::Asleep { power } | MinerStatus::Booting { power } | MinerStatus::Mining { power, .. } => Some(power),
+            MinerStatus::Asleep { power }
+            | MinerStatus::Booting { power }
+            | MinerStatus::Mining { power, .. } => Some(power),
         }
     }
 }

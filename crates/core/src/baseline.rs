@@ -113,7 +113,9 @@ impl Baseline {
     }
 
     fn tick(&mut self, now: Timestamp) {
-        let Some(mut surplus) = self.surplus else { return };
+        let Some(mut surplus) = self.surplus else {
+            return;
+        };
         if let Some(cap) = self.curtail {
             surplus = surplus.min(cap);
         }
@@ -161,13 +163,25 @@ impl Baseline {
 
     fn flush(&mut self, now: Timestamp) {
         let elapsed = now.secs_since(self.tokens_at).max(0.0);
-        self.tokens = (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.max_commands_per_s);
+        self.tokens =
+            (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.max_commands_per_s);
         self.tokens_at = now;
         while self.tokens >= 1.0 {
-            let Some((m, action)) = self.pending.pop_front() else { break };
+            let Some((m, action)) = self.pending.pop_front() else {
+                break;
+            };
             self.tokens -= 1.0;
-            let reason = if self.shed { Reason::Operator } else { Reason::Dispatch };
-            self.out.push_back(Command { id: CommandId(self.next_id), miner: MinerId(m), action, reason });
+            let reason = if self.shed {
+                Reason::Operator
+            } else {
+                Reason::Dispatch
+            };
+            self.out.push_back(Command {
+                id: CommandId(self.next_id),
+                miner: MinerId(m),
+                action,
+                reason,
+            });
             self.next_id += 1;
         }
     }
@@ -181,7 +195,9 @@ impl Baseline {
 impl FleetController for Baseline {
     fn handle_input(&mut self, now: Timestamp, input: Input) {
         match input {
-            Input::Surplus { available, .. } if available.is_finite() => self.surplus = Some(available.positive_part()),
+            Input::Surplus { available, .. } if available.is_finite() => {
+                self.surplus = Some(available.positive_part())
+            }
             Input::Operator(OperatorCommand::ShedAll) => {
                 self.shed = true;
                 self.tick(now);

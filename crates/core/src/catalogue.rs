@@ -61,7 +61,10 @@ pub struct Catalogue {
 
 /// Lower-case letters and digits only: "Antminer S21-XP" and "antminer s21xp" compare equal.
 fn normalise(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 impl Catalogue {
@@ -76,7 +79,10 @@ impl Catalogue {
         let mut models = Vec::new();
         for (i, row) in reader.deserialize::<Row>().enumerate() {
             let line = i as u64 + 2;
-            let row = row.map_err(|e| CatalogueError::BadRow { line, message: e.to_string() })?;
+            let row = row.map_err(|e| CatalogueError::BadRow {
+                line,
+                message: e.to_string(),
+            })?;
             if !(row.hashrate_ths > 0.0 && row.power_w > 0.0) {
                 return Err(CatalogueError::BadRow {
                     line,
@@ -108,7 +114,8 @@ impl Catalogue {
             .models
             .iter()
             .filter(|m| {
-                normalise(&m.model) == wanted || normalise(&format!("{} {}", m.make, m.model)) == wanted
+                normalise(&m.model) == wanted
+                    || normalise(&format!("{} {}", m.make, m.model)) == wanted
             })
             .collect();
         if let [one] = exact.as_slice() {
@@ -127,11 +134,20 @@ impl Catalogue {
             [one] => Ok(one),
             [] => Err(CatalogueError::UnknownModel {
                 name: name.to_string(),
-                known: self.models.iter().map(|m| m.model.as_str()).collect::<Vec<_>>().join(", "),
+                known: self
+                    .models
+                    .iter()
+                    .map(|m| m.model.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
             many => Err(CatalogueError::Ambiguous {
                 name: name.to_string(),
-                matches: many.iter().map(|m| m.model.as_str()).collect::<Vec<_>>().join(", "),
+                matches: many
+                    .iter()
+                    .map(|m| m.model.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -149,17 +165,29 @@ mod tests {
         for (row, model) in reader.deserialize::<Row>().zip(cat.models()) {
             let row = row.unwrap();
             let diff = (model.efficiency().j_per_th() - row.efficiency_j_per_th).abs();
-            assert!(diff < 0.1, "{}: {} vs {}", model.model, model.efficiency(), row.efficiency_j_per_th);
+            assert!(
+                diff < 0.1,
+                "{}: {} vs {}",
+                model.model,
+                model.efficiency(),
+                row.efficiency_j_per_th
+            );
         }
     }
 
     #[test]
     fn finds_models_by_loose_names() {
         let cat = Catalogue::bundled();
-        assert_eq!(cat.find("Antminer S21 XP").unwrap().model, "Antminer S21 XP");
+        assert_eq!(
+            cat.find("Antminer S21 XP").unwrap().model,
+            "Antminer S21 XP"
+        );
         assert_eq!(cat.find("s21xp").unwrap().model, "Antminer S21 XP");
         assert_eq!(cat.find("s21").unwrap().model, "Antminer S21");
-        assert_eq!(cat.find("bitmain antminer s19j-pro").unwrap().model, "Antminer S19j Pro");
+        assert_eq!(
+            cat.find("bitmain antminer s19j-pro").unwrap().model,
+            "Antminer S19j Pro"
+        );
         assert_eq!(cat.find("M60S").unwrap().nameplate_power, Watts(3441.0));
     }
 

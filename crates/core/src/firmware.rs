@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 const BUNDLED_TOML: &str = include_str!("../firmware.toml");
 
 /// The firmware families hashsink can drive.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FirmwareKind {
     /// The default: continuous power target, the most controllable.
@@ -66,10 +68,13 @@ impl FromStr for FirmwareKind {
             "onoff" | "pdu" => "on-off",
             other => other,
         };
-        FirmwareKind::ALL.into_iter().find(|k| k.key() == alias).ok_or_else(|| {
-            let known: Vec<&str> = FirmwareKind::ALL.iter().map(|k| k.key()).collect();
-            format!("unknown firmware '{s}'; known: {}", known.join(", "))
-        })
+        FirmwareKind::ALL
+            .into_iter()
+            .find(|k| k.key() == alias)
+            .ok_or_else(|| {
+                let known: Vec<&str> = FirmwareKind::ALL.iter().map(|k| k.key()).collect();
+                format!("unknown firmware '{s}'; known: {}", known.join(", "))
+            })
     }
 }
 
@@ -129,7 +134,10 @@ mod tests {
         for kind in FirmwareKind::ALL {
             let t = &table[&kind];
             assert!(t.standby_w >= 0.0 && t.wake_delay_s > 0.0, "{kind}");
-            assert!(t.ramp_up_w_per_s > 0.0 && t.ramp_down_w_per_s > 0.0, "{kind}");
+            assert!(
+                t.ramp_up_w_per_s > 0.0 && t.ramp_down_w_per_s > 0.0,
+                "{kind}"
+            );
             match t.control {
                 ControlKind::PowerTarget => {
                     assert!(t.min_fraction.unwrap() < t.max_fraction.unwrap());
@@ -151,9 +159,18 @@ mod tests {
 
     #[test]
     fn parses_names_and_aliases() {
-        assert_eq!("braiins".parse::<FirmwareKind>().unwrap(), FirmwareKind::BraiinsOs);
-        assert_eq!("LuxOS".parse::<FirmwareKind>().unwrap(), FirmwareKind::Luxos);
-        assert_eq!("stock_antminer".parse::<FirmwareKind>().unwrap(), FirmwareKind::StockAntminer);
+        assert_eq!(
+            "braiins".parse::<FirmwareKind>().unwrap(),
+            FirmwareKind::BraiinsOs
+        );
+        assert_eq!(
+            "LuxOS".parse::<FirmwareKind>().unwrap(),
+            FirmwareKind::Luxos
+        );
+        assert_eq!(
+            "stock_antminer".parse::<FirmwareKind>().unwrap(),
+            FirmwareKind::StockAntminer
+        );
         let err = "bitaxe".parse::<FirmwareKind>().unwrap_err();
         assert!(err.contains("known: braiins-os"), "{err}");
     }

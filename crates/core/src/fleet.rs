@@ -95,7 +95,11 @@ impl MinerSpec {
     /// Time to ramp from `from` to `to` at this spec's ramp rates.
     pub fn ramp_time(&self, from: Watts, to: Watts) -> Duration {
         let dw = (to - from).w();
-        let secs = if dw >= 0.0 { dw / self.ramp_up_w_per_s } else { -dw / self.ramp_down_w_per_s };
+        let secs = if dw >= 0.0 {
+            dw / self.ramp_up_w_per_s
+        } else {
+            -dw / self.ramp_down_w_per_s
+        };
         Duration::from_secs_f64(secs)
     }
 }
@@ -123,12 +127,18 @@ impl Fleet {
 
     /// Power of every miner at its highest level.
     pub fn max_power(&self) -> Watts {
-        self.miner_spec.iter().map(|s| self.specs[s.0 as usize].max_power()).sum()
+        self.miner_spec
+            .iter()
+            .map(|s| self.specs[s.0 as usize].max_power())
+            .sum()
     }
 
     /// Power of every miner at nameplate.
     pub fn nameplate_power(&self) -> Watts {
-        self.miner_spec.iter().map(|s| self.specs[s.0 as usize].nameplate_power).sum()
+        self.miner_spec
+            .iter()
+            .map(|s| self.specs[s.0 as usize].nameplate_power)
+            .sum()
     }
 
     pub fn miner_ids(&self) -> impl Iterator<Item = MinerId> + '_ {
@@ -196,15 +206,29 @@ pub struct FleetConfig {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 impl FleetConfig {
     /// Parses and builds a fleet from a TOML fleet file. `origin` names the file in errors.
-    pub fn build_from_toml(text: &str, origin: &str, catalogue: &Catalogue) -> Result<Fleet, FleetError> {
+    pub fn build_from_toml(
+        text: &str,
+        origin: &str,
+        catalogue: &Catalogue,
+    ) -> Result<Fleet, FleetError> {
         let config: FleetConfig = toml::from_str(text).map_err(|e| {
-            let at = e.span().map(|s| format!(":{}", line_of(text, s.start))).unwrap_or_default();
-            FleetError::Invalid { origin: format!("{origin}{at}"), message: e.message().to_string() }
+            let at = e
+                .span()
+                .map(|s| format!(":{}", line_of(text, s.start)))
+                .unwrap_or_default();
+            FleetError::Invalid {
+                origin: format!("{origin}{at}"),
+                message: e.message().to_string(),
+            }
         })?;
         if config.groups.is_empty() {
             return Err(FleetError::Invalid {
@@ -230,22 +254,37 @@ impl FleetConfig {
         for (i, part) in spec.split(',').enumerate() {
             let origin = format!("--fleet group {} ('{part}')", i + 1);
             let fields: Vec<&str> = part.trim().split(':').collect();
-            let invalid = |message: String| FleetError::Invalid { origin: origin.clone(), message };
+            let invalid = |message: String| FleetError::Invalid {
+                origin: origin.clone(),
+                message,
+            };
             if fields.len() < 2 || fields.len() > 3 {
                 return Err(invalid("expected MODEL:COUNT or MODEL:COUNT:FIRMWARE, e.g. s21:1000:braiins-os or s21:100MW".into()));
             }
-            let mut group = GroupConfig { model: fields[0].to_string(), ..GroupConfig::default() };
+            let mut group = GroupConfig {
+                model: fields[0].to_string(),
+                ..GroupConfig::default()
+            };
             let amount = fields[1].trim();
             let lower = amount.to_ascii_lowercase();
             if let Some(mw) = lower.strip_suffix("mw") {
-                let mw: f64 = mw.trim().parse().map_err(|_| invalid(format!("count: '{amount}' is not a power like 100MW")))?;
+                let mw: f64 = mw
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("count: '{amount}' is not a power like 100MW")))?;
                 group.installed_mw = Some(mw);
             } else {
-                let n: u32 = amount.parse().map_err(|_| invalid(format!("count: '{amount}' is not a whole number of miners (or a power like 100MW)")))?;
+                let n: u32 = amount.parse().map_err(|_| {
+                    invalid(format!(
+                        "count: '{amount}' is not a whole number of miners (or a power like 100MW)"
+                    ))
+                })?;
                 group.count = Some(n);
             }
             group.firmware = match fields.get(2) {
-                Some(fw) => fw.parse().map_err(|e: String| invalid(format!("firmware: {e}")))?,
+                Some(fw) => fw
+                    .parse()
+                    .map_err(|e: String| invalid(format!("firmware: {e}")))?,
                 None => default_firmware(),
             };
             groups.push((origin, group));
@@ -254,26 +293,58 @@ impl FleetConfig {
     }
 }
 
-fn build_fleet(groups: &[(String, GroupConfig)], catalogue: &Catalogue) -> Result<Fleet, FleetError> {
+fn build_fleet(
+    groups: &[(String, GroupConfig)],
+    catalogue: &Catalogue,
+) -> Result<Fleet, FleetError> {
     let table = bundled_traits();
     let mut specs = Vec::new();
     let mut miner_spec = Vec::new();
     for (origin, group) in groups {
         let model = catalogue
             .find(&group.model)
-            .map_err(|source| FleetError::Catalogue { origin: format!("{origin}: field `model`"), source })?;
+            .map_err(|source| FleetError::Catalogue {
+                origin: format!("{origin}: field `model`"),
+                source,
+            })?;
         let spec = build_spec(origin, group, &table[&group.firmware], model)?;
         let count = match (group.count, group.installed_mw) {
             (Some(n), None) => n,
-            (None, Some(mw)) if mw.is_finite() && mw > 0.0 => (Watts::from_mw(mw) / spec.nameplate_power).round() as u32,
-            (None, Some(mw)) => return Err(invalid(origin, "installed_mw", format!("{mw} must be a positive number of MW"))),
-            (Some(_), Some(_)) => return Err(invalid(origin, "count", "give either `count` or `installed_mw`, not both".into())),
-            (None, None) => return Err(invalid(origin, "count", "missing: give `count` (miners) or `installed_mw`".into())),
+            (None, Some(mw)) if mw.is_finite() && mw > 0.0 => {
+                (Watts::from_mw(mw) / spec.nameplate_power).round() as u32
+            }
+            (None, Some(mw)) => {
+                return Err(invalid(
+                    origin,
+                    "installed_mw",
+                    format!("{mw} must be a positive number of MW"),
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    origin,
+                    "count",
+                    "give either `count` or `installed_mw`, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    origin,
+                    "count",
+                    "missing: give `count` (miners) or `installed_mw`".into(),
+                ));
+            }
         };
         if count == 0 {
-            return Err(invalid(origin, "count", "a group needs at least one miner".into()));
+            return Err(invalid(
+                origin,
+                "count",
+                "a group needs at least one miner".into(),
+            ));
         }
-        if specs.len() >= u16::MAX as usize || miner_spec.len() + count as usize > u32::MAX as usize / 2 {
+        if specs.len() >= u16::MAX as usize
+            || miner_spec.len() + count as usize > u32::MAX as usize / 2
+        {
             return Err(invalid(origin, "count", "fleet too large".into()));
         }
         let id = SpecId(specs.len() as u16);
@@ -284,7 +355,10 @@ fn build_fleet(groups: &[(String, GroupConfig)], catalogue: &Catalogue) -> Resul
 }
 
 fn invalid(origin: &str, field: &str, message: String) -> FleetError {
-    FleetError::Invalid { origin: format!("{origin}: field `{field}`"), message }
+    FleetError::Invalid {
+        origin: format!("{origin}: field `{field}`"),
+        message,
+    }
 }
 
 fn build_spec(
@@ -296,27 +370,64 @@ fn build_spec(
     let nameplate = model.nameplate_power;
     let frac = |f: Option<f64>| f.map(|x| nameplate * x);
     let positive = |field: &str, v: f64| -> Result<f64, FleetError> {
-        if v.is_finite() && v > 0.0 { Ok(v) } else { Err(invalid(origin, field, format!("{v} must be a positive number"))) }
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(invalid(
+                origin,
+                field,
+                format!("{v} must be a positive number"),
+            ))
+        }
     };
     let non_negative = |field: &str, v: f64| -> Result<f64, FleetError> {
-        if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(invalid(origin, field, format!("{v} must be zero or more"))) }
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(invalid(origin, field, format!("{v} must be zero or more")))
+        }
     };
     let levels: Vec<Watts> = match fw.control {
         ControlKind::PowerTarget | ControlKind::Profiles => {
-            let min = g.min_power_w.map(Watts).or(frac(fw.min_fraction)).expect("table has min");
-            let max = g.max_power_w.map(Watts).or(frac(fw.max_fraction)).expect("table has max");
+            let min = g
+                .min_power_w
+                .map(Watts)
+                .or(frac(fw.min_fraction))
+                .expect("table has min");
+            let max = g
+                .max_power_w
+                .map(Watts)
+                .or(frac(fw.max_fraction))
+                .expect("table has max");
             positive("min_power_w", min.w())?;
             positive("max_power_w", max.w())?;
             if min >= max {
-                return Err(invalid(origin, "min_power_w", format!("{min} is not below max_power_w {max}")));
+                return Err(invalid(
+                    origin,
+                    "min_power_w",
+                    format!("{min} is not below max_power_w {max}"),
+                ));
             }
             if fw.control == ControlKind::PowerTarget {
-                let step = positive("step_w", g.step_w.unwrap_or_else(|| (nameplate * fw.step_fraction.expect("table has step")).w()))?;
+                let step = positive(
+                    "step_w",
+                    g.step_w.unwrap_or_else(|| {
+                        (nameplate * fw.step_fraction.expect("table has step")).w()
+                    }),
+                )?;
                 let n = ((max - min).w() / step).floor() as usize;
                 if n > 250 {
-                    return Err(invalid(origin, "step_w", format!("{step} W gives {n} levels; use a step of at least {:.0} W", (max - min).w() / 250.0)));
+                    return Err(invalid(
+                        origin,
+                        "step_w",
+                        format!(
+                            "{step} W gives {n} levels; use a step of at least {:.0} W",
+                            (max - min).w() / 250.0
+                        ),
+                    ));
                 }
-                let mut levels: Vec<Watts> = (0..=n).map(|i| min + Watts(step * i as f64)).collect();
+                let mut levels: Vec<Watts> =
+                    (0..=n).map(|i| min + Watts(step * i as f64)).collect();
                 if (max - *levels.last().expect("n >= 0")).w() > 1e-6 {
                     levels.push(max);
                 }
@@ -324,31 +435,64 @@ fn build_spec(
             } else {
                 let n = g.profiles.or(fw.profiles).expect("table has profiles");
                 if !(2..=250).contains(&n) {
-                    return Err(invalid(origin, "profiles", format!("{n} must be between 2 and 250")));
+                    return Err(invalid(
+                        origin,
+                        "profiles",
+                        format!("{n} must be between 2 and 250"),
+                    ));
                 }
-                (0..n).map(|i| min + (max - min) * (i as f64 / (n - 1) as f64)).collect()
+                (0..n)
+                    .map(|i| min + (max - min) * (i as f64 / (n - 1) as f64))
+                    .collect()
             }
         }
         ControlKind::Modes => {
             if g.min_power_w.is_some() || g.max_power_w.is_some() || g.step_w.is_some() {
-                return Err(invalid(origin, "min_power_w", "stock firmware has fixed modes; power limits cannot be set".into()));
+                return Err(invalid(
+                    origin,
+                    "min_power_w",
+                    "stock firmware has fixed modes; power limits cannot be set".into(),
+                ));
             }
-            [fw.low_fraction, fw.normal_fraction, fw.high_fraction].iter().map(|f| nameplate * f.expect("table has modes")).collect()
+            [fw.low_fraction, fw.normal_fraction, fw.high_fraction]
+                .iter()
+                .map(|f| nameplate * f.expect("table has modes"))
+                .collect()
         }
         ControlKind::OnOff => {
             if g.min_power_w.is_some() || g.max_power_w.is_some() || g.step_w.is_some() {
-                return Err(invalid(origin, "min_power_w", "an on/off miner has no power levels".into()));
+                return Err(invalid(
+                    origin,
+                    "min_power_w",
+                    "an on/off miner has no power levels".into(),
+                ));
             }
             vec![nameplate]
         }
     };
-    let exponent = g.hashrate_power_exponent.unwrap_or(DEFAULT_HASHRATE_EXPONENT);
+    let exponent = g
+        .hashrate_power_exponent
+        .unwrap_or(DEFAULT_HASHRATE_EXPONENT);
     if !(exponent > 0.0 && exponent <= 1.0) {
-        return Err(invalid(origin, "hashrate_power_exponent", format!("{exponent} must be in (0, 1]")));
+        return Err(invalid(
+            origin,
+            "hashrate_power_exponent",
+            format!("{exponent} must be in (0, 1]"),
+        ));
     }
-    let standby = Watts(non_negative("standby_w", g.standby_w.unwrap_or(fw.standby_w))?);
+    let standby = Watts(non_negative(
+        "standby_w",
+        g.standby_w.unwrap_or(fw.standby_w),
+    )?);
     if standby >= levels[0] {
-        return Err(invalid(origin, "standby_w", format!("{standby} is not below the lowest mining power {}", levels[0])));
+        return Err(invalid(
+            origin,
+            "standby_w",
+            format!(
+                "{standby} is not below the lowest mining power {}",
+                levels[0]
+            ),
+        ));
     }
     let secs = |field: &str, v: Option<f64>, default: f64| -> Result<Duration, FleetError> {
         let v = non_negative(field, v.unwrap_or(default))?;
@@ -357,7 +501,10 @@ fn build_spec(
         }
         Ok(Duration::from_secs_f64(v))
     };
-    let preferred = levels.iter().rposition(|&p| p <= nameplate * 1.0001).unwrap_or(0) as u8;
+    let preferred = levels
+        .iter()
+        .rposition(|&p| p <= nameplate * 1.0001)
+        .unwrap_or(0) as u8;
     let mut spec = MinerSpec {
         model: model.model.clone(),
         firmware: g.firmware,
@@ -370,8 +517,14 @@ fn build_spec(
         standby,
         wake_delay: secs("wake_delay_s", g.wake_delay_s, fw.wake_delay_s)?,
         setpoint_delay: secs("setpoint_delay_s", g.setpoint_delay_s, fw.setpoint_delay_s)?,
-        ramp_up_w_per_s: positive("ramp_up_w_per_s", g.ramp_up_w_per_s.unwrap_or(fw.ramp_up_w_per_s))?,
-        ramp_down_w_per_s: positive("ramp_down_w_per_s", g.ramp_down_w_per_s.unwrap_or(fw.ramp_down_w_per_s))?,
+        ramp_up_w_per_s: positive(
+            "ramp_up_w_per_s",
+            g.ramp_up_w_per_s.unwrap_or(fw.ramp_up_w_per_s),
+        )?,
+        ramp_down_w_per_s: positive(
+            "ramp_down_w_per_s",
+            g.ramp_down_w_per_s.unwrap_or(fw.ramp_down_w_per_s),
+        )?,
         hashrate_exponent: exponent,
     };
     spec.level_hashrate = spec.levels.iter().map(|&p| spec.hashrate_at(p)).collect();
@@ -402,14 +555,20 @@ mod tests {
     fn efficiency_worsens_as_power_rises() {
         let fleet = FleetConfig::build_from_shorthand("s21:1", &cat()).unwrap();
         let spec = &fleet.specs[0];
-        let eff: Vec<f64> = spec.levels.iter().zip(&spec.level_hashrate).map(|(p, h)| p.w() / h.ths()).collect();
+        let eff: Vec<f64> = spec
+            .levels
+            .iter()
+            .zip(&spec.level_hashrate)
+            .map(|(p, h)| p.w() / h.ths())
+            .collect();
         assert!(eff.windows(2).all(|w| w[0] < w[1]), "{eff:?}");
         assert!((spec.hashrate_at(Watts(3500.0)).ths() - 200.0).abs() < 1e-9);
     }
 
     #[test]
     fn installed_power_sizes_the_group() {
-        let fleet = FleetConfig::build_from_shorthand("s21:100MW,s19jpro:3068:stock", &cat()).unwrap();
+        let fleet =
+            FleetConfig::build_from_shorthand("s21:100MW,s19jpro:3068:stock", &cat()).unwrap();
         assert_eq!(fleet.len(), 28_571 + 3068);
         assert_eq!(fleet.specs[1].levels.len(), 3);
         assert_eq!(fleet.specs[1].preferred_level, 1);
@@ -418,17 +577,29 @@ mod tests {
     #[test]
     fn fleet_file_errors_name_line_and_field() {
         let text = "[[group]]\nmodel = \"s21\"\ncount = 5\n\n[[group]]\nmodel = \"s21\"\ncount = 5\nmin_power_w = 4000\n";
-        let err = FleetConfig::build_from_toml(text, "fleet.toml", &cat()).unwrap_err().to_string();
-        assert!(err.starts_with("fleet.toml:5: field `min_power_w`"), "{err}");
+        let err = FleetConfig::build_from_toml(text, "fleet.toml", &cat())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("fleet.toml:5: field `min_power_w`"),
+            "{err}"
+        );
 
         let typo = "[[group]]\nmodel = \"s21\"\ncuont = 5\n";
-        let err = FleetConfig::build_from_toml(typo, "fleet.toml", &cat()).unwrap_err().to_string();
+        let err = FleetConfig::build_from_toml(typo, "fleet.toml", &cat())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("fleet.toml:3"), "{err}");
         assert!(err.contains("cuont"), "{err}");
 
         let unknown = "[[group]]\nmodel = \"S9\"\ncount = 5\n";
-        let err = FleetConfig::build_from_toml(unknown, "fleet.toml", &cat()).unwrap_err().to_string();
-        assert!(err.starts_with("fleet.toml:1: field `model`: unknown miner model 'S9'"), "{err}");
+        let err = FleetConfig::build_from_toml(unknown, "fleet.toml", &cat())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("fleet.toml:1: field `model`: unknown miner model 'S9'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -439,7 +610,9 @@ mod tests {
             ("s21:0", "at least one miner"),
             ("s21:5:bitaxe", "unknown firmware"),
         ] {
-            let err = FleetConfig::build_from_shorthand(bad, &cat()).unwrap_err().to_string();
+            let err = FleetConfig::build_from_shorthand(bad, &cat())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{bad}: {err}");
         }
     }

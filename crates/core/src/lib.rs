@@ -14,9 +14,14 @@ pub mod controller;
 pub mod firmware;
 pub mod fleet;
 
-pub use api::{Action, Command, CommandId, CommandOutcome, FleetController, Input, MinerReport, MinerStatus, OperatorCommand, Reason};
+pub use api::{
+    Action, Command, CommandId, CommandOutcome, FleetController, Input, MinerReport, MinerStatus,
+    OperatorCommand, Reason,
+};
 pub use baseline::{Baseline, BaselineConfig};
 pub use catalogue::{AsicModel, Catalogue};
-pub use controller::{Controller, ControllerConfig, ControllerSettings, ControllerStats, FaultKind, SignalState};
+pub use controller::{
+    Controller, ControllerConfig, ControllerSettings, ControllerStats, FaultKind, SignalState,
+};
 pub use firmware::{ControlKind, FirmwareKind};
 pub use fleet::{Fleet, FleetConfig, FleetError, MinerId, MinerSpec, SpecId};

@@ -11,7 +11,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hashsink", version, about = "Turn a power surplus into bitcoin, and give the power back the moment the grid needs it.")]
+#[command(
+    name = "hashsink",
+    version,
+    about = "Turn a power surplus into bitcoin, and give the power back the moment the grid needs it."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,7 +58,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let show = !quiet && std::io::stderr().is_terminal();
             let outcome = simulate::execute(&args, show)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&simulate::to_json(&outcome, args.seed))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&simulate::to_json(&outcome, args.seed))?
+                );
             } else {
                 print!("{}", simulate::render_table(&outcome));
             }
@@ -62,16 +69,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{}", simulate::render_speed(&outcome));
             }
             let violated = outcome.reports.iter().any(|r| r.violation_count > 0);
-            Ok(if violated { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if violated {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Demo { days, seed } => {
             let args = simulate::SimulateArgs::demo(days, seed);
             let show = std::io::stderr().is_terminal();
-            println!("hashsink demo: the digital twin replays {days} days of a nuclear unit's surplus (Ontario 2016)");
-            println!("with a mixed fleet, driven by the hashsink controller and by a Home Assistant style baseline.\n");
+            println!(
+                "hashsink demo: the digital twin replays {days} days of a nuclear unit's surplus (Ontario 2016)"
+            );
+            println!(
+                "with a mixed fleet, driven by the hashsink controller and by a Home Assistant style baseline.\n"
+            );
             let outcome = simulate::execute(&args, show)?;
             print!("{}", simulate::render_table(&outcome));
-            println!("\nNext: `hashsink simulate --help` for other profiles, fleets, noise and faults.");
+            println!(
+                "\nNext: `hashsink simulate --help` for other profiles, fleets, noise and faults."
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -9,9 +9,11 @@ pub fn bar(show: bool, label: &str) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>24} [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
     bar

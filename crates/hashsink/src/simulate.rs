@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use hashsink_core::{BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig};
+use hashsink_core::{
+    BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig,
+};
 use hashsink_twin::profile::format_time;
 use hashsink_twin::{ControllerChoice, FaultPlan, NuclearMethod, Profile, RunReport, Scenario};
 use serde::{Deserialize, Serialize};
@@ -83,7 +85,9 @@ impl SimulateArgs {
     pub fn demo(days: f64, seed: u64) -> Self {
         Self {
             profile: "nuclear".into(),
-            fleet: "s21xp:6000:braiins-os,m60s:4000:whatsminer-v3,s21:4000:luxos,s19jpro:2000:stock".into(),
+            fleet:
+                "s21xp:6000:braiins-os,m60s:4000:whatsminer-v3,s21:4000:luxos,s19jpro:2000:stock"
+                    .into(),
             controller: Which::Both,
             seed,
             days: Some(days),
@@ -115,7 +119,9 @@ pub fn load_profile(args: &SimulateArgs) -> Result<Profile> {
                 bail!("--unit-mw {} must be a positive number of MW", args.unit_mw);
             }
             let method = match args.nuclear_definition {
-                NuclearDefinition::Excess => NuclearMethod::Excess { export_limit_mw: args.export_limit_mw },
+                NuclearDefinition::Excess => NuclearMethod::Excess {
+                    export_limit_mw: args.export_limit_mw,
+                },
                 NuclearDefinition::Price => NuclearMethod::Price,
             };
             Profile::nuclear(args.unit_mw, method)
@@ -134,7 +140,8 @@ pub fn load_profile(args: &SimulateArgs) -> Result<Profile> {
 pub fn load_fleet(spec: &str) -> Result<Fleet> {
     let catalogue = Catalogue::bundled();
     if spec.ends_with(".toml") || Path::new(spec).is_file() {
-        let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read fleet file '{spec}'"))?;
+        let text = std::fs::read_to_string(spec)
+            .with_context(|| format!("cannot read fleet file '{spec}'"))?;
         Ok(FleetConfig::build_from_toml(&text, spec, &catalogue)?)
     } else {
         Ok(FleetConfig::build_from_shorthand(spec, &catalogue)?)
@@ -143,13 +150,21 @@ pub fn load_fleet(spec: &str) -> Result<Fleet> {
 
 /// Reads controller settings from a file's `[controller]` table.
 pub fn load_settings(path: Option<&Path>) -> Result<ControllerConfig> {
-    let Some(path) = path else { return Ok(ControllerConfig::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config '{}'", path.display()))?;
+    let Some(path) = path else {
+        return Ok(ControllerConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config '{}'", path.display()))?;
     let file: SettingsFile = toml::from_str(&text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+        let line = e
+            .span()
+            .map(|s| text[..s.start].lines().count().max(1))
+            .unwrap_or(0);
         anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
     })?;
-    file.controller.validate().with_context(|| format!("{}", path.display()))
+    file.controller
+        .validate()
+        .with_context(|| format!("{}", path.display()))
 }
 
 /// The runs of one `simulate` call.
@@ -163,7 +178,11 @@ pub struct Outcome {
 }
 
 fn parse_date(text: &str) -> Result<hashsink_units::Timestamp> {
-    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
     hashsink_twin::profile::parse_time(&full).map_err(|e| anyhow::anyhow!("--start: {e}"))
 }
 
@@ -180,7 +199,12 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         None => profile.start(),
     };
     if start < profile.start() || start >= profile.end() {
-        bail!("--start {} is outside the profile ({} to {})", format_time(start), format_time(profile.start()), format_time(profile.end()));
+        bail!(
+            "--start {} is outside the profile ({} to {})",
+            format_time(start),
+            format_time(profile.start()),
+            format_time(profile.end())
+        );
     }
     let available = profile.end().saturating_since(start);
     let duration = match args.days {
@@ -192,7 +216,10 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
     let choices: Vec<ControllerChoice> = match args.controller {
         Which::Hashsink => vec![ControllerChoice::Hashsink(cfg.clone())],
         Which::Baseline => vec![ControllerChoice::Baseline(BaselineConfig::default())],
-        Which::Both => vec![ControllerChoice::Hashsink(cfg.clone()), ControllerChoice::Baseline(BaselineConfig::default())],
+        Which::Both => vec![
+            ControllerChoice::Hashsink(cfg.clone()),
+            ControllerChoice::Baseline(BaselineConfig::default()),
+        ],
     };
     let faults = FaultPlan::random(args.seed, start, duration, fleet.len(), args.faults);
     let mut reports = Vec::new();
@@ -206,13 +233,21 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         scenario.faults = faults.clone();
         let bar = crate::progress::bar(show_progress, &format!("{name} on {}", profile.name));
         let began = Instant::now();
-        let mut report = hashsink_twin::run(&scenario, &mut |f| bar.set_position((f * 1000.0) as u64));
+        let mut report =
+            hashsink_twin::run(&scenario, &mut |f| bar.set_position((f * 1000.0) as u64));
         report.kpis.shed95_s = hashsink_twin::shed_drill(fleet.clone(), choice, args.seed);
         wall.push(began.elapsed());
         bar.finish_and_clear();
         reports.push(report);
     }
-    Ok(Outcome { profile, fleet, start, duration, reports, wall })
+    Ok(Outcome {
+        profile,
+        fleet,
+        start,
+        duration,
+        reports,
+        wall,
+    })
 }
 
 #[derive(Serialize)]
@@ -233,10 +268,16 @@ pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
         let mut v = serde_json::to_value(&r.kpis).expect("kpis serialise");
         let obj = v.as_object_mut().expect("kpis is an object");
         obj.insert("invariant_violations".into(), json!(r.violation_count));
-        obj.insert("command_counts".into(), serde_json::to_value(r.command_counts).expect("counts serialise"));
+        obj.insert(
+            "command_counts".into(),
+            serde_json::to_value(r.command_counts).expect("counts serialise"),
+        );
         obj.insert("first_violations".into(), json!(r.violations));
         if let Some(stats) = &r.stats {
-            obj.insert("controller_stats".into(), serde_json::to_value(stats).expect("stats serialise"));
+            obj.insert(
+                "controller_stats".into(),
+                serde_json::to_value(stats).expect("stats serialise"),
+            );
         }
         controllers.insert(r.controller.clone(), v);
     }
@@ -285,19 +326,44 @@ pub fn render_table(outcome: &Outcome) -> String {
     ));
     type Row = (&'static str, fn(&RunReport) -> String);
     let rows: [Row; 13] = [
-        ("absorption (% of reachable surplus)", |r| format!("{:.3}", r.kpis.absorption_pct)),
-        ("control import (% of absorbed)", |r| format!("{:.4}", r.kpis.import_pct_of_absorbed)),
-        ("standby import (% of absorbed)", |r| format!("{:.4}", r.kpis.standby_pct_of_absorbed)),
-        ("5-min intervals within tolerance (%)", |r| format!("{:.2}", r.kpis.within_tolerance_pct)),
-        ("wake/sleep cycles per miner per day", |r| format!("{:.3}", r.kpis.cycles_per_miner_day)),
-        ("time to shed 95 % (s, drill)", |r| r.kpis.shed95_s.map_or("-".into(), |s| format!("{s:.1}"))),
+        ("absorption (% of reachable surplus)", |r| {
+            format!("{:.3}", r.kpis.absorption_pct)
+        }),
+        ("control import (% of absorbed)", |r| {
+            format!("{:.4}", r.kpis.import_pct_of_absorbed)
+        }),
+        ("standby import (% of absorbed)", |r| {
+            format!("{:.4}", r.kpis.standby_pct_of_absorbed)
+        }),
+        ("5-min intervals within tolerance (%)", |r| {
+            format!("{:.2}", r.kpis.within_tolerance_pct)
+        }),
+        ("wake/sleep cycles per miner per day", |r| {
+            format!("{:.3}", r.kpis.cycles_per_miner_day)
+        }),
+        ("time to shed 95 % (s, drill)", |r| {
+            r.kpis.shed95_s.map_or("-".into(), |s| format!("{s:.1}"))
+        }),
         ("TH per MWh", |r| format!("{:.0}", r.kpis.th_per_mwh)),
         ("absorbed (MWh)", |r| format!("{:.1}", r.kpis.absorbed_mwh)),
-        ("control import (MWh)", |r| format!("{:.3}", r.kpis.control_import_mwh)),
+        ("control import (MWh)", |r| {
+            format!("{:.3}", r.kpis.control_import_mwh)
+        }),
         ("hashes (EH)", |r| format!("{:.1}", r.kpis.hashes_eh)),
         ("commands sent", |r| r.kpis.commands.to_string()),
-        ("  setpoint / wake / sleep", |r| format!("{}/{}/{}", r.command_counts.set_level, r.command_counts.wake, r.command_counts.sleep)),
-        ("invariant violations", |r| if r.controller == "hashsink" { r.violation_count.to_string() } else { "not checked".into() }),
+        ("  setpoint / wake / sleep", |r| {
+            format!(
+                "{}/{}/{}",
+                r.command_counts.set_level, r.command_counts.wake, r.command_counts.sleep
+            )
+        }),
+        ("invariant violations", |r| {
+            if r.controller == "hashsink" {
+                r.violation_count.to_string()
+            } else {
+                "not checked".into()
+            }
+        }),
     ];
     out.push_str(&format!("{:<40}", "KPI"));
     for r in &outcome.reports {

@@ -35,10 +35,16 @@ pub enum Fault {
 impl Fault {
     /// Faults of the surplus signal (as opposed to miners or the fleet meter).
     pub fn is_signal_fault(self) -> bool {
-        matches!(self, Fault::SurplusFrozen | Fault::SignalFlapping | Fault::SignalLoss | Fault::ClockStep(_))
+        matches!(
+            self,
+            Fault::SurplusFrozen | Fault::SignalFlapping | Fault::SignalLoss | Fault::ClockStep(_)
+        )
     }
     pub fn is_miner_fault(self) -> bool {
-        matches!(self, Fault::MinerSilent | Fault::MinerIgnores | Fault::MinerReboot)
+        matches!(
+            self,
+            Fault::MinerSilent | Fault::MinerIgnores | Fault::MinerReboot
+        )
     }
 }
 
@@ -74,7 +80,13 @@ impl FaultPlan {
 
     /// Draws `count` episodes over `[start, start + span)` for a fleet of `fleet_len` miners.
     /// Miner faults hit up to 10 % of the fleet.
-    pub fn random(seed: u64, start: Timestamp, span: Duration, fleet_len: usize, count: usize) -> Self {
+    pub fn random(
+        seed: u64,
+        start: Timestamp,
+        span: Duration,
+        fleet_len: usize,
+        count: usize,
+    ) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473);
         let span_s = span.as_secs().max(600);
         let mut episodes = Vec::with_capacity(count);
@@ -99,14 +111,21 @@ impl FaultPlan {
             });
             let miners = if fault.is_miner_fault() && fleet_len > 0 {
                 let n = rng.random_range(1..=(fleet_len / 10).max(1));
-                let mut picked: Vec<u32> = (0..n).map(|_| rng.random_range(0..fleet_len as u32)).collect();
+                let mut picked: Vec<u32> = (0..n)
+                    .map(|_| rng.random_range(0..fleet_len as u32))
+                    .collect();
                 picked.sort_unstable();
                 picked.dedup();
                 picked
             } else {
                 Vec::new()
             };
-            episodes.push(FaultEpisode { fault, start: begin, duration, miners });
+            episodes.push(FaultEpisode {
+                fault,
+                start: begin,
+                duration,
+                miners,
+            });
         }
         episodes.sort_by_key(|e| e.start);
         Self { episodes }
@@ -123,10 +142,28 @@ mod tests {
 
     #[test]
     fn same_seed_same_plan_and_miners_within_the_fleet() {
-        let a = FaultPlan::random(7, Timestamp::from_secs(0), Duration::from_secs(86_400), 200, 12);
-        let b = FaultPlan::random(7, Timestamp::from_secs(0), Duration::from_secs(86_400), 200, 12);
+        let a = FaultPlan::random(
+            7,
+            Timestamp::from_secs(0),
+            Duration::from_secs(86_400),
+            200,
+            12,
+        );
+        let b = FaultPlan::random(
+            7,
+            Timestamp::from_secs(0),
+            Duration::from_secs(86_400),
+            200,
+            12,
+        );
         assert_eq!(a, b);
-        let c = FaultPlan::random(8, Timestamp::from_secs(0), Duration::from_secs(86_400), 200, 12);
+        let c = FaultPlan::random(
+            8,
+            Timestamp::from_secs(0),
+            Duration::from_secs(86_400),
+            200,
+            12,
+        );
         assert_ne!(a, c);
         for e in &a.episodes {
             assert!(e.miners.iter().all(|&m| m < 200));

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use hashsink_units::{HashRate, Terahashes, Watts, WattHours};
+use hashsink_units::{HashRate, Terahashes, WattHours, Watts};
 use serde::Serialize;
 
 /// Accumulates KPIs sample by sample.
@@ -85,7 +85,14 @@ impl KpiAccumulator {
     /// Adds one sample held for `dt`: the true surplus, the load of running miners, the standby
     /// of sleeping ones and the fleet hashrate.
     #[inline]
-    pub fn add(&mut self, dt: Duration, surplus: Watts, running: Watts, standby: Watts, hashrate: HashRate) {
+    pub fn add(
+        &mut self,
+        dt: Duration,
+        surplus: Watts,
+        running: Watts,
+        standby: Watts,
+        hashrate: HashRate,
+    ) {
         let load = running + standby;
         self.absorbed += load.min(surplus) * dt;
         self.reachable += surplus.min(self.capacity) * dt;
@@ -120,19 +127,41 @@ impl KpiAccumulator {
     /// Drops to zero of the surplus per day so far: no controller can cycle less than this.
     pub fn surplus_drops_per_day(&self) -> f64 {
         let days = self.elapsed.as_secs_f64() / 86_400.0;
-        if days > 0.0 { self.drops as f64 / days } else { 0.0 }
+        if days > 0.0 {
+            self.drops as f64 / days
+        } else {
+            0.0
+        }
     }
 
     pub fn finish(&self, wakes: u64, miners: usize, commands: u64, shed95_s: Option<f64>) -> Kpis {
         let days = self.elapsed.as_secs_f64() / 86_400.0;
-        let pct = |num: WattHours, den: WattHours| if den.wh() > 0.0 { 100.0 * num.wh() / den.wh() } else { 0.0 };
+        let pct = |num: WattHours, den: WattHours| {
+            if den.wh() > 0.0 {
+                100.0 * num.wh() / den.wh()
+            } else {
+                0.0
+            }
+        };
         let control_import = (self.import_total - self.import_standby).positive_part();
         Kpis {
-            absorption_pct: if self.reachable.wh() > 0.0 { pct(self.absorbed.min(self.reachable), self.reachable) } else { 100.0 },
+            absorption_pct: if self.reachable.wh() > 0.0 {
+                pct(self.absorbed.min(self.reachable), self.reachable)
+            } else {
+                100.0
+            },
             import_pct_of_absorbed: pct(control_import, self.absorbed),
             standby_pct_of_absorbed: pct(self.import_standby, self.absorbed),
-            within_tolerance_pct: if self.intervals > 0 { 100.0 * self.intervals_within as f64 / self.intervals as f64 } else { 100.0 },
-            cycles_per_miner_day: if days > 0.0 && miners > 0 { wakes as f64 / miners as f64 / days } else { 0.0 },
+            within_tolerance_pct: if self.intervals > 0 {
+                100.0 * self.intervals_within as f64 / self.intervals as f64
+            } else {
+                100.0
+            },
+            cycles_per_miner_day: if days > 0.0 && miners > 0 {
+                wakes as f64 / miners as f64 / days
+            } else {
+                0.0
+            },
             shed95_s,
             th_per_mwh: self.hashes.per_mwh(self.drawn),
             absorbed_mwh: self.absorbed.mwh(),
@@ -156,7 +185,13 @@ mod tests {
         let mut k = KpiAccumulator::new(Watts(1000.0), Watts(20.0));
         for i in 0..3600 {
             let s = Watts(500.0 + (i % 100) as f64);
-            k.add(Duration::from_secs(1), s, s - Watts(10.0), Watts(10.0), HashRate(1.0));
+            k.add(
+                Duration::from_secs(1),
+                s,
+                s - Watts(10.0),
+                Watts(10.0),
+                HashRate(1.0),
+            );
         }
         let kpis = k.finish(0, 1, 0, None);
         assert!((kpis.absorption_pct - 100.0).abs() < 1e-9);
@@ -168,9 +203,21 @@ mod tests {
     fn standby_import_is_kept_apart_from_control_import() {
         let mut k = KpiAccumulator::new(Watts(1000.0), Watts(20.0));
         // No surplus: sleeping miners still draw 10 W.
-        k.add(Duration::from_secs(3600), Watts(0.0), Watts(0.0), Watts(10.0), HashRate(0.0));
+        k.add(
+            Duration::from_secs(3600),
+            Watts(0.0),
+            Watts(0.0),
+            Watts(10.0),
+            HashRate(0.0),
+        );
         // Surplus 100 W, running load 150 W: 50 W (+10 standby) over.
-        k.add(Duration::from_secs(3600), Watts(100.0), Watts(150.0), Watts(10.0), HashRate(1.0));
+        k.add(
+            Duration::from_secs(3600),
+            Watts(100.0),
+            Watts(150.0),
+            Watts(10.0),
+            HashRate(1.0),
+        );
         let kpis = k.finish(0, 1, 0, None);
         assert!((kpis.standby_import_mwh - 10.0 / 1e6).abs() < 1e-12);
         assert!((kpis.control_import_mwh - 60.0 / 1e6).abs() < 1e-12);
@@ -181,7 +228,13 @@ mod tests {
     fn counts_drops_to_zero() {
         let mut k = KpiAccumulator::new(Watts(1000.0), Watts(20.0));
         for v in [5.0, 0.0, 3.0, 0.0, 0.0, 2.0] {
-            k.add(Duration::from_secs(43_200), Watts(v), Watts::ZERO, Watts::ZERO, HashRate(0.0));
+            k.add(
+                Duration::from_secs(43_200),
+                Watts(v),
+                Watts::ZERO,
+                Watts::ZERO,
+                HashRate(0.0),
+            );
         }
         assert!((k.surplus_drops_per_day() - 2.0 / 3.0).abs() < 1e-12);
     }

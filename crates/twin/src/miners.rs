@@ -49,8 +49,12 @@ pub struct SimMiner {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Queued {
+    /// A setpoint waiting out the setpoint delay.
     Level(u8),
+    /// A sleep waiting out the setpoint delay.
     Sleep,
+    /// Ramping down to standby; asleep when the ramp ends.
+    Sleeping,
 }
 
 /// What happens to a miner at a point in time.
@@ -99,7 +103,10 @@ impl SimFleet {
                     mode: Mode::Asleep,
                     level: spec.preferred_level,
                     t0: start,
-                    power: Linear { v0: spec.standby.w(), slope: 0.0 },
+                    power: Linear {
+                        v0: spec.standby.w(),
+                        slope: 0.0,
+                    },
                     hash: Linear::default(),
                     ramp_end: start,
                     target: (spec.standby.w(), 0.0),
@@ -115,7 +122,10 @@ impl SimFleet {
             events: BinaryHeap::new(),
             agg_t: start,
             running: Linear::default(),
-            standby: Linear { v0: standby, slope: 0.0 },
+            standby: Linear {
+                v0: standby,
+                slope: 0.0,
+            },
             hash: Linear::default(),
             events_processed: 0,
         }
@@ -168,7 +178,11 @@ impl SimFleet {
     }
 
     pub fn reading(&self, m: u32, now: Timestamp) -> Reading {
-        Reading { mode: self.miners[m as usize].mode, power: self.miner_power(m, now), hashrate: HashRate(self.miner_hash(m, now)) }
+        Reading {
+            mode: self.miners[m as usize].mode,
+            power: self.miner_power(m, now),
+            hashrate: HashRate(self.miner_hash(m, now)),
+        }
     }
 
     /// Sets a miner's trajectory from `now`: from its current power to `target` (W) at the
@@ -181,21 +195,37 @@ impl SimFleet {
         let p_now = self.miner_power(m, now).w();
         let h_now = self.miner_hash(m, now);
         let spec = self.spec(m);
-        let rate = if target >= p_now { spec.ramp_up_w_per_s } else { spec.ramp_down_w_per_s };
+        let rate = if target >= p_now {
+            spec.ramp_up_w_per_s
+        } else {
+            spec.ramp_down_w_per_s
+        };
         let secs = (target - p_now).abs() / rate;
         let ramp_end = now + std::time::Duration::from_secs_f64(secs);
-        let (p_slope, h_slope) = if secs > 0.0 { ((target - p_now) / secs, (target_hash - h_now) / secs) } else { (0.0, 0.0) };
+        let (p_slope, h_slope) = if secs > 0.0 {
+            ((target - p_now) / secs, (target_hash - h_now) / secs)
+        } else {
+            (0.0, 0.0)
+        };
         let miner = &self.miners[m as usize];
         let old_mode = miner.mode;
         let old_p_slope = miner.power.slope;
         let old_h_slope = miner.hash.slope;
         // Remove the old contribution, add the new.
-        let old_agg = if old_mode == Mode::Asleep { &mut self.standby } else { &mut self.running };
+        let old_agg = if old_mode == Mode::Asleep {
+            &mut self.standby
+        } else {
+            &mut self.running
+        };
         old_agg.v0 -= p_now;
         old_agg.slope -= old_p_slope;
         self.hash.v0 -= h_now;
         self.hash.slope -= old_h_slope;
-        let new_agg = if mode == Mode::Asleep { &mut self.standby } else { &mut self.running };
+        let new_agg = if mode == Mode::Asleep {
+            &mut self.standby
+        } else {
+            &mut self.running
+        };
         new_agg.v0 += p_now;
         new_agg.slope += p_slope;
         self.hash.v0 += h_now;
@@ -203,12 +233,19 @@ impl SimFleet {
         let miner = &mut self.miners[m as usize];
         miner.mode = mode;
         miner.t0 = now;
-        miner.power = Linear { v0: p_now, slope: p_slope };
-        miner.hash = Linear { v0: h_now, slope: h_slope };
+        miner.power = Linear {
+            v0: p_now,
+            slope: p_slope,
+        };
+        miner.hash = Linear {
+            v0: h_now,
+            slope: h_slope,
+        };
         miner.ramp_end = ramp_end;
         miner.target = (target, target_hash);
         miner.generation = miner.generation.wrapping_add(1);
-        self.events.push(Reverse((ramp_end, m, miner.generation, EventKind::RampEnd)));
+        self.events
+            .push(Reverse((ramp_end, m, miner.generation, EventKind::RampEnd)));
     }
 
     /// Stops a finished ramp exactly at its target, so that the aggregates carry no slope.
@@ -221,29 +258,46 @@ impl SimFleet {
         // The aggregate ran on to `now` with the slope: replace that with the exact target.
         let elapsed = now.secs_since(miner.t0);
         let (p_end, h_end) = miner.target;
-        let agg = if miner.mode == Mode::Asleep { &mut self.standby } else { &mut self.running };
+        let agg = if miner.mode == Mode::Asleep {
+            &mut self.standby
+        } else {
+            &mut self.running
+        };
         agg.v0 += p_end - (miner.power.v0 + miner.power.slope * elapsed);
         agg.slope -= miner.power.slope;
         self.hash.v0 += h_end - (miner.hash.v0 + miner.hash.slope * elapsed);
         self.hash.slope -= miner.hash.slope;
         let miner = &mut self.miners[m as usize];
-        miner.power = Linear { v0: p_end, slope: 0.0 };
-        miner.hash = Linear { v0: h_end, slope: 0.0 };
+        miner.power = Linear {
+            v0: p_end,
+            slope: 0.0,
+        };
+        miner.hash = Linear {
+            v0: h_end,
+            slope: 0.0,
+        };
         miner.t0 = now;
         miner.ramp_end = now;
     }
 
     fn level_target(&self, m: u32, level: u8) -> (f64, f64) {
         let spec = self.spec(m);
-        (spec.level_power(level).w(), spec.level_hashrate[level as usize].ths())
+        (
+            spec.level_power(level).w(),
+            spec.level_hashrate[level as usize].ths(),
+        )
     }
 
     fn start_sleep(&mut self, m: u32, now: Timestamp) {
         let standby = self.spec(m).standby.w();
         // Hashing stops as the power comes down; the miner counts as running until asleep.
-        let mode = if self.miners[m as usize].mode == Mode::Asleep { Mode::Asleep } else { Mode::Mining };
+        let mode = if self.miners[m as usize].mode == Mode::Asleep {
+            Mode::Asleep
+        } else {
+            Mode::Mining
+        };
         self.retarget(m, now, mode, standby, 0.0);
-        self.miners[m as usize].queued = Some(Queued::Sleep);
+        self.miners[m as usize].queued = Some(Queued::Sleeping);
     }
 
     /// Applies a command. Returns whether the miner's state already matches it (the caller then
@@ -279,9 +333,11 @@ impl SimFleet {
         // Keep the current trajectory: re-register its end under the new generation.
         let generation = miner.generation;
         if miner.ramp_end > now {
-            self.events.push(Reverse((miner.ramp_end, m, generation, EventKind::RampEnd)));
+            self.events
+                .push(Reverse((miner.ramp_end, m, generation, EventKind::RampEnd)));
         }
-        self.events.push(Reverse((now + delay, m, generation, EventKind::Apply)));
+        self.events
+            .push(Reverse((now + delay, m, generation, EventKind::Apply)));
     }
 
     pub fn command_level(&mut self, m: u32, level: u8, now: Timestamp) -> bool {
@@ -293,7 +349,10 @@ impl SimFleet {
                 false
             }
             Mode::Mining => {
-                if miner.level == level && miner.queued.is_none() && self.miner_power(m, now) == Watts(self.level_target(m, level).0) {
+                if miner.level == level
+                    && miner.queued.is_none()
+                    && self.miner_power(m, now) == Watts(self.level_target(m, level).0)
+                {
                     return true;
                 }
                 let delay = self.spec(m).setpoint_delay;
@@ -321,7 +380,7 @@ impl SimFleet {
                 self.miners[m as usize].level = level;
                 false
             }
-            Mode::Mining if miner.queued == Some(Queued::Sleep) => {
+            Mode::Mining if matches!(miner.queued, Some(Queued::Sleep | Queued::Sleeping)) => {
                 // Changed its mind while ramping down: go back up.
                 self.miners[m as usize].level = level;
                 let (p, h) = self.level_target(m, level);
@@ -342,7 +401,12 @@ impl SimFleet {
         miner.level = level;
         miner.queued = None;
         miner.wakes += 1;
-        self.events.push(Reverse((now + wake_delay, m, miner.generation, EventKind::Booted)));
+        self.events.push(Reverse((
+            now + wake_delay,
+            m,
+            miner.generation,
+            EventKind::Booted,
+        )));
     }
 
     /// A reboot: the miner drops to standby, boots, and comes back at its firmware default.
@@ -373,7 +437,7 @@ impl SimFleet {
             EventKind::RampEnd => {
                 self.settle(m, t);
                 let miner = &self.miners[m as usize];
-                if miner.queued == Some(Queued::Sleep) && miner.mode == Mode::Mining {
+                if miner.queued == Some(Queued::Sleeping) && miner.mode == Mode::Mining {
                     // Ramped down: now asleep.
                     self.advance_aggregates(t);
                     let p = self.miner_power(m, t).w();
@@ -382,7 +446,7 @@ impl SimFleet {
                     let miner = &mut self.miners[m as usize];
                     miner.mode = Mode::Asleep;
                     miner.queued = None;
-                } else if miner.queued == Some(Queued::Sleep) {
+                } else if miner.queued == Some(Queued::Sleeping) {
                     self.miners[m as usize].queued = None;
                 }
                 if self.miners[m as usize].mode == Mode::Booting {
@@ -404,7 +468,7 @@ impl SimFleet {
                         self.miners[m as usize].queued = None;
                         self.retarget(m, t, Mode::Mining, p, h);
                     }
-                    None => {}
+                    None | Some(Queued::Sleeping) => {}
                 }
                 Some(None)
             }
@@ -462,7 +526,11 @@ mod tests {
         assert!((full.w() - 3068.0).abs() < 1e-6);
         f.command_sleep(0, t(1000));
         run_until(&mut f, t(1039));
-        assert_eq!(f.running_power(t(1039)), full, "still at full power inside the 40 s delay");
+        assert_eq!(
+            f.running_power(t(1039)),
+            full,
+            "still at full power inside the 40 s delay"
+        );
         let reports = run_until(&mut f, t(1045));
         assert_eq!(reports, vec![0]);
         assert_eq!(f.miners[0].mode, Mode::Asleep);
@@ -479,7 +547,12 @@ mod tests {
         assert_eq!(f.miners[0].mode, Mode::Mining);
         let fleet = f.fleet.clone();
         let spec = &fleet.specs[0];
-        assert!((f.running_power(t(100)) - spec.level_power(spec.preferred_level)).w().abs() < 1e-6);
+        assert!(
+            (f.running_power(t(100)) - spec.level_power(spec.preferred_level))
+                .w()
+                .abs()
+                < 1e-6
+        );
         assert_eq!(f.miners[0].wakes, 0, "a reboot is not a controller wake");
     }
 }

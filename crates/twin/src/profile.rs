@@ -56,7 +56,9 @@ pub enum NuclearMethod {
 
 impl Default for NuclearMethod {
     fn default() -> Self {
-        NuclearMethod::Excess { export_limit_mw: 1000.0 }
+        NuclearMethod::Excess {
+            export_limit_mw: 1000.0,
+        }
     }
 }
 
@@ -71,40 +73,76 @@ pub fn parse_time(text: &str) -> Result<Timestamp, String> {
             .to_timestamp(dt)
             .map(|ts| Timestamp::from_millis(ts.as_millisecond()))
             .map_err(|e| e.to_string()),
-        Err(_) => Err(format!("'{text}' is not a timestamp like 2026-01-31T13:45:00Z")),
+        Err(_) => Err(format!(
+            "'{text}' is not a timestamp like 2026-01-31T13:45:00Z"
+        )),
     }
 }
 
 /// Formats a timestamp as RFC 3339 UTC, for reports.
 pub fn format_time(t: Timestamp) -> String {
-    jiff::Timestamp::from_millisecond(t.as_millis()).map(|ts| ts.to_string()).unwrap_or_else(|_| format!("{} ms", t.as_millis()))
+    jiff::Timestamp::from_millisecond(t.as_millis())
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| format!("{} ms", t.as_millis()))
 }
 
 impl Profile {
     /// A profile from points; they must be strictly increasing in time.
     pub fn from_points(name: &str, definition: &str, points: Vec<(Timestamp, Watts)>) -> Self {
-        assert!(points.windows(2).all(|w| w[0].0 < w[1].0), "profile points must be increasing");
+        assert!(
+            points.windows(2).all(|w| w[0].0 < w[1].0),
+            "profile points must be increasing"
+        );
         assert!(!points.is_empty(), "a profile needs a point");
-        Self { name: name.into(), definition: definition.into(), points: points.into_iter().map(|(t, w)| (t, w.w())).collect() }
+        Self {
+            name: name.into(),
+            definition: definition.into(),
+            points: points.into_iter().map(|(t, w)| (t, w.w())).collect(),
+        }
     }
 
     /// A constant surplus from `start` for `duration`.
     pub fn constant(power: Watts, start: Timestamp, duration: Duration) -> Self {
-        Self::from_points("constant", &format!("a constant {power:.0}"), vec![(start, power), (start + duration, power)])
+        Self::from_points(
+            "constant",
+            &format!("a constant {power:.0}"),
+            vec![(start, power), (start + duration, power)],
+        )
     }
 
     /// The bundled nuclear profile for a unit of `unit_mw`.
     pub fn nuclear(unit_mw: f64, method: NuclearMethod) -> Self {
         let mut reader = csv::Reader::from_reader(ONTARIO_CSV.as_bytes());
         let headers = reader.headers().expect("bundled csv has headers").clone();
-        let col = |name: &str| headers.iter().position(|h| h == name).expect("bundled csv column");
-        let (t_col, demand, nuclear, price) = (col("timestamp_utc_start"), col("demand_mw"), col("nuclear_mw"), col("hoep_cad_per_kwh"));
-        let fuels: Vec<usize> = ["nuclear_mw", "gas_mw", "hydro_mw", "wind_mw", "solar_mw", "biofuel_mw"].iter().map(|c| col(c)).collect();
+        let col = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .expect("bundled csv column")
+        };
+        let (t_col, demand, nuclear, price) = (
+            col("timestamp_utc_start"),
+            col("demand_mw"),
+            col("nuclear_mw"),
+            col("hoep_cad_per_kwh"),
+        );
+        let fuels: Vec<usize> = [
+            "nuclear_mw",
+            "gas_mw",
+            "hydro_mw",
+            "wind_mw",
+            "solar_mw",
+            "biofuel_mw",
+        ]
+        .iter()
+        .map(|c| col(c))
+        .collect();
         let mut points = Vec::new();
         for record in reader.records() {
             let r = record.expect("bundled csv is valid");
             let num = |i: usize| r[i].parse::<f64>().expect("bundled csv numbers");
-            let t = parse_time(&r[t_col]).expect("bundled csv timestamps") + Duration::from_secs(1800);
+            let t =
+                parse_time(&r[t_col]).expect("bundled csv timestamps") + Duration::from_secs(1800);
             let mw = match method {
                 NuclearMethod::Excess { export_limit_mw } => {
                     let generation: f64 = fuels.iter().map(|&i| num(i)).sum();
@@ -125,9 +163,15 @@ impl Profile {
             NuclearMethod::Excess { export_limit_mw } => format!(
                 "a {unit_mw:.0} MW nuclear unit's pro-rata share of Ontario 2016 generation above demand + {export_limit_mw:.0} MW exports (IESO, hourly)"
             ),
-            NuclearMethod::Price => format!("a {unit_mw:.0} MW nuclear unit's output in hours with HOEP <= 0 (Ontario 2016, IESO, hourly)"),
+            NuclearMethod::Price => format!(
+                "a {unit_mw:.0} MW nuclear unit's output in hours with HOEP <= 0 (Ontario 2016, IESO, hourly)"
+            ),
         };
-        Self { name: "nuclear".into(), definition, points }
+        Self {
+            name: "nuclear".into(),
+            definition,
+            points,
+        }
     }
 
     /// The bundled wind profile: output above `export_cap_mw`.
@@ -138,23 +182,46 @@ impl Profile {
             .map(|r| {
                 let r = r.expect("bundled csv is valid");
                 let t = parse_time(&r[0]).expect("bundled csv timestamps");
-                (t, (r[1].parse::<f64>().expect("bundled csv numbers") - export_cap_mw) * 1e6)
+                (
+                    t,
+                    (r[1].parse::<f64>().expect("bundled csv numbers") - export_cap_mw) * 1e6,
+                )
             })
             .collect();
         Self {
             name: "wind".into(),
-            definition: format!("a 799 MW wind plant's output above a {export_cap_mw:.0} MW export cap (RTS-GMLC 2020, 5-minute)"),
+            definition: format!(
+                "a 799 MW wind plant's output above a {export_cap_mw:.0} MW export cap (RTS-GMLC 2020, 5-minute)"
+            ),
             points,
         }
     }
 
     /// A user profile from CSV text with the header `timestamp,surplus_mw`.
     pub fn from_csv(text: &str, origin: &str) -> Result<Self, ProfileError> {
-        let err = |line: u64, field: &'static str, message: String| ProfileError { origin: origin.into(), line, field, message };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
-        let headers = reader.headers().map_err(|e| err(1, "header", e.to_string()))?.clone();
+        let err = |line: u64, field: &'static str, message: String| ProfileError {
+            origin: origin.into(),
+            line,
+            field,
+            message,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| err(1, "header", e.to_string()))?
+            .clone();
         if headers.len() != 2 || &headers[0] != "timestamp" || &headers[1] != "surplus_mw" {
-            return Err(err(1, "header", format!("expected 'timestamp,surplus_mw', found '{}'", headers.iter().collect::<Vec<_>>().join(","))));
+            return Err(err(
+                1,
+                "header",
+                format!(
+                    "expected 'timestamp,surplus_mw', found '{}'",
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ),
+            ));
         }
         let mut points: Vec<(Timestamp, f64)> = Vec::new();
         for record in reader.records() {
@@ -164,19 +231,48 @@ impl Profile {
             })?;
             let line = record.position().map(|p| p.line()).unwrap_or(0);
             if record.len() != 2 {
-                return Err(err(line, "row", format!("expected 2 fields (timestamp,surplus_mw), found {}", record.len())));
+                return Err(err(
+                    line,
+                    "row",
+                    format!(
+                        "expected 2 fields (timestamp,surplus_mw), found {}",
+                        record.len()
+                    ),
+                ));
             }
             let t = parse_time(&record[0]).map_err(|m| err(line, "timestamp", m))?;
-            let mw: f64 = record[1].parse().map_err(|_| err(line, "surplus_mw", format!("'{}' is not a number", &record[1])))?;
+            let mw: f64 = record[1].parse().map_err(|_| {
+                err(
+                    line,
+                    "surplus_mw",
+                    format!("'{}' is not a number", &record[1]),
+                )
+            })?;
             if !mw.is_finite() {
-                return Err(err(line, "surplus_mw", format!("'{}' is not a finite number", &record[1])));
+                return Err(err(
+                    line,
+                    "surplus_mw",
+                    format!("'{}' is not a finite number", &record[1]),
+                ));
             }
             if mw < 0.0 {
-                return Err(err(line, "surplus_mw", format!("{mw} is negative; a surplus is zero or more (write 0 for a deficit)")));
+                return Err(err(
+                    line,
+                    "surplus_mw",
+                    format!("{mw} is negative; a surplus is zero or more (write 0 for a deficit)"),
+                ));
             }
             if let Some(&(prev, _)) = points.last() {
                 if t <= prev {
-                    return Err(err(line, "timestamp", format!("{} is not after the previous row's {}", format_time(t), format_time(prev))));
+                    return Err(err(
+                        line,
+                        "timestamp",
+                        format!(
+                            "{} is not after the previous row's {}",
+                            format_time(t),
+                            format_time(prev)
+                        ),
+                    ));
                 }
             }
             points.push((t, mw * 1e6));
@@ -184,8 +280,16 @@ impl Profile {
         if points.len() < 2 {
             return Err(err(1, "row", "a profile needs at least two rows".into()));
         }
-        let name = std::path::Path::new(origin).file_stem().and_then(|s| s.to_str()).unwrap_or("file").to_string();
-        Ok(Self { name, definition: format!("user profile {origin}"), points })
+        let name = std::path::Path::new(origin)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("file")
+            .to_string();
+        Ok(Self {
+            name,
+            definition: format!("user profile {origin}"),
+            points,
+        })
     }
 
     pub fn start(&self) -> Timestamp {
@@ -226,16 +330,28 @@ impl Profile {
 
     /// A reader for times that only move forward: O(1) per call.
     pub fn cursor(&self) -> ProfileCursor<'_> {
-        ProfileCursor { profile: self, next: 0 }
+        ProfileCursor {
+            profile: self,
+            next: 0,
+        }
     }
 
     /// Returns the same profile limited to `[start, start + duration]`.
     pub fn window(&self, start: Timestamp, duration: Duration) -> Self {
         let end = start + duration;
         let mut points = vec![(start, self.at(start).w())];
-        points.extend(self.points.iter().copied().filter(|p| p.0 > start && p.0 < end));
+        points.extend(
+            self.points
+                .iter()
+                .copied()
+                .filter(|p| p.0 > start && p.0 < end),
+        );
         points.push((end, self.at(end).w()));
-        Self { name: self.name.clone(), definition: self.definition.clone(), points }
+        Self {
+            name: self.name.clone(),
+            definition: self.definition.clone(),
+            points,
+        }
     }
 }
 
@@ -266,7 +382,11 @@ mod tests {
         let p = Profile::from_points(
             "t",
             "t",
-            vec![(Timestamp::from_secs(0), Watts(-100.0)), (Timestamp::from_secs(10), Watts(100.0)), (Timestamp::from_secs(20), Watts(300.0))],
+            vec![
+                (Timestamp::from_secs(0), Watts(-100.0)),
+                (Timestamp::from_secs(10), Watts(100.0)),
+                (Timestamp::from_secs(20), Watts(300.0)),
+            ],
         );
         assert_eq!(p.at(Timestamp::from_secs(5)), Watts(0.0));
         assert_eq!(p.at(Timestamp::from_secs(15)), Watts(200.0));
@@ -300,12 +420,30 @@ mod tests {
     fn user_csv_errors_name_line_and_field() {
         let cases = [
             ("time,mw\n", "f.csv:1: header"),
-            ("timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:05:00Z,abc\n", "f.csv:3: surplus_mw: 'abc' is not a number"),
-            ("timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\nyesterday,4\n", "f.csv:3: timestamp"),
-            ("timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:00:00Z,4\n", "f.csv:3: timestamp"),
-            ("timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:05:00Z,-4\n", "f.csv:3: surplus_mw: -4 is negative"),
-            ("timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:05:00Z,4,7\n", "f.csv:3: row"),
-            ("timestamp,surplus_mw\n2026-01-01T00:00:00Z,NaN\n", "f.csv:2: surplus_mw"),
+            (
+                "timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:05:00Z,abc\n",
+                "f.csv:3: surplus_mw: 'abc' is not a number",
+            ),
+            (
+                "timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\nyesterday,4\n",
+                "f.csv:3: timestamp",
+            ),
+            (
+                "timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:00:00Z,4\n",
+                "f.csv:3: timestamp",
+            ),
+            (
+                "timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:05:00Z,-4\n",
+                "f.csv:3: surplus_mw: -4 is negative",
+            ),
+            (
+                "timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:05:00Z,4,7\n",
+                "f.csv:3: row",
+            ),
+            (
+                "timestamp,surplus_mw\n2026-01-01T00:00:00Z,NaN\n",
+                "f.csv:2: surplus_mw",
+            ),
         ];
         for (text, want) in cases {
             let e = Profile::from_csv(text, "f.csv").unwrap_err().to_string();
@@ -315,10 +453,20 @@ mod tests {
 
     #[test]
     fn user_csv_accepts_naive_and_offset_times() {
-        let p = Profile::from_csv("timestamp,surplus_mw\n2026-01-01T00:00:00,5\n2026-01-01T01:00:00+01:00,7\n2026-01-01T00:10:00Z,1\n", "x.csv");
+        let p = Profile::from_csv(
+            "timestamp,surplus_mw\n2026-01-01T00:00:00,5\n2026-01-01T01:00:00+01:00,7\n2026-01-01T00:10:00Z,1\n",
+            "x.csv",
+        );
         // 01:00+01:00 is 00:00Z: not after the first row.
         assert!(p.is_err());
-        let p = Profile::from_csv("timestamp,surplus_mw\n2026-01-01T00:00:00,5\n2026-01-01T00:10:00Z,1\n", "x.csv").unwrap();
-        assert_eq!(p.at(Timestamp::from_millis(p.start().as_millis() + 300_000)), Watts(3e6));
+        let p = Profile::from_csv(
+            "timestamp,surplus_mw\n2026-01-01T00:00:00,5\n2026-01-01T00:10:00Z,1\n",
+            "x.csv",
+        )
+        .unwrap();
+        assert_eq!(
+            p.at(Timestamp::from_millis(p.start().as_millis() + 300_000)),
+            Watts(3e6)
+        );
     }
 }

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use hashsink_core::api::TransportError;
 use hashsink_core::{
-    Action, Baseline, BaselineConfig, Command, CommandOutcome, Controller, ControllerConfig, ControllerStats, Fleet, FleetController, Input, MinerId,
-    MinerReport, MinerStatus, OperatorCommand, Reason,
+    Action, Baseline, BaselineConfig, Command, CommandOutcome, Controller, ControllerConfig,
+    ControllerStats, Fleet, FleetController, Input, MinerId, MinerReport, MinerStatus,
+    OperatorCommand, Reason,
 };
 use hashsink_units::{Timestamp, Watts};
 use rand::SeedableRng;
@@ -65,11 +66,18 @@ pub struct Scenario {
     /// Tracking tolerance for the 5-minute interval KPI, as a share of fleet capacity.
     pub tolerance_fraction: f64,
     pub check_invariants: bool,
+    /// Record a trace row this often (none if `None`).
+    pub trace_every: Option<Duration>,
 }
 
 impl Scenario {
     /// A plain run of `profile` from its start for `duration`.
-    pub fn new(fleet: Arc<Fleet>, profile: Arc<Profile>, controller: ControllerChoice, duration: Duration) -> Self {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        profile: Arc<Profile>,
+        controller: ControllerChoice,
+        duration: Duration,
+    ) -> Self {
         let start = profile.start();
         Self {
             fleet,
@@ -85,6 +93,7 @@ impl Scenario {
             poll_interval: Duration::from_secs(10),
             tolerance_fraction: 0.02,
             check_invariants: true,
+            trace_every: None,
         }
     }
 }
@@ -107,6 +116,20 @@ pub struct RunReport {
     /// Miners times simulated seconds: the work a step-by-step simulation would do.
     pub miner_seconds: f64,
     pub stats: Option<ControllerStats>,
+    /// Sampled time series, when the scenario asked for one.
+    pub trace: Vec<TraceRow>,
+}
+
+/// One sample of a run's time series.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TraceRow {
+    pub t: Timestamp,
+    pub surplus_mw: f64,
+    /// What the controller aimed for (hashsink only; NaN for the baseline).
+    pub allowed_mw: f64,
+    pub running_mw: f64,
+    pub standby_mw: f64,
+    pub hashrate_phs: f64,
 }
 
 /// Commands sent, by kind.
@@ -160,11 +183,16 @@ impl Bounds {
         Self {
             normal,
             signal: failsafe_after + cfg.resume_after + normal,
-            miner_recover: cfg.silent_after + (cfg.verify_grace + controller.reaction()) * 4 + cfg.fault_retry + normal,
+            miner_recover: cfg.silent_after
+                + (cfg.verify_grace + controller.reaction()) * 4
+                + cfg.fault_retry
+                + normal,
             failsafe_after,
             failsafe_load: cfg.failsafe_load,
             shed_within: normal,
-            epsilon: fleet.max_power() * 1e-4 + noise * 5.0,
+            // "Import bounded by the margin": the margin is the tolerance, plus five sigma of
+            // measurement noise when the run adds noise.
+            epsilon: controller.margin() + noise * 5.0,
             max_per_second: (cfg.command_burst + cfg.max_commands_per_s).ceil() as u64,
             min_on: cfg.min_on,
             min_off: cfg.min_off,
@@ -188,7 +216,11 @@ impl WindowMax {
         while self.samples.len() > 1 && self.samples[0].0 < keep && self.samples[1].0 <= keep {
             self.samples.pop_front();
         }
-        self.samples.iter().filter(|(t, _)| *t >= since).map(|s| s.1).fold(f64::NEG_INFINITY, f64::max)
+        self.samples
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|s| s.1)
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 }
 
@@ -210,7 +242,8 @@ impl Checker {
     fn violate(&mut self, at: Timestamp, what: String) {
         self.count += 1;
         if self.violations.len() < 20 {
-            self.violations.push(format!("{}: {what}", crate::profile::format_time(at)));
+            self.violations
+                .push(format!("{}: {what}", crate::profile::format_time(at)));
         }
     }
 
@@ -225,12 +258,21 @@ impl Checker {
         }
         self.in_second += 1;
         if self.in_second == self.bounds.max_per_second + 1 {
-            self.violate(now, format!("command rate above {} in one second", self.bounds.max_per_second));
+            self.violate(
+                now,
+                format!(
+                    "command rate above {} in one second",
+                    self.bounds.max_per_second
+                ),
+            );
         }
         let m = cmd.miner.index();
         match cmd.action {
             Action::Wake(level) | Action::SetLevel(level) if level > max_level => {
-                self.violate(now, format!("miner {m}: level {level} outside its envelope (max {max_level})"));
+                self.violate(
+                    now,
+                    format!("miner {m}: level {level} outside its envelope (max {max_level})"),
+                );
             }
             _ => {}
         }
@@ -238,7 +280,13 @@ impl Checker {
             Action::Wake(_) => {
                 if let Some(slept) = self.last_sleep[m] {
                     if now.saturating_since(slept) < self.bounds.min_off {
-                        self.violate(now, format!("miner {m} woken {:.0} s after it was put to sleep", now.secs_since(slept)));
+                        self.violate(
+                            now,
+                            format!(
+                                "miner {m} woken {:.0} s after it was put to sleep",
+                                now.secs_since(slept)
+                            ),
+                        );
                     }
                 }
                 self.last_wake[m] = Some(now);
@@ -247,7 +295,13 @@ impl Checker {
                 if cmd.reason == Reason::Dispatch {
                     if let Some(woken) = self.last_wake[m] {
                         if now.saturating_since(woken) < self.bounds.min_on {
-                            self.violate(now, format!("miner {m} voluntarily slept {:.0} s after waking", now.secs_since(woken)));
+                            self.violate(
+                                now,
+                                format!(
+                                    "miner {m} voluntarily slept {:.0} s after waking",
+                                    now.secs_since(woken)
+                                ),
+                            );
                         }
                     }
                 }
@@ -259,10 +313,20 @@ impl Checker {
         }
     }
 
-    fn on_sample(&mut self, now: Timestamp, surplus: Watts, running_controllable: Watts, standby: Watts) {
+    fn on_sample(
+        &mut self,
+        now: Timestamp,
+        surplus: Watts,
+        running_controllable: Watts,
+        standby: Watts,
+    ) {
         self.window.push(now, surplus.w());
         let b = self.bounds;
-        let window = if now < self.signal_fault_until + b.signal { b.signal } else { b.normal };
+        let window = if now < self.signal_fault_until + b.signal {
+            b.signal
+        } else {
+            b.normal
+        };
         let max_surplus = self.window.max_since(now - window, now - b.signal);
         let allowance = Watts((max_surplus - standby.w()).max(0.0)) + b.epsilon;
         if running_controllable > allowance {
@@ -274,7 +338,9 @@ impl Checker {
             );
             self.violate(now, what);
         }
-        if now.saturating_since(self.last_good_reading) > b.failsafe_after && running_controllable > b.failsafe_load + b.epsilon {
+        if now.saturating_since(self.last_good_reading) > b.failsafe_after
+            && running_controllable > b.failsafe_load + b.epsilon
+        {
             let what = format!(
                 "no good surplus reading for {:.0} s but running load is {:.3} MW (fail-safe {:.3} MW)",
                 now.secs_since(self.last_good_reading),
@@ -287,7 +353,13 @@ impl Checker {
             if now >= deadline {
                 self.shed_deadline = None;
                 if running_controllable > b.epsilon {
-                    self.violate(now, format!("{:.3} MW still running after a shed command", running_controllable.mw()));
+                    self.violate(
+                        now,
+                        format!(
+                            "{:.3} MW still running after a shed command",
+                            running_controllable.mw()
+                        ),
+                    );
                 }
             }
         }
@@ -299,7 +371,10 @@ fn status_of(fleet: &SimFleet, m: u32, now: Timestamp) -> MinerStatus {
     match r.mode {
         Mode::Asleep => MinerStatus::Asleep { power: r.power },
         Mode::Booting => MinerStatus::Booting { power: r.power },
-        Mode::Mining => MinerStatus::Mining { power: r.power, hashrate: r.hashrate },
+        Mode::Mining => MinerStatus::Mining {
+            power: r.power,
+            hashrate: r.hashrate,
+        },
     }
 }
 
@@ -318,17 +393,29 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
     let fleet = sc.fleet.clone();
     let mut sim = SimFleet::new(fleet.clone(), sc.start);
     let mut driver = match &sc.controller {
-        ControllerChoice::Hashsink(cfg) => Driver::Hashsink(Box::new(Controller::new(fleet.clone(), cfg.clone(), sc.start))),
-        ControllerChoice::Baseline(cfg) => Driver::Baseline(Box::new(Baseline::new(fleet.clone(), cfg.clone(), sc.start))),
+        ControllerChoice::Hashsink(cfg) => Driver::Hashsink(Box::new(Controller::new(
+            fleet.clone(),
+            cfg.clone(),
+            sc.start,
+        ))),
+        ControllerChoice::Baseline(cfg) => Driver::Baseline(Box::new(Baseline::new(
+            fleet.clone(),
+            cfg.clone(),
+            sc.start,
+        ))),
     };
     let peak = sc.profile.peak();
     let noise_sigma = peak * sc.noise_fraction;
     let mut checker = match (&driver, sc.check_invariants) {
         (Driver::Hashsink(c), true) => {
-            let ControllerChoice::Hashsink(cfg) = &sc.controller else { unreachable!() };
+            let ControllerChoice::Hashsink(cfg) = &sc.controller else {
+                unreachable!()
+            };
             Some(Checker {
                 bounds: Bounds::new(cfg, c, &fleet, noise_sigma),
-                window: WindowMax { samples: VecDeque::new() },
+                window: WindowMax {
+                    samples: VecDeque::new(),
+                },
                 last_sleep: vec![None; fleet.len()],
                 last_wake: vec![None; fleet.len()],
                 second: i64::MIN,
@@ -376,6 +463,8 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
     let mut samples = 0u64;
     let mut reports: Vec<(Timestamp, MinerReport)> = Vec::new();
     let mut outcomes: Vec<(Timestamp, CommandOutcome)> = Vec::new();
+    let mut trace = Vec::new();
+    let mut next_trace = sc.start;
 
     loop {
         let mut now = next_sample;
@@ -399,7 +488,14 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
         while let Some(done) = sim.process_next(now) {
             if let Some(m) = done {
                 if miner_faults[m as usize].silent == 0 {
-                    reports.push((now, MinerReport { miner: MinerId(m), at: now, status: status_of(&sim, m, now) }));
+                    reports.push((
+                        now,
+                        MinerReport {
+                            miner: MinerId(m),
+                            at: now,
+                            status: status_of(&sim, m, now),
+                        },
+                    ));
                 }
             }
         }
@@ -423,13 +519,19 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                             (Fault::MinerSilent, false) => f.silent -= 1,
                             (Fault::MinerIgnores, true) => f.ignores += 1,
                             (Fault::MinerIgnores, false) => f.ignores -= 1,
-                            (Fault::MinerReboot, true) if sim.miners[m as usize].mode != Mode::Booting => sim.reboot(m, now),
+                            (Fault::MinerReboot, true)
+                                if sim.miners[m as usize].mode != Mode::Booting =>
+                            {
+                                sim.reboot(m, now)
+                            }
                             _ => {}
                         }
                         if f.faulty_until < now {
                             faulty.push(m);
                         }
-                        let recover = checker.as_ref().map_or(Duration::ZERO, |c| c.bounds.miner_recover);
+                        let recover = checker
+                            .as_ref()
+                            .map_or(Duration::ZERO, |c| c.bounds.miner_recover);
                         f.faulty_until = f.faulty_until.max(episode.end() + recover);
                     }
                 }
@@ -451,12 +553,16 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                         }
                     } else {
                         active_signal.retain(|&j| j != i);
-                        if !active_signal.iter().any(|&j| sc.faults.episodes[j].fault == Fault::SurplusFrozen) {
+                        if !active_signal
+                            .iter()
+                            .any(|&j| sc.faults.episodes[j].fault == Fault::SurplusFrozen)
+                        {
                             frozen_value = None;
                         }
                     }
                     if let Some(c) = checker.as_mut() {
-                        c.signal_fault_until = c.signal_fault_until.max(if starting { end } else { now });
+                        c.signal_fault_until =
+                            c.signal_fault_until.max(if starting { end } else { now });
                         if !starting && !active_signal.is_empty() {
                             c.signal_fault_until = end;
                         }
@@ -503,7 +609,8 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                         good = false;
                     }
                     Fault::ClockStep(offset) => {
-                        reading = reading.map(|(at, v)| (Timestamp(at.as_millis() + offset * 1000), v));
+                        reading =
+                            reading.map(|(at, v)| (Timestamp(at.as_millis() + offset * 1000), v));
                         good = false;
                     }
                     _ => {}
@@ -515,15 +622,48 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                         c.last_good_reading = now;
                     }
                 }
-                driver.controller().handle_input(now, Input::Surplus { at, available: value });
+                driver.controller().handle_input(
+                    now,
+                    Input::Surplus {
+                        at,
+                        available: value,
+                    },
+                );
             }
             let running = sim.running_power(now);
             let standby = sim.standby_power(now);
             let measured = running + standby;
-            let meter = if meter_stale_count > 0 { *meter_stale.get_or_insert((now, measured)) } else { (now, measured) };
-            driver.controller().handle_input(now, Input::FleetPower { at: meter.0, measured: meter.1 });
+            let meter = if meter_stale_count > 0 {
+                *meter_stale.get_or_insert((now, measured))
+            } else {
+                (now, measured)
+            };
+            driver.controller().handle_input(
+                now,
+                Input::FleetPower {
+                    at: meter.0,
+                    measured: meter.1,
+                },
+            );
 
             let hashrate = sim.hashrate(now);
+            if let Some(every) = sc.trace_every {
+                if now >= next_trace {
+                    let allowed = match &driver {
+                        Driver::Hashsink(c) => c.allowed().mw(),
+                        Driver::Baseline(_) => f64::NAN,
+                    };
+                    trace.push(TraceRow {
+                        t: now,
+                        surplus_mw: truth.mw(),
+                        allowed_mw: allowed,
+                        running_mw: running.mw(),
+                        standby_mw: standby.mw(),
+                        hashrate_phs: hashrate.phs(),
+                    });
+                    next_trace = now + every;
+                }
+            }
             kpi.add(sc.sample_period, truth, running, standby, hashrate);
             faulty.retain(|&m| miner_faults[m as usize].faulty_until >= now);
             if let Some(c) = checker.as_mut() {
@@ -532,7 +672,12 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                     .filter(|&&m| sim.miners[m as usize].mode != Mode::Asleep)
                     .map(|&m| sim.miner_power(m, now))
                     .sum();
-                c.on_sample(now, truth, (running - faulty_running).positive_part(), standby);
+                c.on_sample(
+                    now,
+                    truth,
+                    (running - faulty_running).positive_part(),
+                    standby,
+                );
             }
             samples += 1;
             if samples % progress_every == 0 {
@@ -545,7 +690,14 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
         if now >= next_poll {
             for &m in &faulty {
                 if miner_faults[m as usize].silent > 0 {
-                    driver.controller().handle_input(now, Input::Miner(MinerReport { miner: MinerId(m), at: now, status: MinerStatus::Unreachable }));
+                    driver.controller().handle_input(
+                        now,
+                        Input::Miner(MinerReport {
+                            miner: MinerId(m),
+                            at: now,
+                            status: MinerStatus::Unreachable,
+                        }),
+                    );
                 }
             }
             next_poll = now + sc.poll_interval;
@@ -561,7 +713,11 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
             while let Some(cmd) = driver.controller().poll_command() {
                 let m = cmd.miner.0;
                 if let Some(c) = checker.as_mut() {
-                    c.on_command(now, &cmd, max_level[fleet.miner_spec[m as usize].0 as usize]);
+                    c.on_command(
+                        now,
+                        &cmd,
+                        max_level[fleet.miner_spec[m as usize].0 as usize],
+                    );
                 }
                 match cmd.action {
                     Action::SetLevel(_) => counts.set_level += 1,
@@ -572,9 +728,23 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                 let f = miner_faults[m as usize];
                 if f.silent > 0 {
                     if cmd.action == Action::Query {
-                        reports.push((now, MinerReport { miner: cmd.miner, at: now, status: MinerStatus::Unreachable }));
+                        reports.push((
+                            now,
+                            MinerReport {
+                                miner: cmd.miner,
+                                at: now,
+                                status: MinerStatus::Unreachable,
+                            },
+                        ));
                     } else {
-                        outcomes.push((now, CommandOutcome { id: cmd.id, miner: cmd.miner, result: Err(TransportError::Timeout) }));
+                        outcomes.push((
+                            now,
+                            CommandOutcome {
+                                id: cmd.id,
+                                miner: cmd.miner,
+                                result: Err(TransportError::Timeout),
+                            },
+                        ));
                     }
                     continue;
                 }
@@ -586,7 +756,14 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                     Action::SetLevel(l) => sim.command_level(m, l, now),
                 };
                 if settled {
-                    reports.push((now, MinerReport { miner: cmd.miner, at: now, status: status_of(&sim, m, now) }));
+                    reports.push((
+                        now,
+                        MinerReport {
+                            miner: cmd.miner,
+                            at: now,
+                            status: status_of(&sim, m, now),
+                        },
+                    ));
                 }
             }
             if reports.is_empty() && outcomes.is_empty() {
@@ -610,15 +787,25 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
     progress(1.0);
 
     let wakes: u64 = sim.miners.iter().map(|m| m.wakes as u64).sum();
-    let shed95 = if shed_times.is_empty() { None } else { Some(shed_times.iter().cloned().fold(0.0, f64::max)) };
+    let shed95 = if shed_times.is_empty() {
+        None
+    } else {
+        Some(shed_times.iter().cloned().fold(0.0, f64::max))
+    };
     let stats = match &driver {
         Driver::Hashsink(c) => Some(c.stats().clone()),
         Driver::Baseline(_) => None,
     };
-    let (violations, violation_count) = checker.map(|c| (c.violations, c.count)).unwrap_or_default();
+    let (violations, violation_count) =
+        checker.map(|c| (c.violations, c.count)).unwrap_or_default();
     RunReport {
         controller: sc.controller.name().to_string(),
-        kpis: kpi.finish(wakes, fleet.len(), counts.set_level + counts.wake + counts.sleep, shed95),
+        kpis: kpi.finish(
+            wakes,
+            fleet.len(),
+            counts.set_level + counts.wake + counts.sleep,
+            shed95,
+        ),
         command_counts: counts,
         surplus_drops_per_day: kpi.surplus_drops_per_day(),
         violations,
@@ -627,6 +814,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
         events: sim.events_processed,
         miner_seconds: fleet.len() as f64 * sc.duration.as_secs_f64(),
         stats,
+        trace,
     }
 }
 

@@ -254,7 +254,11 @@ impl Terahashes {
     }
     /// Terahashes per megawatt-hour of energy: the fleet's useful output per unit of surplus.
     pub fn per_mwh(self, energy: WattHours) -> f64 {
-        if energy.0 > 0.0 { self.0 / energy.mwh() } else { 0.0 }
+        if energy.0 > 0.0 {
+            self.0 / energy.mwh()
+        } else {
+            0.0
+        }
     }
 }
 
@@ -280,7 +284,9 @@ impl Usd {
 ///
 /// The pure crates are handed timestamps; only the binary reads the system clock. Arithmetic
 /// saturates rather than wrapping, so a clock that steps backwards yields a zero duration.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -320,7 +326,10 @@ impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     #[inline]
     fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+        Timestamp(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 }
 
@@ -335,7 +344,10 @@ impl Sub<Duration> for Timestamp {
     type Output = Timestamp;
     #[inline]
     fn sub(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
+        Timestamp(
+            self.0
+                .saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 }
 
@@ -366,7 +378,10 @@ mod tests {
     #[test]
     fn timestamps_saturate_instead_of_wrapping() {
         let t = Timestamp::from_secs(10);
-        assert_eq!(t.saturating_since(Timestamp::from_secs(4)), Duration::from_secs(6));
+        assert_eq!(
+            t.saturating_since(Timestamp::from_secs(4)),
+            Duration::from_secs(6)
+        );
         assert_eq!(Timestamp::from_secs(4).saturating_since(t), Duration::ZERO);
         assert_eq!(t + Duration::from_millis(1500), Timestamp(11_500));
         assert_eq!(Timestamp::MAX + Duration::from_secs(1), Timestamp::MAX);

@@ -137,30 +137,48 @@ pub struct ControllerConfig {
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerSettings::default().validate().expect("defaults are valid")
+        ControllerSettings::default()
+            .validate()
+            .expect("defaults are valid")
     }
 }
 
 impl ControllerSettings {
     pub fn validate(&self) -> Result<ControllerConfig, SettingsError> {
         fn err(field: &'static str, message: impl Into<String>) -> SettingsError {
-            SettingsError { field, message: message.into() }
+            SettingsError {
+                field,
+                message: message.into(),
+            }
         }
         fn secs(field: &'static str, v: f64) -> Result<Duration, SettingsError> {
             if v.is_finite() && (0.0..=7.0 * 86_400.0).contains(&v) {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(err(field, format!("{v} must be between 0 and 604800 seconds")))
+                Err(err(
+                    field,
+                    format!("{v} must be between 0 and 604800 seconds"),
+                ))
             }
         }
         fn fraction(field: &'static str, v: f64, max: f64) -> Result<f64, SettingsError> {
-            if v.is_finite() && (0.0..=max).contains(&v) { Ok(v) } else { Err(err(field, format!("{v} must be between 0 and {max}"))) }
+            if v.is_finite() && (0.0..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(err(field, format!("{v} must be between 0 and {max}")))
+            }
         }
         if !(10..=60_000).contains(&self.cadence_ms) {
-            return Err(err("cadence_ms", format!("{} must be between 10 and 60000", self.cadence_ms)));
+            return Err(err(
+                "cadence_ms",
+                format!("{} must be between 10 and 60000", self.cadence_ms),
+            ));
         }
         if self.max_reading_age_ms < self.cadence_ms {
-            return Err(err("max_reading_age_ms", "must be at least one control cadence"));
+            return Err(err(
+                "max_reading_age_ms",
+                "must be at least one control cadence",
+            ));
         }
         if !(self.max_commands_per_s.is_finite() && self.max_commands_per_s >= 1.0) {
             return Err(err("max_commands_per_s", "must be at least 1"));
@@ -176,7 +194,10 @@ impl ControllerSettings {
         }
         let max_rise = fraction("max_rise_fraction_per_s", self.max_rise_fraction_per_s, 1.0)?;
         if max_rise == 0.0 {
-            return Err(err("max_rise_fraction_per_s", "must be above zero or the fleet never starts"));
+            return Err(err(
+                "max_rise_fraction_per_s",
+                "must be above zero or the fleet never starts",
+            ));
         }
         Ok(ControllerConfig {
             cadence: Duration::from_millis(self.cadence_ms),
@@ -184,7 +205,8 @@ impl ControllerSettings {
             margin_fraction: fraction("margin_fraction", self.margin_fraction, 0.5)?,
             deadband_fraction: fraction("deadband_fraction", self.deadband_fraction, 0.5)?,
             lookahead: Duration::from_millis(self.lookahead_ms),
-            trend_time_constant: secs("trend_time_constant_s", self.trend_time_constant_s)?.max(Duration::from_millis(1)),
+            trend_time_constant: secs("trend_time_constant_s", self.trend_time_constant_s)?
+                .max(Duration::from_millis(1)),
             max_reading_age: Duration::from_millis(self.max_reading_age_ms),
             max_future_skew: Duration::from_millis(self.max_future_skew_ms),
             frozen_after: match secs("frozen_after_s", self.frozen_after_s)? {
@@ -198,13 +220,21 @@ impl ControllerSettings {
             min_off: secs("min_off_s", self.min_off_s)?,
             wake_confirm: secs("wake_confirm_s", self.wake_confirm_s)?,
             max_rise_fraction_per_s: max_rise,
-            max_levels_per_command: if self.max_levels_per_command == 0 { u8::MAX } else { self.max_levels_per_command },
+            max_levels_per_command: if self.max_levels_per_command == 0 {
+                u8::MAX
+            } else {
+                self.max_levels_per_command
+            },
             max_commands_per_s: self.max_commands_per_s,
             command_burst: self.command_burst,
             verify_grace: secs("verify_grace_s", self.verify_grace_s)?,
             silent_after: secs("silent_after_s", self.silent_after_s)?,
             fault_retry: secs("fault_retry_s", self.fault_retry_s)?.max(Duration::from_secs(1)),
-            meter_tolerance_fraction: fraction("meter_tolerance_fraction", self.meter_tolerance_fraction, 1.0)?,
+            meter_tolerance_fraction: fraction(
+                "meter_tolerance_fraction",
+                self.meter_tolerance_fraction,
+                1.0,
+            )?,
             meter_grace: secs("meter_grace_s", self.meter_grace_s)?,
         })
     }
@@ -223,17 +253,28 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let s = ControllerSettings { cadence_ms: 0, ..Default::default() };
+        let s = ControllerSettings {
+            cadence_ms: 0,
+            ..Default::default()
+        };
         assert_eq!(s.validate().unwrap_err().field, "cadence_ms");
-        let s = ControllerSettings { min_on_s: -1.0, ..Default::default() };
+        let s = ControllerSettings {
+            min_on_s: -1.0,
+            ..Default::default()
+        };
         assert_eq!(s.validate().unwrap_err().field, "min_on_s");
-        let s = ControllerSettings { margin_fraction: f64::NAN, ..Default::default() };
+        let s = ControllerSettings {
+            margin_fraction: f64::NAN,
+            ..Default::default()
+        };
         assert_eq!(s.validate().unwrap_err().field, "margin_fraction");
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<ControllerSettings>("cadense_ms = 500").unwrap_err().to_string();
+        let err = toml::from_str::<ControllerSettings>("cadense_ms = 500")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cadense_ms"), "{err}");
     }
 }

@@ -42,8 +42,15 @@ use serde::Serialize;
 
 pub use config::{ControllerConfig, ControllerSettings, SettingsError};
 
-use crate::api::{Action, Command, CommandId, FleetController, Input, MinerStatus, OperatorCommand, Reason};
+use crate::api::{
+    Action, Command, CommandId, FleetController, Input, MinerStatus, OperatorCommand, Reason,
+};
 use crate::fleet::{Fleet, MinerId};
+
+/// Miners whose cut takes effect within this time are cut first: a cut on a slow miner (stock
+/// firmware changes modes through a web page in 20-60 s) leaves the fleet above the surplus for
+/// that long.
+const FAST_REACTION: Duration = Duration::from_secs(5);
 
 /// What the controller intends for one miner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +125,8 @@ struct SpecState {
     wake_delay: Duration,
     /// Nameplate J/TH, for "most efficient first".
     efficiency: f64,
+    /// Whether a cut on this spec takes effect within the fast-reaction limit.
+    fast: bool,
 }
 
 impl SpecState {
@@ -125,7 +134,9 @@ impl SpecState {
         (0..limit).find(|&l| !self.running[l as usize].is_empty())
     }
     fn highest_above(&self, floor: u8) -> Option<u8> {
-        (floor + 1..self.running.len() as u8).rev().find(|&l| !self.running[l as usize].is_empty())
+        (floor + 1..self.running.len() as u8)
+            .rev()
+            .find(|&l| !self.running[l as usize].is_empty())
     }
 }
 
@@ -136,9 +147,13 @@ pub enum SignalState {
     Waiting,
     Good,
     /// No trusted reading since `since`; the fleet is being driven to the fail-safe load.
-    Lost { since: Timestamp },
+    Lost {
+        since: Timestamp,
+    },
     /// Trusted readings again since `since`; held at the fail-safe load until `resume_after`.
-    Recovering { since: Timestamp },
+    Recovering {
+        since: Timestamp,
+    },
 }
 
 /// Counters for reports and tests.
@@ -178,6 +193,9 @@ pub struct Controller {
     specs: Vec<SpecState>,
     /// Spec indices, most efficient first.
     by_efficiency: Vec<usize>,
+    /// Spec indices in the order miners are put to sleep: fast-reacting first, then least
+    /// efficient first.
+    cut_order: Vec<usize>,
     slots: Vec<Slot>,
     fleet_max: Watts,
     margin: Watts,
@@ -227,7 +245,10 @@ impl Controller {
                 let delta: Vec<f64> = s.levels.iter().map(|p| (*p - s.standby).w()).collect();
                 let gain_up = (0..s.levels.len())
                     .map(|l| match s.levels.get(l + 1) {
-                        Some(next) => (s.level_hashrate[l + 1] - s.level_hashrate[l]).ths() / (*next - s.levels[l]).w(),
+                        Some(next) => {
+                            (s.level_hashrate[l + 1] - s.level_hashrate[l]).ths()
+                                / (*next - s.levels[l]).w()
+                        }
                         None => 0.0,
                     })
                     .collect();
@@ -242,11 +263,15 @@ impl Controller {
                     standby: s.standby,
                     wake_delay: s.wake_delay,
                     efficiency: s.nameplate_efficiency().j_per_th(),
+                    fast: s.setpoint_delay + s.ramp_time(s.max_power(), s.standby) <= FAST_REACTION,
                 }
             })
             .collect();
         let mut by_efficiency: Vec<usize> = (0..specs.len()).collect();
         by_efficiency.sort_by(|&a, &b| specs[a].efficiency.total_cmp(&specs[b].efficiency));
+        let mut cut_order = by_efficiency.clone();
+        cut_order.reverse();
+        cut_order.sort_by_key(|&s| !specs[s].fast);
         // A miner is assumed asleep since long ago, so it may be woken at once; its state is not
         // known, so the first plan change always sends a command.
         let long_ago = start - (cfg.min_off + Duration::from_secs(1));
@@ -281,12 +306,18 @@ impl Controller {
         let margin = cfg.margin.max(fleet_max * cfg.margin_fraction);
         let deadband = fleet_max * cfg.deadband_fraction;
         let max_rise_w_per_s = fleet_max.w() * cfg.max_rise_fraction_per_s;
-        let reaction = fleet.specs.iter().map(|s| s.setpoint_delay + s.ramp_time(s.max_power(), s.standby)).max().unwrap_or_default();
+        let reaction = fleet
+            .specs
+            .iter()
+            .map(|s| s.setpoint_delay + s.ramp_time(s.max_power(), s.standby))
+            .max()
+            .unwrap_or_default();
         let mut controller = Self {
             tokens: cfg.command_burst,
             tokens_at: start,
             specs,
             by_efficiency,
+            cut_order,
             slots,
             fleet_max,
             margin,
@@ -357,7 +388,10 @@ impl Controller {
     }
     /// Miners currently routed around.
     pub fn faulted(&self) -> usize {
-        self.slots.iter().filter(|s| s.plan == Plan::Faulted).count()
+        self.slots
+            .iter()
+            .filter(|s| s.plan == Plan::Faulted)
+            .count()
     }
     /// Whether a miner is routed around, and why.
     pub fn fault_of(&self, miner: MinerId) -> Option<FaultKind> {
@@ -402,8 +436,11 @@ impl Controller {
 
     /// Move the last miner of `spec`'s bucket `from` to level `to`.
     fn step(&mut self, spec: usize, from: u8, to: u8, reason: Reason) -> Watts {
-        let m = self.specs[spec].running[from as usize].pop().expect("caller checked the bucket");
-        let change = Watts(self.specs[spec].delta[to as usize] - self.specs[spec].delta[from as usize]);
+        let m = self.specs[spec].running[from as usize]
+            .pop()
+            .expect("caller checked the bucket");
+        let change =
+            Watts(self.specs[spec].delta[to as usize] - self.specs[spec].delta[from as usize]);
         self.bucket_push(m, to);
         self.slots[m as usize].plan = Plan::Running(to);
         self.plan_run += change;
@@ -458,7 +495,9 @@ impl Controller {
                     break;
                 }
                 self.specs[s].waking.pop_front();
-                let Plan::Waking(level) = slot.plan else { continue };
+                let Plan::Waking(level) = slot.plan else {
+                    continue;
+                };
                 let d = Watts(self.specs[s].delta[level as usize]);
                 self.plan_wake -= d;
                 self.plan_run += d;
@@ -470,7 +509,11 @@ impl Controller {
     }
 
     /// The front of a FIFO after dropping stale entries.
-    fn live_front(slots: &[Slot], queue: &mut VecDeque<(u32, u32)>, want: fn(Plan) -> bool) -> Option<u32> {
+    fn live_front(
+        slots: &[Slot],
+        queue: &mut VecDeque<(u32, u32)>,
+        want: fn(Plan) -> bool,
+    ) -> Option<u32> {
         while let Some(&(m, epoch)) = queue.front() {
             let slot = &slots[m as usize];
             if slot.epoch == epoch && want(slot.plan) {
@@ -522,7 +565,10 @@ impl Controller {
     fn compute_allowed(&mut self, now: Timestamp) -> (Watts, Watts) {
         let fresh = self.reading.filter(|r| {
             now.saturating_since(r.at) <= self.cfg.max_reading_age
-                && self.cfg.frozen_after.is_none_or(|f| now.saturating_since(r.changed_at) <= f)
+                && self
+                    .cfg
+                    .frozen_after
+                    .is_none_or(|f| now.saturating_since(r.changed_at) <= f)
         });
         let current_load = self.planned_load();
         self.signal = match (self.signal, fresh.is_some()) {
@@ -531,12 +577,17 @@ impl Controller {
             (SignalState::Good, true) => SignalState::Good,
             (SignalState::Good | SignalState::Recovering { .. }, false) => {
                 self.stats.signal_losses += 1;
-                self.allowed_at_loss = current_load.min(self.allowed_now.max(self.cfg.failsafe_load));
+                self.allowed_at_loss =
+                    current_load.min(self.allowed_now.max(self.cfg.failsafe_load));
                 SignalState::Lost { since: now }
             }
             (SignalState::Lost { .. }, true) => SignalState::Recovering { since: now },
             (SignalState::Lost { since }, false) => SignalState::Lost { since },
-            (SignalState::Recovering { since }, true) if now.saturating_since(since) >= self.cfg.resume_after => SignalState::Good,
+            (SignalState::Recovering { since }, true)
+                if now.saturating_since(since) >= self.cfg.resume_after =>
+            {
+                SignalState::Good
+            }
             (recovering @ SignalState::Recovering { .. }, true) => recovering,
         };
         let failsafe = self.cfg.failsafe_load;
@@ -550,11 +601,15 @@ impl Controller {
                 let now_value = r.value + Watts(falling * horizon);
                 let allowed = now_value - self.margin;
                 let ahead = self.ahead_value(now, r.value, age) - self.margin;
-                (allowed, ahead.max(allowed))
+                (allowed, ahead)
             }
             SignalState::Lost { since } => {
                 let within = self.cfg.failsafe_within.as_secs_f64();
-                let progress = if within > 0.0 { (now.secs_since(since) / within).clamp(0.0, 1.0) } else { 1.0 };
+                let progress = if within > 0.0 {
+                    (now.secs_since(since) / within).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
                 let target = self.allowed_at_loss + (failsafe - self.allowed_at_loss) * progress;
                 let a = target.max(failsafe).min(self.allowed_at_loss.max(failsafe));
                 (a, a)
@@ -575,20 +630,38 @@ impl Controller {
         allowed = allowed.max(Watts::ZERO);
         // Staggered reconnection: the allowed load may rise only so fast.
         let dt = self.cfg.cadence.as_secs_f64();
-        let rise_cap = self.limited_allowed.max(current_load.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
+        let rise_cap =
+            self.limited_allowed.max(current_load.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
         allowed = allowed.min(rise_cap);
         self.limited_allowed = allowed;
-        let max_wake = self.specs.iter().map(|s| s.wake_delay).max().unwrap_or_default().as_secs_f64();
-        ahead = ahead.min(allowed + Watts(self.max_rise_w_per_s * max_wake.max(dt))).max(allowed);
+        let max_wake = self
+            .specs
+            .iter()
+            .map(|s| s.wake_delay)
+            .max()
+            .unwrap_or_default()
+            .as_secs_f64();
+        ahead = ahead.min(allowed + Watts(self.max_rise_w_per_s * max_wake.max(dt)));
         (allowed, ahead)
     }
 
     /// Where the surplus is expected to be when the slowest-waking miners would be ready.
     fn ahead_value(&self, now: Timestamp, value: Watts, age: f64) -> Watts {
-        let horizon = self.specs.iter().map(|s| s.wake_delay).max().unwrap_or_default();
-        let rising = self.trend_w_per_s.max(0.0);
-        // Half the trend: waking ahead on a trend that does not continue costs a cycle.
-        let by_trend = value + Watts(0.5 * rising * (horizon.as_secs_f64() - age).max(0.0));
+        let horizon = self
+            .specs
+            .iter()
+            .map(|s| s.wake_delay)
+            .max()
+            .unwrap_or_default();
+        let trend = self.trend_w_per_s;
+        let rising = trend.max(0.0);
+        // A falling trend counts in full until the woken miners could be cut again; a rising one
+        // by half: waking ahead on a rise that does not continue costs a cycle.
+        let by_trend = if trend < 0.0 {
+            value + Watts(trend * (horizon + self.reaction).as_secs_f64())
+        } else {
+            value + Watts(0.5 * rising * (horizon.as_secs_f64() - age).max(0.0))
+        };
         match self.forecast_at(now + horizon) {
             Some(f) => by_trend.max(f.min(value + Watts(rising * horizon.as_secs_f64()).max(f))),
             None => by_trend,
@@ -601,7 +674,9 @@ impl Controller {
     }
 
     fn update_meter(&mut self, now: Timestamp) {
-        let Some((at, measured)) = self.meter else { return };
+        let Some((at, measured)) = self.meter else {
+            return;
+        };
         if now.saturating_since(at) > self.cfg.max_reading_age {
             self.excess_since = None;
             return;
@@ -625,13 +700,26 @@ impl Controller {
         for s in 0..self.specs.len() {
             for l in 0..self.specs[s].running.len() {
                 while let Some(&m) = self.specs[s].running[l].last() {
-                    let voluntary = now.saturating_since(self.slots[m as usize].since) >= self.cfg.min_on;
-                    let r = if voluntary || reason != Reason::Dispatch { reason } else { Reason::Protect };
+                    let voluntary =
+                        now.saturating_since(self.slots[m as usize].since) >= self.cfg.min_on;
+                    let r = if voluntary || reason != Reason::Dispatch {
+                        reason
+                    } else {
+                        Reason::Protect
+                    };
                     self.put_to_sleep(m, now, r);
                 }
             }
-            while let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].waking, |p| matches!(p, Plan::Waking(_))) {
-                self.put_to_sleep(m, now, reason);
+            while let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].waking, |p| {
+                matches!(p, Plan::Waking(_))
+            }) {
+                // Cancelling a wake is never a voluntary sleep.
+                let r = if reason == Reason::Dispatch {
+                    Reason::Protect
+                } else {
+                    reason
+                };
+                self.put_to_sleep(m, now, r);
             }
         }
     }
@@ -644,15 +732,29 @@ impl Controller {
         let mut headroom: f64 = self
             .specs
             .iter()
-            .map(|spec| spec.running.iter().zip(&spec.delta).map(|(b, d)| b.len() as f64 * (d - spec.delta[0])).sum::<f64>())
+            .map(|spec| {
+                spec.running
+                    .iter()
+                    .zip(&spec.delta)
+                    .map(|(b, d)| b.len() as f64 * (d - spec.delta[0]))
+                    .sum::<f64>()
+            })
             .sum();
         while left.w() > headroom {
-            let Some((m, voluntary)) = self.sleep_candidate(now) else { break };
-            let Plan::Running(l) = self.slots[m as usize].plan else { unreachable!("candidate is running") };
+            let Some((m, voluntary)) = self.sleep_candidate(now) else {
+                break;
+            };
+            let Plan::Running(l) = self.slots[m as usize].plan else {
+                unreachable!("candidate is running")
+            };
             let spec = &self.specs[self.slots[m as usize].spec as usize];
             headroom -= spec.delta[l as usize] - spec.delta[0];
             left -= self.spec_delta(m, l);
-            let r = if voluntary || reason != Reason::Dispatch { reason } else { Reason::Protect };
+            let r = if voluntary || reason != Reason::Dispatch {
+                reason
+            } else {
+                Reason::Protect
+            };
             self.put_to_sleep(m, now, r);
         }
         // Tiers A and B: step levels down, above nameplate first, least hashrate per watt first.
@@ -660,9 +762,14 @@ impl Controller {
             while left > Watts::ZERO {
                 let mut best: Option<(f64, usize, u8)> = None;
                 for (s, spec) in self.specs.iter().enumerate() {
-                    let floor = if floor_is_preferred { spec.preferred } else { 0 };
+                    let floor = if floor_is_preferred {
+                        spec.preferred
+                    } else {
+                        0
+                    };
                     if let Some(l) = spec.highest_above(floor) {
-                        let gain = spec.gain_up[l as usize - 1];
+                        // Fast-reacting specs first, then the least hashrate per watt.
+                        let gain = spec.gain_up[l as usize - 1] + if spec.fast { 0.0 } else { 1e9 };
                         if best.is_none_or(|(g, _, _)| gain < g) {
                             best = Some((gain, s, l));
                         }
@@ -670,20 +777,35 @@ impl Controller {
                 }
                 let Some((_, s, l)) = best else { break };
                 let spec = &self.specs[s];
-                let floor = if floor_is_preferred { spec.preferred } else { 0 };
+                let floor = if floor_is_preferred {
+                    spec.preferred
+                } else {
+                    0
+                };
                 let lowest = floor.max(l.saturating_sub(self.cfg.max_levels_per_command));
                 // Just deep enough to cover what is left, no deeper than allowed.
-                let to = (lowest..l).rev().find(|&to| spec.delta[l as usize] - spec.delta[to as usize] >= left.w()).unwrap_or(lowest);
+                let to = (lowest..l)
+                    .rev()
+                    .find(|&to| spec.delta[l as usize] - spec.delta[to as usize] >= left.w())
+                    .unwrap_or(lowest);
                 left += self.step(s, l, to, reason);
             }
         }
         // Tiers C and D: sleep miners, least efficient model first, the longest awake first;
         // those inside their minimum on-time only if nothing else is left.
         while left > Watts::ZERO {
-            let Some((m, voluntary)) = self.sleep_candidate(now) else { break };
-            let Plan::Running(l) = self.slots[m as usize].plan else { unreachable!("front is running") };
+            let Some((m, voluntary)) = self.sleep_candidate(now) else {
+                break;
+            };
+            let Plan::Running(l) = self.slots[m as usize].plan else {
+                unreachable!("front is running")
+            };
             left -= self.spec_delta(m, l);
-            let r = if voluntary || reason != Reason::Dispatch { reason } else { Reason::Protect };
+            let r = if voluntary || reason != Reason::Dispatch {
+                reason
+            } else {
+                Reason::Protect
+            };
             self.put_to_sleep(m, now, r);
         }
     }
@@ -692,9 +814,13 @@ impl Controller {
     /// preferring one past its minimum on-time (`true`) over one inside it (`false`).
     fn sleep_candidate(&mut self, now: Timestamp) -> Option<(u32, bool)> {
         let mut chosen: Option<(u32, bool)> = None;
-        for &s in self.by_efficiency.iter().rev() {
+        for &s in &self.cut_order {
             let slots = &self.slots;
-            let Some(m) = Self::live_front(slots, &mut self.specs[s].run_order, |p| matches!(p, Plan::Running(_))) else { continue };
+            let Some(m) = Self::live_front(slots, &mut self.specs[s].run_order, |p| {
+                matches!(p, Plan::Running(_))
+            }) else {
+                continue;
+            };
             if now.saturating_since(slots[m as usize].since) >= self.cfg.min_on {
                 return Some((m, true));
             }
@@ -720,7 +846,10 @@ impl Controller {
             let Some((_, s, l)) = best else { return left };
             let spec = &self.specs[s];
             let highest = limit(spec).min(l.saturating_add(self.cfg.max_levels_per_command));
-            let to = (l + 1..=highest).rev().find(|&to| spec.delta[to as usize] - spec.delta[l as usize] <= left.w()).unwrap_or(l + 1);
+            let to = (l + 1..=highest)
+                .rev()
+                .find(|&to| spec.delta[to as usize] - spec.delta[l as usize] <= left.w())
+                .unwrap_or(l + 1);
             left -= self.step(s, l, to, Reason::Dispatch);
         }
     }
@@ -728,8 +857,10 @@ impl Controller {
     fn any_asleep_available(&mut self, now: Timestamp) -> bool {
         let min_off = self.cfg.min_off;
         (0..self.specs.len()).any(|s| {
-            Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| p == Plan::Asleep)
-                .is_some_and(|m| now.saturating_since(self.slots[m as usize].since) >= min_off)
+            Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| {
+                p == Plan::Asleep
+            })
+            .is_some_and(|m| now.saturating_since(self.slots[m as usize].since) >= min_off)
         })
     }
 
@@ -737,7 +868,11 @@ impl Controller {
     /// the room has persisted for `wake_confirm`. Returns whether any miner was woken.
     fn wake_some(&mut self, now: Timestamp, room: Watts) -> bool {
         let room = room - self.plan_run - self.plan_wake;
-        let smallest = self.specs.iter().map(|s| s.delta[0]).fold(f64::INFINITY, f64::min);
+        let smallest = self
+            .specs
+            .iter()
+            .map(|s| s.delta[0])
+            .fold(f64::INFINITY, f64::min);
         if room.w() < smallest + self.deadband.w() {
             self.wake_ok_since = None;
             return false;
@@ -751,12 +886,21 @@ impl Controller {
         for i in 0..self.by_efficiency.len() {
             let s = self.by_efficiency[i];
             loop {
-                let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| p == Plan::Asleep) else { break };
+                let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| {
+                    p == Plan::Asleep
+                }) else {
+                    break;
+                };
                 if now.saturating_since(self.slots[m as usize].since) < self.cfg.min_off {
                     break;
                 }
                 let spec = &self.specs[s];
-                let Some(level) = (0..=spec.preferred).rev().find(|&l| spec.delta[l as usize] <= left.w()) else { break };
+                let Some(level) = (0..=spec.preferred)
+                    .rev()
+                    .find(|&l| spec.delta[l as usize] <= left.w())
+                else {
+                    break;
+                };
                 self.specs[s].asleep.pop_front();
                 left -= Watts(self.specs[s].delta[level as usize]);
                 self.wake(m, level, now);
@@ -775,8 +919,12 @@ impl Controller {
             (Plan::Asleep, Some(Target::Sleep)) => None,
             (Plan::Asleep, _) => Some(Action::Sleep),
             (Plan::Waking(l) | Plan::Running(l), Some(Target::Level(c))) if c == l => None,
-            (Plan::Waking(l) | Plan::Running(l), Some(Target::Level(_))) => Some(Action::SetLevel(l)),
-            (Plan::Waking(l) | Plan::Running(l), Some(Target::Sleep) | None) => Some(Action::Wake(l)),
+            (Plan::Waking(l) | Plan::Running(l), Some(Target::Level(_))) => {
+                Some(Action::SetLevel(l))
+            }
+            (Plan::Waking(l) | Plan::Running(l), Some(Target::Sleep) | None) => {
+                Some(Action::Wake(l))
+            }
         }
     }
 
@@ -790,16 +938,21 @@ impl Controller {
 
     fn flush(&mut self, now: Timestamp) {
         let elapsed = now.secs_since(self.tokens_at).max(0.0);
-        self.tokens = (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.command_burst);
+        self.tokens =
+            (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.command_burst);
         self.tokens_at = now;
         while self.tokens >= 1.0 {
-            let Some(m) = self.cut_queue.pop_front() else { break };
+            let Some(m) = self.cut_queue.pop_front() else {
+                break;
+            };
             let Some(action) = self.action_for(m) else {
                 self.slots[m as usize].queued = false;
                 continue;
             };
             let increase = match action {
-                Action::SetLevel(l) | Action::Wake(l) => self.spec_delta(m, l) > self.commanded_delta(m),
+                Action::SetLevel(l) | Action::Wake(l) => {
+                    self.spec_delta(m, l) > self.commanded_delta(m)
+                }
                 _ => false,
             };
             if increase {
@@ -815,13 +968,28 @@ impl Controller {
             return;
         }
         let fixed = self.base_standby + self.uncontrollable + self.phantom;
+        // A raise waits until the miner's previous command is confirmed: stock firmware restarts
+        // its 20-60 s mode change on every new request, so a raise sent on top of a cut that has
+        // not landed yet would keep the miner where it was.
+        let mut waiting = self.raise_queue.len();
         while self.tokens >= 1.0 {
-            let Some(&m) = self.raise_queue.front() else { break };
+            let Some(&m) = self.raise_queue.front() else {
+                break;
+            };
             let Some(action) = self.action_for(m) else {
                 self.raise_queue.pop_front();
                 self.slots[m as usize].queued = false;
                 continue;
             };
+            if self.slots[m as usize].pending.is_some() {
+                if waiting == 0 {
+                    break;
+                }
+                waiting -= 1;
+                self.raise_queue.pop_front();
+                self.raise_queue.push_back(m);
+                continue;
+            }
             let (limit, new) = match action {
                 Action::Wake(l) => (self.allowed_ahead, self.spec_delta(m, l)),
                 Action::SetLevel(l) => (self.allowed_now + self.plan_wake, self.spec_delta(m, l)),
@@ -845,21 +1013,46 @@ impl Controller {
         let spec = &self.fleet.specs[s];
         let (target, settle) = match action {
             Action::Sleep => {
-                let from = self.slots[m as usize].last_power.unwrap_or(spec.max_power());
-                (Some(Target::Sleep), spec.setpoint_delay + spec.ramp_time(from, spec.standby))
+                let from = self.slots[m as usize]
+                    .last_power
+                    .unwrap_or(spec.max_power());
+                (
+                    Some(Target::Sleep),
+                    spec.setpoint_delay + spec.ramp_time(from, spec.standby),
+                )
             }
             Action::Wake(l) => {
                 self.slots[m as usize].ready_at = now + spec.wake_delay;
-                (Some(Target::Level(l)), spec.wake_delay + spec.ramp_time(spec.standby, spec.level_power(l)))
+                (
+                    Some(Target::Level(l)),
+                    spec.wake_delay + spec.ramp_time(spec.standby, spec.level_power(l)),
+                )
             }
             Action::SetLevel(l) => {
-                let from = self.slots[m as usize].last_power.unwrap_or(spec.max_power());
-                (Some(Target::Level(l)), spec.setpoint_delay + spec.ramp_time(from, spec.level_power(l)))
+                let from = self.slots[m as usize]
+                    .last_power
+                    .unwrap_or(spec.max_power());
+                (
+                    Some(Target::Level(l)),
+                    spec.setpoint_delay + spec.ramp_time(from, spec.level_power(l)),
+                )
             }
             Action::Query => (self.slots[m as usize].commanded, Duration::ZERO),
         };
         let slot = &mut self.slots[m as usize];
-        let reason = if action == Action::Query { Reason::Reconcile } else { slot.reason };
+        let reason = if action == Action::Query {
+            Reason::Reconcile
+        } else {
+            slot.reason
+        };
+        // Dwell counts from when the miner was actually told, not from when it was planned.
+        // A re-sent sleep (start-up, drift) does not restart the off-time; any wake restarts the
+        // on-time, since it may really start the machine.
+        if matches!(action, Action::Wake(_))
+            || (action == Action::Sleep && reason != Reason::Reconcile)
+        {
+            slot.since = now;
+        }
         if action.is_write() {
             slot.commanded = target;
             slot.pending = Some(id);
@@ -877,11 +1070,17 @@ impl Controller {
             let new = self.commanded_delta(m);
             self.committed += new - old;
             let deadline = now + settle + self.cfg.verify_grace;
-            self.deadlines.push(Reverse((deadline, Deadline::Verify { miner: m, id: id.0 })));
+            self.deadlines
+                .push(Reverse((deadline, Deadline::Verify { miner: m, id: id.0 })));
         } else {
             self.stats.queries += 1;
         }
-        self.out.push_back(Command { id, miner: MinerId(m), action, reason });
+        self.out.push_back(Command {
+            id,
+            miner: MinerId(m),
+            action,
+            reason,
+        });
     }
 
     // ----- faults and verification ----------------------------------------------------------
@@ -901,7 +1100,9 @@ impl Controller {
             Plan::Asleep | Plan::Faulted => {}
         }
         let standby = self.specs[s].standby;
-        let reported = self.slots[m as usize].last_power.map(|p| (p - standby).positive_part());
+        let reported = self.slots[m as usize]
+            .last_power
+            .map(|p| (p - standby).positive_part());
         let assumed = reported.unwrap_or(Watts::ZERO).max(self.commanded_delta(m));
         self.committed -= self.commanded_delta(m);
         let slot = &mut self.slots[m as usize];
@@ -914,7 +1115,10 @@ impl Controller {
         let epoch = slot.epoch;
         self.uncontrollable += assumed;
         self.stats.faults += 1;
-        self.deadlines.push(Reverse((now + self.cfg.fault_retry, Deadline::Retry { miner: m, epoch })));
+        self.deadlines.push(Reverse((
+            now + self.cfg.fault_retry,
+            Deadline::Retry { miner: m, epoch },
+        )));
     }
 
     fn recover(&mut self, m: u32, now: Timestamp) {
@@ -938,7 +1142,9 @@ impl Controller {
         let slot = &self.slots[m as usize];
         let spec = &self.fleet.specs[slot.spec as usize];
         match (slot.commanded, status) {
-            (Some(Target::Sleep), MinerStatus::Asleep { power }) => *power <= spec.standby * 2.0 + Watts(50.0),
+            (Some(Target::Sleep), MinerStatus::Asleep { power }) => {
+                *power <= spec.standby * 2.0 + Watts(50.0)
+            }
             (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => {
                 let want = spec.level_power(l);
                 (*power - want).abs() <= want * 0.1 + Watts(100.0)
@@ -953,8 +1159,12 @@ impl Controller {
         let spec = &self.fleet.specs[slot.spec as usize];
         match (slot.commanded, status) {
             (Some(Target::Sleep), MinerStatus::Mining { .. }) => true,
-            (Some(Target::Sleep), MinerStatus::Asleep { power }) => *power > spec.standby * 2.0 + Watts(50.0),
-            (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => *power > spec.level_power(l) * 1.1 + Watts(100.0),
+            (Some(Target::Sleep), MinerStatus::Asleep { power }) => {
+                *power > spec.standby * 2.0 + Watts(50.0)
+            }
+            (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => {
+                *power > spec.level_power(l) * 1.1 + Watts(100.0)
+            }
             (Some(Target::Level(_)), MinerStatus::Asleep { .. }) => true,
             _ => false,
         }
@@ -1018,7 +1228,10 @@ impl Controller {
                 if !slot.queried {
                     self.slots[miner as usize].queried = true;
                     self.send(miner, Action::Query, now);
-                    self.deadlines.push(Reverse((now + self.cfg.verify_grace, Deadline::Verify { miner, id })));
+                    self.deadlines.push(Reverse((
+                        now + self.cfg.verify_grace,
+                        Deadline::Verify { miner, id },
+                    )));
                     return;
                 }
                 let slot = &mut self.slots[miner as usize];
@@ -1042,7 +1255,10 @@ impl Controller {
                 // Ask it to sleep and read it back; a report of sleep brings it back.
                 self.slots[miner as usize].reason = Reason::Reconcile;
                 self.send_unplanned_sleep(miner);
-                self.deadlines.push(Reverse((now + self.cfg.fault_retry, Deadline::Retry { miner, epoch })));
+                self.deadlines.push(Reverse((
+                    now + self.cfg.fault_retry,
+                    Deadline::Retry { miner, epoch },
+                )));
             }
         }
     }
@@ -1053,11 +1269,21 @@ impl Controller {
         self.tokens -= 1.0;
         self.stats.commands += 1;
         self.stats.reconcile_commands += 1;
-        self.out.push_back(Command { id, miner: MinerId(m), action: Action::Sleep, reason: Reason::Reconcile });
+        self.out.push_back(Command {
+            id,
+            miner: MinerId(m),
+            action: Action::Sleep,
+            reason: Reason::Reconcile,
+        });
         let qid = CommandId(self.next_id);
         self.next_id += 1;
         self.stats.queries += 1;
-        self.out.push_back(Command { id: qid, miner: MinerId(m), action: Action::Query, reason: Reason::Reconcile });
+        self.out.push_back(Command {
+            id: qid,
+            miner: MinerId(m),
+            action: Action::Query,
+            reason: Reason::Reconcile,
+        });
     }
 
     fn accept_surplus(&mut self, now: Timestamp, at: Timestamp, value: Watts) {
@@ -1075,10 +1301,24 @@ impl Controller {
                 let inst = (value - prev.value).w() / dt;
                 let alpha = 1.0 - (-dt / self.cfg.trend_time_constant.as_secs_f64()).exp();
                 self.trend_w_per_s += alpha * (inst - self.trend_w_per_s);
-                let changed_at = if value != prev.value { at } else { prev.changed_at };
-                self.reading = Some(Reading { at, value, changed_at });
+                let changed_at = if value != prev.value {
+                    at
+                } else {
+                    prev.changed_at
+                };
+                self.reading = Some(Reading {
+                    at,
+                    value,
+                    changed_at,
+                });
             }
-            None => self.reading = Some(Reading { at, value, changed_at: at }),
+            None => {
+                self.reading = Some(Reading {
+                    at,
+                    value,
+                    changed_at: at,
+                })
+            }
         }
     }
 }
@@ -1106,7 +1346,9 @@ impl FleetController for Controller {
             }
             Input::Outcome(outcome) => {
                 let m = outcome.miner.0;
-                let Some(slot) = self.slots.get_mut(m as usize) else { return };
+                let Some(slot) = self.slots.get_mut(m as usize) else {
+                    return;
+                };
                 if slot.pending != Some(outcome.id) {
                     return;
                 }
@@ -1114,7 +1356,11 @@ impl FleetController for Controller {
                     slot.attempts += 1;
                     slot.pending = None;
                     if slot.attempts >= 3 {
-                        let kind = if outcome.result.is_err() { FaultKind::Unreachable } else { FaultKind::Refusing };
+                        let kind = if outcome.result.is_err() {
+                            FaultKind::Unreachable
+                        } else {
+                            FaultKind::Refusing
+                        };
                         self.fault(m, kind, now);
                     } else {
                         let old = self.commanded_delta(m);
@@ -1153,7 +1399,8 @@ impl FleetController for Controller {
             self.tick(now);
             let cadence = self.cfg.cadence.as_millis() as i64;
             let behind = (now.as_millis() - self.next_tick.as_millis()) / cadence;
-            self.next_tick = Timestamp::from_millis(self.next_tick.as_millis() + (behind + 1) * cadence);
+            self.next_tick =
+                Timestamp::from_millis(self.next_tick.as_millis() + (behind + 1) * cadence);
         } else {
             self.flush(now);
         }
