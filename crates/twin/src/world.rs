@@ -130,6 +130,10 @@ pub struct TraceRow {
     pub running_mw: f64,
     pub standby_mw: f64,
     pub hashrate_phs: f64,
+    /// Miners the controller routes around (hashsink only).
+    pub faulted: u32,
+    /// The fleet power the controller's plan adds up to (hashsink only; NaN for the baseline).
+    pub planned_mw: f64,
 }
 
 /// Commands sent, by kind.
@@ -649,9 +653,11 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
             let hashrate = sim.hashrate(now);
             if let Some(every) = sc.trace_every {
                 if now >= next_trace {
-                    let allowed = match &driver {
-                        Driver::Hashsink(c) => c.allowed().mw(),
-                        Driver::Baseline(_) => f64::NAN,
+                    let (allowed, planned, faulted) = match &driver {
+                        Driver::Hashsink(c) => {
+                            (c.allowed().mw(), c.planned_load().mw(), c.faulted() as u32)
+                        }
+                        Driver::Baseline(_) => (f64::NAN, f64::NAN, 0),
                     };
                     trace.push(TraceRow {
                         t: now,
@@ -660,6 +666,8 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                         running_mw: running.mw(),
                         standby_mw: standby.mw(),
                         hashrate_phs: hashrate.phs(),
+                        faulted,
+                        planned_mw: planned,
                     });
                     next_trace = now + every;
                 }
@@ -785,6 +793,20 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
         }
     }
     progress(1.0);
+    if std::env::var_os("HASHSINK_TWIN_DUMP").is_some() {
+        if let Driver::Hashsink(c) = &driver {
+            for m in 0..fleet.len() as u32 {
+                if sim.miners[m as usize].mode != Mode::Asleep {
+                    eprintln!(
+                        "miner {m}: twin {:?} {:.0} W; controller {}",
+                        sim.miners[m as usize].mode,
+                        sim.miner_power(m, end).w(),
+                        c.describe_miner(MinerId(m))
+                    );
+                }
+            }
+        }
+    }
 
     let wakes: u64 = sim.miners.iter().map(|m| m.wakes as u64).sum();
     let shed95 = if shed_times.is_empty() {

@@ -92,7 +92,10 @@ struct Slot {
     ready_at: Timestamp,
     /// Index in its running bucket.
     pos: u32,
+    /// In the cut queue (every changed miner goes there first).
     queued: bool,
+    /// In the raise queue (a change that adds load, waiting for room).
+    in_raise_queue: bool,
     reason: Reason,
     pending: Option<CommandId>,
     queried: bool,
@@ -290,6 +293,7 @@ impl Controller {
                 ready_at: start,
                 pos: 0,
                 queued: false,
+                in_raise_queue: false,
                 reason: Reason::Dispatch,
                 pending: None,
                 queried: false,
@@ -393,6 +397,15 @@ impl Controller {
             .filter(|s| s.plan == Plan::Faulted)
             .count()
     }
+    /// A miner's plan, commanded target and pending command, for diagnostics.
+    pub fn describe_miner(&self, miner: MinerId) -> String {
+        let s = &self.slots[miner.index()];
+        format!(
+            "plan {:?} commanded {:?} pending {:?} queued {} drifts {}",
+            s.plan, s.commanded, s.pending, s.queued, s.drifts
+        )
+    }
+
     /// Whether a miner is routed around, and why.
     pub fn fault_of(&self, miner: MinerId) -> Option<FaultKind> {
         self.slots[miner.index()].fault
@@ -481,9 +494,10 @@ impl Controller {
         self.mark(m, Reason::Dispatch);
     }
 
-    /// Waking miners whose wake delay is (nearly) over join the running plan.
+    /// Waking miners join the running plan a little before their wake delay is over, so that a
+    /// surplus that fell meanwhile is met by a cut that lands before they draw.
     fn promote_ready(&mut self, now: Timestamp) {
-        let horizon = now + self.cfg.cadence;
+        let horizon = now + self.cfg.cadence + FAST_REACTION + Duration::from_secs(1);
         for s in 0..self.specs.len() {
             while let Some(&(m, epoch)) = self.specs[s].waking.front() {
                 let slot = &self.slots[m as usize];
@@ -583,8 +597,13 @@ impl Controller {
             }
             (SignalState::Lost { .. }, true) => SignalState::Recovering { since: now },
             (SignalState::Lost { since }, false) => SignalState::Lost { since },
+            // Resume only on a live signal: with frozen-meter detection on, the value must also
+            // have changed since the signal came back (a meter that returns frozen looks fresh
+            // for `frozen_after` otherwise).
             (SignalState::Recovering { since }, true)
-                if now.saturating_since(since) >= self.cfg.resume_after =>
+                if now.saturating_since(since) >= self.cfg.resume_after
+                    && (self.cfg.frozen_after.is_none()
+                        || fresh.is_some_and(|r| r.changed_at > since)) =>
             {
                 SignalState::Good
             }
@@ -945,21 +964,17 @@ impl Controller {
             let Some(m) = self.cut_queue.pop_front() else {
                 break;
             };
+            self.slots[m as usize].queued = false;
             let Some(action) = self.action_for(m) else {
-                self.slots[m as usize].queued = false;
                 continue;
             };
-            let increase = match action {
-                Action::SetLevel(l) | Action::Wake(l) => {
-                    self.spec_delta(m, l) > self.commanded_delta(m)
+            if self.is_increase(m, action) {
+                if !self.slots[m as usize].in_raise_queue {
+                    self.slots[m as usize].in_raise_queue = true;
+                    self.raise_queue.push_back(m);
                 }
-                _ => false,
-            };
-            if increase {
-                self.raise_queue.push_back(m);
                 continue;
             }
-            self.slots[m as usize].queued = false;
             self.send(m, action, now);
         }
         // Raises go only once the cuts they depend on are out, and only into room that the
@@ -976,10 +991,14 @@ impl Controller {
             let Some(&m) = self.raise_queue.front() else {
                 break;
             };
-            let Some(action) = self.action_for(m) else {
-                self.raise_queue.pop_front();
-                self.slots[m as usize].queued = false;
-                continue;
+            let action = match self.action_for(m) {
+                // Already sent, or its plan turned into a cut (sent from the cut queue).
+                Some(a) if self.is_increase(m, a) => a,
+                _ => {
+                    self.raise_queue.pop_front();
+                    self.slots[m as usize].in_raise_queue = false;
+                    continue;
+                }
             };
             if self.slots[m as usize].pending.is_some() {
                 if waiting == 0 {
@@ -996,12 +1015,22 @@ impl Controller {
                 _ => (Watts(f64::INFINITY), Watts::ZERO),
             };
             let after = self.committed - self.commanded_delta(m) + new;
-            if fixed + after > limit + Watts(1e-6) && new > self.commanded_delta(m) {
+            if fixed + after > limit + Watts(1e-6) {
                 break;
             }
             self.raise_queue.pop_front();
-            self.slots[m as usize].queued = false;
+            self.slots[m as usize].in_raise_queue = false;
             self.send(m, action, now);
+        }
+    }
+
+    /// Whether sending `action` to `m` would add load.
+    fn is_increase(&self, m: u32, action: Action) -> bool {
+        match action {
+            Action::SetLevel(l) | Action::Wake(l) => {
+                self.spec_delta(m, l) > self.commanded_delta(m)
+            }
+            _ => false,
         }
     }
 

@@ -1,1 +1,374 @@
+//! Unit tests of the controller against an ideal, instant fleet driven by hand.
+//! The twin's tests cover dynamics, faults and whole-year behaviour.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashsink_units::{HashRate, Timestamp, Watts};
+
+use super::*;
+use crate::api::{CommandOutcome, MinerReport, TransportError};
+use crate::catalogue::Catalogue;
+use crate::fleet::FleetConfig;
+
+const T0: i64 = 1_000_000;
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_secs(T0 + s)
+}
+
+/// A fleet whose miners do at once what they are told, unless listed as disobedient.
+struct Harness {
+    fleet: Arc<Fleet>,
+    ctrl: Controller,
+    power: Vec<Watts>,
+    disobedient: Vec<u32>,
+    silent: Vec<u32>,
+    sent: Vec<(Timestamp, Command)>,
+    /// Wakes in progress: (miner, ready at, power).
+    booting: Vec<(u32, Timestamp, Watts)>,
+}
+
+impl Harness {
+    fn new(spec: &str, cfg: ControllerConfig) -> Self {
+        let fleet =
+            Arc::new(FleetConfig::build_from_shorthand(spec, &Catalogue::bundled()).unwrap());
+        let power = fleet
+            .miner_ids()
+            .map(|m| fleet.spec_of(m).standby)
+            .collect();
+        let ctrl = Controller::new(fleet.clone(), cfg, t(0));
+        Self {
+            fleet,
+            ctrl,
+            power,
+            disobedient: Vec::new(),
+            silent: Vec::new(),
+            sent: Vec::new(),
+            booting: Vec::new(),
+        }
+    }
+
+    fn load(&self) -> Watts {
+        self.power.iter().copied().sum()
+    }
+
+    /// Feeds a surplus reading at `now`, ticks, and applies every command.
+    fn step(&mut self, now: Timestamp, surplus: Option<Watts>) {
+        let (ready, still): (Vec<_>, Vec<_>) =
+            self.booting.iter().partition(|(_, at, _)| *at <= now);
+        self.booting = still;
+        for (m, _, p) in ready {
+            self.power[m as usize] = p;
+            let status = MinerStatus::Mining {
+                power: p,
+                hashrate: HashRate(1.0),
+            };
+            self.ctrl.handle_input(
+                now,
+                Input::Miner(MinerReport {
+                    miner: MinerId(m),
+                    at: now,
+                    status,
+                }),
+            );
+        }
+        if let Some(s) = surplus {
+            self.ctrl.handle_input(
+                now,
+                Input::Surplus {
+                    at: now,
+                    available: s,
+                },
+            );
+        }
+        self.ctrl.handle_timeout(now);
+        self.apply(now);
+    }
+
+    fn apply(&mut self, now: Timestamp) {
+        while let Some(cmd) = self.ctrl.poll_command() {
+            self.sent.push((now, cmd));
+            let m = cmd.miner.0;
+            if self.silent.contains(&m) {
+                let outcome = CommandOutcome {
+                    id: cmd.id,
+                    miner: cmd.miner,
+                    result: Err(TransportError::Timeout),
+                };
+                self.ctrl.handle_input(now, Input::Outcome(outcome));
+                continue;
+            }
+            let spec = self.fleet.spec_of(cmd.miner).clone();
+            if !self.disobedient.contains(&m) {
+                match cmd.action {
+                    Action::Sleep => {
+                        self.booting.retain(|b| b.0 != m);
+                        self.power[m as usize] = spec.standby;
+                    }
+                    Action::Wake(l) if self.power[m as usize] <= spec.standby => {
+                        self.booting
+                            .push((m, now + spec.wake_delay, spec.level_power(l)));
+                        continue;
+                    }
+                    Action::Wake(l) | Action::SetLevel(l) => {
+                        self.power[m as usize] = spec.level_power(l)
+                    }
+                    Action::Query => {}
+                }
+            }
+            let p = self.power[m as usize];
+            let status = if p > spec.standby {
+                MinerStatus::Mining {
+                    power: p,
+                    hashrate: HashRate(1.0),
+                }
+            } else {
+                MinerStatus::Asleep { power: p }
+            };
+            self.ctrl.handle_input(
+                now,
+                Input::Miner(MinerReport {
+                    miner: cmd.miner,
+                    at: now,
+                    status,
+                }),
+            );
+        }
+    }
+
+    fn run(&mut self, from: i64, to: i64, surplus: impl Fn(i64) -> Option<Watts>) {
+        for s in from..to {
+            self.step(t(s), surplus(s));
+        }
+    }
+}
+
+fn quick() -> ControllerConfig {
+    ControllerSettings {
+        min_on_s: 60.0,
+        min_off_s: 60.0,
+        wake_confirm_s: 5.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+#[test]
+fn follows_the_surplus_without_exceeding_it() {
+    let mut h = Harness::new("s21:100", quick());
+    let surplus = |s: i64| Watts::from_kw(150.0 + 100.0 * ((s as f64) / 600.0).sin());
+    for s in 0..3600 {
+        h.step(t(s), Some(surplus(s)));
+        assert!(
+            h.load() <= surplus(s) + Watts(1.0),
+            "at {s}: load {} above surplus {}",
+            h.load(),
+            surplus(s)
+        );
+    }
+    // After settling it uses most of the surplus.
+    let last = surplus(3599);
+    assert!(
+        h.load() > last * 0.95,
+        "load {} far below surplus {last}",
+        h.load()
+    );
+}
+
+#[test]
+fn most_efficient_model_wakes_first() {
+    // S19j Pro (29.5 J/TH) listed first, S21 XP (13.5 J/TH) second.
+    let mut h = Harness::new("s19jpro:10,s21xp:10", quick());
+    h.run(0, 300, |_| Some(Watts::from_kw(30.0)));
+    let running: Vec<usize> = (0..20).filter(|&m| h.power[m] > Watts(100.0)).collect();
+    assert!(!running.is_empty());
+    assert!(
+        running.iter().all(|&m| m >= 10),
+        "only S21 XP should run: {running:?}"
+    );
+}
+
+#[test]
+fn shed_puts_every_miner_to_sleep_at_once() {
+    let mut h = Harness::new("s21:50", quick());
+    h.run(0, 600, |_| Some(Watts::from_mw(1.0)));
+    assert!(h.load() > Watts::from_kw(150.0));
+    h.ctrl
+        .handle_input(t(600), Input::Operator(OperatorCommand::ShedAll));
+    h.apply(t(600));
+    let standby: Watts = (0..50).map(|_| Watts(20.0)).sum();
+    assert_eq!(h.load(), standby);
+    assert!(
+        h.sent
+            .iter()
+            .filter(|(at, _)| *at == t(600))
+            .all(|(_, c)| c.reason == Reason::Operator)
+    );
+    // It stays shed until resumed, then comes back.
+    h.run(601, 700, |_| Some(Watts::from_mw(1.0)));
+    assert_eq!(h.load(), standby);
+    h.ctrl
+        .handle_input(t(700), Input::Operator(OperatorCommand::Resume));
+    h.run(700, 1500, |_| Some(Watts::from_mw(1.0)));
+    assert!(h.load() > Watts::from_kw(150.0));
+}
+
+#[test]
+fn curtailment_caps_the_fleet() {
+    let mut h = Harness::new("s21:50", quick());
+    h.ctrl.handle_input(
+        t(0),
+        Input::Operator(OperatorCommand::CurtailTo(Watts::from_kw(40.0))),
+    );
+    h.run(0, 900, |_| Some(Watts::from_mw(1.0)));
+    assert!(h.load() <= Watts::from_kw(40.0), "{}", h.load());
+    assert!(h.load() > Watts::from_kw(35.0), "{}", h.load());
+}
+
+#[test]
+fn stale_signal_drives_the_fleet_to_the_failsafe_load_in_time() {
+    let cfg = ControllerSettings {
+        failsafe_within_ms: 5_000,
+        max_reading_age_ms: 10_000,
+        min_on_s: 0.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let mut h = Harness::new("s21:50", cfg);
+    h.run(0, 900, |_| Some(Watts::from_mw(1.0)));
+    assert!(h.load() > Watts::from_kw(150.0));
+    // Readings stop at 900: stale at 910, fail-safe load (zero) reached by 915 at the latest.
+    h.run(900, 930, |_| None);
+    assert_eq!(h.load(), Watts(50.0 * 20.0));
+    assert!(matches!(h.ctrl.signal(), SignalState::Lost { .. }));
+    assert!(h.sent.iter().any(|(_, c)| c.reason == Reason::FailSafe));
+}
+
+#[test]
+fn readings_from_the_future_are_rejected() {
+    let mut h = Harness::new("s21:5", quick());
+    for s in 0..60 {
+        let reading = Input::Surplus {
+            at: t(s + 3600),
+            available: Watts::from_mw(1.0),
+        };
+        h.ctrl.handle_input(t(s), reading);
+        h.step(t(s), None);
+    }
+    assert_eq!(h.load(), Watts(100.0));
+    assert_eq!(h.ctrl.stats().rejected_readings, 60);
+}
+
+#[test]
+fn never_exceeds_the_command_rate() {
+    let cfg = ControllerSettings {
+        max_commands_per_s: 100.0,
+        command_burst: 100.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let mut h = Harness::new("s21:2000", cfg);
+    h.run(0, 120, |_| Some(Watts::from_mw(10.0)));
+    let mut per_second = std::collections::BTreeMap::new();
+    for (at, c) in &h.sent {
+        if c.action.is_write() {
+            *per_second.entry(at.as_millis() / 1000).or_insert(0) += 1;
+        }
+    }
+    assert!(per_second.values().all(|&n| n <= 200), "{per_second:?}");
+    assert!(
+        per_second.values().any(|&n| n >= 100),
+        "the limit should be reached in this test"
+    );
+}
+
+#[test]
+fn a_miner_that_does_not_obey_is_routed_around() {
+    let mut h = Harness::new("s21:20", quick());
+    h.disobedient.push(3);
+    // Miner 3 "is" mining at full power whatever it is told.
+    h.power[3] = Watts(3500.0);
+    h.run(0, 400, |_| Some(Watts::from_kw(10.0)));
+    let to_3: Vec<_> = h
+        .sent
+        .iter()
+        .filter(|(_, c)| c.miner.0 == 3)
+        .map(|(at, c)| (at.as_millis() / 1000 - T0, c.action))
+        .collect();
+    assert_eq!(
+        h.ctrl.fault_of(MinerId(3)),
+        Some(FaultKind::Disobedient),
+        "{to_3:?}"
+    );
+    // Its draw is counted: the others keep the total under the surplus.
+    assert!(h.load() <= Watts::from_kw(10.0), "{}", h.load());
+    assert!(h.load() > Watts::from_kw(6.0), "{}", h.load());
+}
+
+#[test]
+fn a_silent_miner_is_routed_around() {
+    let mut h = Harness::new("s21:20", quick());
+    h.silent.push(5);
+    h.run(0, 400, |_| Some(Watts::from_kw(40.0)));
+    assert_eq!(h.ctrl.fault_of(MinerId(5)), Some(FaultKind::Unreachable));
+    assert!(h.load() <= Watts::from_kw(40.0));
+}
+
+#[test]
+fn a_slept_miner_is_not_woken_inside_its_off_time() {
+    let mut h = Harness::new("s21:10", quick());
+    // Surplus for 5 min, gone for 20 s, back.
+    h.run(0, 1200, |s| {
+        Some(if (300..320).contains(&s) {
+            Watts::ZERO
+        } else {
+            Watts::from_kw(20.0)
+        })
+    });
+    let mut last_sleep: std::collections::HashMap<u32, Timestamp> = Default::default();
+    for (at, c) in &h.sent {
+        match c.action {
+            Action::Sleep if c.reason != Reason::Reconcile => {
+                last_sleep.insert(c.miner.0, *at);
+            }
+            Action::Wake(_) => {
+                if let Some(slept) = last_sleep.get(&c.miner.0) {
+                    assert!(
+                        at.saturating_since(*slept) >= Duration::from_secs(60),
+                        "miner {} woke too soon",
+                        c.miner.0
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        h.load() > Watts::from_kw(15.0),
+        "the fleet came back: {}",
+        h.load()
+    );
+}
+
+#[test]
+fn unexplained_metered_load_is_shed() {
+    let mut h = Harness::new("s21:20", quick());
+    h.run(0, 300, |_| Some(Watts::from_kw(40.0)));
+    let before = h.load();
+    // A meter shows 10 kW more than the miners account for (an unlisted machine, a liar).
+    for s in 300..400 {
+        let measured = h.load() + Watts::from_kw(10.0);
+        h.ctrl
+            .handle_input(t(s), Input::FleetPower { at: t(s), measured });
+        h.step(t(s), Some(Watts::from_kw(40.0)));
+    }
+    assert!(
+        h.load() + Watts::from_kw(10.0) <= Watts::from_kw(40.0),
+        "{} vs {before}",
+        h.load()
+    );
+}
