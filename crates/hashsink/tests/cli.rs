@@ -1,0 +1,318 @@
+//! The `hashsink` command as a user runs it: JSON keys, the year-long goals, determinism, the
+//! examples, and errors for bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn hashsink(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run hashsink")
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn json_of(args: &[&str]) -> Value {
+    let out = hashsink(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for key in path {
+        cur = &cur[key];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {v}"))
+}
+
+const KPI_KEYS: [&str; 7] = [
+    "absorption_pct",
+    "import_pct_of_absorbed",
+    "standby_pct_of_absorbed",
+    "within_tolerance_pct",
+    "cycles_per_miner_day",
+    "shed95_s",
+    "th_per_mwh",
+];
+
+fn check_keys(v: &Value) {
+    for c in ["hashsink", "baseline"] {
+        for k in KPI_KEYS {
+            assert!(
+                v["controllers"][c][k].is_number(),
+                "controllers.{c}.{k} missing in {v}"
+            );
+        }
+    }
+    assert!(v["profile"]["surplus_drops_per_day"].is_number());
+}
+
+/// The year of the wind profile with 100 MW of power-target miners: the goals.
+#[test]
+fn wind_year_meets_the_goals_and_beats_the_baseline() {
+    let v = json_of(&[
+        "simulate",
+        "--profile",
+        "wind",
+        "--controller",
+        "both",
+        "--json",
+        "--quiet",
+    ]);
+    check_keys(&v);
+    let hs = |k: &str| num(&v, &["controllers", "hashsink", k]);
+    let base = |k: &str| num(&v, &["controllers", "baseline", k]);
+    assert!(hs("days") > 365.0);
+    assert!(
+        hs("absorption_pct") >= 99.0,
+        "absorption {}",
+        hs("absorption_pct")
+    );
+    assert!(
+        hs("import_pct_of_absorbed") <= 0.05,
+        "control import {}",
+        hs("import_pct_of_absorbed")
+    );
+    assert!(
+        hs("cycles_per_miner_day") <= 1.5,
+        "cycles {}",
+        hs("cycles_per_miner_day")
+    );
+    assert!(hs("absorption_pct") > base("absorption_pct"));
+    assert!(hs("import_pct_of_absorbed") < base("import_pct_of_absorbed"));
+    assert_eq!(
+        hs("invariant_violations"),
+        0.0,
+        "{}",
+        v["controllers"]["hashsink"]["first_violations"]
+    );
+    let drops = num(&v, &["profile", "surplus_drops_per_day"]);
+    assert!(
+        (0.9..1.2).contains(&drops),
+        "the wind case has about one drop a day: {drops}"
+    );
+}
+
+#[test]
+fn nuclear_year_prints_the_kpis_and_beats_the_baseline() {
+    let v = json_of(&[
+        "simulate",
+        "--profile",
+        "nuclear",
+        "--controller",
+        "both",
+        "--json",
+        "--quiet",
+    ]);
+    check_keys(&v);
+    let hs = |k: &str| num(&v, &["controllers", "hashsink", k]);
+    let base = |k: &str| num(&v, &["controllers", "baseline", k]);
+    assert!(
+        hs("absorption_pct") >= 99.0,
+        "absorption {}",
+        hs("absorption_pct")
+    );
+    assert!(hs("absorption_pct") > base("absorption_pct"));
+    assert!(hs("import_pct_of_absorbed") < base("import_pct_of_absorbed"));
+    assert_eq!(hs("invariant_violations"), 0.0);
+}
+
+#[test]
+fn same_seed_gives_byte_identical_json() {
+    let args = [
+        "simulate",
+        "--profile",
+        "wind",
+        "--days",
+        "3",
+        "--noise-pct",
+        "0.25",
+        "--faults",
+        "6",
+        "--seed",
+        "42",
+        "--json",
+        "--quiet",
+    ];
+    let a = hashsink(&args);
+    let b = hashsink(&args);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    let mut other = args;
+    other[9] = "43";
+    assert_ne!(
+        hashsink(&other).stdout,
+        a.stdout,
+        "another seed gives another run"
+    );
+}
+
+#[test]
+fn demo_runs_and_prints_the_table() {
+    let out = hashsink(&["demo", "--days", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "absorption",
+        "control import",
+        "hashsink",
+        "baseline",
+        "invariant violations",
+    ] {
+        assert!(
+            text.contains(needle),
+            "demo output lacks '{needle}':\n{text}"
+        );
+    }
+}
+
+#[test]
+fn example_files_run() {
+    let v = json_of(&[
+        "simulate",
+        "--profile",
+        "examples/surplus.csv",
+        "--fleet",
+        "examples/fleet.toml",
+        "--config",
+        "examples/controller.toml",
+        "--controller",
+        "hashsink",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(v["profile"]["name"], "surplus");
+    assert!(num(&v, &["controllers", "hashsink", "absorbed_mwh"]) > 0.0);
+    assert!(
+        v["fleet"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("stock-antminer")
+    );
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = hashsink(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: error lacks '{n}':\n{err}");
+    }
+}
+
+#[test]
+fn bad_inputs_name_the_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("hashsink-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("bad.csv");
+    std::fs::write(
+        &csv,
+        "timestamp,surplus_mw\n2026-01-01T00:00:00Z,5\n2026-01-01T00:05:00Z,lots\n",
+    )
+    .unwrap();
+    let csv = csv.to_str().unwrap();
+    fails_with(
+        &["simulate", "--profile", csv, "--quiet"],
+        &["bad.csv:3", "surplus_mw", "'lots' is not a number"],
+    );
+
+    fails_with(
+        &["simulate", "--fleet", "s9:100", "--days", "1", "--quiet"],
+        &["unknown miner model 's9'", "Antminer S21"],
+    );
+
+    let fleet = dir.join("fleet.toml");
+    std::fs::write(&fleet, "[[group]]\nmodel = \"s21\"\ncount = 10\n\n[[group]]\nmodel = \"s21xp\"\ncount = 10\nmax_power_w = 500\n").unwrap();
+    fails_with(
+        &[
+            "simulate",
+            "--fleet",
+            fleet.to_str().unwrap(),
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        &["fleet.toml:5", "min_power_w"],
+    );
+
+    let typo = dir.join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[[group]]\nmodel = \"s21\"\ncount = 10\nfirmware = \"braiins-os\"\nramp_w_per_s = 5\n",
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "simulate",
+            "--fleet",
+            typo.to_str().unwrap(),
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        &["typo.toml:5", "ramp_w_per_s"],
+    );
+
+    let cfg = dir.join("controller.toml");
+    std::fs::write(&cfg, "[controller]\ncadence_ms = 1000\nmin_on_s = -5\n").unwrap();
+    fails_with(
+        &[
+            "simulate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        &["controller.toml", "min_on_s"],
+    );
+
+    fails_with(
+        &["simulate", "--profile", "no-such-file.csv", "--quiet"],
+        &["no-such-file.csv", "timestamp,surplus_mw"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_controller_example_holds_the_defaults() {
+    // If a default changes, the documented example must change with it.
+    let out = hashsink(&[
+        "simulate",
+        "--config",
+        "examples/controller.toml",
+        "--days",
+        "2",
+        "--json",
+        "--quiet",
+        "--controller",
+        "hashsink",
+    ]);
+    let default = hashsink(&[
+        "simulate",
+        "--days",
+        "2",
+        "--json",
+        "--quiet",
+        "--controller",
+        "hashsink",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, default.stdout);
+}
