@@ -1,6 +1,7 @@
 //! The `hashsink` command: study, simulate, run and account for an ASIC fleet that soaks up a
 //! power surplus.
 
+mod bench;
 mod progress;
 mod simulate;
 
@@ -30,6 +31,15 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Time the twin: a year of the wind profile at several fleet sizes, as a table.
+    Bench {
+        /// Days of the wind profile per row (366 for the full year).
+        #[arg(long, default_value_t = 366.0)]
+        days: f64,
+        /// Fleet sizes in MW of S21 on Braiins OS.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+        sizes_mw: Vec<f64>,
     },
     /// The first thing to run: the twin on the bundled nuclear profile, hashsink vs the baseline.
     Demo {
@@ -74,6 +84,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Bench { days, sizes_mw } => {
+            print!("{}", bench::run(days, &sizes_mw)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { days, seed } => {
             let args = simulate::SimulateArgs::demo(days, seed);
