@@ -18,6 +18,7 @@ use hashsink_units::{Timestamp, Watts};
 
 use crate::api::{Action, Command, CommandId, FleetController, Input, OperatorCommand, Reason};
 use crate::fleet::{Fleet, MinerId};
+use crate::rate_limit::TokenBucket;
 
 /// Settings of the baseline automation.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,8 +57,7 @@ pub struct Baseline {
     shed: bool,
     curtail: Option<Watts>,
     next_tick: Timestamp,
-    tokens: f64,
-    tokens_at: Timestamp,
+    tokens: TokenBucket,
     pending: VecDeque<(u32, Action)>,
     out: VecDeque<Command>,
     next_id: u64,
@@ -85,8 +85,7 @@ impl Baseline {
             shed: false,
             curtail: None,
             next_tick: start,
-            tokens: cfg.max_commands_per_s,
-            tokens_at: start,
+            tokens: TokenBucket::new(cfg.max_commands_per_s, cfg.max_commands_per_s, start),
             pending: VecDeque::new(),
             out: VecDeque::new(),
             next_id: 1,
@@ -162,15 +161,12 @@ impl Baseline {
     }
 
     fn flush(&mut self, now: Timestamp) {
-        let elapsed = now.secs_since(self.tokens_at).max(0.0);
-        self.tokens =
-            (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.max_commands_per_s);
-        self.tokens_at = now;
-        while self.tokens >= 1.0 {
+        self.tokens.refill(now);
+        while self.tokens.available() {
             let Some((m, action)) = self.pending.pop_front() else {
                 break;
             };
-            self.tokens -= 1.0;
+            self.tokens.take();
             let reason = if self.shed {
                 Reason::Operator
             } else {

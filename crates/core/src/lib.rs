@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod controller;
 pub mod firmware;
 pub mod fleet;
+pub mod rate_limit;
 
 pub use api::{
     Action, Command, CommandId, CommandOutcome, FleetController, Input, MinerReport, MinerStatus,

@@ -46,6 +46,7 @@ use crate::api::{
     Action, Command, CommandId, FleetController, Input, MinerStatus, OperatorCommand, Reason,
 };
 use crate::fleet::{Fleet, MinerId};
+use crate::rate_limit::TokenBucket;
 
 /// Miners whose cut takes effect within this time are cut first: a cut on a slow miner (stock
 /// firmware changes modes through a web page in 20-60 s) leaves the fleet above the surplus for
@@ -226,8 +227,7 @@ pub struct Controller {
     allowed_ahead: Watts,
     limited_allowed: Watts,
     wake_ok_since: Option<Timestamp>,
-    tokens: f64,
-    tokens_at: Timestamp,
+    tokens: TokenBucket,
     cut_queue: VecDeque<u32>,
     raise_queue: VecDeque<u32>,
     out: VecDeque<Command>,
@@ -317,8 +317,7 @@ impl Controller {
             .max()
             .unwrap_or_default();
         let mut controller = Self {
-            tokens: cfg.command_burst,
-            tokens_at: start,
+            tokens: TokenBucket::new(cfg.max_commands_per_s, cfg.command_burst, start),
             specs,
             by_efficiency,
             cut_order,
@@ -956,11 +955,8 @@ impl Controller {
     }
 
     fn flush(&mut self, now: Timestamp) {
-        let elapsed = now.secs_since(self.tokens_at).max(0.0);
-        self.tokens =
-            (self.tokens + elapsed * self.cfg.max_commands_per_s).min(self.cfg.command_burst);
-        self.tokens_at = now;
-        while self.tokens >= 1.0 {
+        self.tokens.refill(now);
+        while self.tokens.available() {
             let Some(m) = self.cut_queue.pop_front() else {
                 break;
             };
@@ -987,7 +983,7 @@ impl Controller {
         // its 20-60 s mode change on every new request, so a raise sent on top of a cut that has
         // not landed yet would keep the miner where it was.
         let mut waiting = self.raise_queue.len();
-        while self.tokens >= 1.0 {
+        while self.tokens.available() {
             let Some(&m) = self.raise_queue.front() else {
                 break;
             };
@@ -1087,7 +1083,7 @@ impl Controller {
             slot.pending = Some(id);
             slot.queried = false;
             slot.reason = Reason::Dispatch;
-            self.tokens -= 1.0;
+            self.tokens.take();
             self.stats.commands += 1;
             match reason {
                 Reason::Dispatch => self.stats.dispatch_commands += 1,
@@ -1295,7 +1291,7 @@ impl Controller {
     fn send_unplanned_sleep(&mut self, m: u32) {
         let id = CommandId(self.next_id);
         self.next_id += 1;
-        self.tokens -= 1.0;
+        self.tokens.take();
         self.stats.commands += 1;
         self.stats.reconcile_commands += 1;
         self.out.push_back(Command {
