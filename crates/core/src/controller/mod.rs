@@ -496,7 +496,7 @@ impl Controller {
     /// Waking miners join the running plan a little before their wake delay is over, so that a
     /// surplus that fell meanwhile is met by a cut that lands before they draw.
     fn promote_ready(&mut self, now: Timestamp) {
-        let horizon = now + self.cfg.cadence + FAST_REACTION + Duration::from_secs(1);
+        let horizon = now + self.promotion_lead();
         for s in 0..self.specs.len() {
             while let Some(&(m, epoch)) = self.specs[s].waking.front() {
                 let slot = &self.slots[m as usize];
@@ -554,17 +554,24 @@ impl Controller {
         };
         let fixed = self.base_standby + self.uncontrollable + self.phantom;
         let budget = allowed - fixed - self.plan_run;
-        if allowed <= self.base_standby + self.uncontrollable {
+        let floor = self.base_standby + self.uncontrollable;
+        if allowed <= floor && ahead <= floor {
             self.sleep_all(now, reason);
         } else if budget < Watts::ZERO {
             // Cut half a deadband deeper than needed, and raise to half a deadband short of the
             // room: the fleet then moves once per half deadband of surplus, not every tick.
             self.cut(-budget + self.deadband * 0.5, now, reason);
+            // A forecast rise may still need slow miners woken now.
+            if self.forecast.is_empty() {
+                self.wake_ok_since = None;
+            } else {
+                self.wake_some(now);
+            }
         } else {
             let raise_budget = budget - self.plan_wake;
             if raise_budget > self.deadband {
                 let left = self.raise(raise_budget - self.deadband * 0.5, |spec| spec.preferred);
-                let woke = self.wake_some(now, ahead - fixed);
+                let woke = self.wake_some(now);
                 if !woke && left > self.deadband && !self.any_asleep_available(now) {
                     self.raise(left, |spec| (spec.running.len() - 1) as u8);
                 }
@@ -618,7 +625,8 @@ impl Controller {
                 let horizon = age + self.cfg.lookahead.as_secs_f64() + self.reaction.as_secs_f64();
                 let now_value = r.value + Watts(falling * horizon);
                 let allowed = now_value - self.margin;
-                let ahead = self.ahead_value(now, r.value, age) - self.margin;
+                let ahead =
+                    self.ahead_value(now, r.value, age, self.max_wake_delay()) - self.margin;
                 (allowed, ahead)
             }
             SignalState::Lost { since } => {
@@ -652,38 +660,58 @@ impl Controller {
             self.limited_allowed.max(current_load.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
         allowed = allowed.min(rise_cap);
         self.limited_allowed = allowed;
-        let max_wake = self
-            .specs
-            .iter()
-            .map(|s| s.wake_delay)
-            .max()
-            .unwrap_or_default()
-            .as_secs_f64();
+        let max_wake = self.max_wake_delay().as_secs_f64();
         ahead = ahead.min(allowed + Watts(self.max_rise_w_per_s * max_wake.max(dt)));
         (allowed, ahead)
     }
 
-    /// Where the surplus is expected to be when the slowest-waking miners would be ready.
-    fn ahead_value(&self, now: Timestamp, value: Watts, age: f64) -> Watts {
-        let horizon = self
-            .specs
+    /// How long before its wake delay is over a waking miner joins the running plan.
+    fn promotion_lead(&self) -> Duration {
+        self.cfg.cadence + FAST_REACTION + Duration::from_secs(1)
+    }
+
+    fn max_wake_delay(&self) -> Duration {
+        self.specs
             .iter()
             .map(|s| s.wake_delay)
             .max()
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Where the surplus is expected to be `horizon` from now: the forecast if there is one,
+    /// else the trend.
+    fn ahead_value(&self, now: Timestamp, value: Watts, age: f64, horizon: Duration) -> Watts {
         let trend = self.trend_w_per_s;
-        let rising = trend.max(0.0);
         // A falling trend counts in full until the woken miners could be cut again; a rising one
         // by half: waking ahead on a rise that does not continue costs a cycle.
         let by_trend = if trend < 0.0 {
             value + Watts(trend * (horizon + self.reaction).as_secs_f64())
         } else {
-            value + Watts(0.5 * rising * (horizon.as_secs_f64() - age).max(0.0))
+            value + Watts(0.5 * trend * (horizon.as_secs_f64() - age).max(0.0))
         };
         match self.forecast_at(now + horizon) {
-            Some(f) => by_trend.max(f.min(value + Watts(rising * horizon.as_secs_f64()).max(f))),
+            Some(f) => by_trend.max(f),
             None => by_trend,
         }
+    }
+
+    /// The fleet power allowed by the time a miner of spec `s` woken now would be ready.
+    fn spec_ahead(&self, now: Timestamp, s: usize) -> Watts {
+        let Some(r) = self.reading.filter(|_| self.signal == SignalState::Good) else {
+            return self.allowed_now;
+        };
+        let wake = self.specs[s].wake_delay;
+        let age = now.secs_since(r.at).max(0.0);
+        // Look as far ahead as the miner joins the plan, not as it starts hashing: a miner woken
+        // for a forecast rise must not be counted (and cut) before the rise is there.
+        let horizon = wake.saturating_sub(self.promotion_lead());
+        let mut ahead = self.ahead_value(now, r.value, age, horizon) - self.margin;
+        if let Some(cap) = self.curtail {
+            ahead = ahead.min(cap);
+        }
+        let rise =
+            Watts(self.max_rise_w_per_s * wake.as_secs_f64().max(self.cfg.cadence.as_secs_f64()));
+        ahead.min(self.allowed_now + rise).min(self.allowed_ahead)
     }
 
     fn forecast_at(&self, t: Timestamp) -> Option<Watts> {
@@ -743,7 +771,6 @@ impl Controller {
     }
 
     fn cut(&mut self, amount: Watts, now: Timestamp, reason: Reason) {
-        self.wake_ok_since = None;
         let mut left = amount;
         // A cut deeper than all level headroom needs sleeps anyway: do those first, so that a
         // collapse of the surplus costs one command per miner rather than one per level step.
@@ -884,8 +911,17 @@ impl Controller {
 
     /// Wake sleeping miners into `room` (spare power expected by the time they are ready), once
     /// the room has persisted for `wake_confirm`. Returns whether any miner was woken.
-    fn wake_some(&mut self, now: Timestamp, room: Watts) -> bool {
-        let room = room - self.plan_run - self.plan_wake;
+    fn wake_some(&mut self, now: Timestamp) -> bool {
+        let fixed = self.base_standby + self.uncontrollable + self.phantom;
+        let caps: Vec<Watts> = (0..self.specs.len())
+            .map(|s| self.spec_ahead(now, s) - fixed)
+            .collect();
+        let room = caps
+            .iter()
+            .copied()
+            .fold(Watts(f64::NEG_INFINITY), Watts::max)
+            - self.plan_run
+            - self.plan_wake;
         let smallest = self
             .specs
             .iter()
@@ -899,11 +935,11 @@ impl Controller {
         if now.saturating_since(since) < self.cfg.wake_confirm {
             return false;
         }
-        let mut left = room;
         let mut woke = false;
         for i in 0..self.by_efficiency.len() {
             let s = self.by_efficiency[i];
             loop {
+                let left = caps[s] - self.plan_run - self.plan_wake;
                 let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| {
                     p == Plan::Asleep
                 }) else {
@@ -920,7 +956,6 @@ impl Controller {
                     break;
                 };
                 self.specs[s].asleep.pop_front();
-                left -= Watts(self.specs[s].delta[level as usize]);
                 self.wake(m, level, now);
                 woke = true;
             }

@@ -372,3 +372,44 @@ fn unexplained_metered_load_is_shed() {
         h.load()
     );
 }
+
+#[test]
+fn a_forecast_wakes_slow_miners_ahead_of_the_surplus() {
+    // Stock firmware takes 180 s to wake. The surplus arrives at t = 1000.
+    let surplus = |s: i64| {
+        Some(if s < 1000 {
+            Watts::ZERO
+        } else {
+            Watts::from_kw(50.0)
+        })
+    };
+    let ready_at = |with_forecast: bool| {
+        let mut h = Harness::new("s19jpro:20:stock-antminer", quick());
+        if with_forecast {
+            h.ctrl.handle_input(
+                t(0),
+                Input::Forecast(vec![(t(0), Watts::ZERO), (t(1000), Watts::from_kw(50.0))]),
+            );
+        }
+        let r = (0..2000).find(|&s| {
+            h.step(t(s), surplus(s));
+            assert!(
+                h.load() <= surplus(s).unwrap().max(Watts(20.0 * 15.0)) + Watts(1.0),
+                "at {s}: {}",
+                h.load()
+            );
+            h.load() > Watts::from_kw(30.0)
+        });
+        r
+    };
+    let with = ready_at(true).expect("fleet came up with a forecast");
+    let without = ready_at(false).expect("fleet came up without a forecast");
+    assert!(
+        with < 1060,
+        "with a forecast the fleet is up soon after the surplus arrives: {with}"
+    );
+    assert!(
+        without > with + 120,
+        "without one it waits for the surplus, then for the boot: {without} vs {with}"
+    );
+}
