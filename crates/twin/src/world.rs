@@ -30,6 +30,10 @@ use crate::profile::Profile;
 
 /// Which controller drives the fleet.
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built a few times per run, never in a hot loop"
+)]
 pub enum ControllerChoice {
     Hashsink(ControllerConfig),
     Baseline(BaselineConfig),
@@ -603,10 +607,11 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                 let e = &sc.faults.episodes[i];
                 match e.fault {
                     Fault::SignalLoss => reading = None,
-                    Fault::SignalFlapping => {
-                        if (now.saturating_since(e.start).as_secs() / 15) % 2 == 0 {
-                            reading = None;
-                        }
+                    // Off for 15 s, on for 15 s.
+                    Fault::SignalFlapping
+                        if (now.saturating_since(e.start).as_secs() / 15) % 2 == 0 =>
+                    {
+                        reading = None
                     }
                     Fault::SurplusFrozen => {
                         reading = reading.map(|(at, _)| (at, frozen_value.unwrap_or(Watts::ZERO)));

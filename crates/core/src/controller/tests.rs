@@ -391,7 +391,7 @@ fn a_forecast_wakes_slow_miners_ahead_of_the_surplus() {
                 Input::Forecast(vec![(t(0), Watts::ZERO), (t(1000), Watts::from_kw(50.0))]),
             );
         }
-        let r = (0..2000).find(|&s| {
+        (0..2000).find(|&s| {
             h.step(t(s), surplus(s));
             assert!(
                 h.load() <= surplus(s).unwrap().max(Watts(20.0 * 15.0)) + Watts(1.0),
@@ -399,8 +399,7 @@ fn a_forecast_wakes_slow_miners_ahead_of_the_surplus() {
                 h.load()
             );
             h.load() > Watts::from_kw(30.0)
-        });
-        r
+        })
     };
     let with = ready_at(true).expect("fleet came up with a forecast");
     let without = ready_at(false).expect("fleet came up without a forecast");
