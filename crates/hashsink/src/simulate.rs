@@ -78,6 +78,10 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Write a one-row-a-minute CSV of surplus, allowed and actual load per controller to FILE
+    /// (for plotting).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 impl SimulateArgs {
@@ -100,6 +104,7 @@ impl SimulateArgs {
             export_limit_mw: 1000.0,
             export_cap_mw: 500.0,
             json: false,
+            trace: None,
         }
     }
 }
@@ -231,6 +236,9 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         scenario.seed = args.seed;
         scenario.noise_fraction = args.noise_pct / 100.0;
         scenario.faults = faults.clone();
+        if args.trace.is_some() {
+            scenario.trace_every = Some(Duration::from_secs(60));
+        }
         let bar = crate::progress::bar(show_progress, &format!("{name} on {}", profile.name));
         let began = Instant::now();
         let mut report =
@@ -240,6 +248,10 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         bar.finish_and_clear();
         reports.push(report);
     }
+    if let Some(path) = &args.trace {
+        write_trace(path, &reports)
+            .with_context(|| format!("cannot write trace '{}'", path.display()))?;
+    }
     Ok(Outcome {
         profile,
         fleet,
@@ -248,6 +260,37 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         reports,
         wall,
     })
+}
+
+fn write_trace(path: &Path, reports: &[RunReport]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "controller,timestamp,surplus_mw,allowed_mw,running_mw,standby_mw,hashrate_phs,faulted_miners"
+    )?;
+    for r in reports {
+        for row in &r.trace {
+            let allowed = if row.allowed_mw.is_nan() {
+                String::new()
+            } else {
+                format!("{:.4}", row.allowed_mw)
+            };
+            writeln!(
+                out,
+                "{},{},{:.4},{},{:.4},{:.4},{:.3},{}",
+                r.controller,
+                format_time(row.t),
+                row.surplus_mw,
+                allowed,
+                row.running_mw,
+                row.standby_mw,
+                row.hashrate_phs,
+                row.faulted
+            )?;
+        }
+    }
+    out.flush()
 }
 
 #[derive(Serialize)]

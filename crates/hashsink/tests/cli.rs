@@ -184,6 +184,33 @@ fn demo_runs_and_prints_the_table() {
 
 #[test]
 fn example_files_run() {
+    let trace = std::env::temp_dir().join(format!("hashsink-trace-{}.csv", std::process::id()));
+    let v = json_of(&[
+        "simulate",
+        "--profile",
+        "examples/surplus.csv",
+        "--fleet",
+        "examples/fleet.toml",
+        "--config",
+        "examples/controller.toml",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ]);
+    let csv = std::fs::read_to_string(&trace).unwrap();
+    std::fs::remove_file(&trace).ok();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "controller,timestamp,surplus_mw,allowed_mw,running_mw,standby_mw,hashrate_phs,faulted_miners"
+        )
+    );
+    // Six hours a minute apart, for each of the two controllers.
+    assert_eq!(lines.count(), 2 * 361);
+    assert!(csv.contains("\nbaseline,2026-03-01T00:00:00Z,"));
+    let _ = v;
     let v = json_of(&[
         "simulate",
         "--profile",
