@@ -666,8 +666,15 @@ impl Controller {
     }
 
     /// How long before its wake delay is over a waking miner joins the running plan.
+    /// Long enough for a cut to land before the miner draws: cuts go to fast-reacting miners
+    /// when there are any, else the slowest reaction of the fleet applies.
     fn promotion_lead(&self) -> Duration {
-        self.cfg.cadence + FAST_REACTION + Duration::from_secs(1)
+        let cut_reaction = if self.specs.iter().any(|s| s.fast) {
+            FAST_REACTION
+        } else {
+            self.reaction
+        };
+        self.cfg.cadence + cut_reaction + Duration::from_secs(1)
     }
 
     fn max_wake_delay(&self) -> Duration {

@@ -106,6 +106,15 @@ impl Harness {
                         self.booting.retain(|b| b.0 != m);
                         self.power[m as usize] = spec.standby;
                     }
+                    Action::Wake(l) | Action::SetLevel(l)
+                        if self.booting.iter().any(|b| b.0 == m) =>
+                    {
+                        // Still booting: the new setting applies once it is up.
+                        for b in self.booting.iter_mut().filter(|b| b.0 == m) {
+                            b.2 = spec.level_power(l);
+                        }
+                        continue;
+                    }
                     Action::Wake(l) if self.power[m as usize] <= spec.standby => {
                         self.booting
                             .push((m, now + spec.wake_delay, spec.level_power(l)));
