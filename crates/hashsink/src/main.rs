@@ -2,6 +2,7 @@
 //! power surplus.
 
 mod bench;
+mod plot;
 mod progress;
 mod simulate;
 
@@ -49,6 +50,9 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Where to draw the chart of surplus and fleet load.
+        #[arg(long, default_value = "hashsink-demo.svg")]
+        plot: std::path::PathBuf,
     },
 }
 
@@ -89,8 +93,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", bench::run(days, &sizes_mw)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { days, seed } => {
-            let args = simulate::SimulateArgs::demo(days, seed);
+        Command::Demo { days, seed, plot } => {
+            let mut args = simulate::SimulateArgs::demo(days, seed);
+            args.plot = Some(plot.clone());
             let show = std::io::stderr().is_terminal();
             println!(
                 "hashsink demo: the digital twin replays {days} days of a nuclear unit's surplus (Ontario 2016)"
@@ -100,8 +105,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             let outcome = simulate::execute(&args, show)?;
             print!("{}", simulate::render_table(&outcome));
+            println!("\nChart of surplus and fleet load: {}", plot.display());
             println!(
-                "\nNext: `hashsink simulate --help` for other profiles, fleets, noise and faults."
+                "Next: `hashsink simulate --help` for other profiles, fleets, noise and faults."
             );
             Ok(ExitCode::SUCCESS)
         }

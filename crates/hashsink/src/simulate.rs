@@ -82,7 +82,14 @@ pub struct SimulateArgs {
     /// (for plotting).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Draw the surplus and each controller's fleet load to an SVG chart.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
+
+/// The demo's nuclear unit: a quarter of the default 1,200 MW, so that its surplus (peaks of
+/// about 80 MW) both fills the 56 MW demo fleet and falls well below it at night.
+const DEMO_UNIT_MW: f64 = 300.0;
 
 impl SimulateArgs {
     /// The demo: the nuclear night valley, a mixed fleet of the four firmware kinds.
@@ -99,12 +106,13 @@ impl SimulateArgs {
             noise_pct: 0.0,
             faults: 0,
             config: None,
-            unit_mw: 1200.0,
+            unit_mw: DEMO_UNIT_MW,
             nuclear_definition: NuclearDefinition::Excess,
             export_limit_mw: 1000.0,
             export_cap_mw: 500.0,
             json: false,
             trace: None,
+            plot: None,
         }
     }
 }
@@ -236,7 +244,7 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         scenario.seed = args.seed;
         scenario.noise_fraction = args.noise_pct / 100.0;
         scenario.faults = faults.clone();
-        if args.trace.is_some() {
+        if args.trace.is_some() || args.plot.is_some() {
             scenario.trace_every = Some(Duration::from_secs(60));
         }
         let bar = crate::progress::bar(show_progress, &format!("{name} on {}", profile.name));
@@ -251,6 +259,15 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
     if let Some(path) = &args.trace {
         write_trace(path, &reports)
             .with_context(|| format!("cannot write trace '{}'", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} surplus and the load of a {:.0} MW fleet ({} miners)",
+            profile.name,
+            fleet.nameplate_power().mw(),
+            fleet.len()
+        );
+        crate::plot::write_svg(path, &title, &reports)?;
     }
     Ok(Outcome {
         profile,
