@@ -197,9 +197,11 @@ pub struct Controller {
     specs: Vec<SpecState>,
     /// Spec indices, most efficient first.
     by_efficiency: Vec<usize>,
-    /// Spec indices in the order miners are put to sleep: fast-reacting first, then least
-    /// efficient first.
-    cut_order: Vec<usize>,
+    /// Spec indices in the order miners are put to sleep in an urgent cut: fast-reacting first,
+    /// then least efficient first.
+    urgent_cut_order: Vec<usize>,
+    /// The same for a routine cut: least efficient first.
+    routine_cut_order: Vec<usize>,
     slots: Vec<Slot>,
     fleet_max: Watts,
     margin: Watts,
@@ -272,9 +274,10 @@ impl Controller {
             .collect();
         let mut by_efficiency: Vec<usize> = (0..specs.len()).collect();
         by_efficiency.sort_by(|&a, &b| specs[a].efficiency.total_cmp(&specs[b].efficiency));
-        let mut cut_order = by_efficiency.clone();
-        cut_order.reverse();
-        cut_order.sort_by_key(|&s| !specs[s].fast);
+        let mut routine_cut_order = by_efficiency.clone();
+        routine_cut_order.reverse();
+        let mut urgent_cut_order = routine_cut_order.clone();
+        urgent_cut_order.sort_by_key(|&s| !specs[s].fast);
         // A miner is assumed asleep since long ago, so it may be woken at once; its state is not
         // known, so the first plan change always sends a command.
         let long_ago = start - (cfg.min_off + Duration::from_secs(1));
@@ -320,7 +323,8 @@ impl Controller {
             tokens: TokenBucket::new(cfg.max_commands_per_s, cfg.command_burst, start),
             specs,
             by_efficiency,
-            cut_order,
+            urgent_cut_order,
+            routine_cut_order,
             slots,
             fleet_max,
             margin,
@@ -777,7 +781,12 @@ impl Controller {
         }
     }
 
+    /// Takes `amount` off the plan. An urgent cut (the fleet is already above what is allowed by
+    /// more than the margin: a cliff, a shed, a lost signal) goes to fast-reacting miners first;
+    /// a routine cut (the trend projection asked for it ahead of time) goes to the least
+    /// efficient miners first, whatever their firmware.
     fn cut(&mut self, amount: Watts, now: Timestamp, reason: Reason) {
+        let urgent = amount > self.margin + self.deadband || reason != Reason::Dispatch;
         let mut left = amount;
         // A cut deeper than all level headroom needs sleeps anyway: do those first, so that a
         // collapse of the surplus costs one command per miner rather than one per level step.
@@ -793,7 +802,7 @@ impl Controller {
             })
             .sum();
         while left.w() > headroom {
-            let Some((m, voluntary)) = self.sleep_candidate(now) else {
+            let Some((m, voluntary)) = self.sleep_candidate(now, urgent) else {
                 break;
             };
             let Plan::Running(l) = self.slots[m as usize].plan else {
@@ -821,7 +830,8 @@ impl Controller {
                     };
                     if let Some(l) = spec.highest_above(floor) {
                         // Fast-reacting specs first, then the least hashrate per watt.
-                        let gain = spec.gain_up[l as usize - 1] + if spec.fast { 0.0 } else { 1e9 };
+                        let slow_penalty = if urgent && !spec.fast { 1e9 } else { 0.0 };
+                        let gain = spec.gain_up[l as usize - 1] + slow_penalty;
                         if best.is_none_or(|(g, _, _)| gain < g) {
                             best = Some((gain, s, l));
                         }
@@ -846,7 +856,7 @@ impl Controller {
         // Tiers C and D: sleep miners, least efficient model first, the longest awake first;
         // those inside their minimum on-time only if nothing else is left.
         while left > Watts::ZERO {
-            let Some((m, voluntary)) = self.sleep_candidate(now) else {
+            let Some((m, voluntary)) = self.sleep_candidate(now, urgent) else {
                 break;
             };
             let Plan::Running(l) = self.slots[m as usize].plan else {
@@ -862,11 +872,17 @@ impl Controller {
         }
     }
 
-    /// The miner to put to sleep next: least efficient model first, the longest awake first,
-    /// preferring one past its minimum on-time (`true`) over one inside it (`false`).
-    fn sleep_candidate(&mut self, now: Timestamp) -> Option<(u32, bool)> {
+    /// The miner to put to sleep next: (in an urgent cut, fast-reacting models first, then)
+    /// least efficient model first, the longest awake first, preferring one past its minimum
+    /// on-time (`true`) over one inside it (`false`).
+    fn sleep_candidate(&mut self, now: Timestamp, urgent: bool) -> Option<(u32, bool)> {
         let mut chosen: Option<(u32, bool)> = None;
-        for &s in &self.cut_order {
+        let order = if urgent {
+            &self.urgent_cut_order
+        } else {
+            &self.routine_cut_order
+        };
+        for &s in order {
             let slots = &self.slots;
             let Some(m) = Self::live_front(slots, &mut self.specs[s].run_order, |p| {
                 matches!(p, Plan::Running(_))
