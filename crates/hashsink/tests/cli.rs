@@ -161,12 +161,20 @@ fn same_seed_gives_byte_identical_json() {
 
 #[test]
 fn demo_runs_and_prints_the_table() {
-    let out = hashsink(&["demo", "--days", "2"]);
+    let svg = std::env::temp_dir().join(format!("hashsink-demo-{}.svg", std::process::id()));
+    let out = hashsink(&["demo", "--days", "2", "--plot", svg.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let chart = std::fs::read_to_string(&svg).expect("the demo draws its chart");
+    std::fs::remove_file(&svg).ok();
+    assert!(
+        chart.starts_with("<svg") && chart.contains("<polyline"),
+        "an SVG with lines"
+    );
+    assert!(chart.contains("hashsink fleet load") && chart.contains("baseline fleet load"));
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "absorption",
