@@ -272,49 +272,37 @@ fn bad_inputs_name_the_file_line_and_field() {
         &["unknown miner model 's9'", "Antminer S21"],
     );
 
-    let fleet = dir.join("fleet.toml");
-    std::fs::write(&fleet, "[[group]]\nmodel = \"s21\"\ncount = 10\n\n[[group]]\nmodel = \"s21xp\"\ncount = 10\nmax_power_w = 500\n").unwrap();
-    fails_with(
-        &[
-            "simulate",
-            "--fleet",
-            fleet.to_str().unwrap(),
-            "--days",
-            "1",
-            "--quiet",
-        ],
+    let bad_file = |name: &str, flag: &str, contents: &str, needles: &[&str]| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        fails_with(
+            &[
+                "simulate",
+                flag,
+                path.to_str().unwrap(),
+                "--days",
+                "1",
+                "--quiet",
+            ],
+            needles,
+        );
+    };
+    bad_file(
+        "fleet.toml",
+        "--fleet",
+        "[[group]]\nmodel = \"s21\"\ncount = 10\n\n[[group]]\nmodel = \"s21xp\"\ncount = 10\nmax_power_w = 500\n",
         &["fleet.toml:5", "min_power_w"],
     );
-
-    let typo = dir.join("typo.toml");
-    std::fs::write(
-        &typo,
+    bad_file(
+        "typo.toml",
+        "--fleet",
         "[[group]]\nmodel = \"s21\"\ncount = 10\nfirmware = \"braiins-os\"\nramp_w_per_s = 5\n",
-    )
-    .unwrap();
-    fails_with(
-        &[
-            "simulate",
-            "--fleet",
-            typo.to_str().unwrap(),
-            "--days",
-            "1",
-            "--quiet",
-        ],
         &["typo.toml:5", "ramp_w_per_s"],
     );
-
-    let cfg = dir.join("controller.toml");
-    std::fs::write(&cfg, "[controller]\ncadence_ms = 1000\nmin_on_s = -5\n").unwrap();
-    fails_with(
-        &[
-            "simulate",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--days",
-            "1",
-            "--quiet",
-        ],
+    bad_file(
+        "controller.toml",
+        "--config",
+        "[controller]\ncadence_ms = 1000\nmin_on_s = -5\n",
         &["controller.toml", "min_on_s"],
     );
 
