@@ -18,6 +18,10 @@ use serde::Deserialize;
 use crate::catalogue::{Catalogue, CatalogueError};
 use crate::firmware::{ControlKind, FirmwareKind, FirmwareTraits, bundled_traits};
 
+/// The most miners a fleet may have (a 3.5 GW site of 3.5 kW machines): a bound on memory, and
+/// a guard against a typo of a few zeros.
+pub const MAX_FLEET_MINERS: usize = 1_000_000;
+
 /// Default exponent of the hashrate-power curve.
 pub const DEFAULT_HASHRATE_EXPONENT: f64 = 0.7;
 
@@ -311,7 +315,17 @@ fn build_fleet(
         let count = match (group.count, group.installed_mw) {
             (Some(n), None) => n,
             (None, Some(mw)) if mw.is_finite() && mw > 0.0 => {
-                (Watts::from_mw(mw) / spec.nameplate_power).round() as u32
+                let n = (Watts::from_mw(mw) / spec.nameplate_power).round();
+                if n > MAX_FLEET_MINERS as f64 {
+                    return Err(invalid(
+                        origin,
+                        "installed_mw",
+                        format!(
+                            "{mw} MW is {n:.0} miners; hashsink handles up to {MAX_FLEET_MINERS}"
+                        ),
+                    ));
+                }
+                n as u32
             }
             (None, Some(mw)) => {
                 return Err(invalid(
@@ -342,10 +356,22 @@ fn build_fleet(
                 "a group needs at least one miner".into(),
             ));
         }
-        if specs.len() >= u16::MAX as usize
-            || miner_spec.len() + count as usize > u32::MAX as usize / 2
-        {
-            return Err(invalid(origin, "count", "fleet too large".into()));
+        if miner_spec.len() + count as usize > MAX_FLEET_MINERS {
+            return Err(invalid(
+                origin,
+                "count",
+                format!(
+                    "the fleet would have {} miners; hashsink handles up to {MAX_FLEET_MINERS}",
+                    miner_spec.len() + count as usize
+                ),
+            ));
+        }
+        if specs.len() >= 1000 {
+            return Err(invalid(
+                origin,
+                "model",
+                "more than 1000 groups of miners".into(),
+            ));
         }
         let id = SpecId(specs.len() as u16);
         specs.push(spec);
@@ -609,6 +635,9 @@ mod tests {
             ("s21:many", "not a whole number"),
             ("s21:0", "at least one miner"),
             ("s21:5:bitaxe", "unknown firmware"),
+            ("s21:4000000000", "hashsink handles up to 1000000"),
+            ("s21:1e9MW", "is 285714285714 miners"),
+            ("s21:100000000MW", "hashsink handles up to 1000000"),
         ] {
             let err = FleetConfig::build_from_shorthand(bad, &cat())
                 .unwrap_err()
