@@ -856,3 +856,137 @@ pub fn shed_drill(fleet: Arc<Fleet>, controller: ControllerChoice, seed: u64) ->
     scenario.operator = vec![(start + warm, OperatorCommand::ShedAll)];
     run(&scenario, &mut |_| {}).kpis.shed95_s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hashsink_core::{Catalogue, CommandId, FleetConfig};
+
+    fn checker() -> Checker {
+        let fleet = FleetConfig::build_from_shorthand("s21:100", &Catalogue::bundled()).unwrap();
+        let cfg = ControllerConfig::default();
+        let controller = Controller::new(
+            Arc::new(fleet.clone()),
+            cfg.clone(),
+            Timestamp::from_secs(0),
+        );
+        Checker {
+            bounds: Bounds::new(&cfg, &controller, &fleet, Watts::ZERO),
+            window: WindowMax {
+                samples: VecDeque::new(),
+            },
+            last_sleep: vec![None; fleet.len()],
+            last_wake: vec![None; fleet.len()],
+            second: i64::MIN,
+            in_second: 0,
+            last_good_reading: Timestamp::from_secs(0),
+            signal_fault_until: Timestamp(i64::MIN / 2),
+            shed_deadline: None,
+            violations: Vec::new(),
+            count: 0,
+        }
+    }
+
+    #[test]
+    fn load_may_lag_a_fall_only_for_the_reaction_window() {
+        let mut c = checker();
+        let kw = Watts::from_kw;
+        for s in 0..100 {
+            c.last_good_reading = Timestamp::from_secs(s);
+            c.on_sample(Timestamp::from_secs(s), kw(200.0), kw(150.0), Watts::ZERO);
+        }
+        // The surplus falls to 100 kW; the load stays at 150 kW.
+        for s in 100..103 {
+            c.last_good_reading = Timestamp::from_secs(s);
+            c.on_sample(Timestamp::from_secs(s), kw(100.0), kw(150.0), Watts::ZERO);
+        }
+        assert_eq!(c.count, 0, "inside the window: {:?}", c.violations);
+        for s in 103..120 {
+            c.last_good_reading = Timestamp::from_secs(s);
+            c.on_sample(Timestamp::from_secs(s), kw(100.0), kw(150.0), Watts::ZERO);
+        }
+        assert!(c.count > 0);
+        assert!(
+            c.violations[0].contains("above the highest surplus"),
+            "{:?}",
+            c.violations
+        );
+    }
+
+    #[test]
+    fn lost_signal_must_end_at_the_failsafe_load() {
+        let mut c = checker();
+        for s in 0..200 {
+            c.on_sample(
+                Timestamp::from_secs(s),
+                Watts::from_mw(1.0),
+                Watts::from_kw(100.0),
+                Watts::ZERO,
+            );
+        }
+        assert!(
+            c.violations
+                .iter()
+                .any(|v| v.contains("no good surplus reading")),
+            "{:?}",
+            c.violations
+        );
+    }
+
+    #[test]
+    fn dwell_and_rate_are_checked() {
+        let mut c = checker();
+        let cmd = |m: u32, action, reason| Command {
+            id: CommandId(1),
+            miner: MinerId(m),
+            action,
+            reason,
+        };
+        c.on_command(
+            Timestamp::from_secs(10),
+            &cmd(1, Action::Sleep, Reason::Dispatch),
+            13,
+        );
+        c.on_command(
+            Timestamp::from_secs(20),
+            &cmd(1, Action::Wake(3), Reason::Dispatch),
+            13,
+        );
+        assert!(
+            c.violations.iter().any(|v| v.contains("woken 10 s after")),
+            "{:?}",
+            c.violations
+        );
+        c.on_command(
+            Timestamp::from_secs(30),
+            &cmd(1, Action::Sleep, Reason::Dispatch),
+            13,
+        );
+        assert!(
+            c.violations.iter().any(|v| v.contains("voluntarily slept")),
+            "{:?}",
+            c.violations
+        );
+        c.on_command(
+            Timestamp::from_secs(40),
+            &cmd(2, Action::SetLevel(20), Reason::Dispatch),
+            13,
+        );
+        assert!(
+            c.violations
+                .iter()
+                .any(|v| v.contains("outside its envelope")),
+            "{:?}",
+            c.violations
+        );
+        let before = c.count;
+        for _ in 0..c.bounds.max_per_second + 1 {
+            c.on_command(
+                Timestamp::from_secs(50),
+                &cmd(3, Action::SetLevel(1), Reason::Dispatch),
+                13,
+            );
+        }
+        assert_eq!(c.count, before + 1, "{:?}", c.violations.last());
+    }
+}

@@ -151,32 +151,6 @@ fn check_scenarios(seeds: std::ops::Range<u64>, groups: &[&str], margin: f64) {
     );
 }
 
-#[test]
-fn the_checker_catches_a_controller_that_imports() {
-    // The baseline imports by design; run it through the same checks to prove they can fail.
-    let sc = fault_scenario(3);
-    let fleet = sc.fleet.clone();
-    let mut report = run(&sc, &mut |_| {});
-    assert_eq!(report.violation_count, 0);
-    // A zero margin and no trend look-ahead make the controller lag every fall of the surplus.
-    let lax = ControllerSettings {
-        margin_fraction: 0.0,
-        lookahead_ms: 0,
-        trend_time_constant_s: 100_000.0,
-        ..Default::default()
-    }
-    .validate()
-    .unwrap();
-    let cfg_lax = Scenario {
-        controller: ControllerChoice::Hashsink(lax),
-        faults: FaultPlan::none(),
-        ..sc.clone()
-    };
-    let _ = fleet;
-    report = run(&cfg_lax, &mut |_| {});
-    assert!(report.kpis.control_import_mwh > 0.0);
-}
-
 fn wind_days(
     days: u64,
     spec: &str,
