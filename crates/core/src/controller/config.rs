@@ -17,7 +17,8 @@ pub struct ControllerSettings {
     /// Safety margin kept below the surplus, as a share of the fleet's maximum power (the larger
     /// of the two margins applies).
     pub margin_fraction: f64,
-    /// The fleet is raised only when at least this share of fleet power is unused (hysteresis).
+    /// The fleet is raised only when at least this share of fleet power is unused (hysteresis);
+    /// the controller widens it to eight times the surplus reading's jitter on a noisy meter.
     pub deadband_fraction: f64,
     /// When the surplus is falling, act on where it will be this far ahead.
     pub lookahead_ms: u64,

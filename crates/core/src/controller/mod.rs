@@ -20,6 +20,10 @@
 //!   (most efficient model first, the longest asleep first, never inside `min_off`), waking ahead of
 //!   a rising surplus or forecast by the model's wake delay, and last raise miners above nameplate.
 //!
+//! The deadband is the configured share of fleet power or eight times the reading's jitter (its
+//! step-to-step change that the trend does not explain), whichever is larger, so that a noisy
+//! meter does not make the fleet chase its noise.
+//!
 //! Plan changes become commands through an outbox under a token bucket (`max_commands_per_s`):
 //! cuts are sent before raises, and a raise is held back while cuts that would make room for it are
 //! still unsent. Every write is checked: the miner's next report must show the wanted state within
@@ -52,6 +56,12 @@ use crate::rate_limit::TokenBucket;
 /// firmware changes modes through a web page in 20-60 s) leaves the fleet above the surplus for
 /// that long.
 const FAST_REACTION: Duration = Duration::from_secs(5);
+
+/// Smoothing of the reading's jitter estimate, in seconds.
+const JITTER_TIME_CONSTANT_S: f64 = 300.0;
+/// The deadband is at least this many times the reading's jitter: a noisy meter does not make
+/// the fleet chase its noise.
+const JITTER_DEADBAND_FACTOR: f64 = 8.0;
 
 /// What the controller intends for one miner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,6 +216,8 @@ pub struct Controller {
     fleet_max: Watts,
     margin: Watts,
     deadband: Watts,
+    /// Mean step-to-step jitter of the surplus reading that the trend does not explain (W).
+    jitter_w: f64,
     max_rise_w_per_s: f64,
     /// The slowest time from a cut command to the miner's draw having come down (setpoint delay
     /// plus ramp from maximum to standby), over all specs.
@@ -329,6 +341,7 @@ impl Controller {
             fleet_max,
             margin,
             deadband,
+            jitter_w: 0.0,
             max_rise_w_per_s,
             reaction,
             base_standby,
@@ -559,12 +572,15 @@ impl Controller {
         let fixed = self.base_standby + self.uncontrollable + self.phantom;
         let budget = allowed - fixed - self.plan_run;
         let floor = self.base_standby + self.uncontrollable;
+        let band = self
+            .deadband
+            .max(Watts(JITTER_DEADBAND_FACTOR * self.jitter_w));
         if allowed <= floor && ahead <= floor {
             self.sleep_all(now, reason);
         } else if budget < Watts::ZERO {
             // Cut half a deadband deeper than needed, and raise to half a deadband short of the
             // room: the fleet then moves once per half deadband of surplus, not every tick.
-            self.cut(-budget + self.deadband * 0.5, now, reason);
+            self.cut(-budget + band * 0.5, now, reason);
             // A forecast rise may still need slow miners woken now.
             if self.forecast.is_empty() {
                 self.wake_ok_since = None;
@@ -573,8 +589,8 @@ impl Controller {
             }
         } else {
             let raise_budget = budget - self.plan_wake;
-            if raise_budget > self.deadband {
-                let left = self.raise(raise_budget - self.deadband * 0.5, |spec| spec.preferred);
+            if raise_budget > band {
+                let left = self.raise(raise_budget - band * 0.5, |spec| spec.preferred);
                 let woke = self.wake_some(now);
                 if !woke && left > self.deadband && !self.any_asleep_available(now) {
                     self.raise(left, |spec| (spec.running.len() - 1) as u8);
@@ -1382,6 +1398,10 @@ impl Controller {
             Some(prev) => {
                 let dt = at.secs_since(prev.at);
                 let inst = (value - prev.value).w() / dt;
+                // Step-to-step jitter the trend does not explain: measurement noise, mostly.
+                let residual = ((value - prev.value).w() - self.trend_w_per_s * dt).abs();
+                let jitter_alpha = 1.0 - (-dt / JITTER_TIME_CONSTANT_S).exp();
+                self.jitter_w += jitter_alpha * (residual - self.jitter_w);
                 let alpha = 1.0 - (-dt / self.cfg.trend_time_constant.as_secs_f64()).exp();
                 self.trend_w_per_s += alpha * (inst - self.trend_w_per_s);
                 let changed_at = if value != prev.value {
