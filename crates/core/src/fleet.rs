@@ -96,6 +96,11 @@ impl MinerSpec {
         JoulesPerTerahash::of(self.nameplate_power, self.nameplate_hashrate)
     }
 
+    /// From a cut command to the draw having come down from maximum to standby.
+    pub fn cut_reaction(&self) -> Duration {
+        self.setpoint_delay + self.ramp_time(self.max_power(), self.standby)
+    }
+
     /// Time to ramp from `from` to `to` at this spec's ramp rates.
     pub fn ramp_time(&self, from: Watts, to: Watts) -> Duration {
         let dw = (to - from).w();

@@ -813,6 +813,11 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
         }
     }
 
+    if let (Some(c), Driver::Hashsink(ctrl)) = (checker.as_mut(), &driver) {
+        if let Err(e) = ctrl.check_accounting() {
+            c.violate(end, format!("controller accounting drifted: {e}"));
+        }
+    }
     let wakes: u64 = sim.miners.iter().map(|m| m.wakes as u64).sum();
     let shed95 = if shed_times.is_empty() {
         None

@@ -4,7 +4,7 @@
 //!
 //! Every `cadence` it computes the power the fleet may draw now (`allowed`): the surplus reading,
 //! lowered by a safety margin and, when the surplus is falling, by where the trend says it will be
-//! `lookahead` from now; capped by an operator curtailment; driven to the fail-safe load when no
+//! `lookahead` plus the slowest firmware's reaction time from now; capped by an operator curtailment; driven to the fail-safe load when no
 //! trusted reading remains; and limited in how fast it may rise (staggered reconnection).
 //!
 //! It then moves the fleet's *plan* toward that power in tiers, so that a miner wakes only when
@@ -14,7 +14,8 @@
 //! * cut: lower the miners above nameplate, then lower toward the minimum level (the step with the
 //!   least hashrate per watt first), then put miners to sleep (least efficient model first, the
 //!   longest awake first; a miner inside its minimum on-time is only slept when nothing else is
-//!   left, and that command is tagged [`Reason::Protect`]);
+//!   left, and that command is tagged [`Reason::Protect`]). An urgent cut (more than the margin
+//!   at once) takes fast-reacting firmware first: a stock mode change takes 40 s to land;
 //! * raise (only beyond a deadband): raise miners below nameplate (the step with the most hashrate
 //!   per watt first), wake sleeping miners once spare power has persisted for `wake_confirm`
 //!   (most efficient model first, the longest asleep first, never inside `min_off`), waking ahead of
@@ -52,9 +53,9 @@ use crate::api::{
 use crate::fleet::{Fleet, MinerId};
 use crate::rate_limit::TokenBucket;
 
-/// Miners whose cut takes effect within this time are cut first: a cut on a slow miner (stock
-/// firmware changes modes through a web page in 20-60 s) leaves the fleet above the surplus for
-/// that long.
+/// Miners whose cut takes effect within this time take urgent cuts first: a cut on a slow miner
+/// (stock firmware changes modes through a web page in 20-60 s) leaves the fleet above the
+/// surplus for that long.
 const FAST_REACTION: Duration = Duration::from_secs(5);
 
 /// Smoothing of the reading's jitter estimate, in seconds.
@@ -62,6 +63,16 @@ const JITTER_TIME_CONSTANT_S: f64 = 300.0;
 /// The deadband is at least this many times the reading's jitter: a noisy meter does not make
 /// the fleet chase its noise.
 const JITTER_DEADBAND_FACTOR: f64 = 8.0;
+
+/// The reason a sleep carries: a dispatch sleep inside the miner's minimum on-time is forced
+/// ([`Reason::Protect`]); operator, fail-safe and reconcile sleeps keep their own reason.
+fn sleep_reason(reason: Reason, voluntary: bool) -> Reason {
+    if voluntary || reason != Reason::Dispatch {
+        reason
+    } else {
+        Reason::Protect
+    }
+}
 
 /// What the controller intends for one miner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +233,16 @@ pub struct Controller {
     /// The slowest time from a cut command to the miner's draw having come down (setpoint delay
     /// plus ramp from maximum to standby), over all specs.
     reaction: Duration,
+    /// How long before its wake delay is over a waking miner joins the running plan: long
+    /// enough for a cut to land before it draws (cuts go to fast-reacting miners when there are
+    /// any, else the fleet's slowest reaction applies).
+    promotion_lead: Duration,
+    /// The longest wake delay of the fleet.
+    max_wake_delay: Duration,
+    /// The smallest draw (above standby) a woken miner adds.
+    smallest_wake_delta: Watts,
+    /// Miners routed around.
+    faulted: usize,
     base_standby: Watts,
     plan_run: Watts,
     plan_wake: Watts,
@@ -280,7 +301,7 @@ impl Controller {
                     standby: s.standby,
                     wake_delay: s.wake_delay,
                     efficiency: s.nameplate_efficiency().j_per_th(),
-                    fast: s.setpoint_delay + s.ramp_time(s.max_power(), s.standby) <= FAST_REACTION,
+                    fast: s.cut_reaction() <= FAST_REACTION,
                 }
             })
             .collect();
@@ -328,9 +349,22 @@ impl Controller {
         let reaction = fleet
             .specs
             .iter()
-            .map(|s| s.setpoint_delay + s.ramp_time(s.max_power(), s.standby))
+            .map(|s| s.cut_reaction())
             .max()
             .unwrap_or_default();
+        let cut_reaction = if specs.iter().any(|s| s.fast) {
+            FAST_REACTION
+        } else {
+            reaction
+        };
+        let promotion_lead = cfg.cadence + cut_reaction + Duration::from_secs(1);
+        let max_wake_delay = specs.iter().map(|s| s.wake_delay).max().unwrap_or_default();
+        let smallest_wake_delta = Watts(
+            specs
+                .iter()
+                .map(|s| s.delta[0])
+                .fold(f64::INFINITY, f64::min),
+        );
         let mut controller = Self {
             tokens: TokenBucket::new(cfg.max_commands_per_s, cfg.command_burst, start),
             specs,
@@ -344,6 +378,10 @@ impl Controller {
             jitter_w: 0.0,
             max_rise_w_per_s,
             reaction,
+            promotion_lead,
+            max_wake_delay,
+            smallest_wake_delta,
+            faulted: 0,
             base_standby,
             plan_run: Watts::ZERO,
             plan_wake: Watts::ZERO,
@@ -408,10 +446,7 @@ impl Controller {
     }
     /// Miners currently routed around.
     pub fn faulted(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.plan == Plan::Faulted)
-            .count()
+        self.faulted
     }
     /// A miner's plan, commanded target and pending command, for diagnostics.
     pub fn describe_miner(&self, miner: MinerId) -> String {
@@ -420,6 +455,41 @@ impl Controller {
             "plan {:?} commanded {:?} pending {:?} queued {} drifts {}",
             s.plan, s.commanded, s.pending, s.queued, s.drifts
         )
+    }
+
+    /// Recomputes the running sums from the miners and compares them with the ones kept
+    /// incrementally (O(miners); for tests and diagnostics).
+    pub fn check_accounting(&self) -> Result<(), String> {
+        let (mut run, mut wake, mut committed, mut faulted) = (0.0, 0.0, 0.0, 0);
+        for (m, slot) in self.slots.iter().enumerate() {
+            let delta = &self.specs[slot.spec as usize].delta;
+            match slot.plan {
+                Plan::Running(l) => run += delta[l as usize],
+                Plan::Waking(l) => wake += delta[l as usize],
+                Plan::Faulted => faulted += 1,
+                Plan::Asleep => {}
+            }
+            committed += self.commanded_delta(m as u32).w();
+        }
+        let close = |a: f64, b: Watts| (a - b.w()).abs() <= 1e-6 * (1.0 + a.abs());
+        let mut wrong = Vec::new();
+        if !close(run, self.plan_run) {
+            wrong.push(format!("plan_run {} vs {run}", self.plan_run));
+        }
+        if !close(wake, self.plan_wake) {
+            wrong.push(format!("plan_wake {} vs {wake}", self.plan_wake));
+        }
+        if !close(committed, self.committed) {
+            wrong.push(format!("committed {} vs {committed}", self.committed));
+        }
+        if faulted != self.faulted {
+            wrong.push(format!("faulted {} vs {faulted}", self.faulted));
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong.join("; "))
+        }
     }
 
     /// Whether a miner is routed around, and why.
@@ -513,7 +583,7 @@ impl Controller {
     /// Waking miners join the running plan a little before their wake delay is over, so that a
     /// surplus that fell meanwhile is met by a cut that lands before they draw.
     fn promote_ready(&mut self, now: Timestamp) {
-        let horizon = now + self.promotion_lead();
+        let horizon = now + self.promotion_lead;
         for s in 0..self.specs.len() {
             while let Some(&(m, epoch)) = self.specs[s].waking.front() {
                 let slot = &self.slots[m as usize];
@@ -645,8 +715,7 @@ impl Controller {
                 let horizon = age + self.cfg.lookahead.as_secs_f64() + self.reaction.as_secs_f64();
                 let now_value = r.value + Watts(falling * horizon);
                 let allowed = now_value - self.margin;
-                let ahead =
-                    self.ahead_value(now, r.value, age, self.max_wake_delay()) - self.margin;
+                let ahead = self.ahead_value(now, r.value, age, self.max_wake_delay) - self.margin;
                 (allowed, ahead)
             }
             SignalState::Lost { since } => {
@@ -680,29 +749,9 @@ impl Controller {
             self.limited_allowed.max(current_load.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
         allowed = allowed.min(rise_cap);
         self.limited_allowed = allowed;
-        let max_wake = self.max_wake_delay().as_secs_f64();
+        let max_wake = self.max_wake_delay.as_secs_f64();
         ahead = ahead.min(allowed + Watts(self.max_rise_w_per_s * max_wake.max(dt)));
         (allowed, ahead)
-    }
-
-    /// How long before its wake delay is over a waking miner joins the running plan.
-    /// Long enough for a cut to land before the miner draws: cuts go to fast-reacting miners
-    /// when there are any, else the slowest reaction of the fleet applies.
-    fn promotion_lead(&self) -> Duration {
-        let cut_reaction = if self.specs.iter().any(|s| s.fast) {
-            FAST_REACTION
-        } else {
-            self.reaction
-        };
-        self.cfg.cadence + cut_reaction + Duration::from_secs(1)
-    }
-
-    fn max_wake_delay(&self) -> Duration {
-        self.specs
-            .iter()
-            .map(|s| s.wake_delay)
-            .max()
-            .unwrap_or_default()
     }
 
     /// Where the surplus is expected to be `horizon` from now: the forecast if there is one,
@@ -731,7 +780,7 @@ impl Controller {
         let age = now.secs_since(r.at).max(0.0);
         // Look as far ahead as the miner joins the plan, not as it starts hashing: a miner woken
         // for a forecast rise must not be counted (and cut) before the rise is there.
-        let horizon = wake.saturating_sub(self.promotion_lead());
+        let horizon = wake.saturating_sub(self.promotion_lead);
         let mut ahead = self.ahead_value(now, r.value, age, horizon) - self.margin;
         if let Some(cap) = self.curtail {
             ahead = ahead.min(cap);
@@ -775,24 +824,14 @@ impl Controller {
                 while let Some(&m) = self.specs[s].running[l].last() {
                     let voluntary =
                         now.saturating_since(self.slots[m as usize].since) >= self.cfg.min_on;
-                    let r = if voluntary || reason != Reason::Dispatch {
-                        reason
-                    } else {
-                        Reason::Protect
-                    };
-                    self.put_to_sleep(m, now, r);
+                    self.put_to_sleep(m, now, sleep_reason(reason, voluntary));
                 }
             }
             while let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].waking, |p| {
                 matches!(p, Plan::Waking(_))
             }) {
                 // Cancelling a wake is never a voluntary sleep.
-                let r = if reason == Reason::Dispatch {
-                    Reason::Protect
-                } else {
-                    reason
-                };
-                self.put_to_sleep(m, now, r);
+                self.put_to_sleep(m, now, sleep_reason(reason, false));
             }
         }
     }
@@ -827,12 +866,7 @@ impl Controller {
             let spec = &self.specs[self.slots[m as usize].spec as usize];
             headroom -= spec.delta[l as usize] - spec.delta[0];
             left -= self.spec_delta(m, l);
-            let r = if voluntary || reason != Reason::Dispatch {
-                reason
-            } else {
-                Reason::Protect
-            };
-            self.put_to_sleep(m, now, r);
+            self.put_to_sleep(m, now, sleep_reason(reason, voluntary));
         }
         // Tiers A and B: step levels down, above nameplate first, least hashrate per watt first.
         for floor_is_preferred in [true, false] {
@@ -879,12 +913,7 @@ impl Controller {
                 unreachable!("front is running")
             };
             left -= self.spec_delta(m, l);
-            let r = if voluntary || reason != Reason::Dispatch {
-                reason
-            } else {
-                Reason::Protect
-            };
-            self.put_to_sleep(m, now, r);
+            self.put_to_sleep(m, now, sleep_reason(reason, voluntary));
         }
     }
 
@@ -952,21 +981,13 @@ impl Controller {
     /// the room has persisted for `wake_confirm`. Returns whether any miner was woken.
     fn wake_some(&mut self, now: Timestamp) -> bool {
         let fixed = self.base_standby + self.uncontrollable + self.phantom;
-        let caps: Vec<Watts> = (0..self.specs.len())
-            .map(|s| self.spec_ahead(now, s) - fixed)
-            .collect();
-        let room = caps
-            .iter()
-            .copied()
+        let room = (0..self.specs.len())
+            .map(|s| self.spec_ahead(now, s))
             .fold(Watts(f64::NEG_INFINITY), Watts::max)
+            - fixed
             - self.plan_run
             - self.plan_wake;
-        let smallest = self
-            .specs
-            .iter()
-            .map(|s| s.delta[0])
-            .fold(f64::INFINITY, f64::min);
-        if room.w() < smallest + self.deadband.w() {
+        if room < self.smallest_wake_delta + self.deadband {
             self.wake_ok_since = None;
             return false;
         }
@@ -977,8 +998,9 @@ impl Controller {
         let mut woke = false;
         for i in 0..self.by_efficiency.len() {
             let s = self.by_efficiency[i];
+            let cap = self.spec_ahead(now, s) - fixed;
             loop {
-                let left = caps[s] - self.plan_run - self.plan_wake;
+                let left = cap - self.plan_run - self.plan_wake;
                 let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| {
                     p == Plan::Asleep
                 }) else {
@@ -1213,6 +1235,7 @@ impl Controller {
         slot.assumed = assumed;
         let epoch = slot.epoch;
         self.uncontrollable += assumed;
+        self.faulted += 1;
         self.stats.faults += 1;
         self.deadlines.push(Reverse((
             now + self.cfg.fault_retry,
@@ -1234,6 +1257,7 @@ impl Controller {
         slot.epoch = slot.epoch.wrapping_add(1);
         let epoch = slot.epoch;
         self.specs[s].asleep.push_back((m, epoch));
+        self.faulted -= 1;
         self.stats.recoveries += 1;
     }
 
@@ -1311,10 +1335,18 @@ impl Controller {
             if slot.drifts >= 3 {
                 self.fault(m, FaultKind::Disobedient, now);
             } else {
-                self.slots[m as usize].commanded = None;
-                self.mark(m, Reason::Reconcile);
+                self.forget_command(m);
             }
         }
+    }
+
+    /// The miner's state no longer matches what it was told (a failed command, a drift): forget
+    /// the command, so that the wanted state is sent again. `committed` stays the sum of what
+    /// the miners were told.
+    fn forget_command(&mut self, m: u32) {
+        self.committed -= self.commanded_delta(m);
+        self.slots[m as usize].commanded = None;
+        self.mark(m, Reason::Reconcile);
     }
 
     fn on_deadline(&mut self, now: Timestamp, deadline: Deadline) {
@@ -1339,11 +1371,7 @@ impl Controller {
                 if slot.attempts >= 2 {
                     self.fault(miner, FaultKind::Disobedient, now);
                 } else {
-                    let old = self.commanded_delta(miner);
-                    // Unknown state: assume it still draws what it was told, and tell it again.
-                    self.slots[miner as usize].commanded = None;
-                    self.committed -= old;
-                    self.mark(miner, Reason::Reconcile);
+                    self.forget_command(miner);
                 }
             }
             Deadline::Retry { miner, epoch } => {
@@ -1351,38 +1379,16 @@ impl Controller {
                 if slot.epoch != epoch || slot.plan != Plan::Faulted {
                     return;
                 }
-                // Ask it to sleep and read it back; a report of sleep brings it back.
+                // Ask it to sleep (the command is checked like any other, with a read-back); a
+                // report of sleep brings it back.
                 self.slots[miner as usize].reason = Reason::Reconcile;
-                self.send_unplanned_sleep(miner);
+                self.send(miner, Action::Sleep, now);
                 self.deadlines.push(Reverse((
                     now + self.cfg.fault_retry,
                     Deadline::Retry { miner, epoch },
                 )));
             }
         }
-    }
-
-    fn send_unplanned_sleep(&mut self, m: u32) {
-        let id = CommandId(self.next_id);
-        self.next_id += 1;
-        self.tokens.take();
-        self.stats.commands += 1;
-        self.stats.reconcile_commands += 1;
-        self.out.push_back(Command {
-            id,
-            miner: MinerId(m),
-            action: Action::Sleep,
-            reason: Reason::Reconcile,
-        });
-        let qid = CommandId(self.next_id);
-        self.next_id += 1;
-        self.stats.queries += 1;
-        self.out.push_back(Command {
-            id: qid,
-            miner: MinerId(m),
-            action: Action::Query,
-            reason: Reason::Reconcile,
-        });
     }
 
     fn accept_surplus(&mut self, now: Timestamp, at: Timestamp, value: Watts) {
@@ -1466,10 +1472,7 @@ impl FleetController for Controller {
                         };
                         self.fault(m, kind, now);
                     } else {
-                        let old = self.commanded_delta(m);
-                        self.slots[m as usize].commanded = None;
-                        self.committed -= old;
-                        self.mark(m, Reason::Reconcile);
+                        self.forget_command(m);
                     }
                 }
             }

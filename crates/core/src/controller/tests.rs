@@ -84,6 +84,9 @@ impl Harness {
         }
         self.ctrl.handle_timeout(now);
         self.apply(now);
+        if let Err(e) = self.ctrl.check_accounting() {
+            panic!("at {}: {e}", now.as_millis() / 1000 - T0);
+        }
     }
 
     fn apply(&mut self, now: Timestamp) {
