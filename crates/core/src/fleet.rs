@@ -302,7 +302,7 @@ impl FleetConfig {
     }
 }
 
-fn build_fleet(
+pub fn build_fleet(
     groups: &[(String, GroupConfig)],
     catalogue: &Catalogue,
 ) -> Result<Fleet, FleetError> {

@@ -2,6 +2,10 @@
 //! power surplus.
 
 mod bench;
+mod daemon;
+mod demo;
+mod emulate;
+mod run_daemon;
 mod plot;
 mod progress;
 mod simulate;
@@ -42,8 +46,29 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
         sizes_mw: Vec<f64>,
     },
-    /// The first thing to run: the twin on the bundled nuclear profile, hashsink vs the baseline.
+    /// The first thing to run: an emulated fleet of ~100 miners on loopback, driven over its real
+    /// protocols by the daemon through a replayed night of nuclear surplus, with a live view.
     Demo {
+        #[command(flatten)]
+        args: demo::DemoArgs,
+    },
+    /// The controller against a real fleet: read the surplus, drive the miners (see
+    /// examples/site.toml).
+    Run {
+        #[command(flatten)]
+        args: run_daemon::RunArgs,
+        /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "hashsink=debug".
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
+    /// An emulated fleet on loopback (LuxOS, Braiins OS, stock Antminer), until Ctrl-C.
+    Emulate {
+        #[command(flatten)]
+        args: emulate::EmulateArgs,
+    },
+    /// The twin's month on the bundled nuclear profile, hashsink vs the baseline (the previous
+    /// demo), with a chart.
+    TwinDemo {
         /// Days of the nuclear profile to replay.
         #[arg(long, default_value_t = 30.0)]
         days: f64,
@@ -93,7 +118,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", bench::run(days, &sizes_mw)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { days, seed, plot } => {
+        Command::Demo { args } => runtime()?.block_on(demo::run(args)),
+        Command::Run { args, log } => {
+            init_logging(&log)?;
+            runtime()?.block_on(run_daemon::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emulate { args } => {
+            runtime()?.block_on(emulate::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TwinDemo { days, seed, plot } => {
             let mut args = simulate::SimulateArgs::demo(days, seed);
             args.plot = Some(plot.clone());
             let show = std::io::stderr().is_terminal();
@@ -112,4 +147,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_logging(filter: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("--log {filter:?}: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
 }

@@ -292,6 +292,15 @@ impl Profile {
         })
     }
 
+    /// The same profile with every value multiplied by `factor` (to fit a fleet's size).
+    pub fn scaled(&self, factor: f64, definition: String) -> Self {
+        Self {
+            name: self.name.clone(),
+            definition,
+            points: self.points.iter().map(|&(t, w)| (t, w * factor)).collect(),
+        }
+    }
+
     pub fn start(&self) -> Timestamp {
         self.points[0].0
     }

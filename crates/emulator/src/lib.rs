@@ -1,0 +1,218 @@
+//! An emulated ASIC fleet on loopback, for the demo, the tests and the benchmarks.
+//!
+//! Every miner gets its own address in 127.0.0.0/8 and listens on the real firmware ports (4028
+//! for the cgminer-style JSON API, 80 for the web interface), so real clients (asic-rs, pyasic,
+//! the hashsink drivers) find and drive it as they would a miner on a farm network. Three
+//! firmware dialects are spoken, shaped after responses recorded from real machines:
+//!
+//! * LuxOS: cgminer API with `curtail sleep|wakeup`, frequency `profiles` and `profileset`,
+//!   session logon for privileged commands.
+//! * Braiins OS: cgminer API (BOSer) plus the REST API (`/api/v1`, bearer token, power target,
+//!   pause/resume) and the GraphQL endpoint used for identification.
+//! * Stock Antminer: cgminer API plus the digest-protected CGI web interface whose
+//!   `bitmain-work-mode` puts the miner to sleep or back to normal/low/high.
+//!
+//! Behind all of them sits one [`hashsink_twin::miners::SimFleet`]: the same envelope, ramp,
+//! wake delay and hashrate curve as the twin, advanced to the shared clock's time whenever a
+//! request arrives. One model, two front ends. Faults (slow reply, no reply, malformed JSON,
+//! ignored commands, reboot) are injected per miner.
+
+mod model;
+mod rpc;
+mod web;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashsink_core::{Fleet, FirmwareKind};
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_units::{HashRate, Watts};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use model::{Dialect, Fault};
+use model::Shared;
+
+/// Where the emulated miners listen.
+#[derive(Clone, Copy, Debug)]
+pub struct Listen {
+    pub rpc_port: u16,
+    pub web_port: u16,
+    /// Index of the first miner's address (see [`miner_address`]); lets several emulated
+    /// fleets share the machine without sharing addresses.
+    pub first_index: u32,
+}
+
+impl Default for Listen {
+    /// The real firmware ports (binding port 80 needs root or CAP_NET_BIND_SERVICE).
+    fn default() -> Self {
+        Self { rpc_port: 4028, web_port: 80, first_index: 0 }
+    }
+}
+
+/// The first address of the emulated fleet; miners fill 127.1.0.1..=127.1.0.250, then
+/// 127.1.1.1.., skipping .0 and .251-.255 so that every /24 scans like a farm subnet.
+pub const FIRST_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 1);
+const HOSTS_PER_SUBNET: u32 = 250;
+
+/// The address of miner `index`.
+pub fn miner_address(index: u32) -> Ipv4Addr {
+    let subnet = index / HOSTS_PER_SUBNET;
+    let host = index % HOSTS_PER_SUBNET + 1;
+    assert!(subnet < 256 * 256, "too many emulated miners for 127.1.0.0/16..127.255.255.0/24");
+    Ipv4Addr::new(127, 1 + (subnet / 256) as u8, (subnet % 256) as u8, host as u8)
+}
+
+/// The smallest list of /24 subnets that covers `miners` emulated miners.
+pub fn subnets_for(miners: u32) -> Vec<String> {
+    let count = miners.div_ceil(HOSTS_PER_SUBNET).max(1);
+    (0..count)
+        .map(|s| {
+            let a = miner_address(s * HOSTS_PER_SUBNET);
+            format!("{}.{}.{}.0/24", a.octets()[0], a.octets()[1], a.octets()[2])
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error(
+        "the emulator cannot emulate {firmware} miners (group {model}); it speaks LuxOS, Braiins OS and stock Antminer"
+    )]
+    UnsupportedFirmware { firmware: &'static str, model: String },
+    #[error("cannot listen on {addr}: {source}. {hint}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+}
+
+/// A running emulated fleet. Dropping it stops every listener.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    listen: Listen,
+}
+
+impl Emulator {
+    /// Binds every miner's listeners and starts serving. All miners start asleep, as after a
+    /// curtailment; the fleet model starts at the clock's current reading.
+    pub async fn start(fleet: Arc<Fleet>, clock: ScaledClock, listen: Listen) -> Result<Self, EmulatorError> {
+        let mut dialects = Vec::with_capacity(fleet.len());
+        for id in fleet.miner_ids() {
+            let spec = fleet.spec_of(id);
+            let dialect = match spec.firmware {
+                FirmwareKind::Luxos => Dialect::LuxOs,
+                FirmwareKind::BraiinsOs => Dialect::BraiinsOs,
+                FirmwareKind::StockAntminer => Dialect::StockAntminer,
+                other => {
+                    return Err(EmulatorError::UnsupportedFirmware {
+                        firmware: other.key(),
+                        model: spec.model.clone(),
+                    });
+                }
+            };
+            dialects.push(dialect);
+        }
+        hashsink_fleetio::raise_open_file_limit(fleet.len() as u64 * 3 + 4096);
+        let shared = Arc::new(Shared::new(fleet, clock, dialects, listen.first_index));
+        let mut tasks = JoinSet::new();
+        for index in 0..shared.len() as u32 {
+            let ip = miner_address(listen.first_index + index);
+            let rpc = bind(SocketAddr::from((ip, listen.rpc_port))).await?;
+            tasks.spawn(rpc::serve(rpc, shared.clone(), index));
+            if shared.dialect(index).has_web() {
+                let web_listener = bind(SocketAddr::from((ip, listen.web_port))).await?;
+                tasks.spawn(web::serve(web_listener, shared.clone(), index));
+            }
+        }
+        Ok(Self { shared, tasks, listen })
+    }
+
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn listen(&self) -> Listen {
+        self.listen
+    }
+
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        (0..self.len() as u32).map(|i| miner_address(self.listen.first_index + i)).collect()
+    }
+
+    pub fn dialect(&self, index: u32) -> Dialect {
+        self.shared.dialect(index)
+    }
+
+    /// Makes miner `index` misbehave from now on.
+    pub fn set_fault(&self, index: u32, fault: Fault) {
+        self.shared.set_fault(index, fault);
+    }
+
+    /// Power-cycles miner `index`: it boots and comes back mining at its firmware default,
+    /// forgetting any sleep it was told.
+    pub fn reboot(&self, index: u32) {
+        self.shared.reboot(index);
+    }
+
+    /// What the fleet draws and hashes right now, by the model (the site meter's view).
+    pub fn totals(&self) -> FleetTotals {
+        self.shared.totals()
+    }
+
+    /// Wall instant at which miner `index` last accepted a sleep command.
+    pub fn sleep_received_at(&self, index: u32) -> Option<Instant> {
+        self.shared.sleep_received_at(index)
+    }
+
+    /// Stops listening; connections in flight are dropped.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The fleet as the site meter sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FleetTotals {
+    pub power: Watts,
+    pub hashrate: HashRate,
+    pub mining: u32,
+    pub booting: u32,
+    pub asleep: u32,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|source| EmulatorError::Bind {
+        addr,
+        source,
+        hint: "",
+    })?;
+    let _ = socket.set_reuseaddr(true);
+    socket
+        .bind(addr)
+        .and_then(|()| socket.listen(1024))
+        .map_err(|source| {
+            let hint = match source.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    "Ports below 1024 need root or CAP_NET_BIND_SERVICE; run as root or pass other ports (--rpc-port/--web-port)."
+                }
+                std::io::ErrorKind::AddrInUse => "Another emulator (or a real service) already listens there.",
+                _ if source.raw_os_error() == Some(24) => {
+                    "Too many open files: raise the limit (ulimit -n) or emulate fewer miners."
+                }
+                _ => "",
+            };
+            EmulatorError::Bind { addr, source, hint }
+        })
+}
+
+/// How long a hung miner keeps a connection open without answering.
+pub(crate) const HANG_FOR: Duration = Duration::from_secs(120);

@@ -1,0 +1,262 @@
+//! The state behind every emulated miner: the twin's fleet model plus what each firmware keeps
+//! on the side (LuxOS session, Braiins power target, Antminer work mode, injected faults).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hashsink_core::{Fleet, MinerSpec};
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_twin::miners::{Mode, Reading, SimFleet};
+use hashsink_units::{HashRate, Timestamp, Watts};
+
+use crate::FleetTotals;
+
+/// The firmware a miner pretends to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    LuxOs,
+    BraiinsOs,
+    StockAntminer,
+}
+
+impl Dialect {
+    pub fn has_web(self) -> bool {
+        !matches!(self, Dialect::LuxOs)
+    }
+}
+
+/// A way for one miner to misbehave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Answers, but only after this long (wall time).
+    Slow(Duration),
+    /// Accepts connections and never answers.
+    Hang,
+    /// Answers with malformed JSON.
+    Garbage,
+    /// Acknowledges commands and does not carry them out.
+    IgnoresCommands,
+}
+
+pub(crate) struct MinerSide {
+    pub fault: Fault,
+    /// A client asked this miner to sleep and has not woken it since (what the firmware
+    /// reports as its curtail state or work mode).
+    pub sleep_requested: bool,
+    pub sleep_received: Option<Instant>,
+    pub lux_session: Option<String>,
+    /// Braiins OS power target (W); the level it maps to is in the model.
+    pub power_target: Option<f64>,
+    /// Stock Antminer work mode ("0" normal, "1" sleep, "2" high, "3" low).
+    pub booted_at: Timestamp,
+    pub commands: u64,
+}
+
+pub(crate) struct World {
+    pub sim: SimFleet,
+    pub side: Vec<MinerSide>,
+    pub last: Timestamp,
+}
+
+pub(crate) struct Shared {
+    pub clock: ScaledClock,
+    pub fleet: Arc<Fleet>,
+    dialects: Vec<Dialect>,
+    /// Address index of miner 0.
+    pub first_index: u32,
+    world: Mutex<World>,
+    sessions: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub fn new(fleet: Arc<Fleet>, clock: ScaledClock, dialects: Vec<Dialect>, first_index: u32) -> Self {
+        let now = clock.now();
+        let side = (0..fleet.len())
+            .map(|_| MinerSide {
+                fault: Fault::None,
+                sleep_requested: true,
+                sleep_received: None,
+                lux_session: None,
+                power_target: None,
+                booted_at: now - Duration::from_secs(3600),
+                commands: 0,
+            })
+            .collect();
+        Self {
+            clock,
+            world: Mutex::new(World {
+                sim: SimFleet::new(fleet.clone(), now),
+                side,
+                last: now,
+            }),
+            fleet,
+            dialects,
+            first_index,
+            sessions: std::sync::atomic::AtomicU64::new(0x5e55_1000),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.dialects.len()
+    }
+
+    pub fn dialect(&self, index: u32) -> Dialect {
+        self.dialects[index as usize]
+    }
+
+    pub fn spec(&self, index: u32) -> &MinerSpec {
+        self.fleet.spec_of(hashsink_core::MinerId(index))
+    }
+
+    /// Locks the world with the model advanced to the clock's time.
+    pub fn world(&self) -> (MutexGuard<'_, World>, Timestamp) {
+        let mut world = self.world.lock().unwrap_or_else(|poison| poison.into_inner());
+        let now = self.clock.now().max(world.last);
+        world.last = now;
+        while world.sim.process_next(now).is_some() {}
+        (world, now)
+    }
+
+    pub fn fault(&self, index: u32) -> Fault {
+        self.world().0.side[index as usize].fault
+    }
+
+    pub fn set_fault(&self, index: u32, fault: Fault) {
+        self.world().0.side[index as usize].fault = fault;
+    }
+
+    pub fn reboot(&self, index: u32) {
+        let (mut world, now) = self.world();
+        world.sim.reboot(index, now);
+        let side = &mut world.side[index as usize];
+        side.sleep_requested = false;
+        side.power_target = None;
+        side.booted_at = now;
+    }
+
+    pub fn sleep_received_at(&self, index: u32) -> Option<Instant> {
+        self.world().0.side[index as usize].sleep_received
+    }
+
+    pub fn new_session(&self) -> String {
+        let n = self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{n:x}")
+    }
+
+    pub fn totals(&self) -> FleetTotals {
+        let (world, now) = self.world();
+        let mut totals = FleetTotals::default();
+        let mut power = 0.0;
+        let mut hash = 0.0;
+        for m in 0..self.len() as u32 {
+            let r = world.sim.reading(m, now);
+            power += r.power.w();
+            hash += r.hashrate.ths();
+            match r.mode {
+                Mode::Mining => totals.mining += 1,
+                Mode::Booting => totals.booting += 1,
+                Mode::Asleep => totals.asleep += 1,
+            }
+        }
+        totals.power = Watts(power);
+        totals.hashrate = HashRate(hash);
+        totals
+    }
+}
+
+/// One miner's readable state at one instant, in the units firmwares report.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub now: Timestamp,
+    pub reading: Reading,
+    pub level: u8,
+    pub sleep_requested: bool,
+    pub power_target: Option<f64>,
+    pub uptime_s: i64,
+    pub board_temp_c: f64,
+    pub chip_temp_c: f64,
+    pub fan_rpm: u32,
+}
+
+impl Snapshot {
+    pub fn ghs(&self) -> f64 {
+        self.reading.hashrate.ths() * 1000.0
+    }
+    pub fn watts(&self) -> f64 {
+        self.reading.power.w()
+    }
+    pub fn unix_secs(&self) -> i64 {
+        self.now.as_millis().div_euclid(1000)
+    }
+    pub fn mining(&self) -> bool {
+        self.reading.mode == Mode::Mining && self.reading.hashrate.ths() > 0.0
+    }
+}
+
+impl World {
+    pub fn snapshot(&self, spec: &MinerSpec, index: u32, now: Timestamp) -> Snapshot {
+        let reading = self.sim.reading(index, now);
+        let side = &self.side[index as usize];
+        let load = (reading.power / spec.nameplate_power).clamp(0.0, 1.3);
+        Snapshot {
+            now,
+            reading,
+            level: self.sim.miners[index as usize].level,
+            sleep_requested: side.sleep_requested,
+            power_target: side.power_target,
+            uptime_s: now.secs_since(side.booted_at).max(0.0) as i64,
+            board_temp_c: (25.0 + 40.0 * load).round(),
+            chip_temp_c: (30.0 + 45.0 * load).round(),
+            fan_rpm: (1500.0 + 4500.0 * load).round() as u32,
+        }
+    }
+
+    /// Puts a miner to sleep, as a firmware does when told to (unless the miner ignores it).
+    pub fn sleep(&mut self, index: u32, now: Timestamp) {
+        let side = &mut self.side[index as usize];
+        side.commands += 1;
+        side.sleep_received = Some(Instant::now());
+        if side.fault == Fault::IgnoresCommands {
+            return;
+        }
+        side.sleep_requested = true;
+        self.sim.command_sleep(index, now);
+    }
+
+    /// Wakes a miner (or keeps it mining) at `level`.
+    pub fn wake(&mut self, index: u32, level: u8, now: Timestamp) {
+        let side = &mut self.side[index as usize];
+        side.commands += 1;
+        if side.fault == Fault::IgnoresCommands {
+            return;
+        }
+        if side.sleep_requested && self.sim.miners[index as usize].mode == Mode::Asleep {
+            side.booted_at = now;
+        }
+        side.sleep_requested = false;
+        self.sim.command_wake(index, level, now);
+    }
+
+    /// Changes the running level; an asleep miner stores it for its next wake.
+    pub fn set_level(&mut self, index: u32, level: u8, now: Timestamp) {
+        let side = &mut self.side[index as usize];
+        side.commands += 1;
+        if side.fault == Fault::IgnoresCommands {
+            return;
+        }
+        self.sim.command_level(index, level, now);
+    }
+}
+
+/// The level whose power is nearest `watts`.
+pub(crate) fn nearest_level(spec: &MinerSpec, watts: f64) -> u8 {
+    let mut best = 0;
+    for (i, w) in spec.levels.iter().enumerate() {
+        if (w.w() - watts).abs() < (spec.levels[best].w() - watts).abs() {
+            best = i;
+        }
+    }
+    best as u8
+}

@@ -1,0 +1,72 @@
+//! The project's miner trait: what the daemon needs from any miner, whatever its firmware.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use hashsink_units::{HashRate, Watts};
+
+/// What a miner is doing, as its firmware reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinerState {
+    /// Hashing.
+    Mining,
+    /// Told to mine, not hashing yet.
+    Booting,
+    /// Sleeping (curtailed, paused, sleep mode); control board up.
+    Asleep,
+}
+
+/// One reading of one miner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Telemetry {
+    pub state: MinerState,
+    pub power: Watts,
+    pub hashrate: HashRate,
+    pub board_temp_c: Option<f64>,
+    pub chip_temp_c: Option<f64>,
+    pub fan_rpm: Option<u32>,
+}
+
+/// A power instruction for one miner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Control {
+    /// Stop hashing.
+    Sleep,
+    /// Hash at this rung of the miner's power ladder (`watts` is the rung's power; `level` its
+    /// index, which is what mode-based firmware needs).
+    Run { level: u8, watts: Watts },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+    #[error("the miner refused: {0}")]
+    Rejected(String),
+    #[error("not supported by this firmware: {0}")]
+    Unsupported(String),
+}
+
+impl DriverError {
+    /// Transport failures, as opposed to the miner answering "no".
+    pub fn is_transport(&self) -> bool {
+        matches!(self, DriverError::Timeout(_) | DriverError::Connect(_) | DriverError::Malformed(_))
+    }
+}
+
+/// A miner the daemon can read and command. Implementations must be cheap to call concurrently
+/// and must not hold locks across awaits that another miner's call needs.
+#[async_trait]
+pub trait MinerDriver: Send + Sync {
+    fn address(&self) -> IpAddr;
+    /// The firmware this driver speaks ("LuxOS", "Braiins OS", "stock Antminer").
+    fn firmware(&self) -> &'static str;
+    async fn telemetry(&self) -> Result<Telemetry, DriverError>;
+    /// Sends a power instruction. `Ok` means the firmware accepted it, not that it took
+    /// effect: the caller reads back (check-after-write).
+    async fn apply(&self, control: Control) -> Result<(), DriverError>;
+}

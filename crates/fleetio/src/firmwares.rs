@@ -1,0 +1,479 @@
+//! One driver per firmware behind [`MinerDriver`].
+//!
+//! Control goes through asic-rs where it has the operation (LuxOS curtail, Braiins OS power
+//! target and pause/resume, stock Antminer sleep/normal), wrapped with our own timeout. asic-rs
+//! lacks LuxOS watts (LuxOS runs frequency profiles; we pick the profile nearest the wanted
+//! watts) and stock Antminer's low and high modes: those are native. Telemetry is native for
+//! every firmware: one `+`-joined cgminer request (plus the firmware's web read where state
+//! lives only there), where asic-rs's `get_data` makes a dozen calls per miner.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hashsink_units::{HashRate, Watts};
+use serde_json::Value;
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::cgminer::{CgminerClient, RPC_PORT, number_at, section};
+use crate::{Control, DriverError, MinerDriver, MinerState, Telemetry};
+
+/// A miner handle built by asic-rs's discovery, shared by calls.
+pub type AsicRsMiner = Arc<Box<dyn asic_rs::core::traits::miner::Miner>>;
+
+/// Per-call settings shared by every driver.
+#[derive(Clone, Debug)]
+pub struct CallSettings {
+    /// Limit on one call to one miner (connect, request, reply).
+    pub timeout: Duration,
+    pub rpc_port: u16,
+    pub web_port: u16,
+}
+
+impl Default for CallSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(3),
+            rpc_port: RPC_PORT,
+            web_port: 80,
+        }
+    }
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = anyhow_like::Result<T>>,
+) -> Result<T, DriverError> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(DriverError::Timeout(timeout.as_millis() as u64)),
+        Ok(Err(e)) => Err(classify(&e.to_string())),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// asic-rs reports errors as text; sort them into transport failures and refusals.
+fn classify(message: &str) -> DriverError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("connect") || lower.contains("timed out") || lower.contains("timeout") || lower.contains("network") {
+        DriverError::Connect(message.to_string())
+    } else if lower.contains("json") || lower.contains("parse") || lower.contains("decode") {
+        DriverError::Malformed(message.to_string())
+    } else {
+        DriverError::Rejected(message.to_string())
+    }
+}
+
+/// asic-rs returns `anyhow::Result`; we only need its error's text.
+mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::fmt::Display + Send + Sync>>;
+    pub fn boxed<T, E: std::fmt::Display + Send + Sync + 'static>(r: std::result::Result<T, E>) -> Result<T> {
+        r.map_err(|e| Box::new(e) as Box<dyn std::fmt::Display + Send + Sync>)
+    }
+}
+use anyhow_like::boxed;
+
+fn temps_from(value: &Value, key: &str, field: &str) -> Option<f64> {
+    let list = value.get(key)?.as_array()?;
+    let temps: Vec<f64> = list.iter().filter_map(|t| t.get(field).and_then(Value::as_f64)).collect();
+    (!temps.is_empty()).then(|| temps.iter().cloned().fold(f64::MIN, f64::max))
+}
+
+// ---- LuxOS ------------------------------------------------------------------------------------
+
+pub struct LuxOsDriver {
+    ip: IpAddr,
+    rpc: CgminerClient,
+    asic: Option<AsicRsMiner>,
+    settings: CallSettings,
+    session: Mutex<Option<String>>,
+    /// (profile name, watts), ascending by watts, read once.
+    profiles: OnceCell<Vec<(String, f64)>>,
+}
+
+impl LuxOsDriver {
+    pub fn new(ip: IpAddr, asic: Option<AsicRsMiner>, settings: CallSettings) -> Self {
+        Self {
+            ip,
+            rpc: CgminerClient::new(ip, settings.rpc_port, settings.timeout),
+            asic,
+            settings,
+            session: Mutex::new(None),
+            profiles: OnceCell::new(),
+        }
+    }
+
+    async fn session(&self) -> Result<String, DriverError> {
+        let mut cached = self.session.lock().await;
+        if let Some(s) = cached.as_ref() {
+            return Ok(s.clone());
+        }
+        let current = self.rpc.command("session", None).await?;
+        let mut id = current.pointer("/SESSION/0/SessionID").and_then(Value::as_str).unwrap_or("").to_string();
+        if id.is_empty() {
+            let logon = self.rpc.command("logon", None).await?;
+            id = logon
+                .pointer("/SESSION/0/SessionID")
+                .and_then(Value::as_str)
+                .ok_or_else(|| DriverError::Malformed("logon gave no SessionID".into()))?
+                .to_string();
+        }
+        *cached = Some(id.clone());
+        Ok(id)
+    }
+
+    /// A privileged command with the session id, logging on again once if the session expired.
+    async fn privileged(&self, command: &str, argument: &str) -> Result<Value, DriverError> {
+        for attempt in 0..2 {
+            let session = self.session().await?;
+            match self.rpc.command(command, Some(&format!("{session},{argument}"))).await {
+                Err(DriverError::Rejected(msg)) if attempt == 0 && msg.to_ascii_lowercase().contains("session") => {
+                    *self.session.lock().await = None;
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    async fn profiles(&self) -> Result<&Vec<(String, f64)>, DriverError> {
+        self.profiles
+            .get_or_try_init(|| async {
+                let reply = self.rpc.command("profiles", None).await?;
+                let mut list: Vec<(String, f64)> = reply
+                    .get("PROFILES")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| DriverError::Malformed("no PROFILES in the reply".into()))?
+                    .iter()
+                    .filter_map(|p| {
+                        Some((p.get("Profile Name")?.as_str()?.to_string(), p.get("Watts")?.as_f64()?))
+                    })
+                    .collect();
+                if list.is_empty() {
+                    return Err(DriverError::Malformed("the miner lists no profiles".into()));
+                }
+                list.sort_by(|a, b| a.1.total_cmp(&b.1));
+                Ok(list)
+            })
+            .await
+    }
+
+    /// The profile whose power is nearest `watts`.
+    pub async fn profile_for(&self, watts: Watts) -> Result<String, DriverError> {
+        let profiles = self.profiles().await?;
+        let best = profiles
+            .iter()
+            .min_by(|a, b| (a.1 - watts.w()).abs().total_cmp(&(b.1 - watts.w()).abs()))
+            .expect("profiles are not empty");
+        Ok(best.0.clone())
+    }
+
+    async fn curtail(&self, sleep: bool) -> Result<(), DriverError> {
+        let result = match &self.asic {
+            Some(miner) => {
+                let m = miner.clone();
+                if sleep {
+                    with_timeout(self.settings.timeout, async move { boxed(m.pause(None).await) }).await
+                } else {
+                    with_timeout(self.settings.timeout, async move { boxed(m.resume(None).await) }).await
+                }
+                .map(|_| ())
+            }
+            None => self.privileged("curtail", if sleep { "sleep" } else { "wakeup" }).await.map(|_| ()),
+        };
+        match result {
+            // Already in the wanted state: that is success (the read-back confirms it).
+            Err(DriverError::Rejected(msg)) if msg.to_ascii_lowercase().contains("already") => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl MinerDriver for LuxOsDriver {
+    fn address(&self) -> IpAddr {
+        self.ip
+    }
+    fn firmware(&self) -> &'static str {
+        "LuxOS"
+    }
+
+    async fn telemetry(&self) -> Result<Telemetry, DriverError> {
+        let reply = self.rpc.command("summary+power+config+temps", None).await?;
+        let summary = section(&reply, "summary")?;
+        let power = section(&reply, "power")?;
+        let config = section(&reply, "config")?;
+        let ghs = number_at(summary, "/SUMMARY/0/GHS 5s")
+            .ok_or_else(|| DriverError::Malformed("summary has no 'GHS 5s'".into()))?;
+        let watts = number_at(power, "/POWER/0/Watts").ok_or_else(|| DriverError::Malformed("power has no 'Watts'".into()))?;
+        let curtailed = config
+            .pointer("/CONFIG/0/CurtailMode")
+            .and_then(Value::as_str)
+            .is_some_and(|m| !m.eq_ignore_ascii_case("none"));
+        let temps = section(&reply, "temps").ok();
+        Ok(Telemetry {
+            state: state_of(curtailed, ghs),
+            power: Watts(watts),
+            hashrate: HashRate::from_ths(ghs / 1000.0),
+            board_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Board")),
+            chip_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Chip")),
+            fan_rpm: None,
+        })
+    }
+
+    async fn apply(&self, control: Control) -> Result<(), DriverError> {
+        match control {
+            Control::Sleep => self.curtail(true).await,
+            Control::Run { watts, .. } => {
+                let profile = self.profile_for(watts).await?;
+                self.privileged("profileset", &profile).await?;
+                self.curtail(false).await
+            }
+        }
+    }
+}
+
+fn state_of(asleep: bool, ghs: f64) -> MinerState {
+    if asleep {
+        MinerState::Asleep
+    } else if ghs > 0.0 {
+        MinerState::Mining
+    } else {
+        MinerState::Booting
+    }
+}
+
+// ---- Braiins OS -------------------------------------------------------------------------------
+
+pub struct BraiinsDriver {
+    ip: IpAddr,
+    asic: Option<AsicRsMiner>,
+    settings: CallSettings,
+    http: reqwest::Client,
+    token: Mutex<Option<String>>,
+}
+
+impl BraiinsDriver {
+    pub fn new(ip: IpAddr, asic: Option<AsicRsMiner>, settings: CallSettings, http: reqwest::Client) -> Self {
+        Self { ip, asic, settings, http, token: Mutex::new(None) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}:{}/api/v1/{path}", self.ip, self.settings.web_port)
+    }
+
+    async fn token(&self) -> Result<String, DriverError> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            return Ok(t.clone());
+        }
+        let reply: Value = self
+            .http
+            .post(self.url("auth/login"))
+            .json(&serde_json::json!({"username": "root", "password": "root"}))
+            .timeout(self.settings.timeout)
+            .send()
+            .await
+            .map_err(http_error)?
+            .json()
+            .await
+            .map_err(|e| DriverError::Malformed(e.to_string()))?;
+        let token = reply
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| DriverError::Rejected("login gave no token (wrong password?)".into()))?
+            .to_string();
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, DriverError> {
+        let token = self.token().await?;
+        let response = self
+            .http
+            .get(self.url(path))
+            .header("Authorization", token)
+            .timeout(self.settings.timeout)
+            .send()
+            .await
+            .map_err(http_error)?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            *self.token.lock().await = None;
+            return Err(DriverError::Rejected("token expired; logging on again next call".into()));
+        }
+        if !response.status().is_success() {
+            return Err(DriverError::Rejected(format!("HTTP {} on {path}", response.status())));
+        }
+        let body = response.bytes().await.map_err(http_error)?;
+        serde_json::from_slice(&body).map_err(|e| DriverError::Malformed(format!("{path}: {e}")))
+    }
+}
+
+fn http_error(e: reqwest::Error) -> DriverError {
+    if e.is_timeout() {
+        DriverError::Timeout(0)
+    } else if e.is_decode() {
+        DriverError::Malformed(e.to_string())
+    } else {
+        DriverError::Connect(e.to_string())
+    }
+}
+
+#[async_trait]
+impl MinerDriver for BraiinsDriver {
+    fn address(&self) -> IpAddr {
+        self.ip
+    }
+    fn firmware(&self) -> &'static str {
+        "Braiins OS"
+    }
+
+    async fn telemetry(&self) -> Result<Telemetry, DriverError> {
+        let (stats, details) = tokio::try_join!(self.get("miner/stats"), self.get("miner/details"))?;
+        let ghs = number_at(&stats, "/miner_stats/real_hashrate/last_5s/gigahash_per_second")
+            .ok_or_else(|| DriverError::Malformed("miner/stats has no real_hashrate".into()))?;
+        let watts = number_at(&stats, "/power_stats/approximated_consumption/watt")
+            .ok_or_else(|| DriverError::Malformed("miner/stats has no approximated_consumption".into()))?;
+        // bos.v1 MinerStatus: 2 normal; 3 paused and 4 suspended are asleep; 1 not started.
+        let status = details.get("status").and_then(Value::as_u64).unwrap_or(0);
+        Ok(Telemetry {
+            state: state_of(matches!(status, 3 | 4), ghs),
+            power: Watts(watts),
+            hashrate: HashRate::from_ths(ghs / 1000.0),
+            board_temp_c: None,
+            chip_temp_c: None,
+            fan_rpm: None,
+        })
+    }
+
+    async fn apply(&self, control: Control) -> Result<(), DriverError> {
+        let Some(miner) = self.asic.clone() else {
+            return Err(DriverError::Unsupported("Braiins OS control needs the asic-rs handle from discovery".into()));
+        };
+        let timeout = self.settings.timeout;
+        match control {
+            Control::Sleep => with_timeout(timeout, async move { boxed(miner.pause(None).await) }).await.map(|_| ()),
+            Control::Run { watts, .. } => {
+                let m = miner.clone();
+                let limit = measurements::Power::from_watts(watts.w().round());
+                with_timeout(timeout, async move { boxed(m.set_power_limit(limit).await) }).await?;
+                with_timeout(timeout, async move { boxed(miner.resume(None).await) }).await.map(|_| ())
+            }
+        }
+    }
+}
+
+// ---- stock Antminer ---------------------------------------------------------------------------
+
+pub struct AntminerDriver {
+    ip: IpAddr,
+    rpc: CgminerClient,
+    asic: Option<AsicRsMiner>,
+    settings: CallSettings,
+    http: reqwest::Client,
+    /// Index of the "normal" rung in the spec's [low, normal, high] ladder.
+    normal_level: u8,
+}
+
+impl AntminerDriver {
+    pub fn new(ip: IpAddr, asic: Option<AsicRsMiner>, settings: CallSettings, http: reqwest::Client, normal_level: u8) -> Self {
+        Self {
+            ip,
+            rpc: CgminerClient::new(ip, settings.rpc_port, settings.timeout),
+            asic,
+            settings,
+            http,
+            normal_level,
+        }
+    }
+
+    async fn web(&self, page: &str, body: Option<Value>) -> Result<Value, DriverError> {
+        use diqwest::WithDigestAuth;
+        let url = format!("http://{}:{}/cgi-bin/{page}", self.ip, self.settings.web_port);
+        let request = match &body {
+            Some(b) => self.http.post(url).json(b),
+            None => self.http.get(url),
+        }
+        .timeout(self.settings.timeout);
+        let response = tokio::time::timeout(self.settings.timeout * 2, request.send_digest_auth(("root", "root")))
+            .await
+            .map_err(|_| DriverError::Timeout(self.settings.timeout.as_millis() as u64))?
+            .map_err(|e| DriverError::Connect(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(DriverError::Rejected(format!("HTTP {} on {page}", response.status())));
+        }
+        let bytes = response.bytes().await.map_err(http_error)?;
+        serde_json::from_slice(&bytes).map_err(|e| DriverError::Malformed(format!("{page}: {e}")))
+    }
+
+    async fn set_mode(&self, mode: &str) -> Result<(), DriverError> {
+        let mut conf = self.web("get_miner_conf.cgi", None).await?;
+        conf["bitmain-work-mode"] = Value::String(mode.to_string());
+        let reply = self.web("set_miner_conf.cgi", Some(conf)).await?;
+        match reply.get("code").and_then(Value::as_str) {
+            Some("M000") => Ok(()),
+            _ => Err(DriverError::Rejected(format!("set_miner_conf answered {reply}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl MinerDriver for AntminerDriver {
+    fn address(&self) -> IpAddr {
+        self.ip
+    }
+    fn firmware(&self) -> &'static str {
+        "stock Antminer"
+    }
+
+    async fn telemetry(&self) -> Result<Telemetry, DriverError> {
+        let (reply, conf) = tokio::join!(self.rpc.command("summary+stats", None), self.web("get_miner_conf.cgi", None));
+        let reply = reply?;
+        let conf = conf?;
+        let summary = section(&reply, "summary")?;
+        let stats = section(&reply, "stats")?;
+        let ghs = number_at(summary, "/SUMMARY/0/GHS 5s")
+            .ok_or_else(|| DriverError::Malformed("summary has no 'GHS 5s'".into()))?;
+        let watts = number_at(stats, "/STATS/1/chain_power")
+            .ok_or_else(|| DriverError::Malformed("stats has no chain_power".into()))?;
+        let mode = conf
+            .get("bitmain-work-mode")
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .unwrap_or_default();
+        Ok(Telemetry {
+            state: state_of(mode == "1", ghs),
+            power: Watts(watts),
+            hashrate: HashRate::from_ths(ghs / 1000.0),
+            board_temp_c: number_at(stats, "/STATS/1/temp1"),
+            chip_temp_c: number_at(stats, "/STATS/1/temp2_1"),
+            fan_rpm: number_at(stats, "/STATS/1/fan1").map(|f| f as u32),
+        })
+    }
+
+    async fn apply(&self, control: Control) -> Result<(), DriverError> {
+        let timeout = self.settings.timeout * 3;
+        match (control, &self.asic) {
+            (Control::Sleep, Some(miner)) => {
+                let m = miner.clone();
+                accepted(with_timeout(timeout, async move { boxed(m.pause(None).await) }).await?)
+            }
+            (Control::Run { level, .. }, Some(miner)) if level == self.normal_level => {
+                let m = miner.clone();
+                accepted(with_timeout(timeout, async move { boxed(m.resume(None).await) }).await?)
+            }
+            (Control::Sleep, None) => self.set_mode("1").await,
+            (Control::Run { level, .. }, _) => {
+                let mode = match level.cmp(&self.normal_level) {
+                    std::cmp::Ordering::Less => "3",
+                    std::cmp::Ordering::Equal => "0",
+                    std::cmp::Ordering::Greater => "2",
+                };
+                self.set_mode(mode).await
+            }
+        }
+    }
+}
+
+fn accepted(ok: bool) -> Result<(), DriverError> {
+    if ok { Ok(()) } else { Err(DriverError::Rejected("the miner did not accept the work mode".into())) }
+}

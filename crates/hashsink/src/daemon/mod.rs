@@ -1,0 +1,352 @@
+//! The daemon: the controller on a fixed cadence, fed by a surplus source and by the fleet's
+//! telemetry, its commands carried out by the drivers.
+//!
+//! One task owns the controller (it is a plain state machine, see `hashsink_core::api`). Every
+//! network call runs in its own task with a timeout and reports back through a channel, so the
+//! control loop never waits on a miner. `hashsink run` and `hashsink demo` both run this loop.
+
+pub mod connect;
+pub mod http;
+pub mod site;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use hashsink_core::{
+    Action, CommandOutcome, Controller, ControllerConfig, FleetController, Fleet, Input, MinerId, MinerReport,
+    MinerStatus, OperatorCommand,
+};
+use hashsink_core::api::{Refusal, TransportError
+};
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_fleetio::fleet::FleetIo;
+use hashsink_fleetio::{Control, DriverError, MinerState, Telemetry};
+use hashsink_twin::Profile;
+use hashsink_units::{HashRate, Timestamp, Watts};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// Where the surplus reading comes from.
+#[derive(Clone)]
+pub enum SurplusFeed {
+    /// A profile played on the daemon's clock.
+    Replay(Arc<Profile>),
+    /// The latest value POSTed to the HTTP endpoint, stamped when it arrived.
+    Pushed(Arc<std::sync::Mutex<Option<(Timestamp, Watts)>>>),
+}
+
+impl SurplusFeed {
+    fn reading(&self, now: Timestamp) -> Option<(Timestamp, Watts)> {
+        match self {
+            SurplusFeed::Replay(p) => Some((now, p.at(now))),
+            SurplusFeed::Pushed(latest) => *latest.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+}
+
+/// Something that happened outside the control loop.
+#[derive(Debug)]
+pub enum Event {
+    Telemetry { miner: u32, at: Timestamp, result: Result<Telemetry, DriverError> },
+    Outcome { outcome: CommandOutcome },
+    Operator(OperatorCommand),
+    SweepDone { took: Duration, answered: usize },
+}
+
+/// What the daemon shows: the live view, `GET /status`, the end-of-run table.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Status {
+    pub now_ms: i64,
+    pub surplus_w: Option<f64>,
+    /// Fleet draw: the site meter's where there is one, else the sum of miner reports.
+    pub fleet_w: f64,
+    pub hashrate_ths: f64,
+    pub mining: u32,
+    pub booting: u32,
+    pub asleep: u32,
+    pub unreachable: u32,
+    pub faulted: u32,
+    pub commands: u64,
+    pub last_sweep_ms: u64,
+    pub kpis: RunKpis,
+}
+
+/// Running totals since the daemon started.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunKpis {
+    pub seconds: f64,
+    pub surplus_kwh: f64,
+    pub absorbed_kwh: f64,
+    /// Fleet draw above the surplus (or above the fleet's standby draw, whichever is higher):
+    /// what control let through.
+    pub import_kwh: f64,
+    /// Standby draw of sleeping miners while there was less surplus than that.
+    pub standby_import_kwh: f64,
+    pub hashes_eh: f64,
+    pub max_import_w: f64,
+}
+
+impl RunKpis {
+    pub fn absorption(&self) -> f64 {
+        if self.surplus_kwh > 0.0 { self.absorbed_kwh / self.surplus_kwh } else { 0.0 }
+    }
+    pub fn import_share(&self) -> f64 {
+        if self.surplus_kwh > 0.0 { self.import_kwh / self.surplus_kwh } else { 0.0 }
+    }
+}
+
+/// What the daemon leaves the miners doing when it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStop {
+    Sleep,
+    Leave,
+}
+
+pub struct DaemonSetup {
+    pub fleet: Arc<Fleet>,
+    pub io: Arc<FleetIo>,
+    pub controller: ControllerConfig,
+    pub clock: ScaledClock,
+    pub surplus: SurplusFeed,
+    /// The site meter, if any (the demo reads the emulator's model as its meter).
+    pub meter: Option<Arc<dyn Fn() -> (Watts, HashRate) + Send + Sync>>,
+    /// How often to read every miner (simulated time).
+    pub telemetry_interval: Duration,
+    pub on_stop: OnStop,
+}
+
+/// A running daemon's handles.
+pub struct DaemonHandle {
+    pub events: mpsc::UnboundedSender<Event>,
+    pub status: watch::Receiver<Status>,
+}
+
+pub fn channels() -> (DaemonHandle, mpsc::UnboundedReceiver<Event>, watch::Sender<Status>) {
+    let (events, rx) = mpsc::unbounded_channel();
+    let (status_tx, status) = watch::channel(Status::default());
+    (DaemonHandle { events, status }, rx, status_tx)
+}
+
+fn to_status(t: &Result<Telemetry, DriverError>) -> MinerStatus {
+    match t {
+        Ok(t) => match t.state {
+            MinerState::Mining => MinerStatus::Mining { power: t.power, hashrate: t.hashrate },
+            MinerState::Booting => MinerStatus::Booting { power: t.power },
+            MinerState::Asleep => MinerStatus::Asleep { power: t.power },
+        },
+        Err(_) => MinerStatus::Unreachable,
+    }
+}
+
+fn to_outcome(r: Result<(), DriverError>) -> Result<Result<(), Refusal>, TransportError> {
+    match r {
+        Ok(()) => Ok(Ok(())),
+        Err(DriverError::Rejected(_)) => Ok(Err(Refusal::Rejected)),
+        Err(DriverError::Unsupported(_)) => Ok(Err(Refusal::Unsupported)),
+        Err(DriverError::Timeout(_)) => Err(TransportError::Timeout),
+        Err(DriverError::Connect(_)) => Err(TransportError::Refused),
+        Err(DriverError::Malformed(_)) => Err(TransportError::Malformed),
+    }
+}
+
+/// Runs until `stop` resolves, then puts the fleet in its safe state. Returns the final status.
+pub async fn run(
+    setup: DaemonSetup,
+    handle_events: mpsc::UnboundedSender<Event>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    status_tx: watch::Sender<Status>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Status> {
+    let DaemonSetup { fleet, io, controller, clock, surplus, meter, telemetry_interval, on_stop } = setup;
+    let cadence = controller.cadence;
+    let start = clock.now();
+    let mut ctl = Controller::new(fleet.clone(), controller, start);
+    let n = fleet.len();
+    let standby_w: f64 = fleet.miner_ids().map(|m| fleet.spec_of(m).standby.w()).sum();
+    let mut last: Vec<MinerStatus> = vec![MinerStatus::Unreachable; n];
+    let mut status = Status::default();
+    let mut next_tick = start;
+    let mut next_sweep = start;
+    let mut sweeping = false;
+    let mut last_kpi_t = start;
+    let tick_wall_min = Duration::from_millis(20);
+    tokio::pin!(stop);
+    info!(miners = n, speed = clock.speed(), "daemon started");
+    loop {
+        let wake_at = ctl.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(event) = events.recv() => {
+                let now = clock.now();
+                match event {
+                    Event::Telemetry { miner, at, result } => {
+                        if let Err(e) = &result {
+                            debug!(miner, address = %io.driver(miner as usize).address(), error = %e, "no telemetry");
+                        }
+                        let s = to_status(&result);
+                        last[miner as usize] = s;
+                        ctl.handle_input(now, Input::Miner(MinerReport { miner: MinerId(miner), at, status: s }));
+                    }
+                    Event::Outcome { outcome } => {
+                        if outcome.result != Ok(Ok(())) {
+                            warn!(miner = outcome.miner.0, address = %io.driver(outcome.miner.index()).address(), result = ?outcome.result, "command failed");
+                        }
+                        ctl.handle_input(now, Input::Outcome(outcome));
+                    }
+                    Event::Operator(cmd) => {
+                        info!(?cmd, "operator command");
+                        ctl.handle_input(now, Input::Operator(cmd));
+                    }
+                    Event::SweepDone { took, answered } => {
+                        sweeping = false;
+                        status.last_sweep_ms = took.as_millis() as u64;
+                        debug!(took_ms = took.as_millis() as u64, answered, "telemetry sweep");
+                    }
+                }
+            }
+            _ = sleep_until(&clock, wake_at, tick_wall_min) => {}
+        }
+        let now = clock.now();
+        if now >= next_tick {
+            let reading = surplus.reading(now);
+            if let Some((at, available)) = reading {
+                ctl.handle_input(now, Input::Surplus { at, available });
+            }
+            let (metered, metered_hash) = match &meter {
+                Some(m) => {
+                    let (p, h) = m();
+                    ctl.handle_input(now, Input::FleetPower { at: now, measured: p });
+                    (Some(p), Some(h))
+                }
+                None => (None, None),
+            };
+            update_status(&mut status, &last, &ctl, now, reading.map(|r| r.1), metered, metered_hash, &mut last_kpi_t, standby_w);
+            let _ = status_tx.send(status.clone());
+            next_tick = now + cadence;
+            if now >= next_sweep && !sweeping {
+                sweeping = true;
+                next_sweep = now + telemetry_interval;
+                let io = io.clone();
+                let tx = handle_events.clone();
+                tokio::spawn(async move {
+                    let sweep = io.sweep().await;
+                    let at = clock.now();
+                    let answered = sweep.answered();
+                    for (miner, result) in sweep.results.into_iter().enumerate() {
+                        let _ = tx.send(Event::Telemetry { miner: miner as u32, at, result });
+                    }
+                    let _ = tx.send(Event::SweepDone { took: sweep.took, answered });
+                });
+            }
+        }
+        if ctl.poll_timeout().is_some_and(|t| t <= now) {
+            ctl.handle_timeout(now);
+        }
+        while let Some(command) = ctl.poll_command() {
+            status.commands += 1;
+            let miner = command.miner;
+            let spec = fleet.spec_of(miner);
+            let tx = handle_events.clone();
+            let control = match command.action {
+                Action::Query => {
+                    let read = io.read(miner.index());
+                    tokio::spawn(async move {
+                        let result = read.await;
+                        let _ = tx.send(Event::Telemetry { miner: miner.0, at: clock.now(), result });
+                    });
+                    continue;
+                }
+                Action::Sleep => Control::Sleep,
+                Action::SetLevel(level) | Action::Wake(level) => Control::Run { level, watts: spec.level_power(level) },
+            };
+            debug!(miner = miner.0, ?control, reason = ?command.reason, "command");
+            let apply = io.apply(miner.index(), control);
+            let id = command.id;
+            tokio::spawn(async move {
+                let result = to_outcome(apply.await);
+                let _ = tx.send(Event::Outcome { outcome: CommandOutcome { id, miner, result } });
+            });
+        }
+    }
+    if on_stop == OnStop::Sleep {
+        info!("stopping: putting every miner to sleep");
+        let all: Vec<usize> = (0..n).collect();
+        let results = io.apply_all(&all, Control::Sleep).await;
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, r)| format!("{} ({})", io.driver(*i).address(), r.as_ref().err().map(|e| e.to_string()).unwrap_or_default()))
+            .collect();
+        if failed.is_empty() {
+            info!(miners = n, "every miner accepted sleep");
+        } else {
+            warn!(failed = failed.len(), first = %failed[0], "some miners did not accept sleep: check them by hand");
+        }
+    }
+    Ok(status)
+}
+
+async fn sleep_until(clock: &ScaledClock, t: Timestamp, min_wall: Duration) {
+    let now = clock.now();
+    let wall = clock.wall_duration(t.saturating_since(now));
+    tokio::time::sleep(wall.max(min_wall)).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_status(
+    status: &mut Status,
+    last: &[MinerStatus],
+    ctl: &Controller,
+    now: Timestamp,
+    surplus: Option<Watts>,
+    metered: Option<Watts>,
+    metered_hash: Option<HashRate>,
+    last_t: &mut Timestamp,
+    standby_w: f64,
+) {
+    let (mut mining, mut booting, mut asleep, mut unreachable) = (0, 0, 0, 0);
+    let (mut power, mut hash) = (0.0, 0.0);
+    for s in last {
+        match s {
+            MinerStatus::Mining { power: p, hashrate } => {
+                mining += 1;
+                power += p.w();
+                hash += hashrate.ths();
+            }
+            MinerStatus::Booting { power: p } => {
+                booting += 1;
+                power += p.w();
+            }
+            MinerStatus::Asleep { power: p } => {
+                asleep += 1;
+                power += p.w();
+            }
+            MinerStatus::Unreachable => unreachable += 1,
+        }
+    }
+    let fleet_w = metered.map_or(power, |m| m.w());
+    let hash = metered_hash.map_or(hash, |h| h.ths());
+    let dt = now.secs_since(*last_t).max(0.0);
+    *last_t = now;
+    if let Some(s) = surplus {
+        let k = &mut status.kpis;
+        k.seconds += dt;
+        k.surplus_kwh += s.w() * dt / 3.6e6;
+        k.absorbed_kwh += fleet_w.min(s.w()) * dt / 3.6e6;
+        let import = (fleet_w - s.w().max(standby_w)).max(0.0);
+        k.import_kwh += import * dt / 3.6e6;
+        k.standby_import_kwh += (fleet_w.min(standby_w) - s.w()).max(0.0) * dt / 3.6e6;
+        k.max_import_w = k.max_import_w.max(import);
+        k.hashes_eh += hash * dt / 1e6;
+    }
+    status.now_ms = now.as_millis();
+    status.surplus_w = surplus.map(|s| s.w());
+    status.fleet_w = fleet_w;
+    status.hashrate_ths = hash;
+    status.mining = mining;
+    status.booting = booting;
+    status.asleep = asleep;
+    status.unreachable = unreachable;
+    status.faulted = ctl.faulted() as u32;
+}

@@ -1,0 +1,307 @@
+//! The site file for `hashsink run`: which miners are where, where the surplus comes from, and
+//! how the daemon talks to the fleet. Validated whole before anything starts: unknown keys,
+//! bad values and bad addresses are reported with the file and line.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use hashsink_core::{Catalogue, ControllerConfig, ControllerSettings, FirmwareKind, Fleet, GroupConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    #[serde(default)]
+    pub site: SiteSection,
+    pub surplus: SurplusSection,
+    #[serde(default)]
+    pub io: IoSection,
+    #[serde(default)]
+    pub controller: ControllerSettings,
+    #[serde(rename = "group", default)]
+    pub groups: Vec<toml::Spanned<SiteGroup>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteSection {
+    pub name: String,
+    /// What the miners are left doing when the daemon stops: "sleep" (the safe default) or
+    /// "leave" (as they are).
+    pub safe_state: SafeState,
+    /// Refuse to start if any configured miner does not answer (default: start, report them,
+    /// and route around them).
+    pub require_all_miners: bool,
+}
+
+impl Default for SiteSection {
+    fn default() -> Self {
+        Self {
+            name: "unnamed site".into(),
+            safe_state: SafeState::Sleep,
+            require_all_miners: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SafeState {
+    Sleep,
+    Leave,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurplusSection {
+    /// "replay" (a profile or CSV, played on the daemon's clock) or "http" (POST /surplus).
+    pub source: SurplusKind,
+    /// replay: "nuclear", "wind" or a CSV path (relative to the site file).
+    pub profile: Option<String>,
+    /// replay: nuclear unit size or wind export cap (MW).
+    pub unit_mw: Option<f64>,
+    /// replay: where in the profile to start (RFC 3339, UTC); default: its start.
+    pub start: Option<String>,
+    /// http: where to listen for the surplus and operator commands.
+    pub listen: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SurplusKind {
+    Replay,
+    Http,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IoSection {
+    /// Limit on one call to one miner.
+    pub timeout_ms: u64,
+    /// Calls in flight at once, fleet-wide.
+    pub concurrency: usize,
+    /// How often every miner is read.
+    pub telemetry_interval_s: f64,
+    /// Limit on identifying one miner at startup.
+    pub identify_timeout_ms: u64,
+    pub rpc_port: u16,
+    pub web_port: u16,
+}
+
+impl Default for IoSection {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 2000,
+            concurrency: 1024,
+            telemetry_interval_s: 5.0,
+            identify_timeout_ms: 5000,
+            rpc_port: 4028,
+            web_port: 80,
+        }
+    }
+}
+
+/// One group of identical miners and their addresses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteGroup {
+    pub model: String,
+    pub firmware: FirmwareKind,
+    /// Addresses: single IPs, CIDR blocks ("10.0.1.0/24", network and broadcast excluded) or
+    /// ranges ("10.0.1.10-10.0.1.60").
+    pub addresses: Vec<String>,
+    pub min_power_w: Option<f64>,
+    pub max_power_w: Option<f64>,
+    pub standby_w: Option<f64>,
+    pub wake_delay_s: Option<f64>,
+    pub setpoint_delay_s: Option<f64>,
+}
+
+/// A validated site.
+pub struct Site {
+    pub name: String,
+    pub safe_state: SafeState,
+    pub require_all_miners: bool,
+    pub fleet: Arc<Fleet>,
+    /// Address of each miner, aligned with the fleet's miner ids.
+    pub addresses: Vec<IpAddr>,
+    pub surplus: SurplusSection,
+    pub io: IoSection,
+    pub controller: ControllerConfig,
+    /// The folder of the site file (CSV paths are relative to it).
+    pub base_dir: std::path::PathBuf,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+impl Site {
+    pub fn load(path: &Path) -> Result<Site> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the site file {}", path.display()))?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Site::parse(&text, &path.display().to_string(), base_dir)
+    }
+
+    pub fn parse(text: &str, origin: &str, base_dir: std::path::PathBuf) -> Result<Site> {
+        let file: SiteFile = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| format!(":{}", line_of(text, s.start))).unwrap_or_default();
+            anyhow!("{origin}{at}: {}", e.message())
+        })?;
+        if file.groups.is_empty() {
+            bail!("{origin}: no [[group]] of miners; add one with `model`, `firmware` and `addresses`");
+        }
+        let controller = file
+            .controller
+            .validate()
+            .map_err(|e| anyhow!("{origin}: [controller] {e}"))?;
+        let io = file.io;
+        if !(50..=60_000).contains(&io.timeout_ms) {
+            bail!("{origin}: [io] timeout_ms = {} must be between 50 and 60000", io.timeout_ms);
+        }
+        if !(1..=65_536).contains(&io.concurrency) {
+            bail!("{origin}: [io] concurrency = {} must be between 1 and 65536", io.concurrency);
+        }
+        if !(io.telemetry_interval_s.is_finite() && (0.1..=3600.0).contains(&io.telemetry_interval_s)) {
+            bail!("{origin}: [io] telemetry_interval_s = {} must be between 0.1 and 3600", io.telemetry_interval_s);
+        }
+        match file.surplus.source {
+            SurplusKind::Replay if file.surplus.profile.is_none() => {
+                bail!("{origin}: [surplus] source = \"replay\" needs `profile` (nuclear, wind or a CSV path)")
+            }
+            SurplusKind::Http => {
+                let listen = file.surplus.listen.as_deref().unwrap_or("127.0.0.1:8077");
+                listen
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|_| anyhow!("{origin}: [surplus] listen = {listen:?} is not an address like 127.0.0.1:8077"))?;
+            }
+            _ => {}
+        }
+        if let Some(mw) = file.surplus.unit_mw
+            && !(mw.is_finite() && mw > 0.0)
+        {
+            bail!("{origin}: [surplus] unit_mw = {mw} must be a positive number of MW");
+        }
+        let catalogue = Catalogue::bundled();
+        let mut groups = Vec::new();
+        let mut addresses = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for g in file.groups {
+            let at = format!("{origin}:{}", line_of(text, g.span().start));
+            let g = g.into_inner();
+            let mut ips = Vec::new();
+            for a in &g.addresses {
+                ips.extend(expand_addresses(a).map_err(|e| anyhow!("{at}: addresses: {e}"))?);
+            }
+            if ips.is_empty() {
+                bail!("{at}: the group has no addresses");
+            }
+            for ip in &ips {
+                if !seen.insert(*ip) {
+                    bail!("{at}: address {ip} is listed twice");
+                }
+            }
+            groups.push((
+                at,
+                GroupConfig {
+                    model: g.model.clone(),
+                    count: Some(ips.len() as u32),
+                    firmware: g.firmware,
+                    min_power_w: g.min_power_w,
+                    max_power_w: g.max_power_w,
+                    standby_w: g.standby_w,
+                    wake_delay_s: g.wake_delay_s,
+                    setpoint_delay_s: g.setpoint_delay_s,
+                    ..GroupConfig::default()
+                },
+            ));
+            addresses.extend(ips);
+        }
+        let fleet = hashsink_core::build_fleet(&groups, &catalogue).map_err(|e| anyhow!("{e}"))?;
+        for id in fleet.miner_ids() {
+            let fw = fleet.spec_of(id).firmware;
+            if !matches!(fw, FirmwareKind::Luxos | FirmwareKind::BraiinsOs | FirmwareKind::StockAntminer) {
+                bail!(
+                    "{origin}: firmware {} has no network driver yet; hashsink run drives luxos, braiins-os and stock-antminer",
+                    fw.key()
+                );
+            }
+        }
+        Ok(Site {
+            name: file.site.name,
+            safe_state: file.site.safe_state,
+            require_all_miners: file.site.require_all_miners,
+            fleet: Arc::new(fleet),
+            addresses,
+            surplus: file.surplus,
+            io,
+            controller,
+            base_dir,
+        })
+    }
+
+    pub fn io_timeout(&self) -> Duration {
+        Duration::from_millis(self.io.timeout_ms)
+    }
+}
+
+const MAX_ADDRESSES_PER_ENTRY: u64 = 1 << 20;
+
+/// Expands "10.0.0.5", "10.0.0.0/24" (hosts only) or "10.0.0.10-10.0.0.60".
+pub fn expand_addresses(entry: &str) -> Result<Vec<IpAddr>, String> {
+    let entry = entry.trim();
+    if let Some((a, b)) = entry.split_once('-') {
+        let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("{a:?} in {entry:?} is not an IPv4 address"))?;
+        let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("{b:?} in {entry:?} is not an IPv4 address"))?;
+        let (a, b) = (u32::from(a), u32::from(b));
+        if b < a {
+            return Err(format!("range {entry:?} ends before it starts"));
+        }
+        if (b - a) as u64 >= MAX_ADDRESSES_PER_ENTRY {
+            return Err(format!("range {entry:?} is larger than {MAX_ADDRESSES_PER_ENTRY} addresses"));
+        }
+        return Ok((a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect());
+    }
+    if entry.contains('/') {
+        let net: ipnet::Ipv4Net = entry.parse().map_err(|_| format!("{entry:?} is not a CIDR block like 10.0.1.0/24"))?;
+        if net.prefix_len() < 12 {
+            return Err(format!("{entry:?} is larger than a /12"));
+        }
+        return Ok(net.hosts().map(IpAddr::V4).collect());
+    }
+    entry
+        .parse::<IpAddr>()
+        .map(|ip| vec![ip])
+        .map_err(|_| format!("{entry:?} is not an IP address, a CIDR block or a range a-b"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_expand() {
+        assert_eq!(expand_addresses("10.0.0.1-10.0.0.3").unwrap().len(), 3);
+        assert_eq!(expand_addresses("10.0.0.0/30").unwrap().len(), 2);
+        assert_eq!(expand_addresses("10.0.0.9").unwrap().len(), 1);
+        assert!(expand_addresses("10.0.0.300").unwrap_err().contains("not an IP"));
+        assert!(expand_addresses("10.0.0.9-10.0.0.1").unwrap_err().contains("ends before"));
+    }
+
+    #[test]
+    fn typos_and_bad_values_name_the_line() {
+        let text = "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n\n[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddreses = [\"10.0.0.1\"]\n";
+        let e = Site::parse(text, "site.toml", ".".into()).err().unwrap().to_string();
+        assert!(e.contains("site.toml:") && e.contains("addreses"), "{e}");
+        let text = "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n[io]\ntimeout_ms = 5\n[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddresses = [\"10.0.0.1\"]\n";
+        let e = Site::parse(text, "site.toml", ".".into()).err().unwrap().to_string();
+        assert!(e.contains("timeout_ms"), "{e}");
+        let text = "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddresses = [\"10.0.0.1\", \"10.0.0.1\"]\n";
+        let e = Site::parse(text, "site.toml", ".".into()).err().unwrap().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+    }
+}

@@ -1,0 +1,270 @@
+//! `hashsink demo`: the whole thing on one machine. An emulated fleet of about 100 miners of
+//! mixed firmware listens on loopback; the daemon identifies it with asic-rs, replays a night of
+//! a nuclear unit's surplus at 60x and drives the miners over their real protocols, with a live
+//! view. At the end it sheds the fleet and checks that every miner went to sleep.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use hashsink_core::ControllerSettings;
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_fleetio::firmwares::CallSettings;
+use hashsink_fleetio::fleet::FleetIo;
+use hashsink_twin::profile::{format_time, parse_time};
+use hashsink_twin::{NuclearMethod, Profile};
+
+use crate::daemon::{self, DaemonSetup, OnStop, Status, SurplusFeed};
+use crate::emulate::{self, DEMO_MIX, EmulateArgs};
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Clock speed (60: a minute of the night per second).
+    #[arg(long, default_value_t = 60.0)]
+    pub speed: f64,
+    /// Hours of the night to replay.
+    #[arg(long, default_value_t = 4.0)]
+    pub hours: f64,
+    /// Start of the replay (UTC). The default is the evening the surplus of a nuclear unit
+    /// rises from nothing to its night plateau (Ontario, 1-2 May 2016).
+    #[arg(long, default_value = "2016-05-02T01:00:00Z")]
+    pub start: String,
+    /// The emulated fleet (MODEL:COUNT:FIRMWARE, comma separated).
+    #[arg(long, default_value = DEMO_MIX)]
+    pub mix: String,
+    /// Share of miners that hang or answer garbage (they are routed around).
+    #[arg(long, default_value_t = 0.0)]
+    pub faulty_pct: f64,
+    /// Print the final status as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Start the emulated miners at this address index (127.1.0.1 + index).
+    #[arg(long, default_value_t = 0)]
+    pub first_index: u32,
+    /// How often the daemon reads every miner (simulated seconds).
+    #[arg(long, default_value_t = 10.0)]
+    pub telemetry_interval_s: f64,
+}
+
+pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
+    if !(args.speed >= 1.0 && args.speed <= 3600.0) {
+        bail!("--speed {} must be between 1 and 3600", args.speed);
+    }
+    if !(args.hours > 0.0 && args.hours <= 48.0) {
+        bail!("--hours {} must be between 0 and 48", args.hours);
+    }
+    let start = parse_time(&args.start).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+    let clock = ScaledClock::starting_at(start, args.speed);
+    let emulate_args = EmulateArgs {
+        mix: args.mix.clone(),
+        speed: args.speed,
+        faulty_pct: args.faulty_pct,
+        rpc_port: 4028,
+        web_port: 80,
+        first_index: args.first_index,
+    };
+    let say = |s: String| {
+        if !args.json {
+            println!("{s}");
+        }
+    };
+    let emulator = Arc::new(emulate::start(&emulate_args, clock).await?);
+    let fleet = {
+        let f = hashsink_core::FleetConfig::build_from_shorthand(&args.mix, &hashsink_core::Catalogue::bundled())?;
+        Arc::new(f)
+    };
+    let addrs: Vec<std::net::IpAddr> = emulator.addresses().into_iter().map(Into::into).collect();
+    say(format!(
+        "hashsink demo: {} emulated miners ({}) on {} .. {}, speaking LuxOS, Braiins OS and stock Antminer protocols",
+        fleet.len(),
+        fleet.describe(),
+        addrs[0],
+        addrs[addrs.len() - 1]
+    ));
+    let duration = Duration::from_secs_f64(args.hours * 3600.0);
+    let nuclear = Profile::nuclear(1.0, NuclearMethod::Excess { export_limit_mw: 1000.0 }).window(start, duration + Duration::from_secs(3600));
+    let peak = nuclear.peak().w().max(1.0);
+    let fit = fleet.max_power().w() * 0.9 / peak;
+    let profile = Arc::new(nuclear.scaled(
+        fit,
+        format!("Ontario 2016 generation above demand + 1000 MW exports, scaled so its peak is 90 % of the fleet's {:.0} kW", fleet.max_power().w() / 1e3),
+    ));
+    say(format!(
+        "surplus: {} from {} for {} h at {}x ({:.0} s)",
+        profile.definition,
+        format_time(start),
+        args.hours,
+        args.speed,
+        duration.as_secs_f64() / args.speed
+    ));
+    let identify_started = Instant::now();
+    let settings = CallSettings { timeout: Duration::from_millis(1500), ..CallSettings::default() };
+    let inventory = daemon::connect::connect(&fleet, &addrs, settings, 256, Duration::from_secs(5), false).await?;
+    say(format!("asic-rs identification: {} ({:.1} s)", inventory.report(), identify_started.elapsed().as_secs_f64()));
+    let io = Arc::new(FleetIo::new(inventory.drivers, 256, Duration::from_millis(1500)));
+    let controller = ControllerSettings::default().validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let meter_emulator = emulator.clone();
+    let (handle, events, status_tx) = daemon::channels();
+    let setup = DaemonSetup {
+        fleet: fleet.clone(),
+        io: io.clone(),
+        controller,
+        clock,
+        surplus: SurplusFeed::Replay(profile.clone()),
+        meter: Some(Arc::new(move || {
+            let t = meter_emulator.totals();
+            (t.power, t.hashrate)
+        })),
+        telemetry_interval: Duration::from_secs_f64(args.telemetry_interval_s),
+        on_stop: OnStop::Leave,
+    };
+    let end = start + duration;
+    let stop = async move { clock.sleep_until(end).await };
+    let live = !args.json && std::io::stdout().is_terminal();
+    let mut status_rx = handle.status.clone();
+    let view = tokio::spawn(async move {
+        let mut last_line = Instant::now() - Duration::from_secs(60);
+        let mut drawn = false;
+        while status_rx.changed().await.is_ok() {
+            let s = status_rx.borrow().clone();
+            if live {
+                if last_line.elapsed() >= Duration::from_millis(250) {
+                    if drawn {
+                        print!("\x1b[5A");
+                    }
+                    print!("{}", render_live(&s));
+                    let _ = std::io::stdout().flush();
+                    drawn = true;
+                    last_line = Instant::now();
+                }
+            } else if last_line.elapsed() >= Duration::from_secs(30) && !args.json {
+                println!("{}", render_line(&s));
+                last_line = Instant::now();
+            }
+        }
+    });
+    let status = daemon::run(setup, handle.events.clone(), events, status_tx, stop).await?;
+    drop(handle);
+    let _ = view.await;
+
+    // The shed drill: every miner asleep, confirmed by reading each one back.
+    let shed_started = Instant::now();
+    let all: Vec<usize> = (0..io.len()).collect();
+    let accepted = io.apply_all(&all, hashsink_fleetio::Control::Sleep).await;
+    let fan_out = shed_started.elapsed();
+    let accepted_ok = accepted.iter().filter(|(_, r)| r.is_ok()).count();
+    let mut confirmed;
+    loop {
+        let sweep = io.sweep().await;
+        confirmed = sweep
+            .results
+            .iter()
+            .filter(|r| matches!(r, Ok(t) if t.state == hashsink_fleetio::MinerState::Asleep))
+            .count();
+        if confirmed >= accepted_ok || shed_started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    let confirm_time = shed_started.elapsed();
+    tokio::time::sleep(clock.wall_duration(Duration::from_secs(60))).await;
+    let after = emulator.totals();
+    let report = DemoReport {
+        status: status.clone(),
+        miners: fleet.len(),
+        shed_accepted: accepted_ok,
+        shed_confirmed_asleep: confirmed,
+        shed_fan_out_ms: fan_out.as_millis() as u64,
+        shed_confirmed_ms: confirm_time.as_millis() as u64,
+        mining_after_shed: after.mining + after.booting,
+        fleet_w_after_shed: after.power.w(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if live {
+            println!();
+        }
+        print!("{}", render_table(&report));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+struct DemoReport {
+    status: Status,
+    miners: usize,
+    shed_accepted: usize,
+    shed_confirmed_asleep: usize,
+    shed_fan_out_ms: u64,
+    shed_confirmed_ms: u64,
+    mining_after_shed: u32,
+    fleet_w_after_shed: f64,
+}
+
+fn bar(fraction: f64, width: usize) -> String {
+    let filled = ((fraction.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("{}{}", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+fn render_live(s: &Status) -> String {
+    let surplus = s.surplus_w.unwrap_or(0.0);
+    let scale = surplus.max(s.fleet_w).max(1.0);
+    let k = &s.kpis;
+    format!(
+        "\x1b[2K{}  surplus {:>7.1} kW |{}|\n\x1b[2K                      fleet   {:>7.1} kW |{}|\n\x1b[2Kminers: {} mining, {} booting, {} asleep, {} not answering, {} faulted; {:.2} PH/s\n\x1b[2Kso far: absorbed {:.1} % of {:.0} kWh, import {:.3} %, {:.4} EH hashed, {} commands\n\x1b[2Klast telemetry sweep {} ms\n",
+        format_time(hashsink_units::Timestamp::from_millis(s.now_ms)),
+        surplus / 1e3,
+        bar(surplus / scale, 40),
+        s.fleet_w / 1e3,
+        bar(s.fleet_w / scale, 40),
+        s.mining,
+        s.booting,
+        s.asleep,
+        s.unreachable,
+        s.faulted,
+        s.hashrate_ths / 1e3,
+        k.absorption() * 100.0,
+        k.surplus_kwh,
+        k.import_share() * 100.0,
+        k.hashes_eh,
+        s.commands,
+        s.last_sweep_ms,
+    )
+}
+
+fn render_line(s: &Status) -> String {
+    format!(
+        "{}  surplus {:>7.1} kW  fleet {:>7.1} kW  mining {:>3}  asleep {:>3}  absorbed {:>5.1} %",
+        format_time(hashsink_units::Timestamp::from_millis(s.now_ms)),
+        s.surplus_w.unwrap_or(0.0) / 1e3,
+        s.fleet_w / 1e3,
+        s.mining,
+        s.asleep,
+        s.kpis.absorption() * 100.0
+    )
+}
+
+fn render_table(r: &DemoReport) -> String {
+    let k = &r.status.kpis;
+    let rows = [
+        ("replayed", format!("{:.1} h", k.seconds / 3600.0)),
+        ("surplus", format!("{:.1} kWh", k.surplus_kwh)),
+        ("absorbed", format!("{:.1} kWh ({:.1} %)", k.absorbed_kwh, k.absorption() * 100.0)),
+        ("import (fleet above surplus)", format!("{:.2} kWh ({:.3} %), worst {:.1} kW", k.import_kwh, k.import_share() * 100.0, k.max_import_w / 1e3)),
+        ("standby draw without surplus", format!("{:.2} kWh", k.standby_import_kwh)),
+        ("hashes", format!("{:.4} EH", k.hashes_eh)),
+        ("commands sent", r.status.commands.to_string()),
+        ("miners faulted (routed around)", r.status.faulted.to_string()),
+        ("shed: commands accepted", format!("{} of {}", r.shed_accepted, r.miners)),
+        ("shed: fan-out", format!("{} ms", r.shed_fan_out_ms)),
+        ("shed: confirmed asleep by read-back", format!("{} in {} ms", r.shed_confirmed_asleep, r.shed_confirmed_ms)),
+        ("after shed: fleet draw", format!("{:.1} kW, {} miners hashing", r.fleet_w_after_shed / 1e3, r.mining_after_shed)),
+    ];
+    let mut out = String::from("\n");
+    for (k, v) in rows {
+        out += &format!("  {k:<36} {v}\n");
+    }
+    out
+}

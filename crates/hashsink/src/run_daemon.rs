@@ -1,0 +1,141 @@
+//! `hashsink run --config site.toml`: the daemon against a real fleet.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_fleetio::firmwares::CallSettings;
+use hashsink_fleetio::fleet::FleetIo;
+use hashsink_twin::profile::parse_time;
+use hashsink_twin::{NuclearMethod, Profile};
+use tracing::info;
+
+use crate::daemon::site::{SafeState, Site, SurplusKind};
+use crate::daemon::{self, DaemonSetup, OnStop, SurplusFeed};
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The site file (see examples/site.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Check the site file and the miners, print what was found, and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Stop after this many seconds of the daemon's clock (default: run until Ctrl-C).
+    #[arg(long)]
+    pub for_secs: Option<f64>,
+    /// Run the clock this many times faster than the wall (replays and tests; 1 on a real site).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Also listen for operator commands and `GET /status` here when the surplus is replayed.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let site = Site::load(&args.config)?;
+    if !(args.speed > 0.0 && args.speed <= 3600.0) {
+        bail!("--speed {} must be between 0 and 3600", args.speed);
+    }
+    let surplus_profile = match site.surplus.source {
+        SurplusKind::Replay => Some(load_profile(&site)?),
+        SurplusKind::Http => None,
+    };
+    let origin = match (&surplus_profile, &site.surplus.start) {
+        (Some(_), Some(start)) => parse_time(start).map_err(|e| anyhow!("[surplus] start: {e}"))?,
+        (Some(p), None) => p.start(),
+        (None, _) => ScaledClock::wall().now(),
+    };
+    let clock = if args.speed == 1.0 && surplus_profile.is_none() {
+        ScaledClock::wall()
+    } else {
+        ScaledClock::starting_at(origin, args.speed)
+    };
+    info!(site = %site.name, miners = site.fleet.len(), fleet = %site.fleet.describe(), "site file valid");
+    let settings = CallSettings {
+        timeout: site.io_timeout(),
+        rpc_port: site.io.rpc_port,
+        web_port: site.io.web_port,
+    };
+    let inventory = daemon::connect::connect(
+        &site.fleet,
+        &site.addresses,
+        settings,
+        site.io.concurrency,
+        Duration::from_millis(site.io.identify_timeout_ms),
+        site.require_all_miners,
+    )
+    .await?;
+    let report = inventory.report();
+    if inventory.unreachable.is_empty() && inventory.mismatched.is_empty() {
+        info!("{report}");
+    } else {
+        tracing::warn!("{report}");
+    }
+    if args.check {
+        println!("{}: valid; {report}", args.config.display());
+        return Ok(());
+    }
+    let io = Arc::new(FleetIo::new(inventory.drivers, site.io.concurrency, site.io_timeout()));
+    let (handle, events, status_tx) = daemon::channels();
+    let latest = Arc::new(Mutex::new(None));
+    let surplus = match surplus_profile {
+        Some(p) => SurplusFeed::Replay(Arc::new(p)),
+        None => SurplusFeed::Pushed(latest.clone()),
+    };
+    let listen = match (site.surplus.source, &args.listen) {
+        (SurplusKind::Http, _) => Some(site.surplus.listen.clone().unwrap_or_else(|| "127.0.0.1:8077".into())),
+        (SurplusKind::Replay, l) => l.clone(),
+    };
+    if let Some(addr) = listen {
+        let addr = addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8077"))?;
+        let router = daemon::http::router(latest, handle.events.clone(), handle.status.clone(), clock);
+        daemon::http::serve(addr, router).await?;
+        info!(%addr, "listening: POST /surplus {{\"available_w\": W}}, /shed, /resume, /curtail {{\"max_w\": W}}; GET /status");
+    }
+    let setup = DaemonSetup {
+        fleet: site.fleet.clone(),
+        io,
+        controller: site.controller.clone(),
+        clock,
+        surplus,
+        meter: None,
+        telemetry_interval: Duration::from_secs_f64(site.io.telemetry_interval_s),
+        on_stop: match site.safe_state {
+            SafeState::Sleep => OnStop::Sleep,
+            SafeState::Leave => OnStop::Leave,
+        },
+    };
+    let until = args.for_secs.map(|s| clock.now() + Duration::from_secs_f64(s));
+    let stop = async move {
+        match until {
+            Some(t) => tokio::select! {
+                _ = clock.sleep_until(t) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    let status = daemon::run(setup, handle.events.clone(), events, status_tx, stop).await?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(())
+}
+
+fn load_profile(site: &Site) -> Result<Profile> {
+    let name = site.surplus.profile.as_deref().unwrap_or_default();
+    Ok(match name {
+        "nuclear" => Profile::nuclear(site.surplus.unit_mw.unwrap_or(300.0), NuclearMethod::Excess { export_limit_mw: 1000.0 }),
+        "wind" => Profile::wind(site.surplus.unit_mw.unwrap_or(100.0)),
+        path => {
+            let full = site.base_dir.join(path);
+            let text = std::fs::read_to_string(&full)
+                .with_context(|| format!("[surplus] profile: cannot read {}", full.display()))?;
+            Profile::from_csv(&text, &full.display().to_string())?
+        }
+    })
+}
