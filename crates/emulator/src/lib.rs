@@ -162,6 +162,11 @@ impl Emulator {
         self.shared.reboot(index);
     }
 
+    /// Wakes every miner at its firmware's default level, as if an operator had.
+    pub fn wake_all(&self) {
+        self.shared.wake_all();
+    }
+
     /// What the fleet draws and hashes right now, by the model (the site meter's view).
     pub fn totals(&self) -> FleetTotals {
         self.shared.totals()

@@ -136,6 +136,14 @@ impl Shared {
         side.booted_at = now;
     }
 
+    pub fn wake_all(&self) {
+        let (mut world, now) = self.world();
+        for m in 0..self.len() as u32 {
+            let level = self.spec(m).preferred_level;
+            world.wake(m, level, now);
+        }
+    }
+
     pub fn sleep_received_at(&self, index: u32) -> Option<Instant> {
         self.world().0.side[index as usize].sleep_received
     }

@@ -145,7 +145,7 @@ fn status_only(shared: &Shared, index: u32, status: &str, code: u32, msg: &str) 
 
 pub(crate) const LUX_VERSION: &str = "2025.4.8.220305-emu";
 pub(crate) const BOS_VERSION: &str = "25.07";
-pub(crate) const BMMINER_VERSION: &str = "2.0.0 rwglr";
+pub(crate) const BMMINER_VERSION: &str = "2.0.0";
 
 fn description(dialect: Dialect) -> String {
     match dialect {
@@ -254,6 +254,7 @@ fn one(
             for b in 1..=3 {
                 board.insert(format!("chain_rate{b}"), json!(format!("{:.2}", per_board)));
                 board.insert(format!("chain_acn{b}"), json!(77));
+                board.insert(format!("chain_acs{b}"), json!(" oooooooo oooooooo oooooooo oooooooo oooooooo oooooooo oooooooo oooooooo oooooooo o"));
                 board.insert(format!("chain_hw{b}"), json!(0));
                 board.insert(format!("temp_chip{b}"), json!(temps(snap.chip_temp_c)));
                 board.insert(format!("temp_pcb{b}"), json!(temps(snap.board_temp_c)));

@@ -30,6 +30,10 @@ pub struct EmulateArgs {
     /// Start at this miner index of 127.1.0.0/16 (to run several emulators side by side).
     #[arg(long, default_value_t = 0)]
     pub first_index: u32,
+    /// Start every miner mining at its default level (they boot first, at the firmware's wake
+    /// delay) instead of asleep.
+    #[arg(long)]
+    pub mining: bool,
 }
 
 pub const DEMO_MIX: &str = "s19xp:40:luxos,s21:30:braiins-os,s19jpro:30:stock-antminer";
@@ -40,6 +44,9 @@ pub async fn start(args: &EmulateArgs, clock: ScaledClock) -> Result<Emulator> {
     let listen = Listen { rpc_port: args.rpc_port, web_port: args.web_port, first_index: args.first_index };
     let emulator = Emulator::start(Arc::new(fleet), clock, listen).await?;
     place_faults(&emulator, args.faulty_pct);
+    if args.mining {
+        emulator.wake_all();
+    }
     Ok(emulator)
 }
 
@@ -73,7 +80,7 @@ pub async fn run(args: EmulateArgs) -> Result<()> {
         args.speed
     );
     println!("subnets: {}", subnets_for(args.first_index + emulator.len() as u32).join(" "));
-    println!("every miner starts asleep. Ctrl-C to stop.");
+    println!("every miner starts {}. Ctrl-C to stop.", if args.mining { "booting" } else { "asleep" });
     tokio::signal::ctrl_c().await?;
     emulator.shutdown().await;
     Ok(())

@@ -162,7 +162,7 @@ fn same_seed_gives_byte_identical_json() {
 #[test]
 fn demo_runs_and_prints_the_table() {
     let svg = std::env::temp_dir().join(format!("hashsink-demo-{}.svg", std::process::id()));
-    let out = hashsink(&["demo", "--days", "2", "--plot", svg.to_str().unwrap()]);
+    let out = hashsink(&["twin-demo", "--days", "2", "--plot", svg.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",

@@ -72,7 +72,8 @@ pub struct Status {
     pub kpis: RunKpis,
 }
 
-/// Running totals since the daemon started.
+/// Running totals since the daemon started, while it followed the surplus (time under an
+/// operator's shed or curtailment is left out: not absorbing then is the operator's choice).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RunKpis {
     pub seconds: f64,
@@ -170,6 +171,7 @@ pub async fn run(
     let mut next_sweep = start;
     let mut sweeping = false;
     let mut last_kpi_t = start;
+    let mut overridden = false;
     let tick_wall_min = Duration::from_millis(20);
     tokio::pin!(stop);
     info!(miners = n, speed = clock.speed(), "daemon started");
@@ -196,6 +198,7 @@ pub async fn run(
                     }
                     Event::Operator(cmd) => {
                         info!(?cmd, "operator command");
+                        overridden = !matches!(cmd, OperatorCommand::Resume);
                         ctl.handle_input(now, Input::Operator(cmd));
                     }
                     Event::SweepDone { took, answered } => {
@@ -221,7 +224,8 @@ pub async fn run(
                 }
                 None => (None, None),
             };
-            update_status(&mut status, &last, &ctl, now, reading.map(|r| r.1), metered, metered_hash, &mut last_kpi_t, standby_w);
+            update_status(&mut status, &last, &ctl, now, reading.map(|r| r.1).filter(|_| !overridden), metered, metered_hash, &mut last_kpi_t, standby_w);
+            status.surplus_w = reading.map(|r| r.1.w());
             let _ = status_tx.send(status.clone());
             next_tick = now + cadence;
             if now >= next_sweep && !sweeping {
