@@ -25,4 +25,6 @@ pub use controller::{
     Controller, ControllerConfig, ControllerSettings, ControllerStats, FaultKind, SignalState,
 };
 pub use firmware::{ControlKind, FirmwareKind};
-pub use fleet::{Fleet, FleetConfig, FleetError, GroupConfig, MinerId, MinerSpec, SpecId, build_fleet};
+pub use fleet::{
+    Fleet, FleetConfig, FleetError, GroupConfig, MinerId, MinerSpec, SpecId, build_fleet,
+};

@@ -25,14 +25,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashsink_core::{Fleet, FirmwareKind};
+use hashsink_core::{FirmwareKind, Fleet};
 use hashsink_fleetio::clock::ScaledClock;
 use hashsink_units::{HashRate, Watts};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use model::{Dialect, Fault};
 use model::Shared;
+pub use model::{Dialect, Fault};
 
 /// Where the emulated miners listen.
 #[derive(Clone, Copy, Debug)]
@@ -47,7 +47,11 @@ pub struct Listen {
 impl Default for Listen {
     /// The real firmware ports (binding port 80 needs root or CAP_NET_BIND_SERVICE).
     fn default() -> Self {
-        Self { rpc_port: 4028, web_port: 80, first_index: 0 }
+        Self {
+            rpc_port: 4028,
+            web_port: 80,
+            first_index: 0,
+        }
     }
 }
 
@@ -60,14 +64,23 @@ const HOSTS_PER_SUBNET: u32 = 250;
 pub fn miner_address(index: u32) -> Ipv4Addr {
     let subnet = index / HOSTS_PER_SUBNET;
     let host = index % HOSTS_PER_SUBNET + 1;
-    assert!(subnet < 256 * 256, "too many emulated miners for 127.1.0.0/16..127.255.255.0/24");
-    Ipv4Addr::new(127, 1 + (subnet / 256) as u8, (subnet % 256) as u8, host as u8)
+    assert!(
+        subnet < 256 * 256,
+        "too many emulated miners for 127.1.0.0/16..127.255.255.0/24"
+    );
+    Ipv4Addr::new(
+        127,
+        1 + (subnet / 256) as u8,
+        (subnet % 256) as u8,
+        host as u8,
+    )
 }
 
-/// The smallest list of /24 subnets that covers `miners` emulated miners.
-pub fn subnets_for(miners: u32) -> Vec<String> {
-    let count = miners.div_ceil(HOSTS_PER_SUBNET).max(1);
-    (0..count)
+/// The /24 subnets that hold miners `first_index..first_index + miners`.
+pub fn subnets_for(first_index: u32, miners: u32) -> Vec<String> {
+    let first = first_index / HOSTS_PER_SUBNET;
+    let last = (first_index + miners.max(1) - 1) / HOSTS_PER_SUBNET;
+    (first..=last)
         .map(|s| {
             let a = miner_address(s * HOSTS_PER_SUBNET);
             format!("{}.{}.{}.0/24", a.octets()[0], a.octets()[1], a.octets()[2])
@@ -80,7 +93,10 @@ pub enum EmulatorError {
     #[error(
         "the emulator cannot emulate {firmware} miners (group {model}); it speaks LuxOS, Braiins OS and stock Antminer"
     )]
-    UnsupportedFirmware { firmware: &'static str, model: String },
+    UnsupportedFirmware {
+        firmware: &'static str,
+        model: String,
+    },
     #[error("cannot listen on {addr}: {source}. {hint}")]
     Bind {
         addr: SocketAddr,
@@ -99,7 +115,11 @@ pub struct Emulator {
 impl Emulator {
     /// Binds every miner's listeners and starts serving. All miners start asleep, as after a
     /// curtailment; the fleet model starts at the clock's current reading.
-    pub async fn start(fleet: Arc<Fleet>, clock: ScaledClock, listen: Listen) -> Result<Self, EmulatorError> {
+    pub async fn start(
+        fleet: Arc<Fleet>,
+        clock: ScaledClock,
+        listen: Listen,
+    ) -> Result<Self, EmulatorError> {
         let mut dialects = Vec::with_capacity(fleet.len());
         for id in fleet.miner_ids() {
             let spec = fleet.spec_of(id);
@@ -128,7 +148,11 @@ impl Emulator {
                 tasks.spawn(web::serve(web_listener, shared.clone(), index));
             }
         }
-        Ok(Self { shared, tasks, listen })
+        Ok(Self {
+            shared,
+            tasks,
+            listen,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -144,7 +168,9 @@ impl Emulator {
     }
 
     pub fn addresses(&self) -> Vec<Ipv4Addr> {
-        (0..self.len() as u32).map(|i| miner_address(self.listen.first_index + i)).collect()
+        (0..self.len() as u32)
+            .map(|i| miner_address(self.listen.first_index + i))
+            .collect()
     }
 
     pub fn dialect(&self, index: u32) -> Dialect {

@@ -71,7 +71,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(fleet: Arc<Fleet>, clock: ScaledClock, dialects: Vec<Dialect>, first_index: u32) -> Self {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        clock: ScaledClock,
+        dialects: Vec<Dialect>,
+        first_index: u32,
+    ) -> Self {
         let now = clock.now();
         let side = (0..fleet.len())
             .map(|_| MinerSide {
@@ -112,7 +117,10 @@ impl Shared {
 
     /// Locks the world with the model advanced to the clock's time.
     pub fn world(&self) -> (MutexGuard<'_, World>, Timestamp) {
-        let mut world = self.world.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut world = self
+            .world
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let now = self.clock.now().max(world.last);
         world.last = now;
         while world.sim.process_next(now).is_some() {}
@@ -149,7 +157,9 @@ impl Shared {
     }
 
     pub fn new_session(&self) -> String {
-        let n = self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{n:x}")
     }
 

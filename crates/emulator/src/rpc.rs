@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::model::{Dialect, Fault, Shared, Snapshot, World, nearest_level};
 use crate::HANG_FOR;
+use crate::model::{Dialect, Fault, Shared, Snapshot, World, nearest_level};
 
 const MAX_REQUEST: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,7 +83,10 @@ async fn read_request(stream: &mut TcpStream) -> Option<String> {
     };
     tokio::time::timeout(READ_TIMEOUT, read).await.ok()??;
     let text = String::from_utf8(buf).ok()?;
-    Some(text.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string())
+    Some(
+        text.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .to_string(),
+    )
 }
 
 fn parse_request(request: &str) -> Option<(String, Option<String>)> {
@@ -165,7 +168,14 @@ fn status_block(dialect: Dialect, snap: &Snapshot, status: &str, code: u32, msg:
     })
 }
 
-fn with_status(dialect: Dialect, snap: &Snapshot, code: u32, msg: &str, key: &str, body: Value) -> Value {
+fn with_status(
+    dialect: Dialect,
+    snap: &Snapshot,
+    code: u32,
+    msg: &str,
+    key: &str,
+    body: Value,
+) -> Value {
     json!({ "STATUS": [status_block(dialect, snap, "S", code, msg)], key: body, "id": 1 })
 }
 

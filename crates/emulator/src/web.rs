@@ -24,7 +24,10 @@ struct Miner {
 }
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, index: u32) {
-    let miner = Miner { shared: shared.clone(), index };
+    let miner = Miner {
+        shared: shared.clone(),
+        index,
+    };
     let router = match shared.dialect(index) {
         Dialect::BraiinsOs => braiins_router(),
         Dialect::StockAntminer => antminer_router(),
@@ -72,10 +75,18 @@ fn braiins_router() -> Router<Miner> {
         .route("/api/v1/auth/login", post(braiins_login))
         .route("/api/v1/miner/details", get(braiins_details))
         .route("/api/v1/miner/stats", get(braiins_stats))
-        .route("/api/v1/performance/power-target", put(braiins_power_target))
+        .route(
+            "/api/v1/performance/power-target",
+            put(braiins_power_target),
+        )
         .route("/api/v1/actions/pause", put(braiins_pause))
         .route("/api/v1/actions/resume", put(braiins_resume))
-        .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"message": "Not Found"})),
+            )
+        })
 }
 
 fn bos_full_version() -> String {
@@ -93,7 +104,11 @@ async fn braiins_graphql(State(miner): State<Miner>, body: Bytes) -> Response {
     } else if query.contains("version") {
         json!({"bos": {"info": {"version": {"full": bos_full_version()}}}})
     } else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": [{"message": "unsupported query"}]}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"errors": [{"message": "unsupported query"}]})),
+        )
+            .into_response();
     };
     axum::Json(json!({ "data": data })).into_response()
 }
@@ -107,7 +122,11 @@ async fn braiins_login(body: Bytes) -> Response {
     if user == Some("root") && matches!(password, Some("root") | Some("")) {
         axum::Json(json!({"token": BRAIINS_TOKEN, "timeout_s": 3600})).into_response()
     } else {
-        (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Invalid credentials"}))).into_response()
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"message": "Invalid credentials"})),
+        )
+            .into_response()
     }
 }
 
@@ -119,7 +138,11 @@ fn braiins_authorised(headers: &HeaderMap) -> bool {
 }
 
 fn unauthorised() -> Response {
-    (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Unauthorized"}))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"message": "Unauthorized"})),
+    )
+        .into_response()
 }
 
 async fn braiins_details(State(miner): State<Miner>, headers: HeaderMap) -> Response {
@@ -168,7 +191,11 @@ async fn braiins_stats(State(miner): State<Miner>, headers: HeaderMap) -> Respon
     .into_response()
 }
 
-async fn braiins_power_target(State(miner): State<Miner>, headers: HeaderMap, body: Bytes) -> Response {
+async fn braiins_power_target(
+    State(miner): State<Miner>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !braiins_authorised(&headers) {
         return unauthorised();
     }
@@ -177,13 +204,19 @@ async fn braiins_power_target(State(miner): State<Miner>, headers: HeaderMap, bo
         .ok()
         .and_then(|v| v.get("watt").and_then(Value::as_f64))
     else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"message": "body must be {\"watt\": <number>}"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"message": "body must be {\"watt\": <number>}"})),
+        )
+            .into_response();
     };
     let (min, max) = (spec.min_power().w(), spec.max_power().w());
     if !(min..=max).contains(&watt) {
         return (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"message": format!("power target {watt} W outside {min:.0}..{max:.0} W")})),
+            axum::Json(
+                json!({"message": format!("power target {watt} W outside {min:.0}..{max:.0} W")}),
+            ),
         )
             .into_response();
     }
@@ -247,7 +280,10 @@ fn challenge(index: u32) -> Response {
 
 /// Checks an RFC 7616 (MD5, qop=auth) digest response against root/root.
 fn digest_ok(method: &Method, headers: &HeaderMap) -> bool {
-    let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) else {
+    let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    else {
         return false;
     };
     let Some(params) = auth.strip_prefix("Digest ") else {
@@ -259,9 +295,13 @@ fn digest_ok(method: &Method, headers: &HeaderMap) -> bool {
             (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
         })
     };
-    let (Some(user), Some(realm), Some(nonce), Some(uri), Some(response)) =
-        (field("username"), field("realm"), field("nonce"), field("uri"), field("response"))
-    else {
+    let (Some(user), Some(realm), Some(nonce), Some(uri), Some(response)) = (
+        field("username"),
+        field("realm"),
+        field("nonce"),
+        field("uri"),
+        field("response"),
+    ) else {
         return false;
     };
     if user != ANTMINER_USER || realm != ANTMINER_REALM {
@@ -270,7 +310,9 @@ fn digest_ok(method: &Method, headers: &HeaderMap) -> bool {
     let ha1 = md5_hex(&format!("{user}:{realm}:{ANTMINER_PASSWORD}"));
     let ha2 = md5_hex(&format!("{}:{uri}", method.as_str()));
     let expected = match (field("qop"), field("nc"), field("cnonce")) {
-        (Some(qop), Some(nc), Some(cnonce)) => md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")),
+        (Some(qop), Some(nc), Some(cnonce)) => {
+            md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"))
+        }
         _ => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
     };
     expected == response
@@ -280,8 +322,10 @@ async fn antminer_page(State(miner): State<Miner>, method: Method, headers: Head
     if !digest_ok(&method, &headers) {
         return challenge(miner.index);
     }
-    axum::response::Html("<html><head><title>Antminer</title></head><body>antMiner Configuration</body></html>")
-        .into_response()
+    axum::response::Html(
+        "<html><head><title>Antminer</title></head><body>antMiner Configuration</body></html>",
+    )
+    .into_response()
 }
 
 fn work_mode(sleep_requested: bool, level: u8) -> &'static str {
@@ -318,7 +362,9 @@ async fn antminer_cgi(
             "system_filesystem_version": "Thu Jun 29 17:08:24 CST 2023",
             "firmware_type": "Release", "serinum": format!("EMU{:010}", miner.index),
         }),
-        "miner_type.cgi" => json!({"miner_type": kind, "subtype": "", "fw_version": "Thu Jun 29 17:08:24 CST 2023"}),
+        "miner_type.cgi" => {
+            json!({"miner_type": kind, "subtype": "", "fw_version": "Thu Jun 29 17:08:24 CST 2023"})
+        }
         "get_miner_conf.cgi" => json!({
             "pools": [{"url": "stratum+tcp://pool.invalid:3333", "user": "hashsink.emulated", "pass": "x"}],
             "api-listen": true, "api-network": true, "api-groups": "A:stats:pools:devs:summary:version",
@@ -331,7 +377,11 @@ async fn antminer_cgi(
             let mode = conf
                 .get("miner-mode")
                 .or_else(|| conf.get("bitmain-work-mode"))
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                });
             match mode.as_deref() {
                 Some("1") => world.sleep(miner.index, now),
                 Some(m @ ("0" | "2" | "3")) => {
@@ -343,7 +393,12 @@ async fn antminer_cgi(
                     world.wake(miner.index, level, now);
                 }
                 _ => {
-                    return (StatusCode::OK, axum::Json(json!({"stats": "error", "code": "M001", "msg": "Illegal work mode"})))
+                    return (
+                        StatusCode::OK,
+                        axum::Json(
+                            json!({"stats": "error", "code": "M001", "msg": "Illegal work mode"}),
+                        ),
+                    )
                         .into_response();
                 }
             }

@@ -33,7 +33,11 @@ impl CgminerClient {
 
     /// Sends one command (or several joined by `+`) and returns the parsed reply. A reply whose
     /// STATUS is an error comes back as [`DriverError::Rejected`] with the miner's message.
-    pub async fn command(&self, command: &str, parameter: Option<&str>) -> Result<Value, DriverError> {
+    pub async fn command(
+        &self,
+        command: &str,
+        parameter: Option<&str>,
+    ) -> Result<Value, DriverError> {
         let mut request = json!({ "command": command });
         if let Some(p) = parameter {
             request["parameter"] = Value::String(p.to_string());
@@ -69,7 +73,9 @@ impl CgminerClient {
             }
             reply.extend_from_slice(&chunk[..n]);
             if reply.len() > MAX_REPLY {
-                return Err(DriverError::Malformed(format!("reply over {MAX_REPLY} bytes")));
+                return Err(DriverError::Malformed(format!(
+                    "reply over {MAX_REPLY} bytes"
+                )));
             }
         }
         String::from_utf8(reply).map_err(|_| DriverError::Malformed("reply is not UTF-8".into()))

@@ -31,7 +31,10 @@ impl ScaledClock {
 
     /// A clock that reads `origin` now and runs `speed` times faster than the wall clock.
     pub fn starting_at(origin: Timestamp, speed: f64) -> Self {
-        assert!(speed > 0.0 && speed.is_finite(), "clock speed must be positive");
+        assert!(
+            speed > 0.0 && speed.is_finite(),
+            "clock speed must be positive"
+        );
         Self {
             origin_wall: Instant::now(),
             origin,
@@ -45,7 +48,9 @@ impl ScaledClock {
 
     /// The clock's reading at a wall instant.
     pub fn at(&self, wall: Instant) -> Timestamp {
-        let elapsed = wall.saturating_duration_since(self.origin_wall).as_secs_f64();
+        let elapsed = wall
+            .saturating_duration_since(self.origin_wall)
+            .as_secs_f64();
         Timestamp::from_millis(self.origin.as_millis() + (elapsed * self.speed * 1000.0) as i64)
     }
 
@@ -77,6 +82,9 @@ mod tests {
         let clock = ScaledClock::starting_at(Timestamp::from_secs(1000), 60.0);
         let later = clock.at(clock.origin_wall + Duration::from_secs(2));
         assert_eq!(later, Timestamp::from_secs(1120));
-        assert_eq!(clock.wall_duration(Duration::from_secs(60)), Duration::from_secs(1));
+        assert_eq!(
+            clock.wall_duration(Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
     }
 }

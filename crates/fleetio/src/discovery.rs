@@ -23,7 +23,11 @@ pub struct Identified {
 
 impl std::fmt::Debug for Identified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {} ({})", self.ip, self.make, self.model, self.firmware)
+        write!(
+            f,
+            "{} {} {} ({})",
+            self.ip, self.make, self.model, self.firmware
+        )
     }
 }
 
@@ -57,38 +61,43 @@ pub fn family_of(firmware: &str) -> Family {
 
 /// Identifies every address, at most `concurrency` at a time, each within `timeout`. The
 /// result is aligned with `ips`; `None` means nothing identifiable answered.
-pub async fn identify(ips: &[IpAddr], concurrency: usize, timeout: Duration) -> Vec<Option<Identified>> {
+pub async fn identify(
+    ips: &[IpAddr],
+    concurrency: usize,
+    timeout: Duration,
+) -> Vec<Option<Identified>> {
     crate::raise_open_file_limit((concurrency as u64) * 8 + 1024);
     let factory = Arc::new(
         MinerFactory::new()
             .with_identification_timeout(timeout)
             .with_port_check(false),
     );
-    let mut found: Vec<(usize, Option<Identified>)> = futures::stream::iter(ips.iter().copied().enumerate())
-        .map(|(i, ip)| {
-            let factory = factory.clone();
-            async move {
-                let handle = tokio::spawn(async move { factory.get_miner(ip).await });
-                let miner = match handle.await {
-                    Ok(Ok(Some(miner))) => miner,
-                    _ => return (i, None),
-                };
-                let info = miner.get_device_info();
-                (
-                    i,
-                    Some(Identified {
-                        ip,
-                        make: info.make.to_string(),
-                        model: info.model.to_string(),
-                        firmware: info.firmware.to_string(),
-                        miner: Arc::new(miner),
-                    }),
-                )
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+    let mut found: Vec<(usize, Option<Identified>)> =
+        futures::stream::iter(ips.iter().copied().enumerate())
+            .map(|(i, ip)| {
+                let factory = factory.clone();
+                async move {
+                    let handle = tokio::spawn(async move { factory.get_miner(ip).await });
+                    let miner = match handle.await {
+                        Ok(Ok(Some(miner))) => miner,
+                        _ => return (i, None),
+                    };
+                    let info = miner.get_device_info();
+                    (
+                        i,
+                        Some(Identified {
+                            ip,
+                            make: info.make.to_string(),
+                            model: info.model.to_string(),
+                            firmware: info.firmware.to_string(),
+                            miner: Arc::new(miner),
+                        }),
+                    )
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     found.sort_by_key(|(i, _)| *i);
     found.into_iter().map(|(_, m)| m).collect()
 }

@@ -54,7 +54,10 @@ pub enum DriverError {
 impl DriverError {
     /// Transport failures, as opposed to the miner answering "no".
     pub fn is_transport(&self) -> bool {
-        matches!(self, DriverError::Timeout(_) | DriverError::Connect(_) | DriverError::Malformed(_))
+        matches!(
+            self,
+            DriverError::Timeout(_) | DriverError::Connect(_) | DriverError::Malformed(_)
+        )
     }
 }
 
@@ -66,6 +69,11 @@ pub trait MinerDriver: Send + Sync {
     /// The firmware this driver speaks ("LuxOS", "Braiins OS", "stock Antminer").
     fn firmware(&self) -> &'static str;
     async fn telemetry(&self) -> Result<Telemetry, DriverError>;
+    /// Gets ready for commands ahead of need (log on, read the profile list), so that a shed is
+    /// one round trip per miner. Failures are not fatal: commands retry what they need.
+    async fn prepare(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
     /// Sends a power instruction. `Ok` means the firmware accepted it, not that it took
     /// effect: the caller reads back (check-after-write).
     async fn apply(&self, control: Control) -> Result<(), DriverError>;

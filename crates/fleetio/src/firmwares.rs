@@ -1,9 +1,11 @@
 //! One driver per firmware behind [`MinerDriver`].
 //!
-//! Control goes through asic-rs where it has the operation (LuxOS curtail, Braiins OS power
-//! target and pause/resume, stock Antminer sleep/normal), wrapped with our own timeout. asic-rs
-//! lacks LuxOS watts (LuxOS runs frequency profiles; we pick the profile nearest the wanted
-//! watts) and stock Antminer's low and high modes: those are native. Telemetry is native for
+//! Control goes through asic-rs where it has the operation and it is fast enough (Braiins OS
+//! power target and pause/resume, stock Antminer sleep/normal), wrapped with our own timeout.
+//! Native: what asic-rs lacks (LuxOS watts: LuxOS runs frequency profiles, we pick the profile
+//! nearest the wanted watts; stock Antminer's low and high modes) and LuxOS curtail, where
+//! asic-rs re-reads the session on every call and a shed of 10,000 miners took 3.0 s against
+//! 0.8 s with the session kept. Telemetry is native for
 //! every firmware: one `+`-joined cgminer request (plus the firmware's web read where state
 //! lives only there), where asic-rs's `get_data` makes a dozen calls per miner.
 
@@ -55,7 +57,11 @@ async fn with_timeout<T>(
 /// asic-rs reports errors as text; sort them into transport failures and refusals.
 fn classify(message: &str) -> DriverError {
     let lower = message.to_ascii_lowercase();
-    if lower.contains("connect") || lower.contains("timed out") || lower.contains("timeout") || lower.contains("network") {
+    if lower.contains("connect")
+        || lower.contains("timed out")
+        || lower.contains("timeout")
+        || lower.contains("network")
+    {
         DriverError::Connect(message.to_string())
     } else if lower.contains("json") || lower.contains("parse") || lower.contains("decode") {
         DriverError::Malformed(message.to_string())
@@ -67,7 +73,9 @@ fn classify(message: &str) -> DriverError {
 /// asic-rs returns `anyhow::Result`; we only need its error's text.
 mod anyhow_like {
     pub type Result<T> = std::result::Result<T, Box<dyn std::fmt::Display + Send + Sync>>;
-    pub fn boxed<T, E: std::fmt::Display + Send + Sync + 'static>(r: std::result::Result<T, E>) -> Result<T> {
+    pub fn boxed<T, E: std::fmt::Display + Send + Sync + 'static>(
+        r: std::result::Result<T, E>,
+    ) -> Result<T> {
         r.map_err(|e| Box::new(e) as Box<dyn std::fmt::Display + Send + Sync>)
     }
 }
@@ -75,7 +83,10 @@ use anyhow_like::boxed;
 
 fn temps_from(value: &Value, key: &str, field: &str) -> Option<f64> {
     let list = value.get(key)?.as_array()?;
-    let temps: Vec<f64> = list.iter().filter_map(|t| t.get(field).and_then(Value::as_f64)).collect();
+    let temps: Vec<f64> = list
+        .iter()
+        .filter_map(|t| t.get(field).and_then(Value::as_f64))
+        .collect();
     (!temps.is_empty()).then(|| temps.iter().cloned().fold(f64::MIN, f64::max))
 }
 
@@ -85,7 +96,6 @@ pub struct LuxOsDriver {
     ip: IpAddr,
     rpc: CgminerClient,
     asic: Option<AsicRsMiner>,
-    settings: CallSettings,
     session: Mutex<Option<String>>,
     /// (profile name, watts), ascending by watts, read once.
     profiles: OnceCell<Vec<(String, f64)>>,
@@ -97,7 +107,6 @@ impl LuxOsDriver {
             ip,
             rpc: CgminerClient::new(ip, settings.rpc_port, settings.timeout),
             asic,
-            settings,
             session: Mutex::new(None),
             profiles: OnceCell::new(),
         }
@@ -109,7 +118,11 @@ impl LuxOsDriver {
             return Ok(s.clone());
         }
         let current = self.rpc.command("session", None).await?;
-        let mut id = current.pointer("/SESSION/0/SessionID").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut id = current
+            .pointer("/SESSION/0/SessionID")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if id.is_empty() {
             let logon = self.rpc.command("logon", None).await?;
             id = logon
@@ -126,8 +139,14 @@ impl LuxOsDriver {
     async fn privileged(&self, command: &str, argument: &str) -> Result<Value, DriverError> {
         for attempt in 0..2 {
             let session = self.session().await?;
-            match self.rpc.command(command, Some(&format!("{session},{argument}"))).await {
-                Err(DriverError::Rejected(msg)) if attempt == 0 && msg.to_ascii_lowercase().contains("session") => {
+            match self
+                .rpc
+                .command(command, Some(&format!("{session},{argument}")))
+                .await
+            {
+                Err(DriverError::Rejected(msg))
+                    if attempt == 0 && msg.to_ascii_lowercase().contains("session") =>
+                {
                     *self.session.lock().await = None;
                 }
                 other => return other,
@@ -146,7 +165,10 @@ impl LuxOsDriver {
                     .ok_or_else(|| DriverError::Malformed("no PROFILES in the reply".into()))?
                     .iter()
                     .filter_map(|p| {
-                        Some((p.get("Profile Name")?.as_str()?.to_string(), p.get("Watts")?.as_f64()?))
+                        Some((
+                            p.get("Profile Name")?.as_str()?.to_string(),
+                            p.get("Watts")?.as_f64()?,
+                        ))
                     })
                     .collect();
                 if list.is_empty() {
@@ -168,24 +190,25 @@ impl LuxOsDriver {
         Ok(best.0.clone())
     }
 
+    /// `curtail sleep|wakeup` with the cached session: one round trip. (asic-rs's LuxOS pause
+    /// and resume ask for the session on every call, two or three round trips: measured on
+    /// 10,000 emulated miners, a shed took 3.0 s that way and 0.8 s this way.)
     async fn curtail(&self, sleep: bool) -> Result<(), DriverError> {
-        let result = match &self.asic {
-            Some(miner) => {
-                let m = miner.clone();
-                if sleep {
-                    with_timeout(self.settings.timeout, async move { boxed(m.pause(None).await) }).await
-                } else {
-                    with_timeout(self.settings.timeout, async move { boxed(m.resume(None).await) }).await
-                }
-                .map(|_| ())
-            }
-            None => self.privileged("curtail", if sleep { "sleep" } else { "wakeup" }).await.map(|_| ()),
-        };
-        match result {
+        match self
+            .privileged("curtail", if sleep { "sleep" } else { "wakeup" })
+            .await
+        {
             // Already in the wanted state: that is success (the read-back confirms it).
-            Err(DriverError::Rejected(msg)) if msg.to_ascii_lowercase().contains("already") => Ok(()),
-            other => other,
+            Err(DriverError::Rejected(msg)) if msg.to_ascii_lowercase().contains("already") => {
+                Ok(())
+            }
+            other => other.map(|_| ()),
         }
+    }
+
+    /// The asic-rs handle discovery built, if any (for callers that want asic-rs's full reads).
+    pub fn asic_rs(&self) -> Option<&AsicRsMiner> {
+        self.asic.as_ref()
     }
 }
 
@@ -205,7 +228,8 @@ impl MinerDriver for LuxOsDriver {
         let config = section(&reply, "config")?;
         let ghs = number_at(summary, "/SUMMARY/0/GHS 5s")
             .ok_or_else(|| DriverError::Malformed("summary has no 'GHS 5s'".into()))?;
-        let watts = number_at(power, "/POWER/0/Watts").ok_or_else(|| DriverError::Malformed("power has no 'Watts'".into()))?;
+        let watts = number_at(power, "/POWER/0/Watts")
+            .ok_or_else(|| DriverError::Malformed("power has no 'Watts'".into()))?;
         let curtailed = config
             .pointer("/CONFIG/0/CurtailMode")
             .and_then(Value::as_str)
@@ -219,6 +243,11 @@ impl MinerDriver for LuxOsDriver {
             chip_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Chip")),
             fan_rpm: None,
         })
+    }
+
+    async fn prepare(&self) -> Result<(), DriverError> {
+        self.session().await?;
+        self.profiles().await.map(|_| ())
     }
 
     async fn apply(&self, control: Control) -> Result<(), DriverError> {
@@ -254,12 +283,26 @@ pub struct BraiinsDriver {
 }
 
 impl BraiinsDriver {
-    pub fn new(ip: IpAddr, asic: Option<AsicRsMiner>, settings: CallSettings, http: reqwest::Client) -> Self {
-        Self { ip, asic, settings, http, token: Mutex::new(None) }
+    pub fn new(
+        ip: IpAddr,
+        asic: Option<AsicRsMiner>,
+        settings: CallSettings,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            ip,
+            asic,
+            settings,
+            http,
+            token: Mutex::new(None),
+        }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}:{}/api/v1/{path}", self.ip, self.settings.web_port)
+        format!(
+            "http://{}:{}/api/v1/{path}",
+            self.ip, self.settings.web_port
+        )
     }
 
     async fn token(&self) -> Result<String, DriverError> {
@@ -299,10 +342,15 @@ impl BraiinsDriver {
             .map_err(http_error)?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             *self.token.lock().await = None;
-            return Err(DriverError::Rejected("token expired; logging on again next call".into()));
+            return Err(DriverError::Rejected(
+                "token expired; logging on again next call".into(),
+            ));
         }
         if !response.status().is_success() {
-            return Err(DriverError::Rejected(format!("HTTP {} on {path}", response.status())));
+            return Err(DriverError::Rejected(format!(
+                "HTTP {} on {path}",
+                response.status()
+            )));
         }
         let body = response.bytes().await.map_err(http_error)?;
         serde_json::from_slice(&body).map_err(|e| DriverError::Malformed(format!("{path}: {e}")))
@@ -329,11 +377,17 @@ impl MinerDriver for BraiinsDriver {
     }
 
     async fn telemetry(&self) -> Result<Telemetry, DriverError> {
-        let (stats, details) = tokio::try_join!(self.get("miner/stats"), self.get("miner/details"))?;
-        let ghs = number_at(&stats, "/miner_stats/real_hashrate/last_5s/gigahash_per_second")
-            .ok_or_else(|| DriverError::Malformed("miner/stats has no real_hashrate".into()))?;
-        let watts = number_at(&stats, "/power_stats/approximated_consumption/watt")
-            .ok_or_else(|| DriverError::Malformed("miner/stats has no approximated_consumption".into()))?;
+        let (stats, details) =
+            tokio::try_join!(self.get("miner/stats"), self.get("miner/details"))?;
+        let ghs = number_at(
+            &stats,
+            "/miner_stats/real_hashrate/last_5s/gigahash_per_second",
+        )
+        .ok_or_else(|| DriverError::Malformed("miner/stats has no real_hashrate".into()))?;
+        let watts =
+            number_at(&stats, "/power_stats/approximated_consumption/watt").ok_or_else(|| {
+                DriverError::Malformed("miner/stats has no approximated_consumption".into())
+            })?;
         // bos.v1 MinerStatus: 2 normal; 3 paused and 4 suspended are asleep; 1 not started.
         let status = details.get("status").and_then(Value::as_u64).unwrap_or(0);
         Ok(Telemetry {
@@ -348,16 +402,26 @@ impl MinerDriver for BraiinsDriver {
 
     async fn apply(&self, control: Control) -> Result<(), DriverError> {
         let Some(miner) = self.asic.clone() else {
-            return Err(DriverError::Unsupported("Braiins OS control needs the asic-rs handle from discovery".into()));
+            return Err(DriverError::Unsupported(
+                "Braiins OS control needs the asic-rs handle from discovery".into(),
+            ));
         };
         let timeout = self.settings.timeout;
         match control {
-            Control::Sleep => with_timeout(timeout, async move { boxed(miner.pause(None).await) }).await.map(|_| ()),
+            Control::Sleep => with_timeout(timeout, async move { boxed(miner.pause(None).await) })
+                .await
+                .map(|_| ()),
             Control::Run { watts, .. } => {
                 let m = miner.clone();
                 let limit = measurements::Power::from_watts(watts.w().round());
-                with_timeout(timeout, async move { boxed(m.set_power_limit(limit).await) }).await?;
-                with_timeout(timeout, async move { boxed(miner.resume(None).await) }).await.map(|_| ())
+                with_timeout(
+                    timeout,
+                    async move { boxed(m.set_power_limit(limit).await) },
+                )
+                .await?;
+                with_timeout(timeout, async move { boxed(miner.resume(None).await) })
+                    .await
+                    .map(|_| ())
             }
         }
     }
@@ -376,7 +440,13 @@ pub struct AntminerDriver {
 }
 
 impl AntminerDriver {
-    pub fn new(ip: IpAddr, asic: Option<AsicRsMiner>, settings: CallSettings, http: reqwest::Client, normal_level: u8) -> Self {
+    pub fn new(
+        ip: IpAddr,
+        asic: Option<AsicRsMiner>,
+        settings: CallSettings,
+        http: reqwest::Client,
+        normal_level: u8,
+    ) -> Self {
         Self {
             ip,
             rpc: CgminerClient::new(ip, settings.rpc_port, settings.timeout),
@@ -389,18 +459,27 @@ impl AntminerDriver {
 
     async fn web(&self, page: &str, body: Option<Value>) -> Result<Value, DriverError> {
         use diqwest::WithDigestAuth;
-        let url = format!("http://{}:{}/cgi-bin/{page}", self.ip, self.settings.web_port);
+        let url = format!(
+            "http://{}:{}/cgi-bin/{page}",
+            self.ip, self.settings.web_port
+        );
         let request = match &body {
             Some(b) => self.http.post(url).json(b),
             None => self.http.get(url),
         }
         .timeout(self.settings.timeout);
-        let response = tokio::time::timeout(self.settings.timeout * 2, request.send_digest_auth(("root", "root")))
-            .await
-            .map_err(|_| DriverError::Timeout(self.settings.timeout.as_millis() as u64))?
-            .map_err(|e| DriverError::Connect(e.to_string()))?;
+        let response = tokio::time::timeout(
+            self.settings.timeout * 2,
+            request.send_digest_auth(("root", "root")),
+        )
+        .await
+        .map_err(|_| DriverError::Timeout(self.settings.timeout.as_millis() as u64))?
+        .map_err(|e| DriverError::Connect(e.to_string()))?;
         if !response.status().is_success() {
-            return Err(DriverError::Rejected(format!("HTTP {} on {page}", response.status())));
+            return Err(DriverError::Rejected(format!(
+                "HTTP {} on {page}",
+                response.status()
+            )));
         }
         let bytes = response.bytes().await.map_err(http_error)?;
         serde_json::from_slice(&bytes).map_err(|e| DriverError::Malformed(format!("{page}: {e}")))
@@ -412,7 +491,9 @@ impl AntminerDriver {
         let reply = self.web("set_miner_conf.cgi", Some(conf)).await?;
         match reply.get("code").and_then(Value::as_str) {
             Some("M000") => Ok(()),
-            _ => Err(DriverError::Rejected(format!("set_miner_conf answered {reply}"))),
+            _ => Err(DriverError::Rejected(format!(
+                "set_miner_conf answered {reply}"
+            ))),
         }
     }
 }
@@ -427,7 +508,10 @@ impl MinerDriver for AntminerDriver {
     }
 
     async fn telemetry(&self) -> Result<Telemetry, DriverError> {
-        let (reply, conf) = tokio::join!(self.rpc.command("summary+stats", None), self.web("get_miner_conf.cgi", None));
+        let (reply, conf) = tokio::join!(
+            self.rpc.command("summary+stats", None),
+            self.web("get_miner_conf.cgi", None)
+        );
         let reply = reply?;
         let conf = conf?;
         let summary = section(&reply, "summary")?;
@@ -438,7 +522,11 @@ impl MinerDriver for AntminerDriver {
             .ok_or_else(|| DriverError::Malformed("stats has no chain_power".into()))?;
         let mode = conf
             .get("bitmain-work-mode")
-            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
             .unwrap_or_default();
         Ok(Telemetry {
             state: state_of(mode == "1", ghs),
@@ -475,5 +563,11 @@ impl MinerDriver for AntminerDriver {
 }
 
 fn accepted(ok: bool) -> Result<(), DriverError> {
-    if ok { Ok(()) } else { Err(DriverError::Rejected("the miner did not accept the work mode".into())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::Rejected(
+            "the miner did not accept the work mode".into(),
+        ))
+    }
 }

@@ -52,12 +52,18 @@ impl FleetIo {
     }
 
     /// Reads one miner.
-    pub fn read(&self, index: usize) -> impl std::future::Future<Output = Result<Telemetry, DriverError>> + Send + 'static {
+    pub fn read(
+        &self,
+        index: usize,
+    ) -> impl std::future::Future<Output = Result<Telemetry, DriverError>> + Send + 'static {
         let driver = self.drivers[index].clone();
         let permits = self.permits.clone();
         let timeout = self.timeout;
         async move {
-            let _permit = permits.acquire_owned().await.map_err(|_| DriverError::Connect("shutting down".into()))?;
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|_| DriverError::Connect("shutting down".into()))?;
             tokio::time::timeout(timeout, driver.telemetry())
                 .await
                 .unwrap_or(Err(DriverError::Timeout(timeout.as_millis() as u64)))
@@ -65,17 +71,49 @@ impl FleetIo {
     }
 
     /// Sends one instruction to one miner.
-    pub fn apply(&self, index: usize, control: Control) -> impl std::future::Future<Output = Result<(), DriverError>> + Send + 'static {
+    pub fn apply(
+        &self,
+        index: usize,
+        control: Control,
+    ) -> impl std::future::Future<Output = Result<(), DriverError>> + Send + 'static {
         let driver = self.drivers[index].clone();
         let permits = self.permits.clone();
         // Writes may take a logon or a read-modify-write: allow them three calls' time.
         let timeout = self.timeout * 3;
         async move {
-            let _permit = permits.acquire_owned().await.map_err(|_| DriverError::Connect("shutting down".into()))?;
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|_| DriverError::Connect("shutting down".into()))?;
             tokio::time::timeout(timeout, driver.apply(control))
                 .await
                 .unwrap_or(Err(DriverError::Timeout(timeout.as_millis() as u64)))
         }
+    }
+
+    /// Prepares every driver for commands (see [`MinerDriver::prepare`]); returns how many
+    /// are ready.
+    pub async fn prepare_all(&self) -> usize {
+        let mut tasks = JoinSet::new();
+        for driver in &self.drivers {
+            let driver = driver.clone();
+            let permits = self.permits.clone();
+            let timeout = self.timeout * 2;
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await.ok()?;
+                tokio::time::timeout(timeout, driver.prepare())
+                    .await
+                    .ok()?
+                    .ok()
+            });
+        }
+        let mut ready = 0;
+        while let Some(joined) = tasks.join_next().await {
+            if matches!(joined, Ok(Some(()))) {
+                ready += 1;
+            }
+        }
+        ready
     }
 
     /// Reads every miner.
@@ -86,19 +124,27 @@ impl FleetIo {
             let read = self.read(i);
             tasks.spawn(async move { (i, read.await) });
         }
-        let mut results: Vec<Result<Telemetry, DriverError>> =
-            (0..self.drivers.len()).map(|_| Err(DriverError::Timeout(0))).collect();
+        let mut results: Vec<Result<Telemetry, DriverError>> = (0..self.drivers.len())
+            .map(|_| Err(DriverError::Timeout(0)))
+            .collect();
         while let Some(joined) = tasks.join_next().await {
             if let Ok((i, r)) = joined {
                 results[i] = r;
             }
         }
-        Sweep { results, took: started.elapsed() }
+        Sweep {
+            results,
+            took: started.elapsed(),
+        }
     }
 
     /// Sends `control` to every listed miner at once; returns each result and when the last
     /// call returned.
-    pub async fn apply_all(&self, indices: &[usize], control: Control) -> Vec<(usize, Result<(), DriverError>)> {
+    pub async fn apply_all(
+        &self,
+        indices: &[usize],
+        control: Control,
+    ) -> Vec<(usize, Result<(), DriverError>)> {
         let mut tasks = JoinSet::new();
         for &i in indices {
             let apply = self.apply(i, control);

@@ -4,9 +4,9 @@
 //! * [`driver`]: the project's own miner trait ([`driver::MinerDriver`]) and its vocabulary.
 //! * [`cgminer`]: the cgminer-style JSON API client (one request per connection, with timeouts).
 //! * [`firmwares`]: one driver per firmware; control goes through asic-rs where it has it
-//!   (LuxOS curtail, Braiins OS power target and pause/resume, Antminer sleep/normal), and is
-//!   native where asic-rs lacks it (LuxOS watts via profiles, Antminer low/high modes) or where
-//!   one round trip beats its many (telemetry).
+//!   (Braiins OS power target and pause/resume, Antminer sleep/normal), and is native where
+//!   asic-rs lacks it (LuxOS watts via profiles, Antminer low/high modes) or where one round trip
+//!   beats its many (telemetry, LuxOS curtail with a kept session).
 //! * [`discovery`]: asic-rs identification of configured addresses, reporting what did not answer.
 //! * [`fleet`]: sweeps and command execution over the whole fleet with per-call timeouts and
 //!   bounded concurrency, so a hung or malformed miner never stalls the others.
@@ -25,7 +25,9 @@ pub use driver::{Control, DriverError, MinerDriver, MinerState, Telemetry};
 pub fn raise_open_file_limit(wanted: u64) {
     if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get()
         && soft < wanted
-        && rlimit::Resource::NOFILE.set(wanted, hard.max(wanted)).is_err()
+        && rlimit::Resource::NOFILE
+            .set(wanted, hard.max(wanted))
+            .is_err()
     {
         let _ = rlimit::Resource::NOFILE.set(hard.min(wanted), hard);
     }

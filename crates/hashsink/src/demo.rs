@@ -34,9 +34,10 @@ pub struct DemoArgs {
     /// The emulated fleet (MODEL:COUNT:FIRMWARE, comma separated).
     #[arg(long, default_value = DEMO_MIX)]
     pub mix: String,
-    /// Share of miners that hang or answer garbage (they are routed around).
-    #[arg(long, default_value_t = 0.0)]
-    pub faulty_pct: f64,
+    /// Misbehaving miners, e.g. `hang=5,garbage=5,ignore=2,slow=2` (percent of the fleet; see
+    /// `hashsink emulate --help`). The daemon routes around them.
+    #[arg(long, default_value = "")]
+    pub faults: String,
     /// Print the final status as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -60,7 +61,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     let emulate_args = EmulateArgs {
         mix: args.mix.clone(),
         speed: args.speed,
-        faulty_pct: args.faulty_pct,
+        faults: args.faults.clone(),
         rpc_port: 4028,
         web_port: 80,
         first_index: args.first_index,
@@ -73,7 +74,10 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     };
     let emulator = Arc::new(emulate::start(&emulate_args, clock).await?);
     let fleet = {
-        let f = hashsink_core::FleetConfig::build_from_shorthand(&args.mix, &hashsink_core::Catalogue::bundled())?;
+        let f = hashsink_core::FleetConfig::build_from_shorthand(
+            &args.mix,
+            &hashsink_core::Catalogue::bundled(),
+        )?;
         Arc::new(f)
     };
     let addrs: Vec<std::net::IpAddr> = emulator.addresses().into_iter().map(Into::into).collect();
@@ -85,7 +89,13 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         addrs[addrs.len() - 1]
     ));
     let duration = Duration::from_secs_f64(args.hours * 3600.0);
-    let nuclear = Profile::nuclear(1.0, NuclearMethod::Excess { export_limit_mw: 1000.0 }).window(start, duration + Duration::from_secs(4 * 3600));
+    let nuclear = Profile::nuclear(
+        1.0,
+        NuclearMethod::Excess {
+            export_limit_mw: 1000.0,
+        },
+    )
+    .window(start, duration + Duration::from_secs(4 * 3600));
     let peak = nuclear.peak().w().max(1.0);
     let fit = fleet.max_power().w() * 0.9 / peak;
     let profile = Arc::new(nuclear.scaled(
@@ -101,11 +111,28 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         duration.as_secs_f64() / args.speed
     ));
     let identify_started = Instant::now();
-    let settings = CallSettings { timeout: Duration::from_millis(1500), ..CallSettings::default() };
-    let inventory = daemon::connect::connect(&fleet, &addrs, settings, 256, Duration::from_secs(2), false).await?;
-    say(format!("asic-rs identification: {} ({:.1} s)", inventory.report(), identify_started.elapsed().as_secs_f64()));
-    let io = Arc::new(FleetIo::new(inventory.drivers, 256, Duration::from_millis(1500)));
-    let controller = ControllerSettings::default().validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = CallSettings {
+        timeout: Duration::from_millis(1500),
+        ..CallSettings::default()
+    };
+    let inventory =
+        daemon::connect::connect(&fleet, &addrs, settings, 256, Duration::from_secs(2), false)
+            .await?;
+    say(format!(
+        "asic-rs identification: {} ({:.1} s)",
+        inventory.report(),
+        identify_started.elapsed().as_secs_f64()
+    ));
+    let io = Arc::new(FleetIo::new(
+        inventory.drivers,
+        256,
+        Duration::from_millis(1500),
+    ));
+    let ready = io.prepare_all().await;
+    tracing::debug!(ready, "drivers prepared (sessions, profile lists)");
+    let controller = ControllerSettings::default()
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let meter_emulator = emulator.clone();
     let (handle, events, status_tx) = daemon::channels();
     let setup = DaemonSetup {
@@ -113,7 +140,10 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         io: io.clone(),
         controller,
         clock,
-        surplus: SurplusFeed::Replay(profile.clone()),
+        surplus: SurplusFeed::Replay {
+            profile: profile.clone(),
+            offset: clock.now().saturating_since(start),
+        },
         meter: Some(Arc::new(move || {
             let t = meter_emulator.totals();
             (t.power, t.hashrate)
@@ -132,7 +162,9 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     let stop = async move {
         clock.sleep_until(end).await;
         *shed_sent_in_stop.lock().unwrap() = Some(Instant::now());
-        let _ = shed_events.send(daemon::Event::Operator(hashsink_core::OperatorCommand::ShedAll));
+        let _ = shed_events.send(daemon::Event::Operator(
+            hashsink_core::OperatorCommand::ShedAll,
+        ));
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let t = shed_emulator.totals();
@@ -171,7 +203,10 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
 
     // The shed: when did each miner receive its sleep (the emulator's own clock), and does a
     // read-back of every miner confirm it asleep?
-    let shed_at = shed_sent.lock().unwrap().expect("the replay ended with a shed");
+    let shed_at = shed_sent
+        .lock()
+        .unwrap()
+        .expect("the replay ended with a shed");
     let received: Vec<Duration> = (0..emulator.len() as u32)
         .filter_map(|i| emulator.sleep_received_at(i))
         .filter(|t| *t >= shed_at)
@@ -268,16 +303,56 @@ fn render_table(r: &DemoReport) -> String {
     let rows = [
         ("replayed", format!("{:.1} h", k.seconds / 3600.0)),
         ("surplus", format!("{:.1} kWh", k.surplus_kwh)),
-        ("absorbed", format!("{:.1} kWh ({:.1} %)", k.absorbed_kwh, k.absorption() * 100.0)),
-        ("import (fleet above surplus)", format!("{:.2} kWh ({:.3} %), worst {:.1} kW", k.import_kwh, k.import_share() * 100.0, k.max_import_w / 1e3)),
-        ("standby draw without surplus", format!("{:.2} kWh", k.standby_import_kwh)),
+        (
+            "absorbed",
+            format!(
+                "{:.1} kWh ({:.1} %)",
+                k.absorbed_kwh,
+                k.absorption() * 100.0
+            ),
+        ),
+        (
+            "import (fleet above surplus)",
+            format!(
+                "{:.2} kWh ({:.3} %), worst {:.1} kW",
+                k.import_kwh,
+                k.import_share() * 100.0,
+                k.max_import_w / 1e3
+            ),
+        ),
+        (
+            "standby draw without surplus",
+            format!("{:.2} kWh", k.standby_import_kwh),
+        ),
         ("hashes", format!("{:.4} EH", k.hashes_eh)),
         ("commands sent", r.status.commands.to_string()),
-        ("miners faulted (routed around)", r.status.faulted.to_string()),
-        ("shed: sleep commands received", format!("{} (the rest slept already)", r.shed_received)),
-        ("shed: fan-out (emulator clock)", format!("{} ms", r.shed_fan_out_ms)),
-        ("shed: confirmed asleep by read-back", format!("{} of {} after {} ms", r.shed_confirmed_asleep, r.miners, r.shed_confirmed_ms)),
-        ("after shed: fleet draw", format!("{:.1} kW, {} miners hashing", r.fleet_w_after_shed / 1e3, r.mining_after_shed)),
+        (
+            "miners faulted (routed around)",
+            r.status.faulted.to_string(),
+        ),
+        (
+            "shed: sleep commands received",
+            format!("{} (the rest slept already)", r.shed_received),
+        ),
+        (
+            "shed: fan-out (emulator clock)",
+            format!("{} ms", r.shed_fan_out_ms),
+        ),
+        (
+            "shed: confirmed asleep by read-back",
+            format!(
+                "{} of {} after {} ms",
+                r.shed_confirmed_asleep, r.miners, r.shed_confirmed_ms
+            ),
+        ),
+        (
+            "after shed: fleet draw",
+            format!(
+                "{:.1} kW, {} miners hashing",
+                r.fleet_w_after_shed / 1e3,
+                r.mining_after_shed
+            ),
+        ),
     ];
     let mut out = String::from("\n");
     for (k, v) in rows {

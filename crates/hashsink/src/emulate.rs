@@ -18,9 +18,11 @@ pub struct EmulateArgs {
     /// Clock speed: 60 plays an hour of miner dynamics (boot, ramps) in a minute.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
-    /// Share of miners that misbehave, split evenly between hanging and answering garbage.
-    #[arg(long, default_value_t = 0.0)]
-    pub faulty_pct: f64,
+    /// Misbehaving miners, as percentages of the fleet: `hang=5,garbage=5,ignore=2,slow=2`
+    /// (hang: never answers; garbage: malformed JSON; ignore: acknowledges commands and does not
+    /// carry them out; slow: answers after 0.3 s).
+    #[arg(long, default_value = "")]
+    pub faults: String,
     /// cgminer API port.
     #[arg(long, default_value_t = 4028)]
     pub rpc_port: u16,
@@ -40,35 +42,77 @@ pub const DEMO_MIX: &str = "s19xp:40:luxos,s21:30:braiins-os,s19jpro:30:stock-an
 
 /// Starts an emulated fleet; faults are placed deterministically (every k-th miner).
 pub async fn start(args: &EmulateArgs, clock: ScaledClock) -> Result<Emulator> {
-    let fleet = FleetConfig::build_from_shorthand(&args.mix, &Catalogue::bundled()).context("--mix")?;
-    let listen = Listen { rpc_port: args.rpc_port, web_port: args.web_port, first_index: args.first_index };
+    let fleet =
+        FleetConfig::build_from_shorthand(&args.mix, &Catalogue::bundled()).context("--mix")?;
+    let listen = Listen {
+        rpc_port: args.rpc_port,
+        web_port: args.web_port,
+        first_index: args.first_index,
+    };
     let emulator = Emulator::start(Arc::new(fleet), clock, listen).await?;
-    place_faults(&emulator, args.faulty_pct);
+    place_faults(&emulator, &parse_faults(&args.faults)?);
     if args.mining {
         emulator.wake_all();
     }
     Ok(emulator)
 }
 
-/// Makes `pct` % of the miners faulty, spread through the fleet: alternately hanging and
-/// answering malformed JSON.
-pub fn place_faults(emulator: &Emulator, pct: f64) {
-    if !(pct > 0.0) {
-        return;
+/// Parses `hang=5,garbage=5,ignore=2,slow=2` into (fault, percent) pairs.
+pub fn parse_faults(spec: &str) -> Result<Vec<(Fault, f64)>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, pct) = part
+            .split_once('=')
+            .with_context(|| format!("--faults: {part:?} is not NAME=PERCENT (e.g. hang=5)"))?;
+        let pct: f64 = pct
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p: &f64| (0.0..=100.0).contains(p))
+            .with_context(|| {
+                format!("--faults: {pct:?} in {part:?} is not a percentage between 0 and 100")
+            })?;
+        let fault = match name.trim() {
+            "hang" => Fault::Hang,
+            "garbage" => Fault::Garbage,
+            "ignore" => Fault::IgnoresCommands,
+            "slow" => Fault::Slow(std::time::Duration::from_millis(300)),
+            other => anyhow::bail!(
+                "--faults: unknown fault {other:?}; use hang, garbage, ignore or slow"
+            ),
+        };
+        out.push((fault, pct));
     }
+    if out.iter().map(|(_, p)| p).sum::<f64>() > 100.0 {
+        anyhow::bail!("--faults: the percentages add up to more than 100");
+    }
+    Ok(out)
+}
+
+/// Makes the given shares of the miners faulty, each kind spread evenly through the fleet and
+/// never two faults on one miner. Deterministic: the same spec picks the same miners.
+pub fn place_faults(emulator: &Emulator, faults: &[(Fault, f64)]) {
     let n = emulator.len() as u32;
-    let faulty = ((n as f64) * pct / 100.0).round() as u32;
-    if faulty == 0 {
-        return;
-    }
-    for k in 0..faulty {
-        let index = (k as u64 * n as u64 / faulty as u64) as u32;
-        emulator.set_fault(index, if k % 2 == 0 { Fault::Hang } else { Fault::Garbage });
+    let mut taken = vec![false; n as usize];
+    for (k, &(fault, pct)) in faults.iter().enumerate() {
+        let count = ((n as f64) * pct / 100.0).round() as u32;
+        for j in 0..count {
+            let mut index = ((j as u64 * n as u64 / count as u64) as u32 + k as u32) % n;
+            while taken[index as usize] {
+                index = (index + 1) % n;
+            }
+            taken[index as usize] = true;
+            emulator.set_fault(index, fault);
+        }
     }
 }
 
 pub async fn run(args: EmulateArgs) -> Result<()> {
-    let emulator = start(&args, ScaledClock::starting_at(ScaledClock::wall().now(), args.speed)).await?;
+    let emulator = start(
+        &args,
+        ScaledClock::starting_at(ScaledClock::wall().now(), args.speed),
+    )
+    .await?;
     let addrs = emulator.addresses();
     println!(
         "emulating {} miners on {} .. {} (cgminer API :{}, web :{}), clock x{}",
@@ -79,8 +123,14 @@ pub async fn run(args: EmulateArgs) -> Result<()> {
         args.web_port,
         args.speed
     );
-    println!("subnets: {}", subnets_for(args.first_index + emulator.len() as u32).join(" "));
-    println!("every miner starts {}. Ctrl-C to stop.", if args.mining { "booting" } else { "asleep" });
+    println!(
+        "subnets: {}",
+        subnets_for(args.first_index, emulator.len() as u32).join(" ")
+    );
+    println!(
+        "every miner starts {}. Ctrl-C to stop.",
+        if args.mining { "booting" } else { "asleep" }
+    );
     tokio::signal::ctrl_c().await?;
     emulator.shutdown().await;
     Ok(())

@@ -2,12 +2,13 @@
 //! power surplus.
 
 mod bench;
+mod bench_fleet;
 mod daemon;
 mod demo;
 mod emulate;
-mod run_daemon;
 mod plot;
 mod progress;
+mod run_daemon;
 mod simulate;
 
 use std::io::IsTerminal;
@@ -60,6 +61,16 @@ enum Command {
         /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "hashsink=debug".
         #[arg(long, default_value = "info")]
         log: String,
+    },
+    /// Time the fleet I/O on an emulated LuxOS fleet, side by side with pyasic: telemetry sweep,
+    /// shed, memory.
+    BenchFleet {
+        /// Fleet sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        sizes: Vec<u32>,
+        /// Also time pyasic (pip install pyasic==0.79.0) on the same fleet.
+        #[arg(long)]
+        pyasic: bool,
     },
     /// An emulated fleet on loopback (LuxOS, Braiins OS, stock Antminer), until Ctrl-C.
     Emulate {
@@ -124,6 +135,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(run_daemon::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::BenchFleet { sizes, pyasic } => {
+            print!("{}", runtime()?.block_on(bench_fleet::run(&sizes, pyasic))?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Emulate { args } => {
             runtime()?.block_on(emulate::run(args))?;
             Ok(ExitCode::SUCCESS)
@@ -150,7 +165,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_logging(filter: &str) -> Result<()> {

@@ -79,20 +79,37 @@ pub async fn run(args: RunArgs) -> Result<()> {
         println!("{}: valid; {report}", args.config.display());
         return Ok(());
     }
-    let io = Arc::new(FleetIo::new(inventory.drivers, site.io.concurrency, site.io_timeout()));
+    let io = Arc::new(FleetIo::new(
+        inventory.drivers,
+        site.io.concurrency,
+        site.io_timeout(),
+    ));
+    let ready = io.prepare_all().await;
+    tracing::debug!(ready, "drivers prepared (sessions, profile lists)");
     let (handle, events, status_tx) = daemon::channels();
     let latest = Arc::new(Mutex::new(None));
     let surplus = match surplus_profile {
-        Some(p) => SurplusFeed::Replay(Arc::new(p)),
+        Some(p) => SurplusFeed::Replay {
+            profile: Arc::new(p),
+            offset: Duration::ZERO,
+        },
         None => SurplusFeed::Pushed(latest.clone()),
     };
     let listen = match (site.surplus.source, &args.listen) {
-        (SurplusKind::Http, _) => Some(site.surplus.listen.clone().unwrap_or_else(|| "127.0.0.1:8077".into())),
+        (SurplusKind::Http, _) => Some(
+            site.surplus
+                .listen
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:8077".into()),
+        ),
         (SurplusKind::Replay, l) => l.clone(),
     };
     if let Some(addr) = listen {
-        let addr = addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8077"))?;
-        let router = daemon::http::router(latest, handle.events.clone(), handle.status.clone(), clock);
+        let addr = addr
+            .parse()
+            .with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8077"))?;
+        let router =
+            daemon::http::router(latest, handle.events.clone(), handle.status.clone(), clock);
         daemon::http::serve(addr, router).await?;
         info!(%addr, "listening: POST /surplus {{\"available_w\": W}}, /shed, /resume, /curtail {{\"max_w\": W}}; GET /status");
     }
@@ -109,7 +126,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             SafeState::Leave => OnStop::Leave,
         },
     };
-    let until = args.for_secs.map(|s| clock.now() + Duration::from_secs_f64(s));
+    let until = args
+        .for_secs
+        .map(|s| clock.now() + Duration::from_secs_f64(s));
     let stop = async move {
         match until {
             Some(t) => tokio::select! {
@@ -129,7 +148,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
 fn load_profile(site: &Site) -> Result<Profile> {
     let name = site.surplus.profile.as_deref().unwrap_or_default();
     Ok(match name {
-        "nuclear" => Profile::nuclear(site.surplus.unit_mw.unwrap_or(300.0), NuclearMethod::Excess { export_limit_mw: 1000.0 }),
+        "nuclear" => Profile::nuclear(
+            site.surplus.unit_mw.unwrap_or(300.0),
+            NuclearMethod::Excess {
+                export_limit_mw: 1000.0,
+            },
+        ),
         "wind" => Profile::wind(site.surplus.unit_mw.unwrap_or(100.0)),
         path => {
             let full = site.base_dir.join(path);

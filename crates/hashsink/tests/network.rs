@@ -50,13 +50,21 @@ fn demo_json(args: &[&str]) -> Value {
         .current_dir(repo_root())
         .output()
         .expect("run hashsink demo");
-    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("demo JSON: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("demo JSON: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
 fn pyasic_identifies_and_reads_the_emulated_miners() {
-    let have = Command::new("python3").args(["-c", "import pyasic"]).status().is_ok_and(|s| s.success());
+    let have = Command::new("python3")
+        .args(["-c", "import pyasic"])
+        .status()
+        .is_ok_and(|s| s.success());
     if !have {
         assert!(
             std::env::var_os("HASHSINK_REQUIRE_PYASIC").is_none(),
@@ -66,7 +74,15 @@ fn pyasic_identifies_and_reads_the_emulated_miners() {
         return;
     }
     // Miners 1000.. are 127.1.4.1..; they boot at once at 100x so that they hash when read.
-    let _emulator = emulate(&["--mining", "--speed", "100", "--first-index", "1000", "--mix", "s19xp:2:luxos,s21:2:braiins-os,s19jpro:2:stock-antminer"]);
+    let _emulator = emulate(&[
+        "--mining",
+        "--speed",
+        "100",
+        "--first-index",
+        "1000",
+        "--mix",
+        "s19xp:2:luxos,s21:2:braiins-os,s19jpro:2:stock-antminer",
+    ]);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let out = Command::new("python3")
         .arg(repo_root().join("tests/pyasic/identify.py"))
@@ -81,7 +97,11 @@ fn pyasic_identifies_and_reads_the_emulated_miners() {
         .output()
         .expect("run the pyasic check");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "pyasic check failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pyasic check failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(text.matches(" OK").count(), 6, "{text}");
 }
 
@@ -94,17 +114,39 @@ fn daemon_follows_the_replayed_surplus_and_a_shed_empties_the_fleet() {
     let absorbed = kpis["absorbed_kwh"].as_f64().unwrap();
     let import = kpis["import_kwh"].as_f64().unwrap();
     assert!(surplus > 100.0, "the window has surplus: {report}");
-    assert!(absorbed / surplus > 0.9, "absorbed {absorbed} of {surplus} kWh: {report}");
-    assert!(import / surplus < 0.01, "import {import} kWh of {surplus}: {report}");
+    assert!(
+        absorbed / surplus > 0.9,
+        "absorbed {absorbed} of {surplus} kWh: {report}"
+    );
+    assert!(
+        import / surplus < 0.01,
+        "import {import} kWh of {surplus}: {report}"
+    );
     let miners = report["miners"].as_u64().unwrap();
-    assert_eq!(report["shed_confirmed_asleep"].as_u64().unwrap(), miners, "{report}");
+    assert_eq!(
+        report["shed_confirmed_asleep"].as_u64().unwrap(),
+        miners,
+        "{report}"
+    );
     assert_eq!(report["mining_after_shed"].as_u64().unwrap(), 0, "{report}");
-    assert!(report["shed_fan_out_ms"].as_u64().unwrap() < 1000, "{report}");
+    assert!(
+        report["shed_fan_out_ms"].as_u64().unwrap() < 1000,
+        "{report}"
+    );
 }
 
 #[test]
 fn hung_and_garbled_miners_are_routed_around() {
-    let report = demo_json(&["--speed", "600", "--hours", "2", "--first-index", "3000", "--faulty-pct", "10"]);
+    let report = demo_json(&[
+        "--speed",
+        "600",
+        "--hours",
+        "2",
+        "--first-index",
+        "3000",
+        "--faults",
+        "hang=5,garbage=5",
+    ]);
     let status = &report["status"];
     let miners = report["miners"].as_u64().unwrap();
     // 5 hang and 5 answer garbage: the daemon sees them as not answering.
@@ -115,26 +157,60 @@ fn hung_and_garbled_miners_are_routed_around() {
     let surplus = kpis["surplus_kwh"].as_f64().unwrap();
     // A tenth of the fleet's capacity is gone, so the peak (90 % of the whole fleet) cannot all
     // be absorbed.
-    assert!(kpis["absorbed_kwh"].as_f64().unwrap() / surplus > 0.8, "{report}");
-    assert!((kpis["seconds"].as_f64().unwrap() - 7200.0).abs() < 120.0, "two hours replayed: {report}");
-    assert!(kpis["import_kwh"].as_f64().unwrap() / surplus < 0.01, "{report}");
+    assert!(
+        kpis["absorbed_kwh"].as_f64().unwrap() / surplus > 0.8,
+        "{report}"
+    );
+    assert!(
+        (kpis["seconds"].as_f64().unwrap() - 7200.0).abs() < 120.0,
+        "two hours replayed: {report}"
+    );
+    assert!(
+        kpis["import_kwh"].as_f64().unwrap() / surplus < 0.01,
+        "{report}"
+    );
     // The 90 that answer are confirmed asleep after the shed.
-    assert_eq!(report["shed_confirmed_asleep"].as_u64().unwrap(), miners - 10, "{report}");
+    assert_eq!(
+        report["shed_confirmed_asleep"].as_u64().unwrap(),
+        miners - 10,
+        "{report}"
+    );
 }
 
 #[test]
 fn example_site_runs_against_the_emulator() {
     let _emulator = emulate(&["--speed", "60"]);
     let out = Command::new(env!("CARGO_BIN_EXE_hashsink"))
-        .args(["run", "--config", "examples/site.toml", "--speed", "60", "--for-secs", "600", "--log", "warn"])
+        .args([
+            "run",
+            "--config",
+            "examples/site.toml",
+            "--speed",
+            "60",
+            "--for-secs",
+            "600",
+            "--log",
+            "warn",
+        ])
         .current_dir(repo_root())
         .output()
         .expect("run hashsink run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let status: Value = serde_json::from_slice(&out.stdout).expect("run prints its final status as JSON");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value =
+        serde_json::from_slice(&out.stdout).expect("run prints its final status as JSON");
     assert_eq!(status["unreachable"].as_u64().unwrap(), 0, "{status}");
-    assert!(status["mining"].as_u64().unwrap() > 0, "the fleet follows the surplus: {status}");
-    assert!(status["kpis"]["absorbed_kwh"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(
+        status["mining"].as_u64().unwrap() > 0,
+        "the fleet follows the surplus: {status}"
+    );
+    assert!(
+        status["kpis"]["absorbed_kwh"].as_f64().unwrap() > 0.0,
+        "{status}"
+    );
 }
 
 #[test]
@@ -150,5 +226,185 @@ fn run_reports_a_bad_site_file_before_starting() {
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("site.toml:") && err.contains("timeout"), "{err}");
+    assert!(
+        err.contains("site.toml:") && err.contains("timeout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn disobedient_miners_are_found_by_read_back_and_slow_ones_still_work() {
+    // 5 acknowledge every command and do nothing; 5 answer after 0.3 s (inside the 1.5 s
+    // call timeout).
+    let report = demo_json(&[
+        "--speed",
+        "600",
+        "--hours",
+        "2",
+        "--start",
+        "2016-05-02T04:00:00Z",
+        "--first-index",
+        "3500",
+        "--faults",
+        "ignore=5,slow=5",
+    ]);
+    let status = &report["status"];
+    // An ignoring miner is found out when the controller first wakes it: the read-back shows it
+    // still asleep, a resend changes nothing, and it is routed around. Which of the five the
+    // replayed surplus calls on depends on the dispatch order, so: at least one, at most five.
+    let faulted = status["faulted"].as_u64().unwrap();
+    assert!(
+        (1..=5).contains(&faulted),
+        "the ignoring miners are routed around: {report}"
+    );
+    assert_eq!(
+        status["unreachable"].as_u64().unwrap(),
+        0,
+        "slow is not dead: {report}"
+    );
+    let kpis = &status["kpis"];
+    let surplus = kpis["surplus_kwh"].as_f64().unwrap();
+    assert!(
+        kpis["import_kwh"].as_f64().unwrap() / surplus < 0.01,
+        "{report}"
+    );
+    assert_eq!(report["mining_after_shed"].as_u64().unwrap(), 0, "{report}");
+}
+
+/// One HTTP/1.1 request over a plain socket; returns (status code, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the daemon's endpoint");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let code = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn surplus_pushed_over_http_drives_the_fleet_and_bad_requests_change_nothing() {
+    let _emulator = emulate(&[
+        "--speed",
+        "10",
+        "--first-index",
+        "4000",
+        "--mix",
+        "s19xp:10:luxos",
+    ]);
+    let dir = std::env::temp_dir().join(format!("hashsink-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.toml");
+    let listen = "127.0.0.1:18077";
+    std::fs::write(
+        &site,
+        format!(
+            "[surplus]\nsource = \"http\"\nlisten = \"{listen}\"\n[io]\ntelemetry_interval_s = 2\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.16.1-127.1.16.10\"]\n"
+        ),
+    )
+    .unwrap();
+    let daemon = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args([
+            "run",
+            "--config",
+            site.to_str().unwrap(),
+            "--speed",
+            "10",
+            "--for-secs",
+            "250",
+            "--log",
+            "warn",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the endpoint.
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the daemon did not start listening"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Hostile and malformed requests: 4xx, nothing accepted.
+    assert_eq!(http(listen, "POST", "/surplus", "not json").0, 422);
+    assert_eq!(
+        http(listen, "POST", "/surplus", "{\"available_w\": -5}").0,
+        422
+    );
+    assert_eq!(
+        http(listen, "POST", "/surplus", "{\"available_w\": 1e400}").0,
+        422
+    );
+    assert_eq!(
+        http(
+            listen,
+            "POST",
+            "/surplus",
+            "{\"available_w\": 1, \"extra\": 2}"
+        )
+        .0,
+        422
+    );
+    assert_eq!(http(listen, "POST", "/surplus", &"x".repeat(10_000)).0, 413);
+    assert_eq!(http(listen, "GET", "/nothing-here", "").0, 404);
+    // Half of the fleet's nameplate (10 x 3010 W), pushed every 200 ms (2 s on the daemon's clock).
+    let mut mining = 0;
+    while t0.elapsed().as_secs() < 15 {
+        assert_eq!(
+            http(listen, "POST", "/surplus", "{\"available_w\": 15000}").0,
+            200
+        );
+        let (_, body) = http(listen, "GET", "/status", "");
+        let status: Value = serde_json::from_str(&body).expect("status is JSON");
+        mining = status["mining"].as_u64().unwrap_or(0);
+        assert!(
+            status["fleet_w"].as_f64().unwrap() <= 15_000.0 + 250.0,
+            "never above the surplus: {status}"
+        );
+        if mining > 0 && t0.elapsed().as_secs() > 10 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(mining > 0, "the fleet follows a pushed surplus");
+    assert_eq!(http(listen, "POST", "/shed", "").0, 200);
+    let shed_at = std::time::Instant::now();
+    loop {
+        let _ = http(listen, "POST", "/surplus", "{\"available_w\": 15000}");
+        let (_, body) = http(listen, "GET", "/status", "");
+        let status: Value = serde_json::from_str(&body).unwrap();
+        if status["mining"].as_u64() == Some(0) && status["booting"].as_u64() == Some(0) {
+            break;
+        }
+        assert!(
+            shed_at.elapsed().as_secs() < 10,
+            "the shed empties the fleet: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = daemon.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

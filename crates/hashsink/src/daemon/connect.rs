@@ -45,12 +45,18 @@ pub async fn connect(
         .pool_max_idle_per_host(2)
         .tcp_nodelay(true)
         .build()?;
-    let mut inventory = Inventory { drivers: Vec::with_capacity(addresses.len()), unreachable: vec![], mismatched: vec![] };
+    let mut inventory = Inventory {
+        drivers: Vec::with_capacity(addresses.len()),
+        unreachable: vec![],
+        mismatched: vec![],
+    };
     for (i, (ip, identified)) in addresses.iter().zip(found).enumerate() {
         let spec = fleet.spec_of(MinerId(i as u32));
         let wanted = family(spec.firmware);
         let asic = match identified {
-            Some(Identified { ref firmware, .. }) if hashsink_fleetio::discovery::family_of(firmware) != wanted => {
+            Some(Identified { ref firmware, .. })
+                if hashsink_fleetio::discovery::family_of(firmware) != wanted =>
+            {
                 inventory.mismatched.push((*ip, format!("{identified:?}")));
                 None
             }
@@ -64,7 +70,13 @@ pub async fn connect(
         let driver: Arc<dyn MinerDriver> = match wanted {
             Family::LuxOs => Arc::new(LuxOsDriver::new(*ip, asic, s)),
             Family::BraiinsOs => Arc::new(BraiinsDriver::new(*ip, asic, s, http.clone())),
-            Family::StockAntminer => Arc::new(AntminerDriver::new(*ip, asic, s, http.clone(), spec.preferred_level)),
+            Family::StockAntminer => Arc::new(AntminerDriver::new(
+                *ip,
+                asic,
+                s,
+                http.clone(),
+                spec.preferred_level,
+            )),
             Family::Other => bail!("no driver for firmware {}", spec.firmware.key()),
         };
         inventory.drivers.push(driver);
@@ -90,16 +102,27 @@ impl Inventory {
             total - self.unreachable.len() - self.mismatched.len()
         );
         if !self.unreachable.is_empty() {
-            let shown: Vec<String> = self.unreachable.iter().take(5).map(|ip| ip.to_string()).collect();
+            let shown: Vec<String> = self
+                .unreachable
+                .iter()
+                .take(5)
+                .map(|ip| ip.to_string())
+                .collect();
             out += &format!(
                 "; {} did not answer ({}{})",
                 self.unreachable.len(),
                 shown.join(", "),
-                if self.unreachable.len() > 5 { ", ..." } else { "" }
+                if self.unreachable.len() > 5 {
+                    ", ..."
+                } else {
+                    ""
+                }
             );
         }
         for (ip, found) in self.mismatched.iter().take(5) {
-            out += &format!("; {ip} answered as {found}, not the configured firmware: its control uses the configured firmware's native calls");
+            out += &format!(
+                "; {ip} answered as {found}, not the configured firmware: its control uses the configured firmware's native calls"
+            );
         }
         out
     }

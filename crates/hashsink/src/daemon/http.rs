@@ -41,20 +41,27 @@ struct CurtailBody {
 }
 
 fn bad(message: String) -> Response {
-    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"error": message}))).into_response()
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({"error": message})),
+    )
+        .into_response()
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| Box::new(bad(format!("invalid JSON body: {e}"))))
 }
 
 async fn post_surplus(State(api): State<Api>, body: axum::body::Bytes) -> Response {
     let body: SurplusBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !(body.available_w.is_finite() && body.available_w >= 0.0 && body.available_w < 1e11) {
-        return bad(format!("available_w = {} must be a finite number of watts, 0 or more", body.available_w));
+        return bad(format!(
+            "available_w = {} must be a finite number of watts, 0 or more",
+            body.available_w
+        ));
     }
     let now = api.clock.now();
     *api.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, Watts(body.available_w)));
@@ -63,7 +70,11 @@ async fn post_surplus(State(api): State<Api>, body: axum::body::Bytes) -> Respon
 
 async fn operator(api: &Api, cmd: OperatorCommand) -> Response {
     if api.events.send(Event::Operator(cmd)).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": "the daemon is stopping"}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the daemon is stopping"})),
+        )
+            .into_response();
     }
     axum::Json(json!({"accepted": format!("{cmd:?}")})).into_response()
 }
@@ -71,10 +82,13 @@ async fn operator(api: &Api, cmd: OperatorCommand) -> Response {
 async fn post_curtail(State(api): State<Api>, body: axum::body::Bytes) -> Response {
     let body: CurtailBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !(body.max_w.is_finite() && body.max_w >= 0.0) {
-        return bad(format!("max_w = {} must be a finite number of watts, 0 or more", body.max_w));
+        return bad(format!(
+            "max_w = {} must be a finite number of watts, 0 or more",
+            body.max_w
+        ));
     }
     operator(&api, OperatorCommand::CurtailTo(Watts(body.max_w))).await
 }
@@ -85,7 +99,12 @@ pub fn router(
     status: watch::Receiver<Status>,
     clock: ScaledClock,
 ) -> Router {
-    let api = Api { latest, events, status, clock };
+    let api = Api {
+        latest,
+        events,
+        status,
+        clock,
+    };
     Router::new()
         .route("/surplus", post(post_surplus))
         .route("/shed", post(|State(api): State<Api>| async move { operator(&api, OperatorCommand::ShedAll).await }))
@@ -96,7 +115,10 @@ pub fn router(
         .with_state(api)
 }
 
-pub async fn serve(addr: SocketAddr, router: Router) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the surplus endpoint: {e}"))?;

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use hashsink_core::api::{Refusal, TransportError};
 use hashsink_core::{
-    Action, CommandOutcome, Controller, ControllerConfig, FleetController, Fleet, Input, MinerId, MinerReport,
-    MinerStatus, OperatorCommand,
-};
-use hashsink_core::api::{Refusal, TransportError
+    Action, CommandOutcome, Controller, ControllerConfig, Fleet, FleetController, Input, MinerId,
+    MinerReport, MinerStatus, OperatorCommand,
 };
 use hashsink_fleetio::clock::ScaledClock;
 use hashsink_fleetio::fleet::FleetIo;
@@ -30,8 +29,12 @@ use tracing::{debug, info, warn};
 /// Where the surplus reading comes from.
 #[derive(Clone)]
 pub enum SurplusFeed {
-    /// A profile played on the daemon's clock.
-    Replay(Arc<Profile>),
+    /// A profile played on the daemon's clock, `offset` behind it (the demo starts the replay
+    /// where it meant to although identification took a while on the sped-up clock).
+    Replay {
+        profile: Arc<Profile>,
+        offset: Duration,
+    },
     /// The latest value POSTed to the HTTP endpoint, stamped when it arrived.
     Pushed(Arc<std::sync::Mutex<Option<(Timestamp, Watts)>>>),
 }
@@ -39,7 +42,7 @@ pub enum SurplusFeed {
 impl SurplusFeed {
     fn reading(&self, now: Timestamp) -> Option<(Timestamp, Watts)> {
         match self {
-            SurplusFeed::Replay(p) => Some((now, p.at(now))),
+            SurplusFeed::Replay { profile, offset } => Some((now, profile.at(now - *offset))),
             SurplusFeed::Pushed(latest) => *latest.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
@@ -48,10 +51,19 @@ impl SurplusFeed {
 /// Something that happened outside the control loop.
 #[derive(Debug)]
 pub enum Event {
-    Telemetry { miner: u32, at: Timestamp, result: Result<Telemetry, DriverError> },
-    Outcome { outcome: CommandOutcome },
+    Telemetry {
+        miner: u32,
+        at: Timestamp,
+        result: Result<Telemetry, DriverError>,
+    },
+    Outcome {
+        outcome: CommandOutcome,
+    },
     Operator(OperatorCommand),
-    SweepDone { took: Duration, answered: usize },
+    SweepDone {
+        took: Duration,
+        answered: usize,
+    },
 }
 
 /// What the daemon shows: the live view, `GET /status`, the end-of-run table.
@@ -90,10 +102,18 @@ pub struct RunKpis {
 
 impl RunKpis {
     pub fn absorption(&self) -> f64 {
-        if self.surplus_kwh > 0.0 { self.absorbed_kwh / self.surplus_kwh } else { 0.0 }
+        if self.surplus_kwh > 0.0 {
+            self.absorbed_kwh / self.surplus_kwh
+        } else {
+            0.0
+        }
     }
     pub fn import_share(&self) -> f64 {
-        if self.surplus_kwh > 0.0 { self.import_kwh / self.surplus_kwh } else { 0.0 }
+        if self.surplus_kwh > 0.0 {
+            self.import_kwh / self.surplus_kwh
+        } else {
+            0.0
+        }
     }
 }
 
@@ -123,7 +143,11 @@ pub struct DaemonHandle {
     pub status: watch::Receiver<Status>,
 }
 
-pub fn channels() -> (DaemonHandle, mpsc::UnboundedReceiver<Event>, watch::Sender<Status>) {
+pub fn channels() -> (
+    DaemonHandle,
+    mpsc::UnboundedReceiver<Event>,
+    watch::Sender<Status>,
+) {
     let (events, rx) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(Status::default());
     (DaemonHandle { events, status }, rx, status_tx)
@@ -132,7 +156,10 @@ pub fn channels() -> (DaemonHandle, mpsc::UnboundedReceiver<Event>, watch::Sende
 fn to_status(t: &Result<Telemetry, DriverError>) -> MinerStatus {
     match t {
         Ok(t) => match t.state {
-            MinerState::Mining => MinerStatus::Mining { power: t.power, hashrate: t.hashrate },
+            MinerState::Mining => MinerStatus::Mining {
+                power: t.power,
+                hashrate: t.hashrate,
+            },
             MinerState::Booting => MinerStatus::Booting { power: t.power },
             MinerState::Asleep => MinerStatus::Asleep { power: t.power },
         },
@@ -159,12 +186,24 @@ pub async fn run(
     status_tx: watch::Sender<Status>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Status> {
-    let DaemonSetup { fleet, io, controller, clock, surplus, meter, telemetry_interval, on_stop } = setup;
+    let DaemonSetup {
+        fleet,
+        io,
+        controller,
+        clock,
+        surplus,
+        meter,
+        telemetry_interval,
+        on_stop,
+    } = setup;
     let cadence = controller.cadence;
     let start = clock.now();
     let mut ctl = Controller::new(fleet.clone(), controller, start);
     let n = fleet.len();
-    let standby_w: f64 = fleet.miner_ids().map(|m| fleet.spec_of(m).standby.w()).sum();
+    let standby_w: f64 = fleet
+        .miner_ids()
+        .map(|m| fleet.spec_of(m).standby.w())
+        .sum();
     let mut last: Vec<MinerStatus> = vec![MinerStatus::Unreachable; n];
     let mut status = Status::default();
     let mut next_tick = start;
@@ -219,12 +258,28 @@ pub async fn run(
             let (metered, metered_hash) = match &meter {
                 Some(m) => {
                     let (p, h) = m();
-                    ctl.handle_input(now, Input::FleetPower { at: now, measured: p });
+                    ctl.handle_input(
+                        now,
+                        Input::FleetPower {
+                            at: now,
+                            measured: p,
+                        },
+                    );
                     (Some(p), Some(h))
                 }
                 None => (None, None),
             };
-            update_status(&mut status, &last, &ctl, now, reading.map(|r| r.1).filter(|_| !overridden), metered, metered_hash, &mut last_kpi_t, standby_w);
+            update_status(
+                &mut status,
+                &last,
+                &ctl,
+                now,
+                reading.map(|r| r.1).filter(|_| !overridden),
+                metered,
+                metered_hash,
+                &mut last_kpi_t,
+                standby_w,
+            );
             status.surplus_w = reading.map(|r| r.1.w());
             let _ = status_tx.send(status.clone());
             next_tick = now + cadence;
@@ -238,9 +293,16 @@ pub async fn run(
                     let at = clock.now();
                     let answered = sweep.answered();
                     for (miner, result) in sweep.results.into_iter().enumerate() {
-                        let _ = tx.send(Event::Telemetry { miner: miner as u32, at, result });
+                        let _ = tx.send(Event::Telemetry {
+                            miner: miner as u32,
+                            at,
+                            result,
+                        });
                     }
-                    let _ = tx.send(Event::SweepDone { took: sweep.took, answered });
+                    let _ = tx.send(Event::SweepDone {
+                        took: sweep.took,
+                        answered,
+                    });
                 });
             }
         }
@@ -257,19 +319,28 @@ pub async fn run(
                     let read = io.read(miner.index());
                     tokio::spawn(async move {
                         let result = read.await;
-                        let _ = tx.send(Event::Telemetry { miner: miner.0, at: clock.now(), result });
+                        let _ = tx.send(Event::Telemetry {
+                            miner: miner.0,
+                            at: clock.now(),
+                            result,
+                        });
                     });
                     continue;
                 }
                 Action::Sleep => Control::Sleep,
-                Action::SetLevel(level) | Action::Wake(level) => Control::Run { level, watts: spec.level_power(level) },
+                Action::SetLevel(level) | Action::Wake(level) => Control::Run {
+                    level,
+                    watts: spec.level_power(level),
+                },
             };
             debug!(miner = miner.0, ?control, reason = ?command.reason, "command");
             let apply = io.apply(miner.index(), control);
             let id = command.id;
             tokio::spawn(async move {
                 let result = to_outcome(apply.await);
-                let _ = tx.send(Event::Outcome { outcome: CommandOutcome { id, miner, result } });
+                let _ = tx.send(Event::Outcome {
+                    outcome: CommandOutcome { id, miner, result },
+                });
             });
         }
     }
@@ -280,7 +351,13 @@ pub async fn run(
         let failed: Vec<String> = results
             .iter()
             .filter(|(_, r)| r.is_err())
-            .map(|(i, r)| format!("{} ({})", io.driver(*i).address(), r.as_ref().err().map(|e| e.to_string()).unwrap_or_default()))
+            .map(|(i, r)| {
+                format!(
+                    "{} ({})",
+                    io.driver(*i).address(),
+                    r.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
+                )
+            })
             .collect();
         if failed.is_empty() {
             info!(miners = n, "every miner accepted sleep");

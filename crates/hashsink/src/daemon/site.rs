@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use hashsink_core::{Catalogue, ControllerConfig, ControllerSettings, FirmwareKind, Fleet, GroupConfig};
+use hashsink_core::{
+    Catalogue, ControllerConfig, ControllerSettings, FirmwareKind, Fleet, GroupConfig,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -136,7 +138,11 @@ pub struct Site {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 impl Site {
@@ -149,11 +155,16 @@ impl Site {
 
     pub fn parse(text: &str, origin: &str, base_dir: std::path::PathBuf) -> Result<Site> {
         let file: SiteFile = toml::from_str(text).map_err(|e| {
-            let at = e.span().map(|s| format!(":{}", line_of(text, s.start))).unwrap_or_default();
+            let at = e
+                .span()
+                .map(|s| format!(":{}", line_of(text, s.start)))
+                .unwrap_or_default();
             anyhow!("{origin}{at}: {}", e.message())
         })?;
         if file.groups.is_empty() {
-            bail!("{origin}: no [[group]] of miners; add one with `model`, `firmware` and `addresses`");
+            bail!(
+                "{origin}: no [[group]] of miners; add one with `model`, `firmware` and `addresses`"
+            );
         }
         let controller = file
             .controller
@@ -161,17 +172,30 @@ impl Site {
             .map_err(|e| anyhow!("{origin}: [controller] {e}"))?;
         let io = file.io;
         if !(50..=60_000).contains(&io.timeout_ms) {
-            bail!("{origin}: [io] timeout_ms = {} must be between 50 and 60000", io.timeout_ms);
+            bail!(
+                "{origin}: [io] timeout_ms = {} must be between 50 and 60000",
+                io.timeout_ms
+            );
         }
         if !(1..=65_536).contains(&io.concurrency) {
-            bail!("{origin}: [io] concurrency = {} must be between 1 and 65536", io.concurrency);
+            bail!(
+                "{origin}: [io] concurrency = {} must be between 1 and 65536",
+                io.concurrency
+            );
         }
-        if !(io.telemetry_interval_s.is_finite() && (0.1..=3600.0).contains(&io.telemetry_interval_s)) {
-            bail!("{origin}: [io] telemetry_interval_s = {} must be between 0.1 and 3600", io.telemetry_interval_s);
+        if !(io.telemetry_interval_s.is_finite()
+            && (0.1..=3600.0).contains(&io.telemetry_interval_s))
+        {
+            bail!(
+                "{origin}: [io] telemetry_interval_s = {} must be between 0.1 and 3600",
+                io.telemetry_interval_s
+            );
         }
         match file.surplus.source {
             SurplusKind::Replay if file.surplus.profile.is_none() => {
-                bail!("{origin}: [surplus] source = \"replay\" needs `profile` (nuclear, wind or a CSV path)")
+                bail!(
+                    "{origin}: [surplus] source = \"replay\" needs `profile` (nuclear, wind or a CSV path)"
+                )
             }
             SurplusKind::Http => {
                 let listen = file.surplus.listen.as_deref().unwrap_or("127.0.0.1:8077");
@@ -224,7 +248,10 @@ impl Site {
         let fleet = hashsink_core::build_fleet(&groups, &catalogue).map_err(|e| anyhow!("{e}"))?;
         for id in fleet.miner_ids() {
             let fw = fleet.spec_of(id).firmware;
-            if !matches!(fw, FirmwareKind::Luxos | FirmwareKind::BraiinsOs | FirmwareKind::StockAntminer) {
+            if !matches!(
+                fw,
+                FirmwareKind::Luxos | FirmwareKind::BraiinsOs | FirmwareKind::StockAntminer
+            ) {
                 bail!(
                     "{origin}: firmware {} has no network driver yet; hashsink run drives luxos, braiins-os and stock-antminer",
                     fw.key()
@@ -255,19 +282,29 @@ const MAX_ADDRESSES_PER_ENTRY: u64 = 1 << 20;
 pub fn expand_addresses(entry: &str) -> Result<Vec<IpAddr>, String> {
     let entry = entry.trim();
     if let Some((a, b)) = entry.split_once('-') {
-        let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("{a:?} in {entry:?} is not an IPv4 address"))?;
-        let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("{b:?} in {entry:?} is not an IPv4 address"))?;
+        let a: Ipv4Addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{a:?} in {entry:?} is not an IPv4 address"))?;
+        let b: Ipv4Addr = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("{b:?} in {entry:?} is not an IPv4 address"))?;
         let (a, b) = (u32::from(a), u32::from(b));
         if b < a {
             return Err(format!("range {entry:?} ends before it starts"));
         }
         if (b - a) as u64 >= MAX_ADDRESSES_PER_ENTRY {
-            return Err(format!("range {entry:?} is larger than {MAX_ADDRESSES_PER_ENTRY} addresses"));
+            return Err(format!(
+                "range {entry:?} is larger than {MAX_ADDRESSES_PER_ENTRY} addresses"
+            ));
         }
         return Ok((a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect());
     }
     if entry.contains('/') {
-        let net: ipnet::Ipv4Net = entry.parse().map_err(|_| format!("{entry:?} is not a CIDR block like 10.0.1.0/24"))?;
+        let net: ipnet::Ipv4Net = entry
+            .parse()
+            .map_err(|_| format!("{entry:?} is not a CIDR block like 10.0.1.0/24"))?;
         if net.prefix_len() < 12 {
             return Err(format!("{entry:?} is larger than a /12"));
         }
@@ -288,20 +325,37 @@ mod tests {
         assert_eq!(expand_addresses("10.0.0.1-10.0.0.3").unwrap().len(), 3);
         assert_eq!(expand_addresses("10.0.0.0/30").unwrap().len(), 2);
         assert_eq!(expand_addresses("10.0.0.9").unwrap().len(), 1);
-        assert!(expand_addresses("10.0.0.300").unwrap_err().contains("not an IP"));
-        assert!(expand_addresses("10.0.0.9-10.0.0.1").unwrap_err().contains("ends before"));
+        assert!(
+            expand_addresses("10.0.0.300")
+                .unwrap_err()
+                .contains("not an IP")
+        );
+        assert!(
+            expand_addresses("10.0.0.9-10.0.0.1")
+                .unwrap_err()
+                .contains("ends before")
+        );
     }
 
     #[test]
     fn typos_and_bad_values_name_the_line() {
         let text = "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n\n[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddreses = [\"10.0.0.1\"]\n";
-        let e = Site::parse(text, "site.toml", ".".into()).err().unwrap().to_string();
+        let e = Site::parse(text, "site.toml", ".".into())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("site.toml:") && e.contains("addreses"), "{e}");
         let text = "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n[io]\ntimeout_ms = 5\n[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddresses = [\"10.0.0.1\"]\n";
-        let e = Site::parse(text, "site.toml", ".".into()).err().unwrap().to_string();
+        let e = Site::parse(text, "site.toml", ".".into())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("timeout_ms"), "{e}");
         let text = "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddresses = [\"10.0.0.1\", \"10.0.0.1\"]\n";
-        let e = Site::parse(text, "site.toml", ".".into()).err().unwrap().to_string();
+        let e = Site::parse(text, "site.toml", ".".into())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("listed twice"), "{e}");
     }
 }

@@ -1,0 +1,197 @@
+//! `hashsink bench-fleet`: the fleet I/O against an emulated LuxOS fleet in a separate process,
+//! side by side with pyasic on the same fleet. Per fleet size: asic-rs identification, the
+//! telemetry sweep (best of 3) and pyasic's on the same miners, then the daemon itself for 75 s
+//! (controller, sweeps every 5 s, commands), then a shed: time until the last miner acknowledged
+//! its sleep command (the emulator's receive times are not visible across processes; an
+//! acknowledgement comes after the receipt, so this bounds the fan-out from above) and until a
+//! read-back sweep confirmed every miner asleep. Peak RSS is this process's: the daemon with all
+//! its drivers and asic-rs handles.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hashsink_core::{Catalogue, ControllerSettings, FleetConfig};
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_fleetio::firmwares::CallSettings;
+use hashsink_fleetio::fleet::FleetIo;
+use hashsink_fleetio::{Control, MinerState};
+use hashsink_twin::Profile;
+
+use crate::daemon::{DaemonSetup, OnStop, SurplusFeed};
+
+const FIRST_INDEX: u32 = 20_000;
+const DAEMON_SECS: u64 = 75;
+
+pub async fn run(sizes: &[u32], pyasic: bool) -> Result<String> {
+    let mut out = String::from(
+        "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon 75 s: mining, commands, last sweep | shed acked (fan-out) | shed confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for &n in sizes {
+        let exe = std::env::current_exe()?;
+        let mut emulator = Command::new(exe)
+            .args([
+                "emulate",
+                "--speed",
+                "1",
+                "--first-index",
+                &FIRST_INDEX.to_string(),
+                "--mix",
+                &format!("s19xp:{n}:luxos"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start the emulator")?;
+        let stdout = emulator.stdout.take().unwrap();
+        let mut ready = false;
+        for line in BufReader::new(stdout).lines() {
+            if line?.contains("Ctrl-C") {
+                ready = true;
+                break;
+            }
+        }
+        if !ready {
+            bail!("the emulator did not start");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let addrs: Vec<std::net::IpAddr> = (0..n)
+            .map(|i| hashsink_emulator::miner_address(FIRST_INDEX + i).into())
+            .collect();
+        let settings = CallSettings {
+            timeout: Duration::from_secs(3),
+            ..CallSettings::default()
+        };
+        let fleet = Arc::new(FleetConfig::build_from_shorthand(
+            &format!("s19xp:{n}:luxos"),
+            &Catalogue::bundled(),
+        )?);
+        let identify_start = Instant::now();
+        let inventory = crate::daemon::connect::connect(
+            &fleet,
+            &addrs,
+            settings,
+            1024,
+            Duration::from_secs(5),
+            false,
+        )
+        .await?;
+        let identify = identify_start.elapsed();
+        let identified = n as usize - inventory.unreachable.len() - inventory.mismatched.len();
+        let io = Arc::new(FleetIo::new(
+            inventory.drivers,
+            1024,
+            Duration::from_secs(3),
+        ));
+        let _warm = io.sweep().await;
+        // A running daemon is logged on to every LuxOS miner (see MinerDriver::prepare).
+        io.prepare_all().await;
+        let mut best = Duration::MAX;
+        let mut answered = 0;
+        for _ in 0..3 {
+            let s = io.sweep().await;
+            best = best.min(s.took);
+            answered = s.answered();
+        }
+        let (py, py_answered) = if pyasic {
+            pyasic_sweep(&addrs[0], n)?
+        } else {
+            (None, None)
+        };
+        // The daemon for DAEMON_SECS (the controller waits 30 s of live signal, then 30 s of
+        // confirmation, before it wakes miners): half the fleet's power available, sweeps every 5 s.
+        let clock = ScaledClock::wall();
+        let profile = Profile::constant(
+            fleet.max_power() * 0.5,
+            clock.now(),
+            Duration::from_secs(3600),
+        );
+        let (handle, events, status_tx) = crate::daemon::channels();
+        let setup = DaemonSetup {
+            fleet: fleet.clone(),
+            io: io.clone(),
+            controller: ControllerSettings::default()
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            clock,
+            surplus: SurplusFeed::Replay {
+                profile: Arc::new(profile),
+                offset: Duration::ZERO,
+            },
+            meter: None,
+            telemetry_interval: Duration::from_secs(5),
+            on_stop: OnStop::Leave,
+        };
+        let status = crate::daemon::run(
+            setup,
+            handle.events.clone(),
+            events,
+            status_tx,
+            tokio::time::sleep(Duration::from_secs(DAEMON_SECS)),
+        )
+        .await?;
+        drop(handle);
+        let all: Vec<usize> = (0..io.len()).collect();
+        let shed_start = Instant::now();
+        let acks = io.apply_all(&all, Control::Sleep).await;
+        let fan_out = shed_start.elapsed();
+        let acked = acks.iter().filter(|(_, r)| r.is_ok()).count();
+        let confirm = io.sweep().await;
+        let confirmed = confirm
+            .results
+            .iter()
+            .filter(|r| matches!(r, Ok(t) if t.state == MinerState::Asleep))
+            .count();
+        let confirmed_after = shed_start.elapsed();
+        let _ = emulator.kill();
+        let _ = emulator.wait();
+        let rss = peak_rss_mb();
+        out += &format!(
+            "| {n} | {identified} in {:.1} s | {:.3} s | {answered} | {} | {} | {} | {}, {}, {} ms | {acked} in {:.3} s | {confirmed} after {:.3} s | {rss:.0} MB |\n",
+            identify.as_secs_f64(),
+            best.as_secs_f64(),
+            py.map_or("-".into(), |s| format!("{s:.3} s")),
+            py_answered.map_or("-".into(), |a| a.to_string()),
+            py.map_or("-".into(), |s| format!("{:.1}x", s / best.as_secs_f64())),
+            status.mining,
+            status.commands,
+            status.last_sweep_ms,
+            fan_out.as_secs_f64(),
+            confirmed_after.as_secs_f64(),
+        );
+    }
+    Ok(out)
+}
+
+/// pyasic 0.79's sweep of the same miners (tests/pyasic/sweep.py): (seconds, miners answered).
+fn pyasic_sweep(first: &std::net::IpAddr, n: u32) -> Result<(Option<f64>, Option<u64>)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/pyasic/sweep.py");
+    let o = Command::new("python3")
+        .args([script, &first.to_string(), &n.to_string()])
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).with_context(|| {
+        format!(
+            "pyasic sweep (pip install pyasic==0.79.0): {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })?;
+    Ok((v["seconds"].as_f64(), v["answered"].as_u64()))
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
