@@ -5,6 +5,7 @@ mod bench;
 mod bench_fleet;
 mod daemon;
 mod demo;
+mod discover;
 mod emulate;
 mod plot;
 mod progress;
@@ -72,6 +73,12 @@ enum Command {
         #[arg(long)]
         pyasic: bool,
     },
+    /// Scan addresses for miners (asic-rs identification) and print [[group]] tables for a site
+    /// file.
+    Discover {
+        #[command(flatten)]
+        args: discover::DiscoverArgs,
+    },
     /// An emulated fleet on loopback (LuxOS, Braiins OS, stock Antminer), until Ctrl-C.
     Emulate {
         #[command(flatten)]
@@ -137,6 +144,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::BenchFleet { sizes, pyasic } => {
             print!("{}", runtime()?.block_on(bench_fleet::run(&sizes, pyasic))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Discover { args } => {
+            runtime()?.block_on(discover::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Emulate { args } => {

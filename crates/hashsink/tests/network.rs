@@ -408,3 +408,38 @@ fn surplus_pushed_over_http_drives_the_fleet_and_bad_requests_change_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn discover_finds_the_emulated_miners_and_writes_site_groups() {
+    let _emulator = emulate(&[
+        "--first-index",
+        "7000",
+        "--mix",
+        "s19xp:3:luxos,s21:2:braiins-os,s19jpro:2:stock-antminer",
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(["discover", "127.1.28.0/24", "--timeout-ms", "2000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("7 of 254 addresses answered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "addresses = [\"127.1.28.1-127.1.28.3\"]",
+        "firmware = \"luxos\"",
+        "firmware = \"braiins-os\"",
+        "addresses = [\"127.1.28.4-127.1.28.5\"]",
+        "firmware = \"stock-antminer\"",
+        "addresses = [\"127.1.28.6-127.1.28.7\"]",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
