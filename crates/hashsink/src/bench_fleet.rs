@@ -23,11 +23,15 @@ use hashsink_twin::Profile;
 use crate::daemon::{DaemonSetup, OnStop, SurplusFeed};
 
 const FIRST_INDEX: u32 = 20_000;
-const DAEMON_SECS: u64 = 75;
 
-pub async fn run(sizes: &[u32], pyasic: bool) -> Result<String> {
+pub async fn run(
+    sizes: &[u32],
+    pyasic: bool,
+    concurrency: usize,
+    daemon_secs: u64,
+) -> Result<String> {
     let mut out = String::from(
-        "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon 75 s: mining, commands, last sweep | shed acked (fan-out) | shed confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon run: mining, commands, last sweep | shed acked (fan-out) | shed confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in sizes {
         let exe = std::env::current_exe()?;
@@ -82,7 +86,7 @@ pub async fn run(sizes: &[u32], pyasic: bool) -> Result<String> {
         let identified = n as usize - inventory.unreachable.len() - inventory.mismatched.len();
         let io = Arc::new(FleetIo::new(
             inventory.drivers,
-            1024,
+            concurrency,
             Duration::from_secs(3),
         ));
         let _warm = io.sweep().await;
@@ -100,7 +104,7 @@ pub async fn run(sizes: &[u32], pyasic: bool) -> Result<String> {
         } else {
             (None, None)
         };
-        // The daemon for DAEMON_SECS (the controller waits 30 s of live signal, then 30 s of
+        // The daemon for `daemon_secs` (the controller waits 30 s of live signal, then 30 s of
         // confirmation, before it wakes miners): half the fleet's power available, sweeps every 5 s.
         let clock = ScaledClock::wall();
         let profile = Profile::constant(
@@ -129,7 +133,7 @@ pub async fn run(sizes: &[u32], pyasic: bool) -> Result<String> {
             handle.events.clone(),
             events,
             status_tx,
-            tokio::time::sleep(Duration::from_secs(DAEMON_SECS)),
+            tokio::time::sleep(Duration::from_secs(daemon_secs)),
         )
         .await?;
         drop(handle);

@@ -72,6 +72,13 @@ enum Command {
         /// Also time pyasic (pip install pyasic==0.79.0) on the same fleet.
         #[arg(long)]
         pyasic: bool,
+        /// hashsink's calls in flight at once.
+        #[arg(long, default_value_t = 1024)]
+        concurrency: usize,
+        /// How long to run the daemon before the shed (it waits 60 s of live signal before it
+        /// wakes miners).
+        #[arg(long, default_value_t = 75)]
+        daemon_secs: u64,
     },
     /// Scan addresses for miners (asic-rs identification) and print [[group]] tables for a site
     /// file.
@@ -142,8 +149,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(run_daemon::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchFleet { sizes, pyasic } => {
-            print!("{}", runtime()?.block_on(bench_fleet::run(&sizes, pyasic))?);
+        Command::BenchFleet {
+            sizes,
+            pyasic,
+            concurrency,
+            daemon_secs,
+        } => {
+            print!(
+                "{}",
+                runtime()?.block_on(bench_fleet::run(&sizes, pyasic, concurrency, daemon_secs))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Discover { args } => {
