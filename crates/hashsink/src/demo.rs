@@ -165,11 +165,20 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         let _ = shed_events.send(daemon::Event::Operator(
             hashsink_core::OperatorCommand::ShedAll,
         ));
+        // Until the model has shown no miner hashing for a simulated minute (a command sent just
+        // before the shed may still land and be undone by the controller's read-back), or 30 s.
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut empty_since: Option<hashsink_units::Timestamp> = None;
         while Instant::now() < deadline {
             let t = shed_emulator.totals();
+            let now = clock.now();
             if t.mining + t.booting == 0 {
-                break;
+                let since = *empty_since.get_or_insert(now);
+                if now.saturating_since(since) >= Duration::from_secs(60) {
+                    break;
+                }
+            } else {
+                empty_since = None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -133,11 +133,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         match until {
             Some(t) => tokio::select! {
                 _ = clock.sleep_until(t) => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = shutdown_signal() => {}
             },
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            None => shutdown_signal().await,
         }
     };
     let status = daemon::run(setup, handle.events.clone(), events, status_tx, stop).await?;
@@ -162,4 +160,20 @@ fn load_profile(site: &Site) -> Result<Profile> {
             Profile::from_csv(&text, &full.display().to_string())?
         }
     })
+}
+
+/// Ctrl-C or SIGTERM (what systemd and container runtimes send).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("Ctrl-C: stopping"),
+        _ = term.recv() => info!("SIGTERM: stopping"),
+    }
 }

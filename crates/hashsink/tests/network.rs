@@ -211,6 +211,28 @@ fn example_site_runs_against_the_emulator() {
         status["kpis"]["absorbed_kwh"].as_f64().unwrap() > 0.0,
         "{status}"
     );
+    // safe_state = "sleep": on stop every miner was put to sleep. Ask each one (cgminer API).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for host in 1..=100 {
+        let reply = cgminer(&format!("127.1.0.{host}:4028"), "summary");
+        let ghs = reply["SUMMARY"][0]["GHS 5s"].as_f64().unwrap();
+        assert_eq!(
+            ghs, 0.0,
+            "127.1.0.{host} still hashing after the daemon stopped: {reply}"
+        );
+    }
+}
+
+/// One cgminer API command over a plain socket.
+fn cgminer(addr: &str, command: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the emulated miner");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(s, "{{\"command\":\"{command}\"}}").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    serde_json::from_str(reply.trim_end_matches('\0')).unwrap()
 }
 
 #[test]

@@ -211,6 +211,8 @@ pub async fn run(
     let mut sweeping = false;
     let mut last_kpi_t = start;
     let mut overridden = false;
+    // Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
+    let mut inflight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let tick_wall_min = Duration::from_millis(20);
     tokio::pin!(stop);
     info!(miners = n, speed = clock.speed(), "daemon started");
@@ -247,6 +249,7 @@ pub async fn run(
                     }
                 }
             }
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
             _ = sleep_until(&clock, wake_at, tick_wall_min) => {}
         }
         let now = clock.now();
@@ -317,7 +320,7 @@ pub async fn run(
             let control = match command.action {
                 Action::Query => {
                     let read = io.read(miner.index());
-                    tokio::spawn(async move {
+                    inflight.spawn(async move {
                         let result = read.await;
                         let _ = tx.send(Event::Telemetry {
                             miner: miner.0,
@@ -336,7 +339,7 @@ pub async fn run(
             debug!(miner = miner.0, ?control, reason = ?command.reason, "command");
             let apply = io.apply(miner.index(), control);
             let id = command.id;
-            tokio::spawn(async move {
+            inflight.spawn(async move {
                 let result = to_outcome(apply.await);
                 let _ = tx.send(Event::Outcome {
                     outcome: CommandOutcome { id, miner, result },
@@ -344,6 +347,9 @@ pub async fn run(
             });
         }
     }
+    // Let every command already sent land (each is bounded by its call timeout) before the
+    // safe state, so that a late wake cannot undo it.
+    while inflight.join_next().await.is_some() {}
     if on_stop == OnStop::Sleep {
         info!("stopping: putting every miner to sleep");
         let all: Vec<usize> = (0..n).collect();
