@@ -142,6 +142,12 @@ pub enum TransportError {
 }
 
 /// A controller as the twin and the daemon drive it.
+///
+/// Contract with the I/O side: every write command gets an [`Input::Outcome`] once the transport
+/// is done with it (success, the miner's refusal, or a transport error within the call timeout);
+/// the controller starts judging whether the miner obeyed from that acknowledgement, so time on
+/// the wire is not held against the miner. A read-back (`Action::Query`) is answered by an
+/// [`Input::Miner`] report, optionally followed by its own successful outcome.
 pub trait FleetController {
     /// Feed one input observed at `now`.
     fn handle_input(&mut self, now: Timestamp, input: Input);

@@ -761,6 +761,17 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                     }
                     continue;
                 }
+                if cmd.action.is_write() {
+                    // The transport delivered it: every write gets an outcome, as in the daemon.
+                    outcomes.push((
+                        now,
+                        CommandOutcome {
+                            id: cmd.id,
+                            miner: cmd.miner,
+                            result: Ok(Ok(())),
+                        },
+                    ));
+                }
                 let settled = match cmd.action {
                     Action::Query => true,
                     _ if f.ignores > 0 => false,

@@ -60,6 +60,10 @@ const FAST_REACTION: Duration = Duration::from_secs(5);
 
 /// Smoothing of the reading's jitter estimate, in seconds.
 const JITTER_TIME_CONSTANT_S: f64 = 300.0;
+/// How long past its settle time an unacknowledged write is left to its transport before the
+/// controller reads the miner back anyway.
+const MAX_ACK_WAIT: Duration = Duration::from_secs(600);
+
 /// The deadband is at least this many times the reading's jitter: a noisy meter does not make
 /// the fleet chase its noise.
 const JITTER_DEADBAND_FACTOR: f64 = 8.0;
@@ -121,6 +125,17 @@ struct Slot {
     reason: Reason,
     pending: Option<CommandId>,
     queried: bool,
+    /// The read-back sent for the pending command, if any.
+    query: Option<CommandId>,
+    /// The pending command is not judged before this time. It starts at the send and moves to
+    /// the acknowledgement when one arrives, so that the time a command spends on the wire (a
+    /// slow web interface, a sped-up replay) does not count against the miner.
+    verify_after: Timestamp,
+    /// The pending write's settle time plus the grace.
+    verify_window: Duration,
+    /// When the pending write was sent, and whether its acknowledgement has come.
+    sent_at: Timestamp,
+    acked: bool,
     attempts: u8,
     drifts: u8,
     drift_window_start: Timestamp,
@@ -333,6 +348,11 @@ impl Controller {
                 reason: Reason::Dispatch,
                 pending: None,
                 queried: false,
+                query: None,
+                verify_after: start,
+                verify_window: Duration::ZERO,
+                sent_at: start,
+                acked: false,
                 attempts: 0,
                 drifts: 0,
                 drift_window_start: start,
@@ -1190,11 +1210,22 @@ impl Controller {
             }
             let new = self.commanded_delta(m);
             self.committed += new - old;
-            let deadline = now + settle + self.cfg.verify_grace;
-            self.deadlines
-                .push(Reverse((deadline, Deadline::Verify { miner: m, id: id.0 })));
+            let window = settle + self.cfg.verify_grace;
+            let slot = &mut self.slots[m as usize];
+            slot.verify_window = window;
+            slot.verify_after = now + window;
+            slot.query = None;
+            slot.sent_at = now;
+            slot.acked = false;
+            self.deadlines.push(Reverse((
+                now + window,
+                Deadline::Verify { miner: m, id: id.0 },
+            )));
         } else {
             self.stats.queries += 1;
+            let slot = &mut self.slots[m as usize];
+            slot.query = Some(id);
+            slot.verify_after = slot.verify_after.max(now + self.cfg.verify_grace);
         }
         self.out.push_back(Command {
             id,
@@ -1353,8 +1384,19 @@ impl Controller {
         match deadline {
             Deadline::Verify { miner, id } => {
                 let slot = &self.slots[miner as usize];
-                if slot.pending != Some(CommandId(id)) {
+                if slot.pending != Some(CommandId(id)) || now < slot.verify_after {
+                    // Settled, superseded, or acknowledged late: a later deadline is queued.
                     return;
+                }
+                // Still on the wire: the I/O layer answers every write within its own timeout,
+                // so wait for that (bounded, in case it never does).
+                if !slot.acked && !slot.queried {
+                    let latest = slot.sent_at + slot.verify_window + MAX_ACK_WAIT;
+                    if now < latest {
+                        self.deadlines
+                            .push(Reverse((latest, Deadline::Verify { miner, id })));
+                        return;
+                    }
                 }
                 if !slot.queried {
                     self.slots[miner as usize].queried = true;
@@ -1458,7 +1500,42 @@ impl FleetController for Controller {
                 let Some(slot) = self.slots.get_mut(m as usize) else {
                     return;
                 };
-                if slot.pending != Some(outcome.id) {
+                let Some(pending) = slot.pending else {
+                    return;
+                };
+                // A read-back came back (its report was handled first): give the miner a grace
+                // from now, not from when the read was sent.
+                if slot.query == Some(outcome.id) {
+                    let after = now + self.cfg.verify_grace;
+                    if after > slot.verify_after {
+                        slot.verify_after = after;
+                        self.deadlines.push(Reverse((
+                            after,
+                            Deadline::Verify {
+                                miner: m,
+                                id: pending.0,
+                            },
+                        )));
+                    }
+                    return;
+                }
+                if pending != outcome.id {
+                    return;
+                }
+                if outcome.result == Ok(Ok(())) {
+                    // Acknowledged: the settle time counts from now.
+                    slot.acked = true;
+                    let after = now + slot.verify_window;
+                    if after > slot.verify_after {
+                        slot.verify_after = after;
+                        self.deadlines.push(Reverse((
+                            after,
+                            Deadline::Verify {
+                                miner: m,
+                                id: pending.0,
+                            },
+                        )));
+                    }
                     return;
                 }
                 if outcome.result != Ok(Ok(())) {

@@ -102,6 +102,15 @@ impl Harness {
                 self.ctrl.handle_input(now, Input::Outcome(outcome));
                 continue;
             }
+            if cmd.action.is_write() {
+                // Delivered: every write gets an outcome (the daemon's and the twin's contract).
+                let outcome = CommandOutcome {
+                    id: cmd.id,
+                    miner: cmd.miner,
+                    result: Ok(Ok(())),
+                };
+                self.ctrl.handle_input(now, Input::Outcome(outcome));
+            }
             let spec = self.fleet.spec_of(cmd.miner).clone();
             if !self.disobedient.contains(&m) {
                 match cmd.action {
@@ -423,4 +432,114 @@ fn a_forecast_wakes_slow_miners_ahead_of_the_surplus() {
         without > with + 120,
         "without one it waits for the surplus, then for the boot: {without} vs {with}"
     );
+}
+
+/// A command that spends a minute on the wire (a slow web interface, a sped-up replay) is judged
+/// from its acknowledgement: the miner is not read back, re-sent or blamed while it is still
+/// within its settle time counted from the acknowledgement.
+#[test]
+fn verification_counts_from_the_acknowledgement() {
+    for ack_delay in [0i64, 60] {
+        let fleet = Arc::new(
+            FleetConfig::build_from_shorthand("s19xp:2:luxos", &Catalogue::bundled()).unwrap(),
+        );
+        let spec = fleet.spec_of(MinerId(0)).clone();
+        let mut ctrl = Controller::new(fleet.clone(), quick(), t(0));
+        let mut power = vec![spec.standby; 2];
+        // The first wake, held back: (sent at, command).
+        let mut held: Option<(i64, Command)> = None;
+        let mut to_held_miner: Vec<(i64, Action)> = Vec::new();
+        let report = |ctrl: &mut Controller, s: i64, m: u32, p: Watts| {
+            let status = if p > spec.standby {
+                MinerStatus::Mining {
+                    power: p,
+                    hashrate: HashRate(1.0),
+                }
+            } else {
+                MinerStatus::Asleep { power: p }
+            };
+            ctrl.handle_input(
+                t(s),
+                Input::Miner(MinerReport {
+                    miner: MinerId(m),
+                    at: t(s),
+                    status,
+                }),
+            );
+        };
+        for s in 0..400 {
+            ctrl.handle_input(
+                t(s),
+                Input::Surplus {
+                    at: t(s),
+                    available: spec.max_power() * 1.2,
+                },
+            );
+            ctrl.handle_timeout(t(s));
+            while let Some(c) = ctrl.poll_command() {
+                let m = c.miner.0;
+                if held.is_some_and(|(_, h)| h.miner == c.miner)
+                    || (held.is_none() && matches!(c.action, Action::Wake(_)))
+                {
+                    to_held_miner.push((s, c.action));
+                }
+                if held.is_none() && matches!(c.action, Action::Wake(_)) {
+                    held = Some((s, c));
+                    continue;
+                }
+                match c.action {
+                    Action::Sleep => power[m as usize] = spec.standby,
+                    Action::Wake(l) | Action::SetLevel(l) => {
+                        power[m as usize] = spec.level_power(l)
+                    }
+                    Action::Query => {}
+                }
+                ctrl.handle_input(
+                    t(s),
+                    Input::Outcome(CommandOutcome {
+                        id: c.id,
+                        miner: c.miner,
+                        result: Ok(Ok(())),
+                    }),
+                );
+                report(&mut ctrl, s, m, power[m as usize]);
+            }
+            if let Some((sent, c)) = held {
+                let m = c.miner.0;
+                if s == sent + ack_delay {
+                    if let Action::Wake(l) = c.action {
+                        power[m as usize] = spec.level_power(l);
+                    }
+                    ctrl.handle_input(
+                        t(s),
+                        Input::Outcome(CommandOutcome {
+                            id: c.id,
+                            miner: c.miner,
+                            result: Ok(Ok(())),
+                        }),
+                    );
+                }
+                // The miner reports once booted and ramped: well inside its settle time from the
+                // acknowledgement, well outside it from the send when the ack was late.
+                if s == sent + ack_delay + 12 {
+                    report(&mut ctrl, s, m, power[m as usize]);
+                }
+            }
+            ctrl.check_accounting().unwrap();
+        }
+        let (sent, c) = held.expect("the controller woke a miner");
+        let early: Vec<_> = to_held_miner
+            .iter()
+            .filter(|(s, a)| *s > sent && *s <= sent + ack_delay + 12 && *a == Action::Query)
+            .collect();
+        assert!(
+            early.is_empty(),
+            "ack after {ack_delay} s: read back before it could settle: {to_held_miner:?}"
+        );
+        assert_eq!(
+            ctrl.fault_of(c.miner),
+            None,
+            "ack after {ack_delay} s: {to_held_miner:?}"
+        );
+    }
 }

@@ -320,13 +320,26 @@ pub async fn run(
             let control = match command.action {
                 Action::Query => {
                     let read = io.read(miner.index());
+                    let id = command.id;
                     inflight.spawn(async move {
                         let result = read.await;
+                        let ok = result.is_ok();
                         let _ = tx.send(Event::Telemetry {
                             miner: miner.0,
                             at: clock.now(),
                             result,
                         });
+                        // The read-back's own outcome, after its report: the controller's grace
+                        // for the miner counts from here, not from when the read was sent.
+                        if ok {
+                            let _ = tx.send(Event::Outcome {
+                                outcome: CommandOutcome {
+                                    id,
+                                    miner,
+                                    result: Ok(Ok(())),
+                                },
+                            });
+                        }
                     });
                     continue;
                 }
