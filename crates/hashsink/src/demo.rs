@@ -28,8 +28,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4.0)]
     pub hours: f64,
     /// Start of the replay (UTC). The default is the evening the surplus of a nuclear unit
-    /// rises from nothing to its night plateau (Ontario, 1-2 May 2016).
-    #[arg(long, default_value = "2016-05-02T01:00:00Z")]
+    /// rises from nothing to its night plateau (Ontario, 1-2 May 2016, 22:30 local time).
+    #[arg(long, default_value = "2016-05-02T02:30:00Z")]
     pub start: String,
     /// The emulated fleet (MODEL:COUNT:FIRMWARE, comma separated).
     #[arg(long, default_value = DEMO_MIX)]
@@ -184,6 +184,8 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         }
     };
     let live = !args.json && std::io::stdout().is_terminal();
+    let scale_w = fleet.max_power().w();
+    let offset = clock.now().saturating_since(start);
     let mut status_rx = handle.status.clone();
     let view = tokio::spawn(async move {
         let mut last_line = Instant::now() - Duration::from_secs(60);
@@ -195,13 +197,13 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
                     if drawn {
                         print!("\x1b[5A");
                     }
-                    print!("{}", render_live(&s));
+                    print!("{}", render_live(&s, scale_w, offset));
                     let _ = std::io::stdout().flush();
                     drawn = true;
                     last_line = Instant::now();
                 }
             } else if last_line.elapsed() >= Duration::from_secs(30) && !args.json {
-                println!("{}", render_line(&s));
+                println!("{}", render_line(&s, offset));
                 last_line = Instant::now();
             }
         }
@@ -269,13 +271,18 @@ fn bar(fraction: f64, width: usize) -> String {
     format!("{}{}", "#".repeat(filled), ".".repeat(width - filled))
 }
 
-fn render_live(s: &Status) -> String {
+/// The replay's own time (the clock runs `offset` ahead of it: identification took a moment).
+fn replay_time(s: &Status, offset: Duration) -> String {
+    format_time(hashsink_units::Timestamp::from_millis(s.now_ms) - offset)
+}
+
+fn render_live(s: &Status, scale_w: f64, offset: Duration) -> String {
     let surplus = s.surplus_w.unwrap_or(0.0);
-    let scale = surplus.max(s.fleet_w).max(1.0);
+    let scale = scale_w.max(surplus).max(1.0);
     let k = &s.kpis;
     format!(
         "\x1b[2K{}  surplus {:>7.1} kW |{}|\n\x1b[2K                      fleet   {:>7.1} kW |{}|\n\x1b[2Kminers: {} mining, {} booting, {} asleep, {} not answering, {} faulted; {:.2} PH/s\n\x1b[2Kso far: absorbed {:.1} % of {:.0} kWh, import {:.3} %, {:.4} EH hashed, {} commands\n\x1b[2Klast telemetry sweep {} ms\n",
-        format_time(hashsink_units::Timestamp::from_millis(s.now_ms)),
+        replay_time(s, offset),
         surplus / 1e3,
         bar(surplus / scale, 40),
         s.fleet_w / 1e3,
@@ -295,10 +302,10 @@ fn render_live(s: &Status) -> String {
     )
 }
 
-fn render_line(s: &Status) -> String {
+fn render_line(s: &Status, offset: Duration) -> String {
     format!(
         "{}  surplus {:>7.1} kW  fleet {:>7.1} kW  mining {:>3}  asleep {:>3}  absorbed {:>5.1} %",
-        format_time(hashsink_units::Timestamp::from_millis(s.now_ms)),
+        replay_time(s, offset),
         s.surplus_w.unwrap_or(0.0) / 1e3,
         s.fleet_w / 1e3,
         s.mining,

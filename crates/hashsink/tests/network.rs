@@ -284,6 +284,21 @@ fn disobedient_miners_are_found_by_read_back_and_slow_ones_still_work() {
         faulted <= 5,
         "only the ignoring miners are faulted: {report}"
     );
+    // The ignoring miners are every 20th from the first (127.1.14.1, .21, .41, .61, .81).
+    for m in status["faulted_miners"].as_array().unwrap() {
+        let address = m["address"].as_str().unwrap();
+        assert!(
+            [
+                "127.1.14.1",
+                "127.1.14.21",
+                "127.1.14.41",
+                "127.1.14.61",
+                "127.1.14.81"
+            ]
+            .contains(&address),
+            "a healthy miner was blamed: {m} in {report}"
+        );
+    }
     let surplus = status["kpis"]["surplus_kwh"].as_f64().unwrap();
     assert!(
         status["kpis"]["absorbed_kwh"].as_f64().unwrap() / surplus > 0.8,

@@ -79,9 +79,17 @@ pub struct Status {
     pub asleep: u32,
     pub unreachable: u32,
     pub faulted: u32,
+    /// The miners routed around, with why (the first 100).
+    pub faulted_miners: Vec<FaultedMiner>,
     pub commands: u64,
     pub last_sweep_ms: u64,
     pub kpis: RunKpis,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FaultedMiner {
+    pub address: String,
+    pub fault: hashsink_core::FaultKind,
 }
 
 /// Running totals since the daemon started, while it followed the surplus (time under an
@@ -284,6 +292,20 @@ pub async fn run(
                 standby_w,
             );
             status.surplus_w = reading.map(|r| r.1.w());
+            status.faulted_miners.clear();
+            if status.faulted > 0 {
+                for m in fleet.miner_ids() {
+                    if let Some(fault) = ctl.fault_of(m) {
+                        status.faulted_miners.push(FaultedMiner {
+                            address: io.driver(m.index()).address().to_string(),
+                            fault,
+                        });
+                        if status.faulted_miners.len() >= 100 {
+                            break;
+                        }
+                    }
+                }
+            }
             let _ = status_tx.send(status.clone());
             next_tick = now + cadence;
             if now >= next_sweep && !sweeping {
