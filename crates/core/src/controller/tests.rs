@@ -445,7 +445,7 @@ fn verification_counts_from_the_acknowledgement() {
         );
         let spec = fleet.spec_of(MinerId(0)).clone();
         let mut ctrl = Controller::new(fleet.clone(), quick(), t(0));
-        let mut power = vec![spec.standby; 2];
+        let mut power = [spec.standby; 2];
         // The first wake, held back: (sent at, command).
         let mut held: Option<(i64, Command)> = None;
         let mut to_held_miner: Vec<(i64, Action)> = Vec::new();
