@@ -1,8 +1,8 @@
 //! `hashsink bench-fleet`: the fleet I/O against an emulated LuxOS fleet in a separate process,
 //! side by side with pyasic on the same fleet. Per fleet size: asic-rs identification, the
 //! telemetry sweep (best of 3) and pyasic's on the same miners, then the daemon itself for 75 s
-//! (controller, sweeps every 5 s, commands), then a shed: time until the last miner acknowledged
-//! its sleep command (the emulator's receive times are not visible across processes; an
+//! (controller, sweeps every 5 s, commands), then a shed of the miners that run: time until the
+//! last one acknowledged its sleep command (the emulator's receive times are not visible across processes; an
 //! acknowledgement comes after the receipt, so this bounds the fan-out from above) and until a
 //! read-back sweep confirmed every miner asleep. Peak RSS is this process's: the daemon with all
 //! its drivers and asic-rs handles.
@@ -31,7 +31,7 @@ pub async fn run(
     daemon_secs: u64,
 ) -> Result<String> {
     let mut out = String::from(
-        "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon run: mining, commands, last sweep | shed acked (fan-out) | shed confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon run: mining, commands, last sweep | shed: running miners acked (fan-out) | all confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in sizes {
         let exe = std::env::current_exe()?;
@@ -137,9 +137,14 @@ pub async fn run(
         )
         .await?;
         drop(handle);
-        let all: Vec<usize> = (0..io.len()).collect();
+        // The shed goes to the miners that run, as the controller's does (it knows which from
+        // its telemetry; here a sweep just before, not timed).
+        let before = io.sweep().await;
+        let running: Vec<usize> = (0..io.len())
+            .filter(|&i| !matches!(&before.results[i], Ok(t) if t.state == MinerState::Asleep))
+            .collect();
         let shed_start = Instant::now();
-        let acks = io.apply_all(&all, Control::Sleep).await;
+        let acks = io.apply_all(&running, Control::Sleep).await;
         let fan_out = shed_start.elapsed();
         let acked = acks.iter().filter(|(_, r)| r.is_ok()).count();
         let confirm = io.sweep().await;
@@ -153,7 +158,7 @@ pub async fn run(
         let _ = emulator.wait();
         let rss = peak_rss_mb();
         out += &format!(
-            "| {n} | {identified} in {:.1} s | {:.3} s | {answered} | {} | {} | {} | {}, {}, {} ms | {acked} in {:.3} s | {confirmed} after {:.3} s | {rss:.0} MB |\n",
+            "| {n} | {identified} in {:.1} s | {:.3} s | {answered} | {} | {} | {} | {}, {}, {} ms | {acked} of {} in {:.3} s | {confirmed} after {:.3} s | {rss:.0} MB |\n",
             identify.as_secs_f64(),
             best.as_secs_f64(),
             py.map_or("-".into(), |s| format!("{s:.3} s")),
@@ -162,6 +167,7 @@ pub async fn run(
             status.mining,
             status.commands,
             status.last_sweep_ms,
+            running.len(),
             fan_out.as_secs_f64(),
             confirmed_after.as_secs_f64(),
         );
