@@ -31,13 +31,12 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, index: u32
 async fn handle(mut stream: TcpStream, shared: Arc<Shared>, index: u32) {
     let fault = shared.fault(index);
     if fault == Fault::Hang {
-        // Keep the connection open, say nothing.
+        // Keep the connection open and say nothing, until the client gives up (or HANG_FOR).
         let mut sink = [0u8; 1024];
         let _ = tokio::time::timeout(HANG_FOR, async {
             while let Ok(n) = stream.read(&mut sink).await {
                 if n == 0 {
-                    // The client gave up; a hung miner still never answers.
-                    tokio::time::sleep(HANG_FOR).await;
+                    break;
                 }
             }
         })
