@@ -1237,6 +1237,21 @@ impl Controller {
 
     // ----- faults and verification ----------------------------------------------------------
 
+    /// Moves the pending command's verification to `after` if that is later.
+    fn verify_no_earlier_than(&mut self, m: u32, pending: CommandId, after: Timestamp) {
+        let slot = &mut self.slots[m as usize];
+        if after > slot.verify_after {
+            slot.verify_after = after;
+            self.deadlines.push(Reverse((
+                after,
+                Deadline::Verify {
+                    miner: m,
+                    id: pending.0,
+                },
+            )));
+        }
+    }
+
     fn fault(&mut self, m: u32, kind: FaultKind, now: Timestamp) {
         let slot = &self.slots[m as usize];
         if slot.plan == Plan::Faulted {
@@ -1507,16 +1522,7 @@ impl FleetController for Controller {
                 // from now, not from when the read was sent.
                 if slot.query == Some(outcome.id) {
                     let after = now + self.cfg.verify_grace;
-                    if after > slot.verify_after {
-                        slot.verify_after = after;
-                        self.deadlines.push(Reverse((
-                            after,
-                            Deadline::Verify {
-                                miner: m,
-                                id: pending.0,
-                            },
-                        )));
-                    }
+                    self.verify_no_earlier_than(m, pending, after);
                     return;
                 }
                 if pending != outcome.id {
@@ -1526,16 +1532,7 @@ impl FleetController for Controller {
                     // Acknowledged: the settle time counts from now.
                     slot.acked = true;
                     let after = now + slot.verify_window;
-                    if after > slot.verify_after {
-                        slot.verify_after = after;
-                        self.deadlines.push(Reverse((
-                            after,
-                            Deadline::Verify {
-                                miner: m,
-                                id: pending.0,
-                            },
-                        )));
-                    }
+                    self.verify_no_earlier_than(m, pending, after);
                     return;
                 }
                 if outcome.result != Ok(Ok(())) {
