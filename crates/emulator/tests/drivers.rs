@@ -81,7 +81,7 @@ async fn fleet_and_drivers(
                     Some(f.miner),
                     s,
                     http.clone(),
-                    spec.preferred_level,
+                    spec,
                 )),
             }
         })

@@ -21,6 +21,9 @@ pub enum MinerState {
 pub struct Telemetry {
     pub state: MinerState,
     pub power: Watts,
+    /// The firmware does not report its draw (older stock Antminer firmware): `power` is the
+    /// rated draw of its work mode (or standby), not a measurement.
+    pub power_estimated: bool,
     pub hashrate: HashRate,
     pub board_temp_c: Option<f64>,
     pub chip_temp_c: Option<f64>,

@@ -238,6 +238,7 @@ impl MinerDriver for LuxOsDriver {
         Ok(Telemetry {
             state: state_of(curtailed, ghs),
             power: Watts(watts),
+            power_estimated: false,
             hashrate: HashRate::from_ths(ghs / 1000.0),
             board_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Board")),
             chip_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Chip")),
@@ -393,6 +394,7 @@ impl MinerDriver for BraiinsDriver {
         Ok(Telemetry {
             state: state_of(matches!(status, 3 | 4), ghs),
             power: Watts(watts),
+            power_estimated: false,
             hashrate: HashRate::from_ths(ghs / 1000.0),
             board_temp_c: None,
             chip_temp_c: None,
@@ -435,7 +437,11 @@ pub struct AntminerDriver {
     asic: Option<AsicRsMiner>,
     settings: CallSettings,
     http: reqwest::Client,
-    /// Index of the "normal" rung in the spec's [low, normal, high] ladder.
+    /// Rated draw of the spec's [low, normal, high] rungs and of standby, for firmware that does
+    /// not report its draw.
+    rated: Vec<Watts>,
+    standby: Watts,
+    /// Index of the "normal" rung.
     normal_level: u8,
 }
 
@@ -445,7 +451,7 @@ impl AntminerDriver {
         asic: Option<AsicRsMiner>,
         settings: CallSettings,
         http: reqwest::Client,
-        normal_level: u8,
+        spec: &hashsink_core::MinerSpec,
     ) -> Self {
         Self {
             ip,
@@ -453,7 +459,9 @@ impl AntminerDriver {
             asic,
             settings,
             http,
-            normal_level,
+            rated: spec.levels.clone(),
+            standby: spec.standby,
+            normal_level: spec.preferred_level,
         }
     }
 
@@ -512,30 +520,13 @@ impl MinerDriver for AntminerDriver {
             self.rpc.command("summary+stats", None),
             self.web("get_miner_conf.cgi", None)
         );
-        let reply = reply?;
-        let conf = conf?;
-        let summary = section(&reply, "summary")?;
-        let stats = section(&reply, "stats")?;
-        let ghs = number_at(summary, "/SUMMARY/0/GHS 5s")
-            .ok_or_else(|| DriverError::Malformed("summary has no 'GHS 5s'".into()))?;
-        let watts = number_at(stats, "/STATS/1/chain_power")
-            .ok_or_else(|| DriverError::Malformed("stats has no chain_power".into()))?;
-        let mode = conf
-            .get("bitmain-work-mode")
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .unwrap_or_default();
-        Ok(Telemetry {
-            state: state_of(mode == "1", ghs),
-            power: Watts(watts),
-            hashrate: HashRate::from_ths(ghs / 1000.0),
-            board_temp_c: number_at(stats, "/STATS/1/temp1"),
-            chip_temp_c: number_at(stats, "/STATS/1/temp2_1"),
-            fan_rpm: number_at(stats, "/STATS/1/fan1").map(|f| f as u32),
-        })
+        antminer_telemetry(
+            &reply?,
+            &conf?,
+            &self.rated,
+            self.normal_level,
+            self.standby,
+        )
     }
 
     async fn apply(&self, control: Control) -> Result<(), DriverError> {
@@ -569,5 +560,128 @@ fn accepted(ok: bool) -> Result<(), DriverError> {
         Err(DriverError::Rejected(
             "the miner did not accept the work mode".into(),
         ))
+    }
+}
+
+/// A stock Antminer's reading from its `summary+stats` reply and its miner configuration. The
+/// draw is `chain_power` ("3250 W"), `power` or `watt` in stats, whichever the firmware has;
+/// firmware that reports none gets the rated draw of its work mode (marked as an estimate).
+pub fn antminer_telemetry(
+    reply: &Value,
+    conf: &Value,
+    rated: &[Watts],
+    normal_level: u8,
+    standby: Watts,
+) -> Result<Telemetry, DriverError> {
+    let summary = section(reply, "summary")?;
+    let stats = section(reply, "stats")?;
+    let ghs = number_at(summary, "/SUMMARY/0/GHS 5s")
+        .ok_or_else(|| DriverError::Malformed("summary has no 'GHS 5s'".into()))?;
+    let mode = conf
+        .get("miner-mode")
+        .or_else(|| conf.get("bitmain-work-mode"))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        })
+        .ok_or_else(|| DriverError::Malformed("miner configuration has no work mode".into()))?;
+    let asleep = mode == "1";
+    let state = state_of(asleep, ghs);
+    let measured = ["/STATS/1/chain_power", "/STATS/1/power", "/STATS/1/watt"]
+        .iter()
+        .find_map(|p| number_at(stats, p));
+    let (power, power_estimated) = match measured {
+        Some(w) => (Watts(w), false),
+        None => {
+            let rung = match mode.as_str() {
+                "3" => 0,
+                "2" => rated.len().saturating_sub(1),
+                _ => normal_level as usize,
+            };
+            let w = match state {
+                MinerState::Mining => rated.get(rung).copied().unwrap_or(standby),
+                MinerState::Booting | MinerState::Asleep => standby,
+            };
+            (w, true)
+        }
+    };
+    Ok(Telemetry {
+        state,
+        power,
+        power_estimated,
+        hashrate: HashRate::from_ths(ghs / 1000.0),
+        board_temp_c: number_at(stats, "/STATS/1/temp1"),
+        chip_temp_c: number_at(stats, "/STATS/1/temp2_1"),
+        fan_rpm: number_at(stats, "/STATS/1/fan1").map(|f| f as u32),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn reply(stats: Value) -> Value {
+        json!({
+            "summary": [{"SUMMARY": [{"GHS 5s": 104000.0}]}],
+            "stats": [{"STATS": [{"Type": "Antminer S19j Pro"}, stats]}],
+        })
+    }
+
+    const RATED: [Watts; 3] = [Watts(2300.0), Watts(3068.0), Watts(3375.0)];
+
+    #[test]
+    fn antminer_power_is_read_where_the_firmware_has_it() {
+        let conf = json!({"bitmain-work-mode": "0"});
+        let t = antminer_telemetry(
+            &reply(json!({"chain_power": "3050 W"})),
+            &conf,
+            &RATED,
+            1,
+            Watts(15.0),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.power, t.power_estimated, t.state),
+            (Watts(3050.0), false, MinerState::Mining)
+        );
+        let t = antminer_telemetry(&reply(json!({"watt": 3010})), &conf, &RATED, 1, Watts(15.0))
+            .unwrap();
+        assert_eq!((t.power, t.power_estimated), (Watts(3010.0), false));
+    }
+
+    #[test]
+    fn antminer_without_a_power_reading_gets_its_modes_rating() {
+        let t = antminer_telemetry(
+            &reply(json!({"temp1": 60})),
+            &json!({"miner-mode": 3}),
+            &RATED,
+            1,
+            Watts(15.0),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.power, t.power_estimated),
+            (Watts(2300.0), true),
+            "low mode"
+        );
+        let t = antminer_telemetry(
+            &reply(json!({})),
+            &json!({"bitmain-work-mode": "1"}),
+            &RATED,
+            1,
+            Watts(15.0),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.power, t.state),
+            (Watts(15.0), MinerState::Asleep),
+            "sleep mode"
+        );
+        let e =
+            antminer_telemetry(&reply(json!({})), &json!({}), &RATED, 1, Watts(15.0)).unwrap_err();
+        assert!(matches!(e, DriverError::Malformed(_)), "{e}");
     }
 }

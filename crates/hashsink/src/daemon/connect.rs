@@ -70,13 +70,9 @@ pub async fn connect(
         let driver: Arc<dyn MinerDriver> = match wanted {
             Family::LuxOs => Arc::new(LuxOsDriver::new(*ip, asic, s)),
             Family::BraiinsOs => Arc::new(BraiinsDriver::new(*ip, asic, s, http.clone())),
-            Family::StockAntminer => Arc::new(AntminerDriver::new(
-                *ip,
-                asic,
-                s,
-                http.clone(),
-                spec.preferred_level,
-            )),
+            Family::StockAntminer => {
+                Arc::new(AntminerDriver::new(*ip, asic, s, http.clone(), spec))
+            }
             Family::Other => bail!("no driver for firmware {}", spec.firmware.key()),
         };
         inventory.drivers.push(driver);
