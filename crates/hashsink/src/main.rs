@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod discover;
 mod emulate;
+mod market;
 mod plot;
 mod progress;
 mod run_daemon;
@@ -79,6 +80,12 @@ enum Command {
         /// wakes miners).
         #[arg(long, default_value_t = 75)]
         daemon_secs: u64,
+    },
+    /// One day of the Bitcoin market from the bundled history: price, difficulty, network
+    /// hashrate, fees and hashprice.
+    Market {
+        #[command(flatten)]
+        args: market::MarketArgs,
     },
     /// Scan addresses for miners (asic-rs identification) and print [[group]] tables for a site
     /// file.
@@ -159,6 +166,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "{}",
                 runtime()?.block_on(bench_fleet::run(&sizes, pyasic, concurrency, daemon_secs))?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Market { args } => {
+            print!("{}", market::run(&args)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Discover { args } => {

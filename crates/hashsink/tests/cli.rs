@@ -339,3 +339,27 @@ fn the_controller_example_holds_the_defaults() {
     assert!(out.status.success());
     assert_eq!(out.stdout, default.stdout);
 }
+
+#[test]
+fn market_prints_a_day_with_its_hashprice() {
+    let v = json_of(&["market", "--date", "2025-11-15", "--json"]);
+    for key in [
+        "price_usd",
+        "difficulty",
+        "hashrate_ehs",
+        "hashprice_usd_per_ph_day",
+        "hashprice_btc_per_ph_day",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    // Luxor's index was around $38/PH/day that month; the day's value is in that range.
+    let hp = v["hashprice_usd_per_ph_day"].as_f64().unwrap();
+    assert!((30.0..50.0).contains(&hp), "{v}");
+    // USD = BTC x price.
+    let btc = v["hashprice_btc_per_ph_day"].as_f64().unwrap();
+    let price = v["price_usd"].as_f64().unwrap();
+    assert!((btc * price - hp).abs() < 1e-6 * hp, "{v}");
+    let out = hashsink(&["market", "--date", "2031-01-01"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2015-01-01 .. 2026-03-22"));
+}
