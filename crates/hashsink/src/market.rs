@@ -19,6 +19,8 @@ pub struct MarketArgs {
 pub fn run(args: &MarketArgs) -> Result<String> {
     let history = MarketHistory::bundled();
     let d = history.day_str(&args.date)?;
+    let height = history.height_at_start(d.date)?;
+    let (next_halving, next_halving_date) = history.next_halving_after(d.date)?;
     if args.json {
         let v = json!({
             "date": d.date.to_string(),
@@ -29,13 +31,16 @@ pub fn run(args: &MarketArgs) -> Result<String> {
             "fee_share": d.fee_share(),
             "blocks": d.blocks,
             "subsidy_btc_per_block": d.subsidy_per_block_btc(),
+            "block_height": height.round(),
+            "next_halving_height": next_halving,
+            "next_halving_date": next_halving_date.to_string(),
             "hashprice_usd_per_ph_day": d.hashprice_usd_per_ph_day(),
             "hashprice_btc_per_ph_day": d.hashprice_btc_per_ph_day(),
         });
         return Ok(format!("{}\n", serde_json::to_string_pretty(&v)?));
     }
     Ok(format!(
-        "Bitcoin on {}\n  price                {:>14.2} USD\n  difficulty           {:>14.4e}\n  network hashrate     {:>14.1} EH/s\n  blocks               {:>14.0}\n  subsidy per block    {:>14.4} BTC\n  fees                 {:>14.4} BTC ({:.1} % of miner revenue)\n  hashprice            {:>14.2} USD per PH/s per day\n  hashprice            {:>14.8} BTC per PH/s per day\nData: Coin Metrics, Inc. (community data), CC BY-NC 4.0.\n",
+        "Bitcoin on {}\n  price                {:>14.2} USD\n  difficulty           {:>14.4e}\n  network hashrate     {:>14.1} EH/s\n  blocks               {:>14.0}\n  subsidy per block    {:>14.4} BTC\n  fees                 {:>14.4} BTC ({:.1} % of miner revenue)\n  hashprice            {:>14.2} USD per PH/s per day\n  hashprice            {:>14.8} BTC per PH/s per day\n  block height         {:>14.0} (start of day)\n  next halving         block {} about {} (at the last 30 days' pace)\nData: Coin Metrics, Inc. (community data), CC BY-NC 4.0.\n",
         d.date,
         d.price_usd,
         d.difficulty,
@@ -46,5 +51,8 @@ pub fn run(args: &MarketArgs) -> Result<String> {
         d.fee_share() * 100.0,
         d.hashprice_usd_per_ph_day(),
         d.hashprice_btc_per_ph_day(),
+        height,
+        next_halving,
+        next_halving_date,
     ))
 }

@@ -16,6 +16,9 @@ const BTC_DAILY: &str = include_str!("../../../data/btc_daily.csv");
 const HASHES_PER_DIFFICULTY: f64 = 4_294_967_296.0;
 /// Blocks between halvings.
 pub const HALVING_INTERVAL: u64 = 210_000;
+/// Block 840,000 (the fourth halving) was mined on 2024-04-20 at 00:09 UTC: heights are counted
+/// from the start of that day with the data's daily block counts.
+const HEIGHT_ANCHOR: (i16, i8, i8, f64) = (2024, 4, 20, 840_000.0);
 
 /// One day of the Bitcoin network.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -188,6 +191,46 @@ impl MarketHistory {
         self.day(d)
     }
 
+    /// The block height at the start of `date` (UTC), counted from the fourth halving with the
+    /// daily block counts (exact to a few blocks: the anchor block came 9 minutes into its day).
+    pub fn height_at_start(&self, date: Date) -> Result<f64, MarketError> {
+        self.day(date)?;
+        let anchor = jiff::civil::date(HEIGHT_ANCHOR.0, HEIGHT_ANCHOR.1, HEIGHT_ANCHOR.2);
+        Ok(if date >= anchor {
+            HEIGHT_ANCHOR.3
+                + self
+                    .days
+                    .range(anchor..date)
+                    .map(|(_, d)| d.blocks)
+                    .sum::<f64>()
+        } else {
+            HEIGHT_ANCHOR.3
+                - self
+                    .days
+                    .range(date..anchor)
+                    .map(|(_, d)| d.blocks)
+                    .sum::<f64>()
+        })
+    }
+
+    /// The next halving after `date`: its height and the date it comes at the pace of the 30
+    /// days up to `date` (blocks per day).
+    pub fn next_halving_after(&self, date: Date) -> Result<(u64, Date), MarketError> {
+        let height = self.height_at_start(date)?;
+        let next = ((height as u64) / HALVING_INTERVAL + 1) * HALVING_INTERVAL;
+        let from = date
+            .checked_sub(jiff::Span::new().days(29))
+            .unwrap_or(date)
+            .max(self.first());
+        let recent: Vec<f64> = self.range(from, date).map(|d| d.blocks).collect();
+        let per_day = recent.iter().sum::<f64>() / recent.len() as f64;
+        let days = ((next as f64 - height) / per_day).ceil() as i64;
+        let when = date
+            .checked_add(jiff::Span::new().days(days))
+            .unwrap_or(date);
+        Ok((next, when))
+    }
+
     /// Days from `from` to `to`, both included.
     pub fn range(&self, from: Date, to: Date) -> impl Iterator<Item = &Day> {
         self.days.range(from..=to).map(|(_, d)| d)
@@ -251,6 +294,26 @@ mod tests {
         assert_eq!(subsidy_at_height(839_999), 6.25);
         assert_eq!(subsidy_at_height(840_000), 3.125);
         assert_eq!(subsidy_at_height(1_050_000), 1.5625);
+    }
+
+    /// Counting blocks from the fourth halving puts the second and third halving blocks
+    /// (420,000 on 2016-07-09, 630,000 on 2020-05-11) inside their days.
+    #[test]
+    fn heights_put_the_earlier_halvings_on_their_days() {
+        let h = MarketHistory::bundled();
+        for (day, block) in [("2016-07-09", 420_000.0), ("2020-05-11", 630_000.0)] {
+            let d: Date = day.parse().unwrap();
+            let start = h.height_at_start(d).unwrap();
+            let end = h.height_at_start(d.tomorrow().unwrap()).unwrap();
+            assert!(start <= block && block < end, "{day}: {start} .. {end}");
+        }
+        // The next one, block 1,050,000, comes about April 2028 (GUIDE.md).
+        let (height, when) = h.next_halving_after(h.last()).unwrap();
+        assert_eq!(height, 1_050_000);
+        assert!(
+            when >= "2028-02-01".parse().unwrap() && when <= "2028-06-30".parse().unwrap(),
+            "{when}"
+        );
     }
 
     #[test]
