@@ -136,6 +136,10 @@ struct Slot {
     /// When the pending write was sent, and whether its acknowledgement has come.
     sent_at: Timestamp,
     acked: bool,
+    /// Reports of state read before this time say nothing about the last write (they may have
+    /// been read before the miner applied it): `Timestamp::MAX` while a write is on the wire,
+    /// its acknowledgement time after.
+    reports_count_from: Timestamp,
     attempts: u8,
     drifts: u8,
     drift_window_start: Timestamp,
@@ -353,6 +357,7 @@ impl Controller {
                 verify_window: Duration::ZERO,
                 sent_at: start,
                 acked: false,
+                reports_count_from: start,
                 attempts: 0,
                 drifts: 0,
                 drift_window_start: start,
@@ -1217,6 +1222,7 @@ impl Controller {
             slot.query = None;
             slot.sent_at = now;
             slot.acked = false;
+            slot.reports_count_from = Timestamp::MAX;
             self.deadlines.push(Reverse((
                 now + window,
                 Deadline::Verify { miner: m, id: id.0 },
@@ -1339,7 +1345,8 @@ impl Controller {
         }
     }
 
-    fn on_report(&mut self, now: Timestamp, m: u32, status: MinerStatus) {
+    /// A miner's state as read at `at` (when the read was sent: the state is no older).
+    fn on_report(&mut self, now: Timestamp, at: Timestamp, m: u32, status: MinerStatus) {
         if status == MinerStatus::Unreachable {
             let slot = &mut self.slots[m as usize];
             let since = *slot.unreachable_since.get_or_insert(now);
@@ -1367,10 +1374,15 @@ impl Controller {
             if slot.pending.take().is_some() {
                 slot.attempts = 0;
                 self.stats.verified += 1;
+                // The write had taken effect when this state was read.
+                slot.reports_count_from = slot.reports_count_from.min(at);
             }
             return;
         }
-        let settled = self.slots[m as usize].pending.is_none();
+        // A state read before the last write was acknowledged may predate it (a slow miner's
+        // sweep reply): it can confirm the write, not accuse the miner of drifting from it.
+        let slot = &self.slots[m as usize];
+        let settled = slot.pending.is_none() && at >= slot.reports_count_from;
         if settled && self.draws_too_much(m, &status) {
             let slot = &mut self.slots[m as usize];
             if now.saturating_since(slot.drift_window_start) > Duration::from_secs(3600) {
@@ -1425,6 +1437,7 @@ impl Controller {
                 let slot = &mut self.slots[miner as usize];
                 slot.attempts += 1;
                 slot.pending = None;
+                slot.reports_count_from = slot.reports_count_from.min(now);
                 if slot.attempts >= 2 {
                     self.fault(miner, FaultKind::Disobedient, now);
                 } else {
@@ -1507,7 +1520,7 @@ impl FleetController for Controller {
             }
             Input::Miner(report) => {
                 if report.miner.index() < self.slots.len() {
-                    self.on_report(now, report.miner.0, report.status);
+                    self.on_report(now, report.at, report.miner.0, report.status);
                 }
             }
             Input::Outcome(outcome) => {
@@ -1528,6 +1541,7 @@ impl FleetController for Controller {
                 if pending != outcome.id {
                     return;
                 }
+                slot.reports_count_from = now;
                 if outcome.result == Ok(Ok(())) {
                     // Acknowledged: the settle time counts from now.
                     slot.acked = true;

@@ -314,8 +314,10 @@ pub async fn run(
                 let io = io.clone();
                 let tx = handle_events.clone();
                 tokio::spawn(async move {
-                    let sweep = io.sweep().await;
+                    // Stamped with the sweep's start: each miner's state is no older than that,
+                    // and a slow miner's reply may be much older than the sweep's end.
                     let at = clock.now();
+                    let sweep = io.sweep().await;
                     let answered = sweep.answered();
                     for (miner, result) in sweep.results.into_iter().enumerate() {
                         let _ = tx.send(Event::Telemetry {
@@ -343,12 +345,13 @@ pub async fn run(
                 Action::Query => {
                     let read = io.read(miner.index());
                     let id = command.id;
+                    let at = clock.now();
                     inflight.spawn(async move {
                         let result = read.await;
                         let ok = result.is_ok();
                         let _ = tx.send(Event::Telemetry {
                             miner: miner.0,
-                            at: clock.now(),
+                            at,
                             result,
                         });
                         // The read-back's own outcome, after its report: the controller's grace
