@@ -12,6 +12,8 @@ mod plot;
 mod progress;
 mod run_daemon;
 mod simulate;
+mod study;
+mod study_report;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -80,6 +82,22 @@ enum Command {
         /// wakes miners).
         #[arg(long, default_value_t = 75)]
         daemon_secs: u64,
+    },
+    /// Feasibility and risk of mining a site's surplus: fleet sizing, NPV/IRR/payback
+    /// distributions, break-even, sensitivity and a risk register, as HTML, JSON and CSV.
+    Study {
+        #[command(flatten)]
+        args: study::StudyArgs,
+    },
+    /// Study benchmark: Monte Carlo paths per second on the bundled nuclear study, by thread
+    /// count.
+    BenchStudy {
+        /// Paths to value.
+        #[arg(long, default_value_t = 10_000)]
+        paths: usize,
+        /// Horizon, years.
+        #[arg(long, default_value_t = 5.0)]
+        years: f64,
     },
     /// One day of the Bitcoin market from the bundled history: price, difficulty, network
     /// hashrate, fees and hashprice.
@@ -166,6 +184,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "{}",
                 runtime()?.block_on(bench_fleet::run(&sizes, pyasic, concurrency, daemon_secs))?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Study { args } => {
+            study::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchStudy { paths, years } => {
+            print!("{}", study::bench(paths, years)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Market { args } => {

@@ -1,22 +1,11 @@
 //! The `hashsink` command as a user runs it: JSON keys, the year-long goals, determinism, the
 //! examples, and errors for bad input.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+
+use common::{hashsink, num};
 
 use serde_json::Value;
-
-fn hashsink(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hashsink"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("run hashsink")
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn json_of(args: &[&str]) -> Value {
     let out = hashsink(args);
@@ -26,15 +15,6 @@ fn json_of(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn num(v: &Value, path: &[&str]) -> f64 {
-    let mut cur = v;
-    for key in path {
-        cur = &cur[key];
-    }
-    cur.as_f64()
-        .unwrap_or_else(|| panic!("{path:?} is not a number in {v}"))
 }
 
 const KPI_KEYS: [&str; 7] = [

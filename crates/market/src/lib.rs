@@ -6,6 +6,8 @@
 //! `1e15 * 86400 / (D * 2^32) * (subsidy + fees) / blocks` BTC, times the price for USD. Pure: no
 //! I/O beyond the embedded file, no clock.
 
+pub mod forward;
+
 use std::collections::BTreeMap;
 
 use jiff::civil::Date;
@@ -13,7 +15,7 @@ use jiff::civil::Date;
 const BTC_DAILY: &str = include_str!("../../../data/btc_daily.csv");
 
 /// Hashes per unit of difficulty.
-const HASHES_PER_DIFFICULTY: f64 = 4_294_967_296.0;
+pub(crate) const HASHES_PER_DIFFICULTY: f64 = 4_294_967_296.0;
 /// Blocks between halvings.
 pub const HALVING_INTERVAL: u64 = 210_000;
 /// Block 840,000 (the fourth halving) was mined on 2024-04-20 at 00:09 UTC: heights are counted
@@ -81,6 +83,10 @@ pub enum MarketError {
     },
     #[error("no market data for {date}: the bundled history covers {first} .. {last}")]
     OutOfRange { date: Date, first: Date, last: Date },
+    #[error(
+        "the horizon {start} .. {end} runs past the bundled data's last day {last}: a backtest replays history only; use the Monte Carlo forward model (mode = \"monte-carlo\") or a shorter horizon or earlier start"
+    )]
+    PastTheData { start: Date, end: Date, last: Date },
     #[error("{0:?} is not a date like 2025-11-15")]
     BadDate(String),
 }

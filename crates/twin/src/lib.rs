@@ -14,4 +14,4 @@ pub mod world;
 pub use faults::{Fault, FaultEpisode, FaultPlan};
 pub use kpi::Kpis;
 pub use profile::{NuclearMethod, Profile, ProfileError};
-pub use world::{ControllerChoice, RunReport, Scenario, run, shed_drill};
+pub use world::{ControllerChoice, EnergyBucket, RunReport, Scenario, run, shed_drill};

@@ -62,6 +62,114 @@ impl Default for NuclearMethod {
     }
 }
 
+/// A reader over the bundled Ontario data, and the index of a column by name.
+fn ontario() -> (csv::Reader<&'static [u8]>, impl Fn(&str) -> usize) {
+    let mut reader = csv::Reader::from_reader(ONTARIO_CSV.as_bytes());
+    let headers = reader.headers().expect("bundled csv has headers").clone();
+    let col = move |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .expect("bundled csv column")
+    };
+    (reader, col)
+}
+
+fn file_stem(origin: &str) -> String {
+    std::path::Path::new(origin)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("file")
+        .to_string()
+}
+
+/// Reads a CSV with exactly the header `columns` (a timestamp, then numbers): rows as (line,
+/// time, values), times strictly increasing, numbers finite, at least two rows.
+fn read_rows(
+    text: &str,
+    origin: &str,
+    columns: &[&'static str],
+) -> Result<Vec<(u64, Timestamp, Vec<f64>)>, ProfileError> {
+    let err = |line: u64, field: &'static str, message: String| ProfileError {
+        origin: origin.into(),
+        line,
+        field,
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| err(1, "header", e.to_string()))?
+        .clone();
+    if headers.iter().collect::<Vec<_>>() != columns {
+        return Err(err(
+            1,
+            "header",
+            format!(
+                "expected '{}', found '{}'",
+                columns.join(","),
+                headers.iter().collect::<Vec<_>>().join(",")
+            ),
+        ));
+    }
+    let mut rows: Vec<(u64, Timestamp, Vec<f64>)> = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            err(line, "row", e.to_string())
+        })?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() != columns.len() {
+            return Err(err(
+                line,
+                "row",
+                format!(
+                    "expected {} fields ({}), found {}",
+                    columns.len(),
+                    columns.join(","),
+                    record.len()
+                ),
+            ));
+        }
+        let t = parse_time(&record[0]).map_err(|m| err(line, "timestamp", m))?;
+        let mut values = Vec::with_capacity(columns.len() - 1);
+        for (k, field) in columns.iter().enumerate().skip(1) {
+            let v: f64 = record[k]
+                .parse()
+                .map_err(|_| err(line, field, format!("'{}' is not a number", &record[k])))?;
+            if !v.is_finite() {
+                return Err(err(
+                    line,
+                    field,
+                    format!("'{}' is not a finite number", &record[k]),
+                ));
+            }
+            values.push(v);
+        }
+        if let Some((_, prev, _)) = rows.last() {
+            if t <= *prev {
+                return Err(err(
+                    line,
+                    "timestamp",
+                    format!(
+                        "{} is not after the previous row's {}",
+                        format_time(t),
+                        format_time(*prev)
+                    ),
+                ));
+            }
+        }
+        rows.push((line, t, values));
+    }
+    if rows.len() < 2 {
+        return Err(err(1, "row", "a profile needs at least two rows".into()));
+    }
+    Ok(rows)
+}
+
 /// Parses an RFC 3339 timestamp, or a naive ISO 8601 date-time read as UTC.
 pub fn parse_time(text: &str) -> Result<Timestamp, String> {
     let text = text.trim();
@@ -112,14 +220,7 @@ impl Profile {
 
     /// The bundled nuclear profile for a unit of `unit_mw`.
     pub fn nuclear(unit_mw: f64, method: NuclearMethod) -> Self {
-        let mut reader = csv::Reader::from_reader(ONTARIO_CSV.as_bytes());
-        let headers = reader.headers().expect("bundled csv has headers").clone();
-        let col = |name: &str| {
-            headers
-                .iter()
-                .position(|h| h == name)
-                .expect("bundled csv column")
-        };
+        let (mut reader, col) = ontario();
         let (t_col, demand, nuclear, price) = (
             col("timestamp_utc_start"),
             col("demand_mw"),
@@ -174,6 +275,26 @@ impl Profile {
         }
     }
 
+    /// The bundled Ontario market price (HOEP) by hour, CAD per MWh, each hour from its start.
+    pub fn ontario_prices_cad_per_mwh() -> Vec<(Timestamp, f64)> {
+        let (mut reader, col) = ontario();
+        let (t_col, price) = (col("timestamp_utc_start"), col("hoep_cad_per_kwh"));
+        reader
+            .records()
+            .map(|r| {
+                let r = r.expect("bundled csv is valid");
+                let t = parse_time(&r[t_col]).expect("bundled csv timestamps");
+                let kwh: f64 = r[price].parse().expect("bundled csv numbers");
+                (t, kwh * 1000.0)
+            })
+            .collect()
+    }
+
+    /// The profile's points: times and surplus in watts (negative values read as zero).
+    pub fn points(&self) -> &[(Timestamp, f64)] {
+        &self.points
+    }
+
     /// The bundled wind profile: output above `export_cap_mw`.
     pub fn wind(export_cap_mw: f64) -> Self {
         let mut reader = csv::Reader::from_reader(WIND_CSV.as_bytes());
@@ -199,95 +320,55 @@ impl Profile {
 
     /// A user profile from CSV text with the header `timestamp,surplus_mw`.
     pub fn from_csv(text: &str, origin: &str) -> Result<Self, ProfileError> {
-        let err = |line: u64, field: &'static str, message: String| ProfileError {
-            origin: origin.into(),
-            line,
-            field,
-            message,
-        };
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .flexible(true)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| err(1, "header", e.to_string()))?
-            .clone();
-        if headers.len() != 2 || &headers[0] != "timestamp" || &headers[1] != "surplus_mw" {
-            return Err(err(
-                1,
-                "header",
-                format!(
-                    "expected 'timestamp,surplus_mw', found '{}'",
-                    headers.iter().collect::<Vec<_>>().join(",")
-                ),
-            ));
-        }
-        let mut points: Vec<(Timestamp, f64)> = Vec::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                err(line, "row", e.to_string())
-            })?;
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
-            if record.len() != 2 {
-                return Err(err(
-                    line,
-                    "row",
-                    format!(
-                        "expected 2 fields (timestamp,surplus_mw), found {}",
-                        record.len()
-                    ),
-                ));
-            }
-            let t = parse_time(&record[0]).map_err(|m| err(line, "timestamp", m))?;
-            let mw: f64 = record[1].parse().map_err(|_| {
-                err(
-                    line,
-                    "surplus_mw",
-                    format!("'{}' is not a number", &record[1]),
-                )
-            })?;
-            if !mw.is_finite() {
-                return Err(err(
-                    line,
-                    "surplus_mw",
-                    format!("'{}' is not a finite number", &record[1]),
-                ));
-            }
+        let rows = read_rows(text, origin, &["timestamp", "surplus_mw"])?;
+        let mut points = Vec::with_capacity(rows.len());
+        for (line, t, values) in rows {
+            let mw = values[0];
             if mw < 0.0 {
-                return Err(err(
+                return Err(ProfileError {
+                    origin: origin.into(),
                     line,
-                    "surplus_mw",
-                    format!("{mw} is negative; a surplus is zero or more (write 0 for a deficit)"),
-                ));
-            }
-            if let Some(&(prev, _)) = points.last() {
-                if t <= prev {
-                    return Err(err(
-                        line,
-                        "timestamp",
-                        format!(
-                            "{} is not after the previous row's {}",
-                            format_time(t),
-                            format_time(prev)
-                        ),
-                    ));
-                }
+                    field: "surplus_mw",
+                    message: format!(
+                        "{mw} is negative; a surplus is zero or more (write 0 for a deficit)"
+                    ),
+                });
             }
             points.push((t, mw * 1e6));
         }
-        if points.len() < 2 {
-            return Err(err(1, "row", "a profile needs at least two rows".into()));
-        }
-        let name = std::path::Path::new(origin)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("file")
-            .to_string();
         Ok(Self {
-            name,
+            name: file_stem(origin),
             definition: format!("user profile {origin}"),
+            points,
+        })
+    }
+
+    /// A profile from CSV text with the header `timestamp,generation_mw,demand_mw`: the surplus
+    /// is generation above demand plus `export_limit_mw` (what the grid takes), zero below.
+    pub fn from_generation_csv(
+        text: &str,
+        origin: &str,
+        export_limit_mw: f64,
+    ) -> Result<Self, ProfileError> {
+        let rows = read_rows(text, origin, &["timestamp", "generation_mw", "demand_mw"])?;
+        let mut points = Vec::with_capacity(rows.len());
+        for (line, t, values) in rows {
+            if let Some(i) = values.iter().position(|v| *v < 0.0) {
+                return Err(ProfileError {
+                    origin: origin.into(),
+                    line,
+                    field: ["generation_mw", "demand_mw"][i],
+                    message: format!("{} is negative; power is zero or more", values[i]),
+                });
+            }
+            let surplus_mw = (values[0] - values[1] - export_limit_mw).max(0.0);
+            points.push((t, surplus_mw * 1e6));
+        }
+        Ok(Self {
+            name: file_stem(origin),
+            definition: format!(
+                "generation above demand + {export_limit_mw} MW exports in {origin}"
+            ),
             points,
         })
     }
@@ -385,6 +466,37 @@ impl ProfileCursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_above_demand_and_exports_is_the_surplus() {
+        let p = Profile::from_generation_csv(
+            "timestamp,generation_mw,demand_mw\n2026-01-01T00:00:00Z,1500,1000\n2026-01-01T01:00:00Z,1100,1000\n",
+            "plant.csv",
+            200.0,
+        )
+        .unwrap();
+        assert_eq!(
+            p.points(),
+            &[
+                (parse_time("2026-01-01T00:00:00Z").unwrap(), 300e6),
+                (parse_time("2026-01-01T01:00:00Z").unwrap(), 0.0)
+            ]
+        );
+        let e = Profile::from_generation_csv(
+            "timestamp,generation_mw,demand_mw\n2026-01-01T00:00:00Z,1500,-3\n2026-01-01T01:00:00Z,1,1\n",
+            "plant.csv",
+            0.0,
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field), (2, "demand_mw"));
+        let e =
+            Profile::from_generation_csv("timestamp,surplus_mw\n", "plant.csv", 0.0).unwrap_err();
+        assert!(
+            e.message.contains("timestamp,generation_mw,demand_mw"),
+            "{}",
+            e.message
+        );
+    }
 
     #[test]
     fn interpolates_linearly_and_clamps_at_zero() {

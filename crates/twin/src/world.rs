@@ -72,6 +72,9 @@ pub struct Scenario {
     pub check_invariants: bool,
     /// Record a trace row this often (none if `None`).
     pub trace_every: Option<Duration>,
+    /// Integrate energy and hashes into consecutive buckets of this length from `start` (none
+    /// if `None`): the study's hourly dispatch series.
+    pub energy_buckets: Option<Duration>,
 }
 
 impl Scenario {
@@ -98,6 +101,7 @@ impl Scenario {
             tolerance_fraction: 0.02,
             check_invariants: true,
             trace_every: None,
+            energy_buckets: None,
         }
     }
 }
@@ -122,6 +126,21 @@ pub struct RunReport {
     pub stats: Option<ControllerStats>,
     /// Sampled time series, when the scenario asked for one.
     pub trace: Vec<TraceRow>,
+    /// Energy and hashes per bucket, when the scenario asked for them.
+    pub buckets: Vec<EnergyBucket>,
+}
+
+/// Energy and work integrated over one bucket of a run (exact sums of the samples inside it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct EnergyBucket {
+    /// Surplus that was available, MWh.
+    pub surplus_mwh: f64,
+    /// Fleet load covered by the surplus, MWh.
+    pub absorbed_mwh: f64,
+    /// Fleet load above the surplus (imported), MWh.
+    pub import_mwh: f64,
+    /// Hashes computed, in PH/s-hours (PH/s times hours).
+    pub ph_hours: f64,
 }
 
 /// One sample of a run's time series.
@@ -473,6 +492,15 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
     let mut outcomes: Vec<(Timestamp, CommandOutcome)> = Vec::new();
     let mut trace = Vec::new();
     let mut next_trace = sc.start;
+    let mut buckets: Vec<EnergyBucket> = match sc.energy_buckets {
+        Some(b) => vec![
+            EnergyBucket::default();
+            (sc.duration.as_secs_f64() / b.as_secs_f64())
+                .ceil()
+                .max(1.0) as usize
+        ],
+        None => Vec::new(),
+    };
 
     loop {
         let mut now = next_sample;
@@ -678,6 +706,17 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                 }
             }
             kpi.add(sc.sample_period, truth, running, standby, hashrate);
+            if let Some(len) = sc.energy_buckets {
+                let i = (now.secs_since(sc.start) / len.as_secs_f64()) as usize;
+                if let Some(b) = buckets.get_mut(i) {
+                    let hours = sc.sample_period.as_secs_f64() / 3600.0;
+                    let load = running + standby;
+                    b.surplus_mwh += truth.mw() * hours;
+                    b.absorbed_mwh += load.min(truth).mw() * hours;
+                    b.import_mwh += (load - truth).positive_part().mw() * hours;
+                    b.ph_hours += hashrate.phs() * hours;
+                }
+            }
             faulty.retain(|&m| miner_faults[m as usize].faulty_until >= now);
             if let Some(c) = checker.as_mut() {
                 let faulty_running: Watts = faulty
@@ -858,6 +897,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
         miner_seconds: fleet.len() as f64 * sc.duration.as_secs_f64(),
         stats,
         trace,
+        buckets,
     }
 }
 
