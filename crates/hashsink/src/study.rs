@@ -78,28 +78,22 @@ pub fn run(args: &StudyArgs) -> Result<()> {
         .num_threads(args.threads.unwrap_or(0))
         .build()
         .context("starting the worker threads")?;
-    let bars: Vec<_> = [
-        Stage::Dispatch,
-        Stage::Sweep,
-        Stage::Paths,
-        Stage::Sensitivity,
-    ]
-    .iter()
-    .map(|s| (*s, progress::bar(show, s.label())))
-    .collect();
+    // One bar over the whole run; each stage has its share of it (dispatch is most of the time).
+    let bar = progress::bar(show, Stage::Dispatch.label());
+    let share = |stage: Stage| match stage {
+        Stage::Dispatch => (0.0, 0.6),
+        Stage::Sweep => (0.6, 0.2),
+        Stage::Paths => (0.8, 0.05),
+        Stage::Sensitivity => (0.85, 0.15),
+    };
     let report = pool.install(|| {
         hashsink_study::run(&inputs, &|stage, done| {
-            if let Some((_, bar)) = bars.iter().find(|(s, _)| *s == stage) {
-                bar.set_position((done * 1000.0) as u64);
-                if done >= 1.0 {
-                    bar.finish();
-                }
-            }
+            let (start, width) = share(stage);
+            bar.set_message(stage.label());
+            bar.set_position(((start + width * done.clamp(0.0, 1.0)) * 1000.0) as u64);
         })
     })?;
-    for (_, bar) in &bars {
-        bar.finish_and_clear();
-    }
+    bar.finish_and_clear();
     write_outputs(&report, &args.out)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -591,7 +591,7 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
 <tr><td>Hardware failures, efficiency decay</td><td>{fail:.1} %/yr, {decay:.1} %/yr</td></tr>
 <tr><td>Uptime</td><td>{up:.1} %</td></tr>
 <tr><td>Salvage at the horizon</td><td>{salv:.0} % of hardware still alive</td></tr>
-<tr><td>Dispatch</td><td>{sim} simulated miners for {miners} (twin, daemon controller defaults, 5 s samples)</td></tr>
+<tr><td>Dispatch</td><td>{sim} simulated miners for {miners} (twin, the daemon's controller at a 10 s cadence)</td></tr>
 </table>
 <p class="note">Every figure is reproducible from the study file and its seed. Run time: dispatch {td:.1} s, sweep {ts:.1} s, paths {tp:.1} s, sensitivity {tx:.1} s on {threads} threads.</p>
 <p class="note">{attr}</p>

@@ -197,6 +197,24 @@ impl ForwardModel {
         })
     }
 
+    /// The same model with the price drift and/or the hashrate growth (per year, 0.1 for
+    /// +10 %/yr) set instead of fitted: the returns are re-centred, their spread and
+    /// co-movement kept.
+    pub fn with_drifts(mut self, price: Option<f64>, hashrate: Option<f64>) -> Self {
+        let n = self.returns.len() as f64;
+        for (k, target) in [(0usize, price), (1usize, hashrate)] {
+            if let Some(per_year) = target {
+                let mean = self.returns.iter().map(|r| r[k]).sum::<f64>() / n;
+                let wanted = (1.0 + per_year).max(1e-6).ln() / 365.25;
+                for r in &mut self.returns {
+                    r[k] += wanted - mean;
+                }
+            }
+        }
+        self.factors = self.returns.iter().map(|r| r.map(f64::exp)).collect();
+        self
+    }
+
     pub fn start_date(&self) -> Date {
         self.start_date
     }
@@ -471,6 +489,52 @@ mod tests {
         assert!(fast[729].difficulty > 1.3 * base[729].difficulty);
         assert!(fast[729].btc_per_ph_day < 0.8 * base[729].btc_per_ph_day);
         assert_eq!(fast[729].price_usd, base[729].price_usd);
+    }
+
+    #[test]
+    fn the_paths_reproduce_the_fitted_drift_and_volatility() {
+        // A year-long path's log price change should have the fit's mean and spread (blocks of
+        // 30 days keep the returns' autocorrelation, so the spread is close, not exact), and
+        // hashrate should grow at the fitted pace.
+        let m = model("2026-03-22");
+        let fit = m.summary();
+        let mut p = vec![MarketDay::default(); 366];
+        let (mut price, mut hash) = (Vec::new(), Vec::new());
+        for i in 0..2000 {
+            m.path(3, i, &Shocks::default(), &mut p);
+            price.push((p[365].price_usd / p[0].price_usd).ln());
+            hash.push((p[365].hashrate_ehs / p[0].hashrate_ehs).ln());
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let sd = |v: &[f64]| {
+            let m = mean(v);
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        };
+        let drift = (1.0 + fit.price_drift_per_year).ln();
+        assert!(
+            (mean(&price) - drift).abs() < 0.05,
+            "{} vs {drift}",
+            mean(&price)
+        );
+        let vol = fit.price_volatility_per_year;
+        assert!(
+            (sd(&price) / vol - 1.0).abs() < 0.25,
+            "{} vs {vol}",
+            sd(&price)
+        );
+        let growth = (1.0 + fit.hashrate_growth_per_year).ln();
+        assert!(
+            (mean(&hash) - growth).abs() < 0.03,
+            "{} vs {growth}",
+            mean(&hash)
+        );
+        // Hashrate is far steadier than price.
+        assert!(sd(&hash) < 0.5 * sd(&price));
+        // Drifts set by hand move the centre, not the spread.
+        let flat = model("2026-03-22").with_drifts(Some(0.0), Some(0.2));
+        assert!(flat.summary().price_drift_per_year.abs() < 1e-9);
+        assert!((flat.summary().hashrate_growth_per_year - 0.2).abs() < 1e-9);
+        assert!((flat.summary().price_volatility_per_year / vol - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -134,6 +134,10 @@ pub struct MarketSection {
     pub fit_from: Option<String>,
     pub fit_to: Option<String>,
     pub block_days: Option<usize>,
+    /// BTC price drift per year instead of the fitted one (0.0: no trend).
+    pub price_drift_per_year: Option<f64>,
+    /// Network hashrate growth per year instead of the fitted one.
+    pub hashrate_growth_per_year: Option<f64>,
 }
 
 /// What a study error says: where, and what to do.
@@ -783,6 +787,11 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
                 ("paths", m.paths.is_some()),
                 ("fit_from", m.fit_from.is_some()),
                 ("block_days", m.block_days.is_some()),
+                ("price_drift_per_year", m.price_drift_per_year.is_some()),
+                (
+                    "hashrate_growth_per_year",
+                    m.hashrate_growth_per_year.is_some(),
+                ),
             ] {
                 if present {
                     return Err(c.err("market", key, format!("`{key}` applies to mode = \"monte-carlo\" only; a backtest replays history once")));
@@ -835,8 +844,24 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
                     format!("{paths} must be between 1 and {MAX_PATHS}"),
                 ));
             }
+            let drift = |key: &str, v: Option<f64>| -> Result<Option<f64>, StudyError> {
+                v.map(|x| {
+                    c.number(
+                        "market",
+                        key,
+                        Some(x),
+                        0.0,
+                        (-0.9, 5.0),
+                        " (a share per year: 0.1 is +10 %)",
+                    )
+                })
+                .transpose()
+            };
+            let price_drift = drift("price_drift_per_year", m.price_drift_per_year)?;
+            let hashrate_growth = drift("hashrate_growth_per_year", m.hashrate_growth_per_year)?;
             let model = ForwardModel::fit(&history, fit_from, fit_to, start, block_days)
-                .map_err(|e| c.err("market", "fit_from", e.to_string()))?;
+                .map_err(|e| c.err("market", "fit_from", e.to_string()))?
+                .with_drifts(price_drift, hashrate_growth);
             MarketMode::MonteCarlo {
                 model: Box::new(model),
                 paths,

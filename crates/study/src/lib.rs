@@ -198,7 +198,8 @@ pub struct StudyReport {
     pub value_at_risk_95_usd: f64,
     /// Mean loss in the worst 5 % of paths, USD.
     pub expected_shortfall_95_usd: f64,
-    /// The flat BTC price that makes the median path's NPV zero.
+    /// The flat BTC price at which a path's NPV is zero (coins sold as mined, the path's
+    /// difficulty, fees and operating days): the median over the paths.
     pub breakeven_btc_usd: f64,
     pub breakeven_btc_usd_range: Percentiles,
     pub breakeven_hashprice_usd_per_ph_day: f64,
@@ -812,9 +813,10 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
                 .into(),
             npv_change_usd: curtailed_npv - base_sens,
             measure: format!(
-                "capture factor {:.1} % -> {:.1} %",
-                d.capture_factor * 100.0,
-                curtailed.capture_factor * 100.0
+                "absorbed {:.0} -> {:.0} MWh/yr",
+                d.days.iter().map(|x| x.absorbed_mwh).sum::<f64>() * 365.25 / d.days.len() as f64,
+                curtailed.days.iter().map(|x| x.absorbed_mwh).sum::<f64>() * 365.25
+                    / curtailed.days.len() as f64
             ),
             mitigation: "contract the surplus volume; size the fleet below the surplus peak".into(),
         },
@@ -822,24 +824,18 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
             risk: "Counterparty".into(),
             scenario: "the pool fails holding one day of earnings (daily payouts)".into(),
             npv_change_usd: -daily_revenue,
-            measure: format!(
-                "{:.0} USD of earnings sit with the pool at any time; held coins at the horizon P50 {:.0} USD",
-                daily_revenue,
-                if inputs.finance.sell_share < 1.0 {
-                    outcomes
-                        .iter()
-                        .map(|o| o.btc_mined * (1.0 - inputs.finance.sell_share))
-                        .sum::<f64>()
-                        / outcomes.len() as f64
-                        * inputs
-                            .history
-                            .day(inputs.history.last())
-                            .map(|d| d.price_usd)
-                            .unwrap_or(0.0)
-                } else {
-                    0.0
-                }
-            ),
+            measure: if inputs.finance.sell_share < 1.0 {
+                let held: Vec<f64> = outcomes
+                    .iter()
+                    .map(|o| o.btc_mined * (1.0 - inputs.finance.sell_share))
+                    .collect();
+                format!(
+                    "{daily_revenue:.0} USD of earnings sit with the pool at any time; coins held to the horizon: P50 {:.2} BTC in custody",
+                    Percentiles::of(&held).p50.unwrap_or(0.0)
+                )
+            } else {
+                format!("{daily_revenue:.0} USD of earnings sit with the pool at any time")
+            },
             mitigation:
                 "FPPS pool with daily payouts to your own keys; split hashrate across two pools"
                     .into(),
@@ -859,11 +855,6 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
             "monte-carlo",
         ),
         MarketMode::Backtest { .. } => (None, None, None, None, "backtest"),
-    };
-    let median_path = {
-        let mut idx: Vec<usize> = (0..outcomes.len()).collect();
-        idx.sort_by(|&a, &b| outcomes[a].npv_usd.total_cmp(&outcomes[b].npv_usd));
-        idx[idx.len() / 2]
     };
     Ok(StudyReport {
         title: inputs.title.clone(),
@@ -912,7 +903,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
         probability_of_loss: share(&npv, |x| x < 0.0),
         value_at_risk_95_usd: (-p05).max(0.0),
         expected_shortfall_95_usd: shortfall.max(0.0),
-        breakeven_btc_usd: outcomes[median_path].breakeven_btc_usd,
+        breakeven_btc_usd: breakeven_range.p50.unwrap_or(f64::INFINITY),
         breakeven_btc_usd_range: breakeven_range,
         breakeven_hashprice_usd_per_ph_day: breakeven_hashprice(d, hw, infra, &base, horizon),
         capture_factor: d.capture_factor,
