@@ -127,6 +127,7 @@ pub async fn run(
             meter: None,
             telemetry_interval: Duration::from_secs(5),
             on_stop: OnStop::Leave,
+            fleet_report: None,
         };
         let status = crate::daemon::run(
             setup,

@@ -150,6 +150,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         })),
         telemetry_interval: Duration::from_secs_f64(args.telemetry_interval_s),
         on_stop: OnStop::Leave,
+        fleet_report: None,
     };
     // The replay runs for `hours` from when the daemon starts (identification takes a moment).
     let end = clock.now() + duration;

@@ -42,7 +42,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let surplus_profile = match site.surplus.source {
         SurplusKind::Replay => Some(load_profile(&site)?),
-        SurplusKind::Http => None,
+        SurplusKind::Http | SurplusKind::Signals => None,
     };
     let origin = match (&surplus_profile, &site.surplus.start) {
         (Some(_), Some(start)) => parse_time(start).map_err(|e| anyhow!("[surplus] start: {e}"))?,
@@ -88,12 +88,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::debug!(ready, "drivers prepared (sessions, profile lists)");
     let (handle, events, status_tx) = daemon::channels();
     let latest = Arc::new(Mutex::new(None));
-    let surplus = match surplus_profile {
-        Some(p) => SurplusFeed::Replay {
+    let (report_tx, report_rx) = tokio::sync::watch::channel(Default::default());
+    let surplus = match (surplus_profile, &site.signals) {
+        (Some(p), _) => SurplusFeed::Replay {
             profile: Arc::new(p),
             offset: Duration::ZERO,
         },
-        None => SurplusFeed::Pushed(latest.clone()),
+        (None, Some(signals)) => {
+            info!(sources = signals.sources.len(), policy = ?signals.trust.policy, "plant signals");
+            SurplusFeed::Judged(daemon::signals::start(signals, clock, report_rx))
+        }
+        (None, None) => SurplusFeed::Pushed(latest.clone()),
     };
     let listen = match (site.surplus.source, &args.listen) {
         (SurplusKind::Http, _) => Some(
@@ -102,7 +107,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| "127.0.0.1:8077".into()),
         ),
-        (SurplusKind::Replay, l) => l.clone(),
+        (SurplusKind::Replay | SurplusKind::Signals, l) => l.clone(),
     };
     if let Some(addr) = listen {
         let addr = addr
@@ -125,6 +130,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             SafeState::Sleep => OnStop::Sleep,
             SafeState::Leave => OnStop::Leave,
         },
+        fleet_report: Some(report_tx),
     };
     let until = args
         .for_secs

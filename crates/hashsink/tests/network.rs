@@ -2,45 +2,13 @@
 //! pyasic (from PyPI) as a third-party client. Each test takes its own block of 127.1.x.y
 //! addresses so that they run in parallel. Binding port 80 needs root (CI runs as root).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
+
+use common::{emulate, repo_root, run_daemon};
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// An emulator process, killed on drop.
-struct Emulator(Child);
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn emulate(args: &[&str]) -> Emulator {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hashsink"))
-        .arg("emulate")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start hashsink emulate");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("Ctrl-C") => break,
-            Some(Ok(_)) => continue,
-            _ => panic!("the emulator stopped before it was ready"),
-        }
-    }
-    Emulator(child)
-}
 
 fn demo_json(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_hashsink"))
@@ -354,33 +322,15 @@ fn surplus_pushed_over_http_drives_the_fleet_and_bad_requests_change_nothing() {
         "--mix",
         "s19xp:10:luxos",
     ]);
-    let dir = std::env::temp_dir().join(format!("hashsink-http-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let site = dir.join("site.toml");
     let listen = "127.0.0.1:18077";
-    std::fs::write(
-        &site,
-        format!(
+    let (daemon, dir) = run_daemon(
+        "http",
+        &format!(
             "[surplus]\nsource = \"http\"\nlisten = \"{listen}\"\n[io]\ntelemetry_interval_s = 2\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.16.1-127.1.16.10\"]\n"
         ),
-    )
-    .unwrap();
-    let daemon = Command::new(env!("CARGO_BIN_EXE_hashsink"))
-        .args([
-            "run",
-            "--config",
-            site.to_str().unwrap(),
-            "--speed",
-            "10",
-            "--for-secs",
-            "250",
-            "--log",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        250,
+        &["--log", "warn"],
+    );
     // Wait for the endpoint.
     let t0 = std::time::Instant::now();
     while std::net::TcpStream::connect(listen).is_err() {

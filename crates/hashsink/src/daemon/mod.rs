@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod http;
+pub mod signals;
 pub mod site;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub enum SurplusFeed {
     },
     /// The latest value POSTed to the HTTP endpoint, stamped when it arrived.
     Pushed(Arc<std::sync::Mutex<Option<(Timestamp, Watts)>>>),
+    /// Plant signals, judged and combined; no reading when none is trusted.
+    Judged(Arc<std::sync::Mutex<hashsink_signals::Judge>>),
 }
 
 impl SurplusFeed {
@@ -44,6 +47,13 @@ impl SurplusFeed {
         match self {
             SurplusFeed::Replay { profile, offset } => Some((now, profile.at(now - *offset))),
             SurplusFeed::Pushed(latest) => *latest.lock().unwrap_or_else(|p| p.into_inner()),
+            SurplusFeed::Judged(judge) => {
+                judge
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .verdict(now)
+                    .available
+            }
         }
     }
 }
@@ -84,6 +94,76 @@ pub struct Status {
     pub commands: u64,
     pub last_sweep_ms: u64,
     pub kpis: RunKpis,
+    /// Plant signal sources and whether each is trusted (source = "signals").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<SignalStatus>,
+    /// What the controller allows the fleet to draw now, W.
+    pub allowed_w: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SignalStatus {
+    pub name: String,
+    pub trusted: bool,
+    pub mw: Option<f64>,
+    /// Why it is not trusted.
+    pub reason: Option<String>,
+}
+
+/// Fills the status with each source's standing and logs when the combined verdict appears or
+/// goes away (`had_verdict` keeps the previous state).
+fn signal_status(
+    status: &mut Status,
+    verdict: &hashsink_signals::Verdict,
+    judge: &std::sync::Mutex<hashsink_signals::Judge>,
+    had_verdict: &mut Option<bool>,
+) {
+    let names: Vec<String> = judge
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .config()
+        .sources
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    status.signals = names
+        .into_iter()
+        .zip(&verdict.standings)
+        .map(|(name, standing)| match standing {
+            hashsink_signals::Standing::Trusted { watts, .. } => SignalStatus {
+                name,
+                trusted: true,
+                mw: Some(watts / 1e6),
+                reason: None,
+            },
+            hashsink_signals::Standing::Distrusted(d) => SignalStatus {
+                name,
+                trusted: false,
+                mw: None,
+                reason: Some(d.to_string()),
+            },
+        })
+        .collect();
+    let has = verdict.available.is_some();
+    if *had_verdict != Some(has) {
+        if has {
+            info!(sources = ?status.signals.iter().filter(|s| s.trusted).map(|s| &s.name).collect::<Vec<_>>(), "surplus signal trusted");
+        } else {
+            warn!(
+                reasons = ?status.signals.iter().map(|s| format!("{}: {}", s.name, s.reason.as_deref().unwrap_or("-"))).collect::<Vec<_>>(),
+                "no trusted surplus signal: the fleet goes to the fail-safe load"
+            );
+        }
+        *had_verdict = Some(has);
+    }
+    if let Some((a, b, gap)) = verdict.disagreement {
+        debug!(
+            low = %status.signals[a.0 as usize].name,
+            high = %status.signals[b.0 as usize].name,
+            gap_mw = gap.mw(),
+            "signal sources disagree"
+        );
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -143,6 +223,9 @@ pub struct DaemonSetup {
     /// How often to read every miner (simulated time).
     pub telemetry_interval: Duration,
     pub on_stop: OnStop,
+    /// Where the fleet's load and the controller's setpoint are published for the plant (the
+    /// Modbus write-back), if anywhere.
+    pub fleet_report: Option<watch::Sender<hashsink_plantio::modbus::FleetReport>>,
 }
 
 /// A running daemon's handles.
@@ -203,6 +286,7 @@ pub async fn run(
         meter,
         telemetry_interval,
         on_stop,
+        fleet_report,
     } = setup;
     let cadence = controller.cadence;
     let start = clock.now();
@@ -219,6 +303,7 @@ pub async fn run(
     let mut sweeping = false;
     let mut last_kpi_t = start;
     let mut overridden = false;
+    let mut signal_state: Option<bool> = None;
     // Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
     let mut inflight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let tick_wall_min = Duration::from_millis(20);
@@ -266,6 +351,10 @@ pub async fn run(
             if let Some((at, available)) = reading {
                 ctl.handle_input(now, Input::Surplus { at, available });
             }
+            if let SurplusFeed::Judged(judge) = &surplus {
+                let verdict = judge.lock().unwrap_or_else(|p| p.into_inner()).verdict(now);
+                signal_status(&mut status, &verdict, judge, &mut signal_state);
+            }
             let (metered, metered_hash) = match &meter {
                 Some(m) => {
                     let (p, h) = m();
@@ -292,6 +381,13 @@ pub async fn run(
                 standby_w,
             );
             status.surplus_w = reading.map(|r| r.1.w());
+            status.allowed_w = ctl.allowed().w();
+            if let Some(report) = &fleet_report {
+                report.send_replace(hashsink_plantio::modbus::FleetReport {
+                    load: Watts(status.fleet_w),
+                    setpoint: ctl.allowed(),
+                });
+            }
             status.faulted_miners.clear();
             if status.faulted > 0 {
                 for m in fleet.miner_ids() {

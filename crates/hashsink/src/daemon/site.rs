@@ -25,6 +25,8 @@ pub struct SiteFile {
     pub controller: ControllerSettings,
     #[serde(rename = "group", default)]
     pub groups: Vec<toml::Spanned<SiteGroup>>,
+    #[serde(rename = "signal", default)]
+    pub signals: Vec<toml::Spanned<crate::daemon::signals::SignalFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +71,10 @@ pub struct SurplusSection {
     pub start: Option<String>,
     /// http: where to listen for the surplus and operator commands.
     pub listen: Option<String>,
+    /// signals: how the [[signal]] sources combine: "minimum" (default), "median", "priority".
+    pub policy: Option<String>,
+    /// signals: report two sources further apart than this.
+    pub disagreement_mw: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -76,6 +82,8 @@ pub struct SurplusSection {
 pub enum SurplusKind {
     Replay,
     Http,
+    /// Plant signals: the [[signal]] tables (Modbus TCP, ...), judged and combined.
+    Signals,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +141,8 @@ pub struct Site {
     pub surplus: SurplusSection,
     pub io: IoSection,
     pub controller: ControllerConfig,
+    /// The plant signal sources (source = "signals").
+    pub signals: Option<crate::daemon::signals::SignalsSetup>,
     /// The folder of the site file (CSV paths are relative to it).
     pub base_dir: std::path::PathBuf,
 }
@@ -205,6 +215,32 @@ impl Site {
             }
             _ => {}
         }
+        let signal_lines: Vec<usize> = file
+            .signals
+            .iter()
+            .map(|s| line_of(text, s.span().start))
+            .collect();
+        let signal_files: Vec<_> = file.signals.into_iter().map(|s| s.into_inner()).collect();
+        let signals = match file.surplus.source {
+            SurplusKind::Signals => {
+                let policy = crate::daemon::signals::parse_policy(file.surplus.policy.as_deref())
+                    .map_err(|e| anyhow!("{origin}: [surplus] {e}"))?;
+                Some(
+                    crate::daemon::signals::validate(
+                        signal_files,
+                        &|i| format!("{origin}:{} ([[signal]] {})", signal_lines[i], i + 1),
+                        policy,
+                        file.surplus.disagreement_mw,
+                    )
+                    .map_err(|e| anyhow!("{e}"))?,
+                )
+            }
+            _ if !signal_files.is_empty() => bail!(
+                "{origin}:{}: [[signal]] tables are read only with [surplus] source = \"signals\"",
+                signal_lines[0]
+            ),
+            _ => None,
+        };
         if let Some(mw) = file.surplus.unit_mw
             && !(mw.is_finite() && mw > 0.0)
         {
@@ -267,6 +303,7 @@ impl Site {
             surplus: file.surplus,
             io,
             controller,
+            signals,
             base_dir,
         })
     }
@@ -319,6 +356,67 @@ pub fn expand_addresses(entry: &str) -> Result<Vec<IpAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::signals::Source;
+    use hashsink_plantio::modbus::{Measure, RegisterType, Table};
+
+    #[test]
+    fn the_signals_example_parses_into_two_judged_modbus_sources() {
+        let site = Site::parse(
+            include_str!("../../../../examples/site-signals.toml"),
+            "examples/site-signals.toml",
+            "examples".into(),
+        )
+        .unwrap();
+        let signals = site.signals.expect("source = signals");
+        assert_eq!(signals.trust.policy, hashsink_signals::Policy::Minimum);
+        assert_eq!(signals.trust.sources.len(), 2);
+        assert_eq!(signals.trust.sources[0].max_age, Duration::from_secs(5));
+        let Source::Modbus(meter) = &signals.sources[0];
+        let Measure::Surplus(r) = meter.measure else {
+            panic!("the meter gives the surplus")
+        };
+        assert_eq!(
+            (r.table, r.address, r.kind),
+            (Table::Holding, 0, RegisterType::F32)
+        );
+        assert!(meter.write_fleet_load.is_some() && meter.write_setpoint.is_some());
+        let Source::Modbus(plc) = &signals.sources[1];
+        assert!(matches!(plc.measure, Measure::Balance { .. }));
+        assert_eq!(site.fleet.len(), 100);
+    }
+
+    #[test]
+    fn bad_signal_tables_name_the_line_and_the_fix() {
+        let group =
+            "[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddresses = [\"10.0.0.1\"]\n";
+        let bad = |signal: &str| {
+            let text = format!("[surplus]\nsource = \"signals\"\n{group}[[signal]]\n{signal}");
+            match Site::parse(&text, "site.toml", ".".into()) {
+                Ok(_) => panic!("accepted: {signal}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let e = bad("name = \"m\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\n");
+        assert!(e.contains("site.toml:7") && e.contains("generation"), "{e}");
+        let e = bad("name = \"m\"\nkind = \"opc\"\nmax_mw = 5\n");
+        assert!(e.contains("\"modbus\""), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"modbus\"\naddress = \"plc\"\nmax_mw = 5\nsurplus = { address = 0, type = \"f32\" }\n",
+        );
+        assert!(e.contains("not like"), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\nsurplus = { address = 0, type = \"f64\" }\n",
+        );
+        assert!(e.contains("f64") || e.contains("unknown variant"), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\nsurplus = { address = 0, type = \"u16\" }\nwrite_setpoint = { table = \"input\", address = 3, type = \"u16\" }\n",
+        );
+        assert!(e.contains("holding register"), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\npoll_ms = 6000\nsurplus = { address = 0, type = \"u16\" }\n",
+        );
+        assert!(e.contains("stale"), "{e}");
+    }
 
     #[test]
     fn addresses_expand() {

@@ -1,8 +1,9 @@
 //! Helpers shared by the command-line tests: run the built `hashsink`, read JSON numbers.
 #![allow(dead_code, reason = "each test binary uses its own subset")]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -27,4 +28,54 @@ pub fn num(v: &Value, path: &[&str]) -> f64 {
     }
     cur.as_f64()
         .unwrap_or_else(|| panic!("{path:?} is not a number: {cur}"))
+}
+
+/// A child process (an emulator, a protocol peer, a daemon), killed on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `hashsink emulate` with `args` and waits until its miners listen.
+pub fn emulate(args: &[&str]) -> KillOnDrop {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .arg("emulate")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start hashsink emulate");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("Ctrl-C") => break,
+            Some(Ok(_)) => continue,
+            _ => panic!("the emulator stopped before it was ready"),
+        }
+    }
+    KillOnDrop(child)
+}
+
+/// Writes `site` to a fresh temporary site file and starts `hashsink run` on it at 10x for
+/// `for_secs` of the daemon's clock, with `extra` arguments and stdout/stderr piped. Returns the
+/// daemon and the folder to remove afterwards.
+pub fn run_daemon(tag: &str, site: &str, for_secs: u32, extra: &[&str]) -> (Child, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("hashsink-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary folder");
+    let path = dir.join("site.toml");
+    std::fs::write(&path, site).expect("write the site file");
+    let child = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(["run", "--config", path.to_str().expect("utf-8 path")])
+        .args(["--speed", "10", "--for-secs", &for_secs.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hashsink run");
+    (child, dir)
 }

@@ -1,0 +1,291 @@
+//! Plant signal sources in the site file (`[[signal]]` tables, `[surplus] source = "signals"`):
+//! their validation, and at run time one task per source feeding a shared
+//! `hashsink_signals::Judge`, with every rejection and failure logged with its reason.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_plantio::SignalEvent;
+use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, Register, Table};
+use hashsink_signals::{Judge, Policy, SourceId, SourceRules, TrustConfig};
+use hashsink_units::Watts;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// One `[[signal]]` table as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalFile {
+    pub name: String,
+    /// "modbus" (more kinds to come).
+    pub kind: String,
+    /// modbus: host:port of the meter or PLC.
+    pub address: Option<String>,
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// A reading older than this is stale.
+    #[serde(default = "default_max_age_s")]
+    pub max_age_s: f64,
+    #[serde(default)]
+    pub min_mw: f64,
+    pub max_mw: f64,
+    /// A rise larger than this is implausible until confirmed by `jump_confirmations` readings.
+    pub max_step_mw: Option<f64>,
+    #[serde(default = "default_confirmations")]
+    pub jump_confirmations: u8,
+    /// modbus: the register holding the surplus...
+    pub surplus: Option<Register>,
+    /// ... or generation and consumption, with the export limit.
+    pub generation: Option<Register>,
+    pub consumption: Option<Register>,
+    pub export_limit_mw: Option<f64>,
+    /// modbus: registers the plant reads: the fleet's load and the controller's setpoint.
+    pub write_fleet_load: Option<Register>,
+    pub write_setpoint: Option<Register>,
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_max_age_s() -> f64 {
+    5.0
+}
+fn default_confirmations() -> u8 {
+    3
+}
+
+/// A validated source.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Modbus(ModbusSource),
+}
+
+/// Validated signal sources and how they combine.
+#[derive(Clone, Debug)]
+pub struct SignalsSetup {
+    pub trust: TrustConfig,
+    pub sources: Vec<Source>,
+}
+
+pub fn parse_policy(policy: Option<&str>) -> Result<Policy, String> {
+    match policy.unwrap_or("minimum") {
+        "minimum" => Ok(Policy::Minimum),
+        "median" => Ok(Policy::Median),
+        "priority" => Ok(Policy::Priority),
+        other => Err(format!(
+            "policy = {other:?}: use \"minimum\" (any source can hold the fleet down), \"median\" or \"priority\""
+        )),
+    }
+}
+
+/// Validates the `[[signal]]` tables; `at(i)` names the i-th table's file and line.
+pub fn validate(
+    files: Vec<SignalFile>,
+    at: &dyn Fn(usize) -> String,
+    policy: Policy,
+    disagreement_mw: Option<f64>,
+) -> Result<SignalsSetup> {
+    if files.is_empty() {
+        bail!(
+            "[surplus] source = \"signals\" needs at least one [[signal]] table (kind = \"modbus\", see examples/site-signals.toml)"
+        );
+    }
+    let mut rules = Vec::new();
+    let mut sources = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, f) in files.into_iter().enumerate() {
+        let at = at(i);
+        if !names.insert(f.name.clone()) {
+            bail!(
+                "{at}: a second signal named {:?}; names must differ",
+                f.name
+            );
+        }
+        let mw = |key: &str, v: f64| -> Result<Watts> {
+            if v.is_finite() && (0.0..=100_000.0).contains(&v) {
+                Ok(Watts::from_mw(v))
+            } else {
+                Err(anyhow!("{at}: {key} = {v} must be between 0 and 100000 MW"))
+            }
+        };
+        let (min, max) = (mw("min_mw", f.min_mw)?, mw("max_mw", f.max_mw)?);
+        if max <= min {
+            bail!("{at}: max_mw must be above min_mw");
+        }
+        if !(f.max_age_s.is_finite() && (0.1..=3600.0).contains(&f.max_age_s)) {
+            bail!(
+                "{at}: max_age_s = {} must be between 0.1 and 3600",
+                f.max_age_s
+            );
+        }
+        if !(10..=60_000).contains(&f.poll_ms) || !(10..=60_000).contains(&f.timeout_ms) {
+            bail!("{at}: poll_ms and timeout_ms must be between 10 and 60000");
+        }
+        if Duration::from_millis(f.poll_ms).as_secs_f64() >= f.max_age_s {
+            bail!(
+                "{at}: poll_ms = {} is not shorter than max_age_s = {}: every reading would be stale",
+                f.poll_ms,
+                f.max_age_s
+            );
+        }
+        rules.push(SourceRules {
+            name: f.name.clone(),
+            max_age: Duration::from_secs_f64(f.max_age_s),
+            min,
+            max,
+            max_step: f.max_step_mw.map(|v| mw("max_step_mw", v)).transpose()?,
+            jump_confirmations: f.jump_confirmations.max(1),
+        });
+        match f.kind.as_str() {
+            "modbus" => {
+                let address = f.address.as_deref().ok_or_else(|| {
+                    anyhow!("{at}: a modbus signal needs `address = \"host:502\"`")
+                })?;
+                let address = address.parse().map_err(|_| {
+                    anyhow!("{at}: address = {address:?} is not like 192.168.1.20:502")
+                })?;
+                let check = |key: &str, r: &Option<Register>| -> Result<()> {
+                    if let Some(r) = r {
+                        if !(r.scale.is_finite() && r.scale != 0.0) {
+                            bail!("{at}: {key}.scale must be a non-zero number");
+                        }
+                    }
+                    Ok(())
+                };
+                for (k, r) in [
+                    ("surplus", &f.surplus),
+                    ("generation", &f.generation),
+                    ("consumption", &f.consumption),
+                    ("write_fleet_load", &f.write_fleet_load),
+                    ("write_setpoint", &f.write_setpoint),
+                ] {
+                    check(k, r)?;
+                }
+                for (k, r) in [
+                    ("write_fleet_load", &f.write_fleet_load),
+                    ("write_setpoint", &f.write_setpoint),
+                ] {
+                    if r.is_some_and(|r| r.table == Table::Input) {
+                        bail!(
+                            "{at}: {k} must be a holding register (input registers are read-only)"
+                        );
+                    }
+                }
+                let measure = match (f.surplus, f.generation, f.consumption, f.export_limit_mw) {
+                    (Some(r), None, None, None) => Measure::Surplus(r),
+                    (None, Some(g), Some(c), Some(limit)) => Measure::Balance {
+                        generation: g,
+                        consumption: c,
+                        export_limit: mw("export_limit_mw", limit)?,
+                    },
+                    _ => bail!(
+                        "{at}: give either `surplus = {{ address = .., type = .. }}` or `generation`, `consumption` and `export_limit_mw`"
+                    ),
+                };
+                sources.push(Source::Modbus(ModbusSource {
+                    name: f.name,
+                    address,
+                    unit_id: f.unit_id,
+                    poll: Duration::from_millis(f.poll_ms),
+                    timeout: Duration::from_millis(f.timeout_ms),
+                    measure,
+                    write_fleet_load: f.write_fleet_load,
+                    write_setpoint: f.write_setpoint,
+                }));
+            }
+            other => bail!("{at}: kind = {other:?}: the signal kinds are \"modbus\""),
+        }
+    }
+    let disagreement = disagreement_mw
+        .map(|v| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Watts::from_mw(v))
+            } else {
+                Err(anyhow!("[surplus] disagreement_mw = {v} must be above 0"))
+            }
+        })
+        .transpose()?;
+    Ok(SignalsSetup {
+        trust: TrustConfig {
+            sources: rules,
+            policy,
+            disagreement,
+            max_future_skew: Duration::from_secs(2),
+        },
+        sources,
+    })
+}
+
+/// Starts every source and the task that feeds their readings to the judge. The judge is
+/// shared with the control loop, which asks it for a verdict on every tick.
+pub fn start(
+    setup: &SignalsSetup,
+    clock: ScaledClock,
+    report: watch::Receiver<FleetReport>,
+) -> Arc<Mutex<Judge>> {
+    let judge = Arc::new(Mutex::new(Judge::new(setup.trust.clone())));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for (i, source) in setup.sources.iter().enumerate() {
+        let id = SourceId(i as u16);
+        match source.clone() {
+            Source::Modbus(m) => {
+                tokio::spawn(m.run(id, clock, tx.clone(), report.clone()));
+            }
+        }
+    }
+    drop(tx);
+    let names: Vec<String> = setup.trust.sources.iter().map(|s| s.name.clone()).collect();
+    let shared = judge.clone();
+    tokio::spawn(async move {
+        // The last complaint per source, so that a steady fault is logged once, not per poll.
+        let mut last: Vec<Option<String>> = vec![None; names.len()];
+        while let Some(event) = rx.recv().await {
+            let now = clock.now();
+            // (kind of complaint, for de-duplication; what to log)
+            let (id, complaint) = {
+                let mut j = shared.lock().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    SignalEvent::Reading(r) => (
+                        r.source,
+                        j.observe(now, r).err().map(|d| {
+                            (
+                                format!("{:?}", std::mem::discriminant(&d)),
+                                format!("reading rejected: {d}"),
+                            )
+                        }),
+                    ),
+                    SignalEvent::Failed(id, e) => {
+                        j.failed(id, Some(e.clone()));
+                        (
+                            id,
+                            Some((format!("failed: {e}"), format!("source failed: {e}"))),
+                        )
+                    }
+                }
+            };
+            let i = id.0 as usize;
+            let key = complaint.as_ref().map(|c| c.0.clone());
+            if key != last[i] {
+                match &complaint {
+                    Some((_, message)) => warn!(source = %names[i], "{message}"),
+                    None => info!(source = %names[i], "source trusted again"),
+                }
+                last[i] = key;
+            }
+        }
+    });
+    judge
+}

@@ -1,0 +1,16 @@
+//! Plant and grid signal sources for the daemon: each runs as its own task, reads the power the
+//! fleet may use from the plant's systems, and reports readings and failures as
+//! [`SignalEvent`]s; the daemon's `hashsink_signals::Judge` decides what to trust. Sources:
+//! Modbus TCP ([`modbus`]).
+
+pub mod modbus;
+
+use hashsink_signals::{Reading, SourceId};
+
+/// What a source task reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SignalEvent {
+    Reading(Reading),
+    /// The source could not be read (connection, protocol, payload), with why.
+    Failed(SourceId, String),
+}
