@@ -99,6 +99,91 @@ fn wait_for(listen: &str, limit: Duration, what: &str, ok: impl Fn(&Value) -> bo
     }
 }
 
+/// A daemon on 10 emulated S19 XP (LuxOS) at 127.1.`subnet`.1-10 with one `[[signal]]` table,
+/// its status endpoint on `listen`.
+fn start_daemon(
+    tag: &str,
+    signal: &str,
+    subnet: u8,
+    listen: &str,
+) -> (KillOnDrop, std::path::PathBuf) {
+    let (daemon, dir) = run_daemon(
+        tag,
+        &format!(
+            "[surplus]\nsource = \"signals\"\n\n[[signal]]\n{signal}\n[io]\ntelemetry_interval_s = 2\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.{subnet}.1-127.1.{subnet}.10\"]\n"
+        ),
+        600,
+        &["--listen", listen, "--log", "info"],
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (KillOnDrop(daemon), dir)
+}
+
+/// Waits until the fleet runs near `kw` of surplus, and returns the status. Rising to it (from a
+/// lower surplus) the fleet must never be above it.
+fn follows(listen: &str, kw: f64, rising: bool) -> Value {
+    let limit = kw * 1000.0 + 300.0;
+    wait_for(
+        listen,
+        Duration::from_secs(30),
+        &format!("the fleet follows {kw} kW"),
+        |s| {
+            let w = s["fleet_w"].as_f64().unwrap();
+            assert!(!rising || w <= limit, "above the surplus: {s}");
+            w <= limit && s["mining"].as_u64().unwrap_or(0) >= 1 && w > limit - 6_500.0
+        },
+    )
+}
+
+/// Waits until the source is distrusted and no miner runs (the fail-safe load is 0 W).
+fn fails_safe(listen: &str, what: &str) -> Value {
+    wait_for(listen, Duration::from_secs(20), what, |s| {
+        s["signals"][0]["trusted"] == false
+            && s["mining"].as_u64() == Some(0)
+            && s["booting"].as_u64() == Some(0)
+    })
+}
+
+/// Kills the signal's peer and checks that the fleet fails safe within 10 s of wall time: the
+/// controller's reading age + fail-safe time (10 s + 5 s of the daemon's clock, 1.5 s of wall
+/// time at 10x) plus the miners' own reaction.
+fn peer_dies_and_the_fleet_fails_safe(listen: &str, peer: KillOnDrop, what: &str) {
+    drop(peer);
+    let lost = Instant::now();
+    fails_safe(listen, what);
+    assert!(
+        lost.elapsed() < Duration::from_secs(10),
+        "{what}: fail-safe took {:?}",
+        lost.elapsed()
+    );
+}
+
+/// Stops the daemon and checks that its log gives every `reason`.
+fn log_says(mut daemon: KillOnDrop, dir: std::path::PathBuf, reasons: &[&str]) {
+    use std::io::Read;
+    let _ = daemon.0.kill();
+    let mut log = String::new();
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    for expected in reasons {
+        assert!(log.contains(expected), "the log lacks {expected:?}:\n{log}");
+    }
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 #[test]
 fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe() {
     if !pymodbus_available() {
@@ -117,36 +202,16 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
         "s19xp:10:luxos",
     ]);
     let listen = "127.0.0.1:18078";
-    let (daemon, dir) = run_daemon(
-        "signals",
+    let (daemon, dir) = start_daemon(
+        "modbus",
         &format!(
-            "[surplus]\nsource = \"signals\"\n\n[[signal]]\nname = \"export meter\"\nkind = \"modbus\"\naddress = \"{meter}\"\npoll_ms = 100\ntimeout_ms = 300\nmax_age_s = 5\nmax_mw = 0.05\nsurplus = {{ address = 0, type = \"f32\", unit = \"kw\" }}\nwrite_fleet_load = {{ address = 10, type = \"u32\", unit = \"w\" }}\nwrite_setpoint = {{ address = 12, type = \"u32\", unit = \"w\" }}\n\n[io]\ntelemetry_interval_s = 2\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.18.1-127.1.18.10\"]\n"
+            "name = \"export meter\"\nkind = \"modbus\"\naddress = \"{meter}\"\npoll_ms = 100\ntimeout_ms = 300\nmax_age_s = 5\nmax_mw = 0.05\nsurplus = {{ address = 0, type = \"f32\", unit = \"kw\" }}\nwrite_fleet_load = {{ address = 10, type = \"u32\", unit = \"w\" }}\nwrite_setpoint = {{ address = 12, type = \"u32\", unit = \"w\" }}\n"
         ),
-        600,
-        &["--listen", listen, "--log", "info"],
-    );
-    let daemon = KillOnDrop(daemon);
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // 15 kW of surplus: about half of the 10 x 3010 W fleet runs, never above it.
-    let s = wait_for(
+        18,
         listen,
-        Duration::from_secs(30),
-        "the fleet follows 15 kW",
-        |s| {
-            assert!(
-                s["fleet_w"].as_f64().unwrap() <= 15_000.0 + 300.0,
-                "above the surplus: {s}"
-            );
-            s["mining"].as_u64().unwrap_or(0) >= 3 && s["fleet_w"].as_f64().unwrap() > 9_000.0
-        },
     );
+    // 15 kW of surplus: about half of the 10 x 3010 W fleet runs, never above it.
+    let s = follows(listen, 15.0, true);
     assert_eq!(s["signals"][0]["trusted"], true, "{s}");
     assert!(
         (s["signals"][0]["mw"].as_f64().unwrap() - 0.015).abs() < 1e-6,
@@ -164,24 +229,11 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
     );
     // The surplus falls to 6 kW: the fleet follows it down.
     write_surplus_kw(meter, 6.0);
-    wait_for(
-        listen,
-        Duration::from_secs(15),
-        "the fleet follows 6 kW",
-        |s| {
-            s["fleet_w"].as_f64().unwrap() <= 6_000.0 + 300.0
-                && s["mining"].as_u64().unwrap_or(0) >= 1
-        },
-    );
+    follows(listen, 6.0, false);
     // Garbage: a NaN where the surplus should be. Rejected (logged), never used; once the last
     // good reading is stale the source is distrusted and the fleet fails safe.
     write_words(meter, 0, &[0x7FC0, 0x0000]);
-    let s = wait_for(
-        listen,
-        Duration::from_secs(20),
-        "NaN distrusts the source",
-        |s| s["signals"][0]["trusted"] == false,
-    );
+    let s = fails_safe(listen, "the fleet fails safe on garbage");
     assert!(
         s["signals"][0]["reason"]
             .as_str()
@@ -189,50 +241,176 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
             .contains("stale"),
         "{s}"
     );
-    wait_for(
-        listen,
-        Duration::from_secs(20),
-        "the fleet fails safe on garbage",
-        |s| s["mining"].as_u64() == Some(0) && s["booting"].as_u64() == Some(0),
-    );
     // A good value again: trusted, the fleet comes back.
     write_surplus_kw(meter, 12.0);
-    wait_for(listen, Duration::from_secs(30), "the fleet returns", |s| {
-        s["signals"][0]["trusted"] == true && s["mining"].as_u64().unwrap_or(0) >= 2
-    });
-    // The meter goes away: the fleet goes to the fail-safe load (0 W here) within the
-    // controller's reading age + fail-safe time (10 s + 5 s of the daemon's clock, 1.5 s of wall
-    // time at 10x) plus the miners' own reaction.
-    drop(server);
-    let lost = Instant::now();
-    let s = wait_for(
-        listen,
-        Duration::from_secs(20),
-        "the fleet fails safe when the meter dies",
-        |s| s["mining"].as_u64() == Some(0) && s["booting"].as_u64() == Some(0),
+    follows(listen, 12.0, true);
+    // The meter goes away: the fleet goes to the fail-safe load (0 W here).
+    peer_dies_and_the_fleet_fails_safe(listen, server, "the fleet fails safe when the meter dies");
+    log_says(
+        daemon,
+        dir,
+        &[
+            "reading rejected: not a number",
+            "no trusted surplus signal",
+            "source failed",
+        ],
     );
-    assert_eq!(s["signals"][0]["trusted"], false, "{s}");
-    let took = lost.elapsed();
-    assert!(took < Duration::from_secs(10), "fail-safe took {took:?}");
-    // The log says why, every time.
-    let mut daemon = daemon;
-    let _ = daemon.0.kill();
-    let mut log = String::new();
-    use std::io::Read;
-    daemon
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    for expected in [
-        "reading rejected: not a number",
-        "no trusted surplus signal",
-        "source failed",
-    ] {
-        assert!(log.contains(expected), "the log lacks {expected:?}:\n{log}");
+}
+
+fn mosquitto_available() -> bool {
+    let ok = Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("HASHSINK_REQUIRE_MOSQUITTO").is_none(),
+            "HASHSINK_REQUIRE_MOSQUITTO is set but mosquitto is not installed"
+        );
+        eprintln!("skipping: mosquitto is not installed (apt-get install mosquitto)");
     }
-    assert!(!log.contains("panicked"), "{log}");
+    ok
+}
+
+/// The plant's side of the broker: publishes `payload` to `plant/surplus` every 100 ms, and
+/// keeps what the daemon publishes on `hashsink/fleet`.
+struct Plant {
+    payload: std::sync::Arc<std::sync::Mutex<String>>,
+    fleet: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Plant {
+    fn start(port: u16, payload: &str) -> Plant {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let plant = Plant {
+            payload: Arc::new(Mutex::new(payload.to_string())),
+            fleet: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let mut opts = rumqttc::MqttOptions::new("the-plant", "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = rumqttc::Client::new(opts, 64);
+        client
+            .subscribe("hashsink/fleet", rumqttc::QoS::AtMostOnce)
+            .unwrap();
+        let fleet = plant.fleet.clone();
+        let stop = plant.stop.clone();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if let Ok(v) = serde_json::from_slice(&p.payload) {
+                            fleet.lock().unwrap().push(v);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        let payload = plant.payload.clone();
+        let stop = plant.stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let body = payload.lock().unwrap().clone();
+                let _ = client.try_publish("plant/surplus", rumqttc::QoS::AtMostOnce, false, body);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        plant
+    }
+
+    fn publish(&self, payload: &str) {
+        *self.payload.lock().unwrap() = payload.to_string();
+    }
+}
+
+impl Drop for Plant {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fails_safe() {
+    if !mosquitto_available() {
+        return;
+    }
+    let port = 18830;
+    let broker = KillOnDrop(
+        Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto"),
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let plant = Plant::start(port, r#"{"available_kw": 15}"#);
+    let _emulator = emulate(&[
+        "--speed",
+        "10",
+        "--first-index",
+        "4750",
+        "--mix",
+        "s19xp:10:luxos",
+    ]);
+    let listen = "127.0.0.1:18079";
+    let (daemon, dir) = start_daemon(
+        "mqtt",
+        &format!(
+            "name = \"plant broker\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{port}\"\ntopic = \"plant/surplus\"\nfield = \"available_kw\"\nunit = \"kw\"\nmax_age_s = 5\nmax_mw = 0.05\npublish_topic = \"hashsink/fleet\"\npublish_ms = 200\n"
+        ),
+        19,
+        listen,
+    );
+    let s = follows(listen, 15.0, true);
+    assert_eq!(s["signals"][0]["trusted"], true, "{s}");
+    // The daemon publishes the fleet's load for the plant.
+    let t1 = Instant::now();
+    loop {
+        let seen = plant.fleet.lock().unwrap().last().cloned();
+        if let Some(v) = seen.filter(|v| v["fleet_w"].as_f64().unwrap_or(0.0) > 0.0) {
+            assert!(v["setpoint_w"].as_f64().unwrap() <= 15_000.0, "{v}");
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "nothing published on hashsink/fleet"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    plant.publish(r#"{"available_kw": 6}"#);
+    follows(listen, 6.0, false);
+    // Garbage payloads: rejected, logged; the source goes stale and the fleet fails safe.
+    plant.publish(r#"{"available_kw": "lots"}"#);
+    fails_safe(listen, "the fleet fails safe on garbage");
+    plant.publish(r#"{"available_kw": 12}"#);
+    follows(listen, 12.0, true);
+    // The broker dies: the fleet fails safe.
+    peer_dies_and_the_fleet_fails_safe(listen, broker, "the fleet fails safe without the broker");
+    log_says(
+        daemon,
+        dir,
+        &[
+            "mqtt connected",
+            "reading rejected: field \"available_kw\" is not a number",
+            "no trusted surplus signal",
+            "source failed",
+        ],
+    );
 }

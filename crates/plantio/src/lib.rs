@@ -1,9 +1,10 @@
 //! Plant and grid signal sources for the daemon: each runs as its own task, reads the power the
 //! fleet may use from the plant's systems, and reports readings and failures as
 //! [`SignalEvent`]s; the daemon's `hashsink_signals::Judge` decides what to trust. Sources:
-//! Modbus TCP ([`modbus`]).
+//! Modbus TCP ([`modbus`]), MQTT ([`mqtt`]).
 
 pub mod modbus;
+pub mod mqtt;
 
 use hashsink_signals::{Reading, SourceId};
 
@@ -11,6 +12,8 @@ use hashsink_signals::{Reading, SourceId};
 #[derive(Clone, Debug, PartialEq)]
 pub enum SignalEvent {
     Reading(Reading),
-    /// The source could not be read (connection, protocol, payload), with why.
+    /// The source could not be read (connection, protocol), with why.
     Failed(SourceId, String),
+    /// The source sent something that is not a reading (a malformed payload), with why.
+    Rejected(SourceId, String),
 }

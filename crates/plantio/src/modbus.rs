@@ -58,7 +58,8 @@ pub enum PowerUnit {
 }
 
 impl PowerUnit {
-    fn watts(self) -> f64 {
+    /// Watts per unit.
+    pub fn watts(self) -> f64 {
         match self {
             PowerUnit::W => 1.0,
             PowerUnit::Kw => 1e3,

@@ -80,6 +80,8 @@ pub enum Distrust {
     },
     /// The source's transport reported an error (connection lost, malformed reply).
     Failed(String),
+    /// The source sent something that is not a reading (a payload that does not parse).
+    Malformed(String),
 }
 
 impl std::fmt::Display for Distrust {
@@ -103,6 +105,7 @@ impl std::fmt::Display for Distrust {
                 write!(f, "stamped {:.1} s in the future", ahead.as_secs_f64())
             }
             Distrust::Failed(e) => write!(f, "source failed: {e}"),
+            Distrust::Malformed(e) => write!(f, "malformed: {e}"),
         }
     }
 }
@@ -203,6 +206,14 @@ impl Judge {
                 state.rejected = Some(d.clone());
                 Err(d)
             }
+        }
+    }
+
+    /// The source sent something that is not a reading: noted (it explains a source with no
+    /// trusted reading), nothing else changes.
+    pub fn malformed(&mut self, source: SourceId, why: String) {
+        if let Some(s) = self.state.get_mut(source.0 as usize) {
+            s.rejected = Some(Distrust::Malformed(why));
         }
     }
 

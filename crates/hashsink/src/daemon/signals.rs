@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use hashsink_fleetio::clock::ScaledClock;
 use hashsink_plantio::SignalEvent;
-use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, Register, Table};
+use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, PowerUnit, Register, Table};
+use hashsink_plantio::mqtt::MqttSource;
 use hashsink_signals::{Judge, Policy, SourceId, SourceRules, TrustConfig};
 use hashsink_units::Watts;
 use serde::Deserialize;
@@ -49,6 +50,25 @@ pub struct SignalFile {
     /// modbus: registers the plant reads: the fleet's load and the controller's setpoint.
     pub write_fleet_load: Option<Register>,
     pub write_setpoint: Option<Register>,
+    /// mqtt: the topic carrying the surplus.
+    pub topic: Option<String>,
+    /// mqtt: the JSON field with the value (omit for a plain-number payload).
+    pub field: Option<String>,
+    /// mqtt: the JSON field with the measurement time (RFC 3339 or epoch ms), if sent.
+    pub time_field: Option<String>,
+    /// mqtt: the unit of the value (w, kw, mw; default kw).
+    pub unit: Option<PowerUnit>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// mqtt: where to publish the fleet's load and setpoint (JSON), every `publish_ms`.
+    pub publish_topic: Option<String>,
+    #[serde(default = "default_publish_ms")]
+    pub publish_ms: u64,
+}
+
+fn default_publish_ms() -> u64 {
+    1000
 }
 
 fn default_unit_id() -> u8 {
@@ -71,6 +91,7 @@ fn default_confirmations() -> u8 {
 #[derive(Clone, Debug)]
 pub enum Source {
     Modbus(ModbusSource),
+    Mqtt(MqttSource),
 }
 
 /// Validated signal sources and how they combine.
@@ -206,7 +227,60 @@ pub fn validate(
                     write_setpoint: f.write_setpoint,
                 }));
             }
-            other => bail!("{at}: kind = {other:?}: the signal kinds are \"modbus\""),
+            "mqtt" => {
+                let address = f.address.as_deref().ok_or_else(|| {
+                    anyhow!("{at}: an mqtt signal needs `address = \"broker:1883\"`")
+                })?;
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                    .filter(|(h, _)| !h.is_empty())
+                    .ok_or_else(|| {
+                        anyhow!("{at}: address = {address:?} is not like broker.plant.local:1883")
+                    })?;
+                let topic = f
+                    .topic
+                    .clone()
+                    .filter(|t| !t.is_empty() && !t.contains(['+', '#']))
+                    .ok_or_else(|| anyhow!("{at}: an mqtt signal needs `topic = \"plant/surplus\"` (one topic, no wildcards)"))?;
+                if f.username.is_some() != f.password.is_some() {
+                    bail!("{at}: give both `username` and `password`, or neither");
+                }
+                if !(100..=60_000).contains(&f.publish_ms) {
+                    bail!("{at}: publish_ms must be between 100 and 60000");
+                }
+                for (k, present) in [
+                    ("surplus", f.surplus.is_some()),
+                    ("generation", f.generation.is_some()),
+                    ("consumption", f.consumption.is_some()),
+                    ("write_fleet_load", f.write_fleet_load.is_some()),
+                    ("write_setpoint", f.write_setpoint.is_some()),
+                ] {
+                    if present {
+                        bail!(
+                            "{at}: `{k}` is a modbus setting; an mqtt signal has `topic`, `field` and `unit`"
+                        );
+                    }
+                }
+                sources.push(Source::Mqtt(MqttSource {
+                    name: f.name.clone(),
+                    host,
+                    port,
+                    client_id: f
+                        .client_id
+                        .clone()
+                        .unwrap_or_else(|| format!("hashsink-{}-{}", std::process::id(), i)),
+                    credentials: f.username.clone().zip(f.password.clone()),
+                    topic,
+                    field: f.field.clone(),
+                    time_field: f.time_field.clone(),
+                    unit: f.unit.unwrap_or_default(),
+                    publish_topic: f.publish_topic.clone(),
+                    publish_every: Duration::from_millis(f.publish_ms),
+                    keep_alive: Duration::from_secs(5),
+                }));
+            }
+            other => bail!("{at}: kind = {other:?}: the signal kinds are \"modbus\" and \"mqtt\""),
         }
     }
     let disagreement = disagreement_mw
@@ -244,6 +318,9 @@ pub fn start(
             Source::Modbus(m) => {
                 tokio::spawn(m.run(id, clock, tx.clone(), report.clone()));
             }
+            Source::Mqtt(m) => {
+                tokio::spawn(m.run(id, clock, tx.clone(), report.clone()));
+            }
         }
     }
     drop(tx);
@@ -272,6 +349,13 @@ pub fn start(
                         (
                             id,
                             Some((format!("failed: {e}"), format!("source failed: {e}"))),
+                        )
+                    }
+                    SignalEvent::Rejected(id, e) => {
+                        j.malformed(id, e.clone());
+                        (
+                            id,
+                            Some((format!("malformed: {e}"), format!("reading rejected: {e}"))),
                         )
                     }
                 }

@@ -360,7 +360,7 @@ mod tests {
     use hashsink_plantio::modbus::{Measure, RegisterType, Table};
 
     #[test]
-    fn the_signals_example_parses_into_two_judged_modbus_sources() {
+    fn the_signals_example_parses_into_three_judged_sources() {
         let site = Site::parse(
             include_str!("../../../../examples/site-signals.toml"),
             "examples/site-signals.toml",
@@ -369,9 +369,11 @@ mod tests {
         .unwrap();
         let signals = site.signals.expect("source = signals");
         assert_eq!(signals.trust.policy, hashsink_signals::Policy::Minimum);
-        assert_eq!(signals.trust.sources.len(), 2);
+        assert_eq!(signals.trust.sources.len(), 3);
         assert_eq!(signals.trust.sources[0].max_age, Duration::from_secs(5));
-        let Source::Modbus(meter) = &signals.sources[0];
+        let Source::Modbus(meter) = &signals.sources[0] else {
+            panic!("the meter is modbus")
+        };
         let Measure::Surplus(r) = meter.measure else {
             panic!("the meter gives the surplus")
         };
@@ -380,8 +382,16 @@ mod tests {
             (Table::Holding, 0, RegisterType::F32)
         );
         assert!(meter.write_fleet_load.is_some() && meter.write_setpoint.is_some());
-        let Source::Modbus(plc) = &signals.sources[1];
+        let Source::Modbus(plc) = &signals.sources[1] else {
+            panic!("the PLC is modbus")
+        };
         assert!(matches!(plc.measure, Measure::Balance { .. }));
+        let Source::Mqtt(broker) = &signals.sources[2] else {
+            panic!("the broker is mqtt")
+        };
+        assert_eq!((broker.host.as_str(), broker.port), ("127.0.0.1", 1883));
+        assert_eq!(broker.field.as_deref(), Some("available_kw"));
+        assert_eq!(broker.publish_topic.as_deref(), Some("hashsink/fleet"));
         assert_eq!(site.fleet.len(), 100);
     }
 
@@ -399,7 +409,15 @@ mod tests {
         let e = bad("name = \"m\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\n");
         assert!(e.contains("site.toml:7") && e.contains("generation"), "{e}");
         let e = bad("name = \"m\"\nkind = \"opc\"\nmax_mw = 5\n");
-        assert!(e.contains("\"modbus\""), "{e}");
+        assert!(e.contains("\"modbus\" and \"mqtt\""), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:1883\"\ntopic = \"plant/#\"\nmax_mw = 5\n",
+        );
+        assert!(e.contains("no wildcards"), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:1883\"\ntopic = \"p\"\nmax_mw = 5\nusername = \"u\"\n",
+        );
+        assert!(e.contains("password"), "{e}");
         let e = bad(
             "name = \"m\"\nkind = \"modbus\"\naddress = \"plc\"\nmax_mw = 5\nsurplus = { address = 0, type = \"f32\" }\n",
         );

@@ -1,0 +1,237 @@
+//! MQTT source: subscribes to the plant's surplus (or cap) topic on its broker, and publishes the
+//! fleet's load and setpoint for the plant. Payloads are a plain number (`12.5`) or a JSON object
+//! with the value in a configured field (`{"available_kw": 12.5, "at": "2026-11-24T10:00:00Z"}`),
+//! optionally with the time it was measured (RFC 3339, or milliseconds since the epoch); without
+//! one a reading is stamped when it arrives. Built on rumqttc without TLS (its TLS stack pins a
+//! rustls-webpki with open advisories; see the README).
+
+use std::time::Duration;
+
+use hashsink_fleetio::clock::ScaledClock;
+use hashsink_signals::{Reading, SourceId};
+use hashsink_units::Timestamp;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::SignalEvent;
+use crate::modbus::{FleetReport, PowerUnit};
+
+/// A configured MQTT source.
+#[derive(Clone, Debug)]
+pub struct MqttSource {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub topic: String,
+    /// The JSON field holding the value; None for a plain-number payload.
+    pub field: Option<String>,
+    /// The JSON field holding the measurement time, if the plant sends one.
+    pub time_field: Option<String>,
+    pub unit: PowerUnit,
+    /// Where to publish the fleet's load and setpoint (JSON), and how often.
+    pub publish_topic: Option<String>,
+    pub publish_every: Duration,
+    pub keep_alive: Duration,
+}
+
+/// Why a payload was not a reading.
+#[derive(Debug, PartialEq)]
+pub struct PayloadError(pub String);
+
+impl MqttSource {
+    /// Decodes one payload into watts and, if present, the time it was measured.
+    pub fn decode(&self, payload: &[u8]) -> Result<(f64, Option<Timestamp>), PayloadError> {
+        let text = std::str::from_utf8(payload)
+            .map_err(|_| PayloadError("payload is not UTF-8".into()))?
+            .trim();
+        let scale = self.unit.watts();
+        let Some(field) = &self.field else {
+            let v: f64 = text
+                .parse()
+                .map_err(|_| PayloadError(format!("payload {:?} is not a number", clip(text))))?;
+            return Ok((v * scale, None));
+        };
+        let json: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| PayloadError(format!("payload is not JSON ({e}): {:?}", clip(text))))?;
+        let value = json
+            .get(field)
+            .ok_or_else(|| PayloadError(format!("payload has no field {field:?}")))?
+            .as_f64()
+            .ok_or_else(|| PayloadError(format!("field {field:?} is not a number")))?;
+        let at = match &self.time_field {
+            None => None,
+            Some(tf) => match json.get(tf) {
+                None => None,
+                Some(serde_json::Value::String(s)) => Some(
+                    s.parse::<jiff::Timestamp>()
+                        .map(|t| Timestamp::from_millis(t.as_millisecond()))
+                        .map_err(|_| {
+                            PayloadError(format!("field {tf:?} = {s:?} is not an RFC 3339 time"))
+                        })?,
+                ),
+                Some(serde_json::Value::Number(n)) => {
+                    Some(Timestamp::from_millis(n.as_i64().ok_or_else(|| {
+                        PayloadError(format!("field {tf:?} is not whole milliseconds"))
+                    })?))
+                }
+                Some(_) => return Err(PayloadError(format!("field {tf:?} is not a time"))),
+            },
+        };
+        Ok((value * scale, at))
+    }
+
+    /// Runs until the daemon goes away: readings and failures to `events`; the fleet's load and
+    /// setpoint from `report` published every `publish_every`.
+    pub async fn run(
+        self,
+        id: SourceId,
+        clock: ScaledClock,
+        events: mpsc::UnboundedSender<SignalEvent>,
+        report: watch::Receiver<FleetReport>,
+    ) {
+        let mut opts = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        opts.set_keep_alive(self.keep_alive);
+        opts.set_clean_session(true);
+        if let Some((user, password)) = &self.credentials {
+            opts.set_credentials(user.clone(), password.clone());
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let mut publish = tokio::time::interval(self.publish_every);
+        publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut connected = false;
+        loop {
+            if events.is_closed() {
+                return;
+            }
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        // A clean session forgets subscriptions: subscribe on every connect.
+                        info!(source = %self.name, broker = %format!("{}:{}", self.host, self.port), topic = %self.topic, "mqtt connected");
+                        connected = true;
+                        if let Err(e) = client.subscribe(self.topic.clone(), QoS::AtLeastOnce).await {
+                            let _ = events.send(SignalEvent::Failed(id, format!("subscribe: {e}")));
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == self.topic => {
+                        let received = clock.now();
+                        match self.decode(&p.payload) {
+                            Ok((watts, at)) => {
+                                let _ = events.send(SignalEvent::Reading(Reading {
+                                    source: id,
+                                    at: at.unwrap_or(received),
+                                    watts,
+                                }));
+                            }
+                            Err(PayloadError(e)) => {
+                                // Garbage is not a reading: the source keeps its last trusted
+                                // value until it goes stale.
+                                let _ = events.send(SignalEvent::Rejected(id, e));
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if connected {
+                            warn!(source = %self.name, error = %e, "mqtt connection lost; reconnecting");
+                        }
+                        connected = false;
+                        let _ = events.send(SignalEvent::Failed(id, format!("broker {}:{}: {e}", self.host, self.port)));
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                },
+                _ = publish.tick(), if self.publish_topic.is_some() && connected => {
+                    let r = *report.borrow();
+                    let body = serde_json::json!({
+                        "source": "hashsink",
+                        "fleet_w": r.load.w(),
+                        "setpoint_w": r.setpoint.w(),
+                        "at_ms": clock.now().as_millis(),
+                    });
+                    if let Some(topic) = &self.publish_topic {
+                        let _ = client.try_publish(topic.clone(), QoS::AtMostOnce, false, body.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(60).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(field: Option<&str>, time_field: Option<&str>) -> MqttSource {
+        MqttSource {
+            name: "t".into(),
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "t".into(),
+            credentials: None,
+            topic: "plant/surplus".into(),
+            field: field.map(str::to_string),
+            time_field: time_field.map(str::to_string),
+            unit: PowerUnit::Kw,
+            publish_topic: None,
+            publish_every: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn plain_and_json_payloads_decode_and_garbage_is_refused() {
+        let plain = source(None, None);
+        assert_eq!(plain.decode(b" 12.5\n"), Ok((12_500.0, None)));
+        assert!(
+            plain
+                .decode(b"twelve")
+                .unwrap_err()
+                .0
+                .contains("not a number")
+        );
+        assert!(plain.decode(&[0xff, 0xfe]).unwrap_err().0.contains("UTF-8"));
+        let json = source(Some("available_kw"), Some("at"));
+        let (w, at) = json
+            .decode(br#"{"available_kw": 3, "at": "2026-11-24T10:00:00Z"}"#)
+            .unwrap();
+        assert_eq!(w, 3000.0);
+        assert_eq!(at, Some(Timestamp::from_millis(1_795_514_400_000)));
+        assert_eq!(
+            json.decode(br#"{"available_kw": 3, "at": 1000}"#)
+                .unwrap()
+                .1,
+            Some(Timestamp::from_millis(1000))
+        );
+        assert!(
+            json.decode(br#"{"available_kw": "3"}"#)
+                .unwrap_err()
+                .0
+                .contains("not a number")
+        );
+        assert!(
+            json.decode(br#"{"other": 3}"#)
+                .unwrap_err()
+                .0
+                .contains("no field")
+        );
+        assert!(
+            json.decode(b"{not json")
+                .unwrap_err()
+                .0
+                .contains("not JSON")
+        );
+        assert!(
+            json.decode(br#"{"available_kw": 3, "at": "yesterday"}"#)
+                .unwrap_err()
+                .0
+                .contains("RFC 3339")
+        );
+    }
+}
