@@ -96,7 +96,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
         (None, Some(signals)) => {
             info!(sources = signals.sources.len(), policy = ?signals.trust.policy, "plant signals");
-            SurplusFeed::Judged(daemon::signals::start(signals, clock, report_rx))
+            SurplusFeed::Judged(daemon::signals::start(
+                signals,
+                clock,
+                report_rx,
+                handle.events.clone(),
+            ))
         }
         (None, None) => SurplusFeed::Pushed(latest.clone()),
     };
@@ -132,6 +137,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
         fleet_report: Some(report_tx),
     };
+    spawn_shed_signals(handle.events.clone());
     let until = args
         .for_secs
         .map(|s| clock.now() + Duration::from_secs_f64(s));
@@ -169,6 +175,39 @@ fn load_profile(site: &Site) -> Result<Profile> {
 }
 
 /// Ctrl-C or SIGTERM (what systemd and container runtimes send).
+/// SIGUSR1 sheds the whole fleet at once (the emergency path, as the HTTP `/shed`); SIGUSR2
+/// resumes, with the staggered reconnection.
+fn spawn_shed_signals(events: tokio::sync::mpsc::UnboundedSender<daemon::Event>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    for (kind, command, what) in [
+        (
+            SignalKind::user_defined1(),
+            hashsink_core::OperatorCommand::ShedAll,
+            "SIGUSR1: emergency shed",
+        ),
+        (
+            SignalKind::user_defined2(),
+            hashsink_core::OperatorCommand::Resume,
+            "SIGUSR2: resume",
+        ),
+    ] {
+        let events = events.clone();
+        match signal(kind) {
+            Ok(mut stream) => {
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        tracing::warn!("{what}");
+                        if events.send(daemon::Event::Operator(command)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for {what}"),
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -110,7 +110,7 @@ fn start_daemon(
     let (daemon, dir) = run_daemon(
         tag,
         &format!(
-            "[surplus]\nsource = \"signals\"\n\n[[signal]]\n{signal}\n[io]\ntelemetry_interval_s = 2\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.{subnet}.1-127.1.{subnet}.10\"]\n"
+            "[surplus]\nsource = \"signals\"\n\n[[signal]]\n{signal}\n[io]\ntelemetry_interval_s = 2\n\n# Short dwell, so that the fleet comes back within the test after a shed.\n[controller]\nmin_on_s = 20\nmin_off_s = 20\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.{subnet}.1-127.1.{subnet}.10\"]\n"
         ),
         600,
         &["--listen", listen, "--log", "info"],
@@ -140,6 +140,28 @@ fn follows(listen: &str, kw: f64, rising: bool) -> Value {
             w <= limit && s["mining"].as_u64().unwrap_or(0) >= 1 && w > limit - 6_500.0
         },
     )
+}
+
+/// Waits until no miner runs, within 6 s of wall time (the miners' own ramp down at 10x).
+fn sheds(listen: &str, what: &str) {
+    let t0 = Instant::now();
+    wait_for(listen, Duration::from_secs(10), what, |s| {
+        s["mining"].as_u64() == Some(0) && s["booting"].as_u64() == Some(0)
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "{what}: took {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Sends a Unix signal (`-USR1`) to the daemon.
+fn signal(daemon: &KillOnDrop, which: &str) {
+    let ok = Command::new("kill")
+        .args([which, &daemon.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success());
 }
 
 /// Waits until the source is distrusted and no miner runs (the fail-safe load is 0 W).
@@ -205,7 +227,7 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
     let (daemon, dir) = start_daemon(
         "modbus",
         &format!(
-            "name = \"export meter\"\nkind = \"modbus\"\naddress = \"{meter}\"\npoll_ms = 100\ntimeout_ms = 300\nmax_age_s = 5\nmax_mw = 0.05\nsurplus = {{ address = 0, type = \"f32\", unit = \"kw\" }}\nwrite_fleet_load = {{ address = 10, type = \"u32\", unit = \"w\" }}\nwrite_setpoint = {{ address = 12, type = \"u32\", unit = \"w\" }}\n"
+            "name = \"export meter\"\nkind = \"modbus\"\naddress = \"{meter}\"\npoll_ms = 100\ntimeout_ms = 300\nmax_age_s = 5\nmax_mw = 0.05\nsurplus = {{ address = 0, type = \"f32\", unit = \"kw\" }}\nwrite_fleet_load = {{ address = 10, type = \"u32\", unit = \"w\" }}\nwrite_setpoint = {{ address = 12, type = \"u32\", unit = \"w\" }}\ntrip = {{ address = 20 }}\n"
         ),
         18,
         listen,
@@ -227,6 +249,16 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
         setpoint > 0.0 && setpoint <= 15_000.0,
         "setpoint {setpoint} W: {written}"
     );
+    // The plant's trip flag (register 20) sheds the fleet; clearing it lets the fleet back.
+    write_words(meter, 20, &[1]);
+    sheds(listen, "the trip register sheds the fleet");
+    write_words(meter, 20, &[0]);
+    follows(listen, 15.0, true);
+    // SIGUSR1 is the same emergency path from the operator's shell; SIGUSR2 resumes.
+    signal(&daemon, "-USR1");
+    sheds(listen, "SIGUSR1 sheds the fleet");
+    signal(&daemon, "-USR2");
+    follows(listen, 15.0, true);
     // The surplus falls to 6 kW: the fleet follows it down.
     write_surplus_kw(meter, 6.0);
     follows(listen, 6.0, false);
@@ -250,6 +282,10 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
         daemon,
         dir,
         &[
+            "emergency shed: the plant's trip flag is set",
+            "SIGUSR1: emergency shed",
+            "SIGUSR2: resume",
+            "shed: commands sent to the fleet",
             "reading rejected: not a number",
             "no trusted surplus signal",
             "source failed",
@@ -277,6 +313,7 @@ fn mosquitto_available() -> bool {
 /// The plant's side of the broker: publishes `payload` to `plant/surplus` every 100 ms, and
 /// keeps what the daemon publishes on `hashsink/fleet`.
 struct Plant {
+    client: rumqttc::Client,
     payload: std::sync::Arc<std::sync::Mutex<String>>,
     fleet: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -286,14 +323,15 @@ impl Plant {
     fn start(port: u16, payload: &str) -> Plant {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
+        let mut opts = rumqttc::MqttOptions::new("the-plant", "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = rumqttc::Client::new(opts, 64);
         let plant = Plant {
+            client: client.clone(),
             payload: Arc::new(Mutex::new(payload.to_string())),
             fleet: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let mut opts = rumqttc::MqttOptions::new("the-plant", "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5));
-        let (client, mut connection) = rumqttc::Client::new(opts, 64);
         client
             .subscribe("hashsink/fleet", rumqttc::QoS::AtMostOnce)
             .unwrap();
@@ -329,6 +367,13 @@ impl Plant {
 
     fn publish(&self, payload: &str) {
         *self.payload.lock().unwrap() = payload.to_string();
+    }
+
+    /// The plant's trip flag, once.
+    fn trip(&self, payload: &str) {
+        self.client
+            .try_publish("plant/trip", rumqttc::QoS::AtLeastOnce, false, payload)
+            .unwrap();
     }
 }
 
@@ -373,7 +418,7 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
     let (daemon, dir) = start_daemon(
         "mqtt",
         &format!(
-            "name = \"plant broker\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{port}\"\ntopic = \"plant/surplus\"\nfield = \"available_kw\"\nunit = \"kw\"\nmax_age_s = 5\nmax_mw = 0.05\npublish_topic = \"hashsink/fleet\"\npublish_ms = 200\n"
+            "name = \"plant broker\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{port}\"\ntopic = \"plant/surplus\"\nfield = \"available_kw\"\nunit = \"kw\"\nmax_age_s = 5\nmax_mw = 0.05\npublish_topic = \"hashsink/fleet\"\npublish_ms = 200\ntrip_topic = \"plant/trip\"\n"
         ),
         19,
         listen,
@@ -394,6 +439,11 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The plant trips: every miner is told to sleep at once, whatever the surplus says.
+    plant.trip("1");
+    sheds(listen, "the trip topic sheds the fleet");
+    plant.trip("clear");
+    follows(listen, 15.0, true);
     plant.publish(r#"{"available_kw": 6}"#);
     follows(listen, 6.0, false);
     // Garbage payloads: rejected, logged; the source goes stale and the fleet fails safe.
@@ -408,6 +458,9 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
         dir,
         &[
             "mqtt connected",
+            "emergency shed: the plant's trip flag is set",
+            "shed: commands sent to the fleet",
+            "trip flag cleared",
             "reading rejected: field \"available_kw\" is not a number",
             "no trusted surplus signal",
             "source failed",

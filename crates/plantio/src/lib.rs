@@ -16,4 +16,6 @@ pub enum SignalEvent {
     Failed(SourceId, String),
     /// The source sent something that is not a reading (a malformed payload), with why.
     Rejected(SourceId, String),
+    /// The plant's trip flag: set (shed the whole fleet now) or cleared.
+    Trip(SourceId, bool),
 }

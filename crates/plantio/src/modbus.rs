@@ -175,6 +175,9 @@ pub struct ModbusSource {
     pub write_fleet_load: Option<Register>,
     /// Write the controller's allowed load (its setpoint) here after every poll.
     pub write_setpoint: Option<Register>,
+    /// The plant's trip flag: a register read every poll; non-zero sheds the fleet at once, zero
+    /// lets it come back.
+    pub trip: Option<(Table, u16)>,
 }
 
 /// What the daemon publishes for the plant: fleet load and setpoint, W.
@@ -233,6 +236,7 @@ impl ModbusSource {
         report: watch::Receiver<FleetReport>,
     ) {
         let mut backoff = Duration::from_millis(200);
+        let mut tripped: Option<bool> = None;
         loop {
             let connect = tokio::time::timeout(
                 self.timeout,
@@ -280,6 +284,22 @@ impl ModbusSource {
                 let result = tokio::time::timeout(self.timeout, self.poll_once(&mut ctx))
                     .await
                     .unwrap_or_else(|_| Err(format!("no reply within {:?}", self.timeout)));
+                if let Some((table, address)) = self.trip {
+                    let flag = tokio::time::timeout(self.timeout, async {
+                        match table {
+                            Table::Holding => ctx.read_holding_registers(address, 1).await,
+                            Table::Input => ctx.read_input_registers(address, 1).await,
+                        }
+                    })
+                    .await;
+                    if let Ok(Ok(Ok(words))) = flag {
+                        let set = words.first().is_some_and(|w| *w != 0);
+                        if tripped != Some(set) {
+                            let _ = events.send(SignalEvent::Trip(id, set));
+                            tripped = Some(set);
+                        }
+                    }
+                }
                 match result {
                     Ok(watts) => {
                         let _ = events.send(SignalEvent::Reading(Reading {

@@ -35,6 +35,23 @@ pub struct MqttSource {
     pub publish_topic: Option<String>,
     pub publish_every: Duration,
     pub keep_alive: Duration,
+    /// The plant's trip topic: "1", "true" or "trip" sheds the fleet at once; "0", "false" or
+    /// "clear" lets it come back (staggered).
+    pub trip_topic: Option<String>,
+}
+
+/// Reads a trip payload: Some(true) to shed, Some(false) to clear, None if it is neither.
+pub fn trip_of(payload: &[u8]) -> Option<bool> {
+    match std::str::from_utf8(payload)
+        .ok()?
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "1" | "true" | "trip" | "shed" | "on" => Some(true),
+        "0" | "false" | "clear" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 /// Why a payload was not a reading.
@@ -112,8 +129,10 @@ impl MqttSource {
                         // A clean session forgets subscriptions: subscribe on every connect.
                         info!(source = %self.name, broker = %format!("{}:{}", self.host, self.port), topic = %self.topic, "mqtt connected");
                         connected = true;
-                        if let Err(e) = client.subscribe(self.topic.clone(), QoS::AtLeastOnce).await {
-                            let _ = events.send(SignalEvent::Failed(id, format!("subscribe: {e}")));
+                        for topic in std::iter::once(&self.topic).chain(self.trip_topic.as_ref()) {
+                            if let Err(e) = client.subscribe(topic.clone(), QoS::AtLeastOnce).await {
+                                let _ = events.send(SignalEvent::Failed(id, format!("subscribe to {topic}: {e}")));
+                            }
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == self.topic => {
@@ -130,6 +149,16 @@ impl MqttSource {
                                 // Garbage is not a reading: the source keeps its last trusted
                                 // value until it goes stale.
                                 let _ = events.send(SignalEvent::Rejected(id, e));
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if Some(&p.topic) == self.trip_topic.as_ref() => {
+                        match trip_of(&p.payload) {
+                            Some(set) => {
+                                let _ = events.send(SignalEvent::Trip(id, set));
+                            }
+                            None => {
+                                let _ = events.send(SignalEvent::Rejected(id, format!("trip payload {:?} is not 1/0, true/false or trip/clear", clip(&String::from_utf8_lossy(&p.payload)))));
                             }
                         }
                     }
@@ -182,6 +211,7 @@ mod tests {
             publish_topic: None,
             publish_every: Duration::from_secs(1),
             keep_alive: Duration::from_secs(5),
+            trip_topic: None,
         }
     }
 

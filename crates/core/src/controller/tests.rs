@@ -599,3 +599,46 @@ fn a_state_read_before_the_write_landed_does_not_count_as_drift() {
         }
     }
 }
+
+#[test]
+fn a_falling_surplus_is_acted_on_before_the_next_tick() {
+    let mut h = Harness::new("s21:10", quick());
+    h.run(0, 300, |_| Some(Watts::from_kw(20.0)));
+    assert!(h.load() > Watts::from_kw(15.0), "{}", h.load());
+    // Between ticks (299.4 s; the last was at 299 s), the surplus halves: cuts go out at once,
+    // not at 300 s.
+    let now = Timestamp::from_millis(t(299).as_millis() + 400);
+    h.ctrl.handle_input(
+        now,
+        Input::Surplus {
+            at: now,
+            available: Watts::from_kw(10.0),
+        },
+    );
+    assert!(
+        h.ctrl.poll_timeout().is_some_and(|d| d <= now),
+        "no immediate tick"
+    );
+    h.ctrl.handle_timeout(now);
+    let mut cuts = 0;
+    while let Some(c) = h.ctrl.poll_command() {
+        if matches!(c.action, Action::Sleep | Action::SetLevel(_)) {
+            cuts += 1;
+        }
+    }
+    assert!(cuts > 0, "no cut sent at once");
+    // A rise waits for the tick, as before.
+    let mut h = Harness::new("s21:10", quick());
+    h.run(0, 300, |_| Some(Watts::from_kw(10.0)));
+    h.ctrl.handle_input(
+        now,
+        Input::Surplus {
+            at: now,
+            available: Watts::from_kw(20.0),
+        },
+    );
+    assert!(
+        h.ctrl.poll_timeout().is_some_and(|d| d > now),
+        "a rise does not need an early tick"
+    );
+}

@@ -70,6 +70,8 @@ pub enum Event {
         outcome: CommandOutcome,
     },
     Operator(OperatorCommand),
+    /// A plant signal source has a new trusted reading: feed the verdict now, not at the tick.
+    SignalUpdate,
     SweepDone {
         took: Duration,
         answered: usize,
@@ -304,6 +306,8 @@ pub async fn run(
     let mut last_kpi_t = start;
     let mut overridden = false;
     let mut signal_state: Option<bool> = None;
+    // An operator or emergency shed being sent: when it started and the command count then.
+    let mut shed_timer: Option<(std::time::Instant, u64)> = None;
     // Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
     let mut inflight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let tick_wall_min = Duration::from_millis(20);
@@ -333,7 +337,15 @@ pub async fn run(
                     Event::Operator(cmd) => {
                         info!(?cmd, "operator command");
                         overridden = !matches!(cmd, OperatorCommand::Resume);
+                        if cmd == OperatorCommand::ShedAll {
+                            shed_timer = Some((std::time::Instant::now(), status.commands));
+                        }
                         ctl.handle_input(now, Input::Operator(cmd));
+                    }
+                    Event::SignalUpdate => {
+                        if let Some((at, available)) = surplus.reading(now) {
+                            ctl.handle_input(now, Input::Surplus { at, available });
+                        }
                     }
                     Event::SweepDone { took, answered } => {
                         sweeping = false;
@@ -479,6 +491,13 @@ pub async fn run(
                     outcome: CommandOutcome { id, miner, result },
                 });
             });
+        }
+        if let Some((started, before)) = shed_timer.take() {
+            info!(
+                commands = status.commands - before,
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "shed: commands sent to the fleet"
+            );
         }
     }
     // Let every command already sent land (each is bounded by its call timeout) before the

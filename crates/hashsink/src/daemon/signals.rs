@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use hashsink_core::OperatorCommand;
 use hashsink_fleetio::clock::ScaledClock;
 use hashsink_plantio::SignalEvent;
 use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, PowerUnit, Register, Table};
@@ -65,6 +66,23 @@ pub struct SignalFile {
     pub publish_topic: Option<String>,
     #[serde(default = "default_publish_ms")]
     pub publish_ms: u64,
+    /// mqtt: the plant's trip topic ("1"/"true"/"trip" sheds at once, "0"/"false"/"clear" lets
+    /// the fleet come back, staggered).
+    pub trip_topic: Option<String>,
+    /// modbus: the plant's trip flag register (non-zero sheds at once).
+    pub trip: Option<TripRegister>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TripRegister {
+    #[serde(default = "holding")]
+    pub table: Table,
+    pub address: u16,
+}
+
+fn holding() -> Table {
+    Table::Holding
 }
 
 fn default_publish_ms() -> u64 {
@@ -172,6 +190,17 @@ pub fn validate(
         });
         match f.kind.as_str() {
             "modbus" => {
+                for (k, present) in [
+                    ("topic", f.topic.is_some()),
+                    ("trip_topic", f.trip_topic.is_some()),
+                    ("publish_topic", f.publish_topic.is_some()),
+                ] {
+                    if present {
+                        bail!(
+                            "{at}: `{k}` is an mqtt setting; a modbus signal has registers (`surplus`, `trip`, ...)"
+                        );
+                    }
+                }
                 let address = f.address.as_deref().ok_or_else(|| {
                     anyhow!("{at}: a modbus signal needs `address = \"host:502\"`")
                 })?;
@@ -225,6 +254,7 @@ pub fn validate(
                     measure,
                     write_fleet_load: f.write_fleet_load,
                     write_setpoint: f.write_setpoint,
+                    trip: f.trip.map(|t| (t.table, t.address)),
                 }));
             }
             "mqtt" => {
@@ -278,6 +308,7 @@ pub fn validate(
                     publish_topic: f.publish_topic.clone(),
                     publish_every: Duration::from_millis(f.publish_ms),
                     keep_alive: Duration::from_secs(5),
+                    trip_topic: f.trip_topic.clone().filter(|t| !t.is_empty()),
                 }));
             }
             other => bail!("{at}: kind = {other:?}: the signal kinds are \"modbus\" and \"mqtt\""),
@@ -309,6 +340,7 @@ pub fn start(
     setup: &SignalsSetup,
     clock: ScaledClock,
     report: watch::Receiver<FleetReport>,
+    daemon: mpsc::UnboundedSender<crate::daemon::Event>,
 ) -> Arc<Mutex<Judge>> {
     let judge = Arc::new(Mutex::new(Judge::new(setup.trust.clone())));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -335,15 +367,35 @@ pub fn start(
             let (id, complaint) = {
                 let mut j = shared.lock().unwrap_or_else(|p| p.into_inner());
                 match event {
-                    SignalEvent::Reading(r) => (
-                        r.source,
-                        j.observe(now, r).err().map(|d| {
-                            (
-                                format!("{:?}", std::mem::discriminant(&d)),
-                                format!("reading rejected: {d}"),
-                            )
-                        }),
-                    ),
+                    SignalEvent::Reading(r) => {
+                        let rejected = j.observe(now, r).err();
+                        if rejected.is_none() {
+                            // Acted on now (a fall reaches the miners within milliseconds).
+                            let _ = daemon.send(crate::daemon::Event::SignalUpdate);
+                        }
+                        (
+                            r.source,
+                            rejected.map(|d| {
+                                (
+                                    format!("{:?}", std::mem::discriminant(&d)),
+                                    format!("reading rejected: {d}"),
+                                )
+                            }),
+                        )
+                    }
+                    SignalEvent::Trip(id, set) => {
+                        let name = &names[id.0 as usize];
+                        if set {
+                            warn!(source = %name, "emergency shed: the plant's trip flag is set");
+                            let _ = daemon
+                                .send(crate::daemon::Event::Operator(OperatorCommand::ShedAll));
+                        } else {
+                            info!(source = %name, "trip flag cleared: the fleet may come back (staggered)");
+                            let _ = daemon
+                                .send(crate::daemon::Event::Operator(OperatorCommand::Resume));
+                        }
+                        continue;
+                    }
                     SignalEvent::Failed(id, e) => {
                         j.failed(id, Some(e.clone()));
                         (
