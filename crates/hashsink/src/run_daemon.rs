@@ -138,6 +138,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         fleet_report: Some(report_tx),
     };
     spawn_shed_signals(handle.events.clone());
+    if let Some(schedule) = &site.surplus.schedule {
+        spawn_schedule_watch(site.base_dir.join(schedule), handle.events.clone());
+    }
     let until = args
         .for_secs
         .map(|s| clock.now() + Duration::from_secs_f64(s));
@@ -175,6 +178,43 @@ fn load_profile(site: &Site) -> Result<Profile> {
 }
 
 /// Ctrl-C or SIGTERM (what systemd and container runtimes send).
+/// Loads the day-ahead schedule now and again whenever the file changes (checked every 10 s);
+/// a file that stops parsing is logged and the last good schedule kept.
+fn spawn_schedule_watch(path: PathBuf, events: tokio::sync::mpsc::UnboundedSender<daemon::Event>) {
+    tokio::spawn(async move {
+        let mut seen: Option<std::time::SystemTime> = None;
+        loop {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if modified.is_some() && modified != seen {
+                seen = modified;
+                let parsed = std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        hashsink_signals::schedule::parse_schedule(
+                            &text,
+                            &path.display().to_string(),
+                        )
+                        .map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok(blocks) => {
+                        if events.send(daemon::Event::Schedule(blocks)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "day-ahead schedule not loaded; keeping the last good one")
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if events.is_closed() {
+                return;
+            }
+        }
+    });
+}
+
 /// SIGUSR1 sheds the whole fleet at once (the emergency path, as the HTTP `/shed`); SIGUSR2
 /// resumes, with the staggered reconnection.
 fn spawn_shed_signals(events: tokio::sync::mpsc::UnboundedSender<daemon::Event>) {

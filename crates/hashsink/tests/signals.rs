@@ -107,10 +107,12 @@ fn start_daemon(
     subnet: u8,
     listen: &str,
 ) -> (KillOnDrop, std::path::PathBuf) {
+    let schedule = common::repo_root().join("examples/day-ahead.csv");
+    let schedule = schedule.display();
     let (daemon, dir) = run_daemon(
         tag,
         &format!(
-            "[surplus]\nsource = \"signals\"\n\n[[signal]]\n{signal}\n[io]\ntelemetry_interval_s = 2\n\n# Short dwell, so that the fleet comes back within the test after a shed.\n[controller]\nmin_on_s = 20\nmin_off_s = 20\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.{subnet}.1-127.1.{subnet}.10\"]\n"
+            "[surplus]\nsource = \"signals\"\nschedule = \"{schedule}\"\n\n[[signal]]\n{signal}\n[io]\ntelemetry_interval_s = 2\n\n# Short dwell, so that the fleet comes back within the test after a shed.\n[controller]\nmin_on_s = 20\nmin_off_s = 20\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.{subnet}.1-127.1.{subnet}.10\"]\n"
         ),
         600,
         &["--listen", listen, "--log", "info"],
@@ -234,6 +236,10 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
     );
     // 15 kW of surplus: about half of the 10 x 3010 W fleet runs, never above it.
     let s = follows(listen, 15.0, true);
+    assert_eq!(
+        s["schedule_blocks"], 4,
+        "the day-ahead schedule is loaded: {s}"
+    );
     assert_eq!(s["signals"][0]["trusted"], true, "{s}");
     assert!(
         (s["signals"][0]["mw"].as_f64().unwrap() - 0.015).abs() < 1e-6,

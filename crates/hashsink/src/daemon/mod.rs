@@ -72,6 +72,8 @@ pub enum Event {
     Operator(OperatorCommand),
     /// A plant signal source has a new trusted reading: feed the verdict now, not at the tick.
     SignalUpdate,
+    /// The plant's day-ahead schedule, (re)loaded.
+    Schedule(Vec<(Timestamp, Watts)>),
     SweepDone {
         took: Duration,
         answered: usize,
@@ -101,6 +103,8 @@ pub struct Status {
     pub signals: Vec<SignalStatus>,
     /// What the controller allows the fleet to draw now, W.
     pub allowed_w: f64,
+    /// Blocks in the day-ahead schedule last loaded (0: none).
+    pub schedule_blocks: usize,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -341,6 +345,11 @@ pub async fn run(
                             shed_timer = Some((std::time::Instant::now(), status.commands));
                         }
                         ctl.handle_input(now, Input::Operator(cmd));
+                    }
+                    Event::Schedule(blocks) => {
+                        info!(blocks = blocks.len(), "day-ahead schedule loaded");
+                        status.schedule_blocks = blocks.len();
+                        ctl.handle_input(now, Input::Forecast(blocks));
                     }
                     Event::SignalUpdate => {
                         if let Some((at, available)) = surplus.reading(now) {

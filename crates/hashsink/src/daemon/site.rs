@@ -75,6 +75,9 @@ pub struct SurplusSection {
     pub policy: Option<String>,
     /// signals: report two sources further apart than this.
     pub disagreement_mw: Option<f64>,
+    /// Any source: the plant's day-ahead schedule (CSV `start,cap_mw` or JSON blocks), relative
+    /// to the site file; re-read when it changes. The controller wakes slow miners ahead of it.
+    pub schedule: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -241,6 +244,17 @@ impl Site {
             ),
             _ => None,
         };
+        if let Some(schedule) = &file.surplus.schedule {
+            let path = base_dir.join(schedule);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow!(
+                    "{origin}: [surplus] schedule = {schedule:?}: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            hashsink_signals::schedule::parse_schedule(&text, &path.display().to_string())
+                .map_err(|e| anyhow!("{e} (the [surplus] schedule of {origin})"))?;
+        }
         if let Some(mw) = file.surplus.unit_mw
             && !(mw.is_finite() && mw > 0.0)
         {
@@ -361,12 +375,35 @@ mod tests {
 
     #[test]
     fn the_signals_example_parses_into_three_judged_sources() {
+        let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let site = Site::parse(
             include_str!("../../../../examples/site-signals.toml"),
             "examples/site-signals.toml",
-            "examples".into(),
+            examples.clone(),
         )
         .unwrap();
+        assert_eq!(site.surplus.schedule.as_deref(), Some("day-ahead.csv"));
+        // A schedule that does not parse stops the site from loading, with the line.
+        let dir = std::env::temp_dir().join(format!("hashsink-schedule-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("day-ahead.csv"),
+            "start,cap_mw\n2026-11-24T06:00:00Z,lots\n",
+        )
+        .unwrap();
+        let e = Site::parse(
+            include_str!("../../../../examples/site-signals.toml"),
+            "site.toml",
+            dir.clone(),
+        )
+        .err()
+        .expect("a bad schedule is refused")
+        .to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            e.contains("day-ahead.csv:2") && e.contains("not a number"),
+            "{e}"
+        );
         let signals = site.signals.expect("source = signals");
         assert_eq!(signals.trust.policy, hashsink_signals::Policy::Minimum);
         assert_eq!(signals.trust.sources.len(), 3);
