@@ -214,7 +214,8 @@ pub struct FleetConfig {
     pub groups: Vec<toml::Spanned<GroupConfig>>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// The 1-based line of byte `offset` in `text` (for file:line errors from TOML spans).
+pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
         .filter(|&b| b == b'\n')

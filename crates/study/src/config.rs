@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hashsink_core::fleet::line_of;
 use hashsink_core::{AsicModel, Catalogue, FirmwareKind};
 use hashsink_market::MarketHistory;
 use hashsink_market::forward::ForwardModel;
 use hashsink_twin::NuclearMethod;
-use hashsink_twin::profile::{Profile, format_time, parse_time};
+use hashsink_twin::profile::{Profile, format_time};
 use hashsink_units::Timestamp;
 use jiff::civil::Date;
 use serde::Deserialize;
@@ -261,14 +262,6 @@ const COIN_METRICS: &str = "Data: Coin Metrics, Inc. (community data), CC BY-NC 
 const IESO: &str = "Data: IESO (Ontario Independent Electricity System Operator)";
 const NREL: &str = "Data: RTS-GMLC, NREL/GridMod";
 const MAX_PATHS: usize = 1_000_000;
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
-}
 
 /// The line of `key = ` inside `[table]` (or the table's header, or 1).
 fn key_line(text: &str, table: &str, key: &str) -> usize {
@@ -971,40 +964,18 @@ fn check_prices(
     Ok(())
 }
 
-/// `timestamp,price_usd_per_mwh`.
+/// `timestamp,price_usd_per_mwh` (the same CSV rules as a surplus profile).
 fn price_series(text: &str, origin: &str) -> Result<Vec<(Timestamp, f64)>, StudyError> {
-    let err = |line: u64, message: String| StudyError {
-        origin: format!("{origin}:{line}"),
-        message,
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers = reader.headers().map_err(|e| err(1, e.to_string()))?.clone();
-    if headers.iter().collect::<Vec<_>>() != ["timestamp", "price_usd_per_mwh"] {
-        return Err(err(
-            1,
-            "the header must be timestamp,price_usd_per_mwh".into(),
-        ));
+    let rows = hashsink_twin::profile::read_rows(text, origin, &["timestamp", "price_usd_per_mwh"])
+        .map_err(|e| StudyError {
+            origin: format!("{}:{}", e.origin, e.line),
+            message: format!("{}: {}", e.field, e.message),
+        })?;
+    if rows.is_empty() {
+        return Err(StudyError {
+            origin: format!("{origin}:1"),
+            message: "no prices".into(),
+        });
     }
-    let mut out: Vec<(Timestamp, f64)> = Vec::new();
-    for record in reader.records() {
-        let r =
-            record.map_err(|e| err(e.position().map(|p| p.line()).unwrap_or(0), e.to_string()))?;
-        let line = r.position().map(|p| p.line()).unwrap_or(0);
-        let t = parse_time(&r[0]).map_err(|m| err(line, m))?;
-        let p: f64 = r[1]
-            .parse()
-            .ok()
-            .filter(|p: &f64| p.is_finite())
-            .ok_or_else(|| err(line, format!("price {:?} is not a number", &r[1])))?;
-        if out.last().is_some_and(|l| l.0 >= t) {
-            return Err(err(line, "timestamps must increase".into()));
-        }
-        out.push((t, p));
-    }
-    if out.is_empty() {
-        return Err(err(1, "no prices".into()));
-    }
-    Ok(out)
+    Ok(rows.into_iter().map(|(_, t, v)| (t, v[0])).collect())
 }

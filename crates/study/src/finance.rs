@@ -17,7 +17,7 @@ pub const MONTH_DAYS: f64 = 365.25 / 12.0;
 pub struct Economics {
     pub costs: Costs,
     pub finance: Finance,
-    /// Hardware price, USD (for the design being evaluated, before `capex_factor`).
+    /// Multiplies hardware and site capex (the sensitivity's capex case; 1 otherwise).
     pub capex_factor: f64,
     /// Stop operating (and earning) after this many days; the horizon otherwise.
     pub stop_after_days: Option<usize>,

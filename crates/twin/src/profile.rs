@@ -84,8 +84,8 @@ fn file_stem(origin: &str) -> String {
 }
 
 /// Reads a CSV with exactly the header `columns` (a timestamp, then numbers): rows as (line,
-/// time, values), times strictly increasing, numbers finite, at least two rows.
-fn read_rows(
+/// time, values), times strictly increasing, numbers finite. Profiles and price series share it.
+pub fn read_rows(
     text: &str,
     origin: &str,
     columns: &[&'static str],
@@ -164,10 +164,20 @@ fn read_rows(
         }
         rows.push((line, t, values));
     }
-    if rows.len() < 2 {
-        return Err(err(1, "row", "a profile needs at least two rows".into()));
-    }
     Ok(rows)
+}
+
+/// A profile needs two points to span any time.
+fn at_least_two(rows: &[(u64, Timestamp, Vec<f64>)], origin: &str) -> Result<(), ProfileError> {
+    if rows.len() < 2 {
+        return Err(ProfileError {
+            origin: origin.into(),
+            line: 1,
+            field: "row",
+            message: "a profile needs at least two rows".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Parses an RFC 3339 timestamp, or a naive ISO 8601 date-time read as UTC.
@@ -321,6 +331,7 @@ impl Profile {
     /// A user profile from CSV text with the header `timestamp,surplus_mw`.
     pub fn from_csv(text: &str, origin: &str) -> Result<Self, ProfileError> {
         let rows = read_rows(text, origin, &["timestamp", "surplus_mw"])?;
+        at_least_two(&rows, origin)?;
         let mut points = Vec::with_capacity(rows.len());
         for (line, t, values) in rows {
             let mw = values[0];
@@ -351,6 +362,7 @@ impl Profile {
         export_limit_mw: f64,
     ) -> Result<Self, ProfileError> {
         let rows = read_rows(text, origin, &["timestamp", "generation_mw", "demand_mw"])?;
+        at_least_two(&rows, origin)?;
         let mut points = Vec::with_capacity(rows.len());
         for (line, t, values) in rows {
             if let Some(i) = values.iter().position(|v| *v < 0.0) {

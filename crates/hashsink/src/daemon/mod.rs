@@ -121,19 +121,12 @@ pub struct SignalStatus {
 fn signal_status(
     status: &mut Status,
     verdict: &hashsink_signals::Verdict,
-    judge: &std::sync::Mutex<hashsink_signals::Judge>,
+    names: &[String],
     had_verdict: &mut Option<bool>,
 ) {
-    let names: Vec<String> = judge
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .config()
-        .sources
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
     status.signals = names
-        .into_iter()
+        .iter()
+        .cloned()
         .zip(&verdict.standings)
         .map(|(name, standing)| match standing {
             hashsink_signals::Standing::Trusted { watts, .. } => SignalStatus {
@@ -310,6 +303,18 @@ pub async fn run(
     let mut last_kpi_t = start;
     let mut overridden = false;
     let mut signal_state: Option<bool> = None;
+    // The plant signal sources' names, in the judge's order (fixed for the run).
+    let signal_names: Vec<String> = match &surplus {
+        SurplusFeed::Judged(judge) => judge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .config()
+            .sources
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
     // An operator or emergency shed being sent: when it started and the command count then.
     let mut shed_timer: Option<(std::time::Instant, u64)> = None;
     // Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
@@ -368,13 +373,17 @@ pub async fn run(
         }
         let now = clock.now();
         if now >= next_tick {
-            let reading = surplus.reading(now);
+            // One verdict per tick for plant signals: it gives both the reading and the status.
+            let reading = match &surplus {
+                SurplusFeed::Judged(judge) => {
+                    let verdict = judge.lock().unwrap_or_else(|p| p.into_inner()).verdict(now);
+                    signal_status(&mut status, &verdict, &signal_names, &mut signal_state);
+                    verdict.available
+                }
+                _ => surplus.reading(now),
+            };
             if let Some((at, available)) = reading {
                 ctl.handle_input(now, Input::Surplus { at, available });
-            }
-            if let SurplusFeed::Judged(judge) = &surplus {
-                let verdict = judge.lock().unwrap_or_else(|p| p.into_inner()).verdict(now);
-                signal_status(&mut status, &verdict, judge, &mut signal_state);
             }
             let (metered, metered_hash) = match &meter {
                 Some(m) => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use hashsink_core::fleet::line_of;
 use hashsink_core::{
     Catalogue, ControllerConfig, ControllerSettings, FirmwareKind, Fleet, GroupConfig,
 };
@@ -148,14 +149,6 @@ pub struct Site {
     pub signals: Option<crate::daemon::signals::SignalsSetup>,
     /// The folder of the site file (CSV paths are relative to it).
     pub base_dir: std::path::PathBuf,
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
 }
 
 impl Site {
