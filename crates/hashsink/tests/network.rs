@@ -29,16 +29,7 @@ fn demo_json(args: &[&str]) -> Value {
 
 #[test]
 fn pyasic_identifies_and_reads_the_emulated_miners() {
-    let have = Command::new("python3")
-        .args(["-c", "import pyasic"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var_os("HASHSINK_REQUIRE_PYASIC").is_none(),
-            "pyasic is required (HASHSINK_REQUIRE_PYASIC is set) but `python3 -c 'import pyasic'` failed"
-        );
-        eprintln!("skipped: pyasic is not installed (pip install pyasic==0.79.0; .ci/run does)");
+    if !common::python_peer("pyasic") {
         return;
     }
     // Miners 1000.. are 127.1.4.1..; they boot at once at 100x so that they hash when read.

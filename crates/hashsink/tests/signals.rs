@@ -15,21 +15,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio_modbus::client::sync::{Reader, Writer};
 
-fn pymodbus_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import pymodbus"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("HASHSINK_REQUIRE_PYMODBUS").is_none(),
-            "HASHSINK_REQUIRE_PYMODBUS is set but pymodbus is not installed"
-        );
-        eprintln!("skipping: pymodbus is not installed (pip install pymodbus)");
-    }
-    ok
-}
-
 fn modbus_server(port: u16) -> KillOnDrop {
     let child = Command::new("python3")
         .arg(common::repo_root().join("tests/peers/modbus_server.py"))
@@ -210,7 +195,7 @@ fn log_says(mut daemon: KillOnDrop, dir: std::path::PathBuf, reasons: &[&str]) {
 
 #[test]
 fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe() {
-    if !pymodbus_available() {
+    if !common::python_peer("pymodbus") {
         return;
     }
     let port = 15020;
@@ -468,6 +453,191 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
             "shed: commands sent to the fleet",
             "trip flag cleared",
             "reading rejected: field \"available_kw\" is not a number",
+            "no trusted surplus signal",
+            "source failed",
+        ],
+    );
+}
+
+/// The utility's VTN (tests/peers/openadr_vtn.py): commands go in as JSON lines, what it saw
+/// comes back as lines.
+struct Vtn {
+    child: KillOnDrop,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Vtn {
+    fn start(port: u16) -> Vtn {
+        let mut child = Command::new("python3")
+            .arg(common::repo_root().join("tests/peers/openadr_vtn.py"))
+            .args(["--port", &port.to_string(), "--poll-s", "1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the openleadr VTN");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut vtn = Vtn {
+            child: KillOnDrop(child),
+            lines,
+            seen: Vec::new(),
+        };
+        vtn.expect("ready", Duration::from_secs(20));
+        vtn
+    }
+
+    fn send(&mut self, command: Value) {
+        use std::io::Write;
+        let stdin = self.child.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for a line starting with `prefix` and returns it.
+    fn expect(&mut self, prefix: &str, limit: Duration) -> String {
+        if let Some(i) = self.seen.iter().position(|l| l.starts_with(prefix)) {
+            return self.seen.remove(i);
+        }
+        let t0 = Instant::now();
+        loop {
+            let left = limit.saturating_sub(t0.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("the VTN never said {prefix:?}; it said {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Adds an event and returns its id.
+    fn event(&mut self, signal: &str, kind: &str, intervals: Value) -> String {
+        self.send(
+            serde_json::json!({"event": {"signal": signal, "type": kind, "intervals": intervals}}),
+        );
+        let line = self.expect("event ", Duration::from_secs(5));
+        line["event ".len()..].to_string()
+    }
+}
+
+#[test]
+fn openadr_events_from_a_real_vtn_drive_the_fleet_at_their_start_and_losing_it_fails_safe() {
+    if !common::python_peer("openleadr") {
+        return;
+    }
+    let port = 18081;
+    let mut vtn = Vtn::start(port);
+    let _emulator = emulate(&[
+        "--speed",
+        "10",
+        "--first-index",
+        "5000",
+        "--mix",
+        "s19xp:10:luxos",
+    ]);
+    let listen = "127.0.0.1:18082";
+    // Readings are stamped on the daemon's 10x clock: 30 s of it is 3 s of wall time, three polls.
+    let (daemon, dir) = start_daemon(
+        "openadr",
+        &format!(
+            "name = \"utility VTN\"\nkind = \"openadr\"\naddress = \"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b\"\nven_name = \"minerfleet1\"\nmax_age_s = 30\nmax_mw = 0.05\nno_event_mw = 0.015\nunit = \"kw\"\n"
+        ),
+        20,
+        listen,
+    );
+    assert_eq!(
+        vtn.expect("registered ", Duration::from_secs(20)),
+        "registered ven_minerfleet1"
+    );
+    // No event: the programme's normal allowance, 15 kW.
+    follows(listen, 15.0, true);
+    // The VEN reports the fleet's load to the VTN every second.
+    let t0 = Instant::now();
+    loop {
+        let line = vtn.expect("report ", Duration::from_secs(10));
+        let w: f64 = line["report ".len()..].parse().unwrap();
+        if w > 6_000.0 {
+            assert!(w <= 15_300.0, "{line}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no load reported");
+    }
+    // A LOAD_DISPATCH setpoint of 6 kW that starts in 3 s: opted in, and not acted on before
+    // its start, then followed.
+    let dispatch = vtn.event(
+        "LOAD_DISPATCH",
+        "setpoint",
+        serde_json::json!([[3, 600, 6]]),
+    );
+    let added = Instant::now();
+    assert_eq!(
+        vtn.expect(&format!("opt {dispatch}"), Duration::from_secs(5)),
+        format!("opt {dispatch} optIn")
+    );
+    let s = status(listen);
+    if added.elapsed() < Duration::from_millis(2500) {
+        assert!(
+            (s["signals"][0]["mw"].as_f64().unwrap() - 0.015).abs() < 1e-9,
+            "acted on before its start: {s}"
+        );
+    }
+    wait_for(
+        listen,
+        Duration::from_secs(6),
+        "the setpoint at its start",
+        |s| (s["signals"][0]["mw"].as_f64().unwrap() - 0.006).abs() < 1e-9,
+    );
+    assert!(
+        added.elapsed() >= Duration::from_millis(2900),
+        "the setpoint was acted on {:?} after it was sent, before its start",
+        added.elapsed()
+    );
+    follows(listen, 6.0, false);
+    // A price event without a configured ceiling: opted out, ignored.
+    let price = vtn.event(
+        "ELECTRICITY_PRICE",
+        "price",
+        serde_json::json!([[0, 600, 0.4]]),
+    );
+    assert_eq!(
+        vtn.expect(&format!("opt {price}"), Duration::from_secs(5)),
+        format!("opt {price} optOut")
+    );
+    // SIMPLE level 2 starting now: the fleet sheds (level 2 maps to 0 MW by default).
+    let simple = vtn.event("SIMPLE", "level", serde_json::json!([[0, 600, 2]]));
+    sheds(listen, "a SIMPLE level 2 event sheds the fleet");
+    // Both cancelled: the fleet comes back to the allowance.
+    vtn.send(serde_json::json!({"cancel": simple}));
+    vtn.send(serde_json::json!({"cancel": dispatch}));
+    follows(listen, 15.0, true);
+    // Garbage from the VTN: rejected, logged, the source distrusted, the fleet fails safe.
+    vtn.send(serde_json::json!({"garbage": true}));
+    fails_safe(listen, "the fleet fails safe on malformed XML");
+    vtn.send(serde_json::json!({"garbage": false}));
+    follows(listen, 15.0, true);
+    // The VTN goes away: the fleet fails safe.
+    peer_dies_and_the_fleet_fails_safe(listen, vtn.child, "the fleet fails safe without the VTN");
+    log_says(
+        daemon,
+        dir,
+        &[
+            "openadr: registered with the VTN",
+            "openadr: event received, opted in, starts in",
+            "openadr: event opted out: ELECTRICITY_PRICE needs `price_ceiling`",
+            "openadr: events active, the fleet may draw 0.006 MW",
+            "reading rejected: VTN reply to OadrPoll: malformed XML",
             "no trusted surplus signal",
             "source failed",
         ],

@@ -1,10 +1,11 @@
 //! Plant and grid signal sources for the daemon: each runs as its own task, reads the power the
 //! fleet may use from the plant's systems, and reports readings and failures as
 //! [`SignalEvent`]s; the daemon's `hashsink_signals::Judge` decides what to trust. Sources:
-//! Modbus TCP ([`modbus`]), MQTT ([`mqtt`]).
+//! Modbus TCP ([`modbus`]), MQTT ([`mqtt`]), an OpenADR 2.0b VEN ([`openadr`]).
 
 pub mod modbus;
 pub mod mqtt;
+pub mod openadr;
 
 use hashsink_signals::{Reading, SourceId};
 

@@ -11,6 +11,8 @@ use hashsink_fleetio::clock::ScaledClock;
 use hashsink_plantio::SignalEvent;
 use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, PowerUnit, Register, Table};
 use hashsink_plantio::mqtt::MqttSource;
+use hashsink_plantio::openadr::OpenAdrSource;
+use hashsink_plantio::openadr::events::EventMapping;
 use hashsink_signals::{Judge, Policy, SourceId, SourceRules, TrustConfig};
 use hashsink_units::Watts;
 use serde::Deserialize;
@@ -22,14 +24,14 @@ use tracing::{info, warn};
 #[serde(deny_unknown_fields)]
 pub struct SignalFile {
     pub name: String,
-    /// "modbus" (more kinds to come).
+    /// "modbus", "mqtt" or "openadr".
     pub kind: String,
-    /// modbus: host:port of the meter or PLC.
+    /// modbus: host:port of the meter or PLC; mqtt: broker:port; openadr: the VTN's base URL.
     pub address: Option<String>,
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
-    #[serde(default = "default_poll_ms")]
-    pub poll_ms: u64,
+    /// How often to read (modbus, default 500; openadr, default: as the VTN asks).
+    pub poll_ms: Option<u64>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// A reading older than this is stale.
@@ -71,6 +73,21 @@ pub struct SignalFile {
     pub trip_topic: Option<String>,
     /// modbus: the plant's trip flag register (non-zero sheds at once).
     pub trip: Option<TripRegister>,
+    /// openadr: the name this VEN registers under.
+    pub ven_name: Option<String>,
+    /// openadr: the cap when no event is active (default `max_mw`).
+    pub no_event_mw: Option<f64>,
+    /// openadr: the caps for SIMPLE levels 0-3 (default: `no_event_mw`, then 0, 0, 0).
+    pub simple_levels_mw: Option<[f64; 4]>,
+    /// openadr: above this ELECTRICITY_PRICE (in the event's units) the fleet draws nothing.
+    pub price_ceiling: Option<f64>,
+    /// openadr: offer the fleet's load to the VTN as a telemetry report (default true).
+    #[serde(default = "yes")]
+    pub report: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -92,9 +109,6 @@ fn default_publish_ms() -> u64 {
 fn default_unit_id() -> u8 {
     1
 }
-fn default_poll_ms() -> u64 {
-    500
-}
 fn default_timeout_ms() -> u64 {
     1000
 }
@@ -110,6 +124,83 @@ fn default_confirmations() -> u8 {
 pub enum Source {
     Modbus(ModbusSource),
     Mqtt(MqttSource),
+    OpenAdr(OpenAdrSource),
+}
+
+/// Validates an `kind = "openadr"` table.
+fn openadr(f: &SignalFile, at: &str, max: Watts) -> Result<OpenAdrSource> {
+    for (k, present) in [
+        ("topic", f.topic.is_some()),
+        ("surplus", f.surplus.is_some()),
+        ("generation", f.generation.is_some()),
+        ("trip", f.trip.is_some()),
+        ("trip_topic", f.trip_topic.is_some()),
+        ("write_fleet_load", f.write_fleet_load.is_some()),
+    ] {
+        if present {
+            bail!(
+                "{at}: `{k}` is not an openadr setting; an openadr signal has `address` (the VTN URL), `ven_name`, `no_event_mw`, `simple_levels_mw`, `price_ceiling`, `unit`"
+            );
+        }
+    }
+    let url = f.address.as_deref().ok_or_else(|| {
+        anyhow!("{at}: an openadr signal needs `address = \"http://vtn.example:8080/OpenADR2/Simple/2.0b\"`")
+    })?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| anyhow!("{at}: address = {url:?} is not a URL ({e})"))?;
+    if parsed.scheme() != "http" {
+        bail!(
+            "{at}: address = {url:?}: only http:// VTNs are supported (TLS is not built in yet; put the VEN behind a TLS-terminating proxy)"
+        );
+    }
+    let ven_name = f
+        .ven_name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| anyhow!("{at}: an openadr signal needs `ven_name = \"...\"`, the name the utility knows this site by"))?;
+    let mw = |key: &str, v: f64| -> Result<Watts> {
+        if v.is_finite() && v >= 0.0 && Watts::from_mw(v) <= max {
+            Ok(Watts::from_mw(v))
+        } else {
+            Err(anyhow!(
+                "{at}: {key} = {v} must be between 0 and max_mw = {}",
+                max.mw()
+            ))
+        }
+    };
+    let no_event = f
+        .no_event_mw
+        .map(|v| mw("no_event_mw", v))
+        .transpose()?
+        .unwrap_or(max);
+    let simple_levels = match f.simple_levels_mw {
+        Some(levels) => {
+            let mut out = [Watts(0.0); 4];
+            for (i, v) in levels.into_iter().enumerate() {
+                out[i] = mw(&format!("simple_levels_mw[{i}]"), v)?;
+            }
+            out
+        }
+        None => [no_event, Watts(0.0), Watts(0.0), Watts(0.0)],
+    };
+    if let Some(p) = f.price_ceiling.filter(|p| !p.is_finite()) {
+        bail!("{at}: price_ceiling = {p} must be a number");
+    }
+    Ok(OpenAdrSource {
+        name: f.name.clone(),
+        vtn_url: url.to_string(),
+        ven_name,
+        poll: f.poll_ms.map(Duration::from_millis),
+        max_age: Duration::from_secs_f64(f.max_age_s),
+        timeout: Duration::from_millis(f.timeout_ms),
+        mapping: EventMapping {
+            no_event,
+            default_watts_per_unit: f.unit.unwrap_or_default().watts(),
+            simple_levels,
+            price_ceiling: f.price_ceiling,
+        },
+        report: f.report,
+    })
 }
 
 /// Validated signal sources and how they combine.
@@ -139,7 +230,7 @@ pub fn validate(
 ) -> Result<SignalsSetup> {
     if files.is_empty() {
         bail!(
-            "[surplus] source = \"signals\" needs at least one [[signal]] table (kind = \"modbus\", see examples/site-signals.toml)"
+            "[surplus] source = \"signals\" needs at least one [[signal]] table (kind = \"modbus\", \"mqtt\" or \"openadr\"; see examples/site-signals.toml)"
         );
     }
     let mut rules = Vec::new();
@@ -170,15 +261,30 @@ pub fn validate(
                 f.max_age_s
             );
         }
-        if !(10..=60_000).contains(&f.poll_ms) || !(10..=60_000).contains(&f.timeout_ms) {
+        let poll_ms = f.poll_ms.unwrap_or(500);
+        if !(10..=60_000).contains(&poll_ms) || !(10..=60_000).contains(&f.timeout_ms) {
             bail!("{at}: poll_ms and timeout_ms must be between 10 and 60000");
         }
-        if Duration::from_millis(f.poll_ms).as_secs_f64() >= f.max_age_s {
+        if Duration::from_millis(poll_ms).as_secs_f64() >= f.max_age_s {
             bail!(
-                "{at}: poll_ms = {} is not shorter than max_age_s = {}: every reading would be stale",
-                f.poll_ms,
+                "{at}: poll_ms = {poll_ms} is not shorter than max_age_s = {}: every reading would be stale",
                 f.max_age_s
             );
+        }
+        if f.kind != "openadr" {
+            for (k, present) in [
+                ("ven_name", f.ven_name.is_some()),
+                ("no_event_mw", f.no_event_mw.is_some()),
+                ("simple_levels_mw", f.simple_levels_mw.is_some()),
+                ("price_ceiling", f.price_ceiling.is_some()),
+            ] {
+                if present {
+                    bail!(
+                        "{at}: `{k}` is an openadr setting; this signal is kind = {:?}",
+                        f.kind
+                    );
+                }
+            }
         }
         rules.push(SourceRules {
             name: f.name.clone(),
@@ -249,7 +355,7 @@ pub fn validate(
                     name: f.name,
                     address,
                     unit_id: f.unit_id,
-                    poll: Duration::from_millis(f.poll_ms),
+                    poll: Duration::from_millis(poll_ms),
                     timeout: Duration::from_millis(f.timeout_ms),
                     measure,
                     write_fleet_load: f.write_fleet_load,
@@ -311,7 +417,10 @@ pub fn validate(
                     trip_topic: f.trip_topic.clone().filter(|t| !t.is_empty()),
                 }));
             }
-            other => bail!("{at}: kind = {other:?}: the signal kinds are \"modbus\" and \"mqtt\""),
+            "openadr" => sources.push(Source::OpenAdr(openadr(&f, &at, max)?)),
+            other => bail!(
+                "{at}: kind = {other:?}: the signal kinds are \"modbus\", \"mqtt\" and \"openadr\""
+            ),
         }
     }
     let disagreement = disagreement_mw
@@ -352,6 +461,9 @@ pub fn start(
             }
             Source::Mqtt(m) => {
                 tokio::spawn(m.run(id, clock, tx.clone(), report.clone()));
+            }
+            Source::OpenAdr(v) => {
+                tokio::spawn(v.run(id, clock, tx.clone(), report.clone()));
             }
         }
     }

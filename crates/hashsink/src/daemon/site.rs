@@ -367,7 +367,7 @@ mod tests {
     use hashsink_plantio::modbus::{Measure, RegisterType, Table};
 
     #[test]
-    fn the_signals_example_parses_into_three_judged_sources() {
+    fn the_signals_example_parses_into_judged_sources() {
         let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let site = Site::parse(
             include_str!("../../../../examples/site-signals.toml"),
@@ -399,7 +399,7 @@ mod tests {
         );
         let signals = site.signals.expect("source = signals");
         assert_eq!(signals.trust.policy, hashsink_signals::Policy::Minimum);
-        assert_eq!(signals.trust.sources.len(), 3);
+        assert_eq!(signals.trust.sources.len(), 4);
         assert_eq!(signals.trust.sources[0].max_age, Duration::from_secs(5));
         let Source::Modbus(meter) = &signals.sources[0] else {
             panic!("the meter is modbus")
@@ -422,6 +422,17 @@ mod tests {
         assert_eq!((broker.host.as_str(), broker.port), ("127.0.0.1", 1883));
         assert_eq!(broker.field.as_deref(), Some("available_kw"));
         assert_eq!(broker.publish_topic.as_deref(), Some("hashsink/fleet"));
+        let Source::OpenAdr(ven) = &signals.sources[3] else {
+            panic!("the utility is openadr")
+        };
+        assert_eq!(ven.ven_name, "minerfleet1");
+        assert_eq!(ven.poll, None);
+        assert_eq!(
+            ven.mapping.simple_levels[1],
+            hashsink_units::Watts::from_mw(0.25)
+        );
+        assert_eq!(ven.mapping.price_ceiling, Some(0.12));
+        assert_eq!(ven.mapping.default_watts_per_unit, 1e3);
         assert_eq!(site.fleet.len(), 100);
     }
 
@@ -439,7 +450,26 @@ mod tests {
         let e = bad("name = \"m\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\n");
         assert!(e.contains("site.toml:7") && e.contains("generation"), "{e}");
         let e = bad("name = \"m\"\nkind = \"opc\"\nmax_mw = 5\n");
-        assert!(e.contains("\"modbus\" and \"mqtt\""), "{e}");
+        assert!(e.contains("\"mqtt\" and \"openadr\""), "{e}");
+        let e = bad(
+            "name = \"u\"\nkind = \"openadr\"\naddress = \"https://vtn:8443/OpenADR2/Simple/2.0b\"\nven_name = \"v\"\nmax_mw = 5\n",
+        );
+        assert!(e.contains("only http://"), "{e}");
+        let e =
+            bad("name = \"u\"\nkind = \"openadr\"\naddress = \"http://vtn:8080/\"\nmax_mw = 5\n");
+        assert!(e.contains("ven_name"), "{e}");
+        let e = bad(
+            "name = \"u\"\nkind = \"openadr\"\naddress = \"http://vtn:8080/\"\nven_name = \"v\"\nmax_mw = 5\nsimple_levels_mw = [5, 2, 0, 9]\n",
+        );
+        assert!(e.contains("simple_levels_mw[3]"), "{e}");
+        let e = bad(
+            "name = \"u\"\nkind = \"openadr\"\naddress = \"http://vtn:8080/\"\nven_name = \"v\"\nmax_mw = 5\ntopic = \"x\"\n",
+        );
+        assert!(e.contains("not an openadr setting"), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:1883\"\ntopic = \"p\"\nmax_mw = 5\nven_name = \"v\"\n",
+        );
+        assert!(e.contains("openadr setting"), "{e}");
         let e = bad(
             "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:1883\"\ntopic = \"plant/#\"\nmax_mw = 5\n",
         );

@@ -79,3 +79,22 @@ pub fn run_daemon(tag: &str, site: &str, for_secs: u32, extra: &[&str]) -> (Chil
         .expect("start hashsink run");
     (child, dir)
 }
+
+/// Whether the Python package `module` (a test peer from PyPI) is importable. Without it the
+/// caller skips, unless `HASHSINK_REQUIRE_<MODULE>` is set (CI sets it), which fails the test.
+#[allow(dead_code)]
+pub fn python_peer(module: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    let require = format!("HASHSINK_REQUIRE_{}", module.to_ascii_uppercase());
+    if !ok {
+        assert!(
+            std::env::var_os(&require).is_none(),
+            "{require} is set but `python3 -c 'import {module}'` failed (pip install {module}; .ci/run does)"
+        );
+        eprintln!("skipping: {module} is not installed (pip install {module}; .ci/run does)");
+    }
+    ok
+}
