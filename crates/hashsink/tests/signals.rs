@@ -459,24 +459,24 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
     );
 }
 
-/// The utility's VTN (tests/peers/openadr_vtn.py): commands go in as JSON lines, what it saw
-/// comes back as lines.
-struct Vtn {
+/// A Python peer from tests/peers steered by JSON lines on its stdin, telling what it saw as
+/// lines on its stdout (the OpenADR VTN, the IEC 104 station).
+struct LinePeer {
     child: KillOnDrop,
     lines: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
-impl Vtn {
-    fn start(port: u16) -> Vtn {
+impl LinePeer {
+    fn start(script: &str, args: &[&str]) -> LinePeer {
         let mut child = Command::new("python3")
-            .arg(common::repo_root().join("tests/peers/openadr_vtn.py"))
-            .args(["--port", &port.to_string(), "--poll-s", "1"])
+            .arg(common::repo_root().join("tests/peers").join(script))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start the openleadr VTN");
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -490,13 +490,13 @@ impl Vtn {
                 }
             }
         });
-        let mut vtn = Vtn {
+        let mut peer = LinePeer {
             child: KillOnDrop(child),
             lines,
             seen: Vec::new(),
         };
-        vtn.expect("ready", Duration::from_secs(20));
-        vtn
+        peer.expect("ready", Duration::from_secs(20));
+        peer
     }
 
     fn send(&mut self, command: Value) {
@@ -517,12 +517,12 @@ impl Vtn {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.starts_with(prefix) => return line,
                 Ok(line) => self.seen.push(line),
-                Err(_) => panic!("the VTN never said {prefix:?}; it said {:?}", self.seen),
+                Err(_) => panic!("the peer never said {prefix:?}; it said {:?}", self.seen),
             }
         }
     }
 
-    /// Adds an event and returns its id.
+    /// The VTN adds an event; returns its id.
     fn event(&mut self, signal: &str, kind: &str, intervals: Value) -> String {
         self.send(
             serde_json::json!({"event": {"signal": signal, "type": kind, "intervals": intervals}}),
@@ -538,7 +538,10 @@ fn openadr_events_from_a_real_vtn_drive_the_fleet_at_their_start_and_losing_it_f
         return;
     }
     let port = 18081;
-    let mut vtn = Vtn::start(port);
+    let mut vtn = LinePeer::start(
+        "openadr_vtn.py",
+        &["--port", &port.to_string(), "--poll-s", "1"],
+    );
     let _emulator = emulate(&[
         "--speed",
         "10",
@@ -638,6 +641,70 @@ fn openadr_events_from_a_real_vtn_drive_the_fleet_at_their_start_and_losing_it_f
             "openadr: event opted out: ELECTRICITY_PRICE needs `price_ceiling`",
             "openadr: events active, the fleet may draw 0.006 MW",
             "reading rejected: VTN reply to OadrPoll: malformed XML",
+            "no trusted surplus signal",
+            "source failed",
+        ],
+    );
+}
+
+#[test]
+fn an_iec104_station_drives_the_fleet_bad_points_are_rejected_and_losing_it_fails_safe() {
+    if !common::python_peer("c104") {
+        return;
+    }
+    let port = 12404;
+    let mut station = LinePeer::start("iec104_server.py", &["--port", &port.to_string()]);
+    station.send(serde_json::json!({"surplus_kw": 15}));
+    station.expect("ok", Duration::from_secs(5));
+    let _emulator = emulate(&[
+        "--speed",
+        "10",
+        "--first-index",
+        "5250",
+        "--mix",
+        "s19xp:10:luxos",
+    ]);
+    let listen = "127.0.0.1:18083";
+    let (daemon, dir) = start_daemon(
+        "iec104",
+        &format!(
+            "name = \"plant SCADA\"\nkind = \"iec104\"\naddress = \"127.0.0.1:{port}\"\ncommon_address = 47\nsurplus_ioa = 11\ntrip_ioa = 20\nunit = \"kw\"\npoll_ms = 1000\nmax_age_s = 5\nmax_mw = 0.05\n"
+        ),
+        21,
+        listen,
+    );
+    follows(listen, 15.0, true);
+    // The station's trip flag sheds the fleet; clearing it lets the fleet back.
+    station.send(serde_json::json!({"trip": true}));
+    sheds(listen, "the trip point sheds the fleet");
+    station.send(serde_json::json!({"trip": false}));
+    follows(listen, 15.0, true);
+    station.send(serde_json::json!({"surplus_kw": 6}));
+    follows(listen, 6.0, false);
+    // A value flagged invalid is rejected; the source goes stale and the fleet fails safe.
+    station.send(serde_json::json!({"invalid": true}));
+    fails_safe(listen, "the fleet fails safe on an invalid value");
+    station.send(serde_json::json!({"invalid": false}));
+    station.send(serde_json::json!({"surplus_kw": 12}));
+    follows(listen, 12.0, true);
+    // The surplus point turns into a single point: the wrong type, rejected.
+    station.send(serde_json::json!({"wrong_type": true}));
+    fails_safe(listen, "the fleet fails safe on a point of the wrong type");
+    // The station goes away: the fleet stays at the fail-safe load; the source failed.
+    peer_dies_and_the_fleet_fails_safe(
+        listen,
+        station.child,
+        "the fleet fails safe without the station",
+    );
+    log_says(
+        daemon,
+        dir,
+        &[
+            "iec104 connected to 127.0.0.1:12404",
+            "emergency shed: the plant's trip flag is set",
+            "trip flag cleared",
+            "reading rejected: IOA 11: quality flags: invalid",
+            "reading rejected: IOA 11: the surplus point carries M_SP_NA_1",
             "no trusted surplus signal",
             "source failed",
         ],

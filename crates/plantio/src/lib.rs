@@ -1,8 +1,10 @@
 //! Plant and grid signal sources for the daemon: each runs as its own task, reads the power the
 //! fleet may use from the plant's systems, and reports readings and failures as
 //! [`SignalEvent`]s; the daemon's `hashsink_signals::Judge` decides what to trust. Sources:
-//! Modbus TCP ([`modbus`]), MQTT ([`mqtt`]), an OpenADR 2.0b VEN ([`openadr`]).
+//! Modbus TCP ([`modbus`]), MQTT ([`mqtt`]), an OpenADR 2.0b VEN ([`openadr`]), IEC 60870-5-104
+//! ([`iec104`]).
 
+pub mod iec104;
 pub mod modbus;
 pub mod mqtt;
 pub mod openadr;

@@ -9,6 +9,7 @@ use anyhow::{Result, anyhow, bail};
 use hashsink_core::OperatorCommand;
 use hashsink_fleetio::clock::ScaledClock;
 use hashsink_plantio::SignalEvent;
+use hashsink_plantio::iec104::Iec104Source;
 use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, PowerUnit, Register, Table};
 use hashsink_plantio::mqtt::MqttSource;
 use hashsink_plantio::openadr::OpenAdrSource;
@@ -73,6 +74,14 @@ pub struct SignalFile {
     pub trip_topic: Option<String>,
     /// modbus: the plant's trip flag register (non-zero sheds at once).
     pub trip: Option<TripRegister>,
+    /// iec104: the station's common address (ASDU address).
+    pub common_address: Option<u16>,
+    /// iec104: the information object address of the surplus (a measured value, M_ME_*).
+    pub surplus_ioa: Option<u32>,
+    /// iec104: a single point (M_SP_*) whose ON state is the plant's trip flag.
+    pub trip_ioa: Option<u32>,
+    /// iec104: watts = value * scale * unit (default 1).
+    pub scale: Option<f64>,
     /// openadr: the name this VEN registers under.
     pub ven_name: Option<String>,
     /// openadr: the cap when no event is active (default `max_mw`).
@@ -125,24 +134,94 @@ pub enum Source {
     Modbus(ModbusSource),
     Mqtt(MqttSource),
     OpenAdr(OpenAdrSource),
+    Iec104(Iec104Source),
 }
 
-/// Validates an `kind = "openadr"` table.
-fn openadr(f: &SignalFile, at: &str, max: Watts) -> Result<OpenAdrSource> {
+/// Splits "host:port".
+fn host_port(address: &str) -> Option<(String, u16)> {
+    address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+}
+
+/// Refuses the Modbus and MQTT keys in a table of another `kind`, naming the keys it has.
+fn refuse_modbus_and_mqtt_keys(f: &SignalFile, at: &str, kind: &str, its_keys: &str) -> Result<()> {
     for (k, present) in [
         ("topic", f.topic.is_some()),
         ("surplus", f.surplus.is_some()),
         ("generation", f.generation.is_some()),
+        ("consumption", f.consumption.is_some()),
         ("trip", f.trip.is_some()),
         ("trip_topic", f.trip_topic.is_some()),
+        ("publish_topic", f.publish_topic.is_some()),
         ("write_fleet_load", f.write_fleet_load.is_some()),
+        ("write_setpoint", f.write_setpoint.is_some()),
     ] {
         if present {
-            bail!(
-                "{at}: `{k}` is not an openadr setting; an openadr signal has `address` (the VTN URL), `ven_name`, `no_event_mw`, `simple_levels_mw`, `price_ceiling`, `unit`"
-            );
+            bail!("{at}: `{k}` is not an {kind} setting; an {kind} signal has {its_keys}");
         }
     }
+    Ok(())
+}
+
+/// Validates a `kind = "iec104"` table.
+fn iec104(f: &SignalFile, at: &str, poll_ms: u64) -> Result<Iec104Source> {
+    refuse_modbus_and_mqtt_keys(
+        f,
+        at,
+        "iec104",
+        "`address`, `common_address`, `surplus_ioa`, `trip_ioa`, `scale`, `unit`",
+    )?;
+    let address = f
+        .address
+        .as_deref()
+        .ok_or_else(|| anyhow!("{at}: an iec104 signal needs `address = \"rtu.plant:2404\"`"))?;
+    let (host, port) = host_port(address)
+        .ok_or_else(|| anyhow!("{at}: address = {address:?} is not like 10.0.0.5:2404"))?;
+    let common_address = f
+        .common_address
+        .filter(|&a| a != 0 && a != 0xFFFF)
+        .ok_or_else(|| anyhow!("{at}: an iec104 signal needs `common_address` (1-65534), the station's ASDU address"))?;
+    let ioa = |key: &str, v: Option<u32>| -> Result<Option<u32>> {
+        match v {
+            Some(v) if v > 0xFF_FFFF => bail!("{at}: {key} = {v} is above 16777215 (three octets)"),
+            v => Ok(v),
+        }
+    };
+    let surplus_ioa = ioa("surplus_ioa", f.surplus_ioa)?.ok_or_else(|| {
+        anyhow!("{at}: an iec104 signal needs `surplus_ioa`, the information object address of the surplus (M_ME_NC_1 ...)")
+    })?;
+    let trip_ioa = ioa("trip_ioa", f.trip_ioa)?;
+    if trip_ioa == Some(surplus_ioa) {
+        bail!("{at}: trip_ioa and surplus_ioa must differ");
+    }
+    let scale = f.scale.unwrap_or(1.0);
+    if !(scale.is_finite() && scale != 0.0) {
+        bail!("{at}: scale must be a non-zero number");
+    }
+    Ok(Iec104Source {
+        name: f.name.clone(),
+        host,
+        port,
+        common_address,
+        surplus_ioa,
+        scale,
+        unit: f.unit.unwrap_or_default(),
+        trip_ioa,
+        interrogate_every: Duration::from_millis(poll_ms),
+        timeout: Duration::from_millis(f.timeout_ms),
+    })
+}
+
+/// Validates an `kind = "openadr"` table.
+fn openadr(f: &SignalFile, at: &str, max: Watts) -> Result<OpenAdrSource> {
+    refuse_modbus_and_mqtt_keys(
+        f,
+        at,
+        "openadr",
+        "`address` (the VTN URL), `ven_name`, `no_event_mw`, `simple_levels_mw`, `price_ceiling`, `unit`",
+    )?;
     let url = f.address.as_deref().ok_or_else(|| {
         anyhow!("{at}: an openadr signal needs `address = \"http://vtn.example:8080/OpenADR2/Simple/2.0b\"`")
     })?;
@@ -230,7 +309,7 @@ pub fn validate(
 ) -> Result<SignalsSetup> {
     if files.is_empty() {
         bail!(
-            "[surplus] source = \"signals\" needs at least one [[signal]] table (kind = \"modbus\", \"mqtt\" or \"openadr\"; see examples/site-signals.toml)"
+            "[surplus] source = \"signals\" needs at least one [[signal]] table (kind = \"modbus\", \"mqtt\", \"openadr\" or \"iec104\"; see examples/site-signals.toml)"
         );
     }
     let mut rules = Vec::new();
@@ -270,6 +349,21 @@ pub fn validate(
                 "{at}: poll_ms = {poll_ms} is not shorter than max_age_s = {}: every reading would be stale",
                 f.max_age_s
             );
+        }
+        if f.kind != "iec104" {
+            for (k, present) in [
+                ("common_address", f.common_address.is_some()),
+                ("surplus_ioa", f.surplus_ioa.is_some()),
+                ("trip_ioa", f.trip_ioa.is_some()),
+                ("scale", f.scale.is_some()),
+            ] {
+                if present {
+                    bail!(
+                        "{at}: `{k}` is an iec104 setting; this signal is kind = {:?}",
+                        f.kind
+                    );
+                }
+            }
         }
         if f.kind != "openadr" {
             for (k, present) in [
@@ -367,13 +461,9 @@ pub fn validate(
                 let address = f.address.as_deref().ok_or_else(|| {
                     anyhow!("{at}: an mqtt signal needs `address = \"broker:1883\"`")
                 })?;
-                let (host, port) = address
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                    .filter(|(h, _)| !h.is_empty())
-                    .ok_or_else(|| {
-                        anyhow!("{at}: address = {address:?} is not like broker.plant.local:1883")
-                    })?;
+                let (host, port) = host_port(address).ok_or_else(|| {
+                    anyhow!("{at}: address = {address:?} is not like broker.plant.local:1883")
+                })?;
                 let topic = f
                     .topic
                     .clone()
@@ -418,8 +508,9 @@ pub fn validate(
                 }));
             }
             "openadr" => sources.push(Source::OpenAdr(openadr(&f, &at, max)?)),
+            "iec104" => sources.push(Source::Iec104(iec104(&f, &at, poll_ms)?)),
             other => bail!(
-                "{at}: kind = {other:?}: the signal kinds are \"modbus\", \"mqtt\" and \"openadr\""
+                "{at}: kind = {other:?}: the signal kinds are \"modbus\", \"mqtt\", \"openadr\" and \"iec104\""
             ),
         }
     }
@@ -464,6 +555,9 @@ pub fn start(
             }
             Source::OpenAdr(v) => {
                 tokio::spawn(v.run(id, clock, tx.clone(), report.clone()));
+            }
+            Source::Iec104(s) => {
+                tokio::spawn(s.run(id, clock, tx.clone(), report.clone()));
             }
         }
     }

@@ -399,7 +399,7 @@ mod tests {
         );
         let signals = site.signals.expect("source = signals");
         assert_eq!(signals.trust.policy, hashsink_signals::Policy::Minimum);
-        assert_eq!(signals.trust.sources.len(), 4);
+        assert_eq!(signals.trust.sources.len(), 5);
         assert_eq!(signals.trust.sources[0].max_age, Duration::from_secs(5));
         let Source::Modbus(meter) = &signals.sources[0] else {
             panic!("the meter is modbus")
@@ -433,6 +433,20 @@ mod tests {
         );
         assert_eq!(ven.mapping.price_ceiling, Some(0.12));
         assert_eq!(ven.mapping.default_watts_per_unit, 1e3);
+        let Source::Iec104(scada) = &signals.sources[4] else {
+            panic!("the SCADA station is iec104")
+        };
+        assert_eq!(
+            (
+                scada.port,
+                scada.common_address,
+                scada.surplus_ioa,
+                scada.trip_ioa
+            ),
+            (2404, 47, 11, Some(20))
+        );
+        assert_eq!(scada.interrogate_every, Duration::from_secs(2));
+        assert_eq!(scada.unit.watts(), 1e6);
         assert_eq!(site.fleet.len(), 100);
     }
 
@@ -450,7 +464,19 @@ mod tests {
         let e = bad("name = \"m\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\n");
         assert!(e.contains("site.toml:7") && e.contains("generation"), "{e}");
         let e = bad("name = \"m\"\nkind = \"opc\"\nmax_mw = 5\n");
-        assert!(e.contains("\"mqtt\" and \"openadr\""), "{e}");
+        assert!(e.contains("\"openadr\" and \"iec104\""), "{e}");
+        let e = bad(
+            "name = \"s\"\nkind = \"iec104\"\naddress = \"127.0.0.1:2404\"\nsurplus_ioa = 11\nmax_mw = 5\n",
+        );
+        assert!(e.contains("common_address"), "{e}");
+        let e = bad(
+            "name = \"s\"\nkind = \"iec104\"\naddress = \"127.0.0.1:2404\"\ncommon_address = 1\nsurplus_ioa = 16777216\nmax_mw = 5\n",
+        );
+        assert!(e.contains("three octets"), "{e}");
+        let e = bad(
+            "name = \"s\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\nsurplus_ioa = 3\n",
+        );
+        assert!(e.contains("iec104 setting"), "{e}");
         let e = bad(
             "name = \"u\"\nkind = \"openadr\"\naddress = \"https://vtn:8443/OpenADR2/Simple/2.0b\"\nven_name = \"v\"\nmax_mw = 5\n",
         );
