@@ -198,9 +198,24 @@ impl Emulator {
         self.shared.totals()
     }
 
+    /// Which miners are awake (mining or booting) now, by index.
+    pub fn awake(&self) -> Vec<bool> {
+        self.shared.awake()
+    }
+
     /// Wall instant at which miner `index` last accepted a sleep command.
     pub fn sleep_received_at(&self, index: u32) -> Option<Instant> {
         self.shared.sleep_received_at(index)
+    }
+
+    /// Starts watching for the next command any miner takes (sleep, wake, level); returns now.
+    pub fn mark_commands(&self) -> Instant {
+        self.shared.mark_commands()
+    }
+
+    /// Wall instant of the first command a miner took since `mark_commands`.
+    pub fn first_command_since_mark(&self) -> Option<Instant> {
+        self.shared.first_command_since_mark()
     }
 
     /// Stops listening; connections in flight are dropped.

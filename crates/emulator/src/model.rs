@@ -58,6 +58,8 @@ pub(crate) struct World {
     pub sim: SimFleet,
     pub side: Vec<MinerSide>,
     pub last: Timestamp,
+    /// The first command any miner took since the last `mark_commands` (for benchmarks).
+    pub first_command_since_mark: Option<Instant>,
 }
 
 pub(crate) struct Shared {
@@ -95,6 +97,7 @@ impl Shared {
                 sim: SimFleet::new(fleet.clone(), now),
                 side,
                 last: now,
+                first_command_since_mark: None,
             }),
             fleet,
             dialects,
@@ -156,11 +159,30 @@ impl Shared {
         self.world().0.side[index as usize].sleep_received
     }
 
+    /// Forgets the first command seen, and returns the instant of the mark.
+    pub fn mark_commands(&self) -> Instant {
+        let mut world = self.world().0;
+        world.first_command_since_mark = None;
+        Instant::now()
+    }
+
+    pub fn first_command_since_mark(&self) -> Option<Instant> {
+        self.world().0.first_command_since_mark
+    }
+
     pub fn new_session(&self) -> String {
         let n = self
             .sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{n:x}")
+    }
+
+    /// Which miners are not asleep (mining or booting) now.
+    pub fn awake(&self) -> Vec<bool> {
+        let (world, now) = self.world();
+        (0..self.len() as u32)
+            .map(|m| world.sim.reading(m, now).mode != Mode::Asleep)
+            .collect()
     }
 
     pub fn totals(&self) -> FleetTotals {
@@ -235,6 +257,8 @@ impl World {
     pub fn sleep(&mut self, index: u32, now: Timestamp) {
         let side = &mut self.side[index as usize];
         side.commands += 1;
+        self.first_command_since_mark
+            .get_or_insert_with(Instant::now);
         side.sleep_received = Some(Instant::now());
         if side.fault == Fault::IgnoresCommands {
             return;
@@ -247,6 +271,8 @@ impl World {
     pub fn wake(&mut self, index: u32, level: u8, now: Timestamp) {
         let side = &mut self.side[index as usize];
         side.commands += 1;
+        self.first_command_since_mark
+            .get_or_insert_with(Instant::now);
         if side.fault == Fault::IgnoresCommands {
             return;
         }
@@ -261,6 +287,8 @@ impl World {
     pub fn set_level(&mut self, index: u32, level: u8, now: Timestamp) {
         let side = &mut self.side[index as usize];
         side.commands += 1;
+        self.first_command_since_mark
+            .get_or_insert_with(Instant::now);
         if side.fault == Fault::IgnoresCommands {
             return;
         }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_fleet;
+mod bench_signals;
 mod daemon;
 mod demo;
 mod discover;
@@ -82,6 +83,14 @@ enum Command {
         /// wakes miners).
         #[arg(long, default_value_t = 75)]
         daemon_secs: u64,
+    },
+    /// Plant-signal benchmark: signal to first miner command, shed fan-out and time to shed
+    /// 95 % of the load, through real MQTT (mosquitto) and Modbus (pymodbus) peers to an
+    /// emulated LuxOS fleet.
+    BenchSignals {
+        /// Emulated miners.
+        #[arg(long, default_value_t = 10_000)]
+        miners: u32,
     },
     /// Feasibility and risk of mining a site's surplus: fleet sizing, NPV/IRR/payback
     /// distributions, break-even, sensitivity and a risk register, as HTML, JSON and CSV.
@@ -184,6 +193,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "{}",
                 runtime()?.block_on(bench_fleet::run(&sizes, pyasic, concurrency, daemon_secs))?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchSignals { miners } => {
+            print!("{}", runtime()?.block_on(bench_signals::run(miners))?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Study { args } => {

@@ -1467,9 +1467,10 @@ impl Controller {
             return;
         }
         let value = value.positive_part();
-        // A surplus below what the fleet is planned to draw is acted on now, not at the next
-        // cadence tick: a plant signal that drops reaches the miners within milliseconds.
-        if value + self.margin < self.planned_load() && now < self.next_tick {
+        // A surplus that no longer covers what the fleet is planned to draw (with the margin
+        // kept below it) is acted on now, not at the next cadence tick: a plant signal that
+        // drops reaches the miners within milliseconds.
+        if value - self.margin < self.planned_load() && now < self.next_tick {
             self.next_tick = now;
         }
         match self.reading {
