@@ -172,7 +172,12 @@ async fn one_kind(
         nameplate * 1.5 / 1e6,
         addresses.join(", ")
     );
-    let path = dir.join(format!("site-{kind}.toml"));
+    let tag: String = kind
+        .split(' ')
+        .next()
+        .unwrap_or("source")
+        .to_ascii_lowercase();
+    let path = dir.join(format!("site-{tag}.toml"));
     std::fs::write(&path, site)?;
     let log = dir.join(format!(
         "daemon-{}.log",
