@@ -23,15 +23,20 @@ fn modbus_server(port: u16) -> KillOnDrop {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the pymodbus server");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "pymodbus did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_listening(port, "pymodbus");
     KillOnDrop(child)
+}
+
+/// Ten emulated S19 XP on LuxOS at 10x, from address index `first_index`.
+fn ten_luxos_miners(first_index: u32) -> KillOnDrop {
+    emulate(&[
+        "--speed",
+        "10",
+        "--first-index",
+        &first_index.to_string(),
+        "--mix",
+        "s19xp:10:luxos",
+    ])
 }
 
 /// The plant writes its surplus (kW, f32, big-endian words) into holding registers 0-1.
@@ -202,14 +207,7 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
     let meter: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let server = modbus_server(port);
     write_surplus_kw(meter, 15.0);
-    let _emulator = emulate(&[
-        "--speed",
-        "10",
-        "--first-index",
-        "4500",
-        "--mix",
-        "s19xp:10:luxos",
-    ]);
+    let _emulator = ten_luxos_miners(4500);
     let listen = "127.0.0.1:18078";
     let (daemon, dir) = start_daemon(
         "modbus",
@@ -388,23 +386,9 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
             .spawn()
             .expect("start mosquitto"),
     );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "mosquitto did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(port, "mosquitto");
     let plant = Plant::start(port, r#"{"available_kw": 15}"#);
-    let _emulator = emulate(&[
-        "--speed",
-        "10",
-        "--first-index",
-        "4750",
-        "--mix",
-        "s19xp:10:luxos",
-    ]);
+    let _emulator = ten_luxos_miners(4750);
     let listen = "127.0.0.1:18079";
     let (daemon, dir) = start_daemon(
         "mqtt",
@@ -542,14 +526,7 @@ fn openadr_events_from_a_real_vtn_drive_the_fleet_at_their_start_and_losing_it_f
         "openadr_vtn.py",
         &["--port", &port.to_string(), "--poll-s", "1"],
     );
-    let _emulator = emulate(&[
-        "--speed",
-        "10",
-        "--first-index",
-        "5000",
-        "--mix",
-        "s19xp:10:luxos",
-    ]);
+    let _emulator = ten_luxos_miners(5000);
     let listen = "127.0.0.1:18082";
     // Readings are stamped on the daemon's 10x clock: 30 s of it is 3 s of wall time, three polls.
     let (daemon, dir) = start_daemon(
@@ -656,14 +633,7 @@ fn an_iec104_station_drives_the_fleet_bad_points_are_rejected_and_losing_it_fail
     let mut station = LinePeer::start("iec104_server.py", &["--port", &port.to_string()]);
     station.send(serde_json::json!({"surplus_kw": 15}));
     station.expect("ok", Duration::from_secs(5));
-    let _emulator = emulate(&[
-        "--speed",
-        "10",
-        "--first-index",
-        "5250",
-        "--mix",
-        "s19xp:10:luxos",
-    ]);
+    let _emulator = ten_luxos_miners(5250);
     let listen = "127.0.0.1:18083";
     let (daemon, dir) = start_daemon(
         "iec104",
@@ -709,4 +679,144 @@ fn an_iec104_station_drives_the_fleet_bad_points_are_rejected_and_losing_it_fail
             "source failed",
         ],
     );
+}
+
+/// A throwaway CA and a broker certificate for 127.0.0.1, made with the openssl command.
+fn make_certificates(dir: &std::path::Path) -> bool {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test plant CA",
+    ]) && run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other-ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=someone else",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ])
+}
+
+#[test]
+fn an_mqtt_broker_over_tls_drives_the_fleet_and_a_wrong_ca_is_never_trusted() {
+    if !mosquitto_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hashsink-mqtt-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(
+        make_certificates(&dir),
+        "the openssl command could not make test certificates"
+    );
+    // mosquitto started as root drops to its own user, which must read the key.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (plain, tls) = (18844, 18843);
+    std::fs::write(
+        dir.join("mosquitto.conf"),
+        format!(
+            "listener {plain} 127.0.0.1\nallow_anonymous true\n\nlistener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let _broker = KillOnDrop(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(dir.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto"),
+    );
+    for port in [plain, tls] {
+        common::wait_listening(port, "mosquitto");
+    }
+    // The plant publishes on the plain loopback listener; the daemon reads over TLS.
+    let _plant = Plant::start(plain, r#"{"available_kw": 15}"#);
+    let _emulator = ten_luxos_miners(5500);
+    let listen = "127.0.0.1:18084";
+    let d = dir.display();
+    let (daemon, site_dir) = start_daemon(
+        "mqtt-tls",
+        &format!(
+            "name = \"plant broker (TLS)\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{tls}\"\ntls = true\nca_file = \"{d}/ca.pem\"\ntopic = \"plant/surplus\"\nfield = \"available_kw\"\nmax_age_s = 5\nmax_mw = 0.05\n\n[[signal]]\nname = \"impostor check\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{tls}\"\ntls = true\nca_file = \"{d}/other-ca.pem\"\ntopic = \"plant/surplus\"\nfield = \"available_kw\"\nmax_age_s = 5\nmax_mw = 0.05\n"
+        ),
+        22,
+        listen,
+    );
+    let s = follows(listen, 15.0, true);
+    assert_eq!(s["signals"][0]["trusted"], true, "{s}");
+    assert_eq!(
+        s["signals"][1]["trusted"], false,
+        "a broker whose certificate the CA did not sign is trusted: {s}"
+    );
+    log_says(
+        daemon,
+        site_dir,
+        &[
+            "mqtt connected",
+            "source failed",
+            "certificate verify failed",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,8 +2,8 @@
 //! fleet's load and setpoint for the plant. Payloads are a plain number (`12.5`) or a JSON object
 //! with the value in a configured field (`{"available_kw": 12.5, "at": "2026-11-24T10:00:00Z"}`),
 //! optionally with the time it was measured (RFC 3339, or milliseconds since the epoch); without
-//! one a reading is stamped when it arrives. Built on rumqttc without TLS (its TLS stack pins a
-//! rustls-webpki with open advisories; see the README).
+//! one a reading is stamped when it arrives. Built on rumqttc; TLS (optional) through the
+//! system's OpenSSL (native-tls), as its rustls stack pins a rustls-webpki with open advisories.
 
 use std::time::Duration;
 
@@ -38,6 +38,31 @@ pub struct MqttSource {
     /// The plant's trip topic: "1", "true" or "trip" sheds the fleet at once; "0", "false" or
     /// "clear" lets it come back (staggered).
     pub trip_topic: Option<String>,
+    /// TLS to the broker (None: plain TCP).
+    pub tls: Option<MqttTls>,
+}
+
+/// TLS settings: the CA to trust (None: the system's roots) and an optional client identity.
+#[derive(Clone, Debug, Default)]
+pub struct MqttTls {
+    /// PEM of the CA that signed the broker's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A PKCS#12 client identity and its password, for brokers that require client certificates.
+    pub client_pkcs12: Option<(Vec<u8>, String)>,
+}
+
+impl MqttTls {
+    fn transport(&self) -> rumqttc::Transport {
+        match (&self.ca_pem, &self.client_pkcs12) {
+            (None, None) => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Native),
+            (ca, client) => {
+                rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::SimpleNative {
+                    ca: ca.clone().unwrap_or_default(),
+                    client_auth: client.clone(),
+                })
+            }
+        }
+    }
 }
 
 /// Reads a trip payload: Some(true) to shed, Some(false) to clear, None if it is neither.
@@ -114,6 +139,9 @@ impl MqttSource {
         opts.set_clean_session(true);
         if let Some((user, password)) = &self.credentials {
             opts.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = &self.tls {
+            opts.set_transport(tls.transport());
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let mut publish = tokio::time::interval(self.publish_every);
@@ -212,6 +240,7 @@ mod tests {
             publish_every: Duration::from_secs(1),
             keep_alive: Duration::from_secs(5),
             trip_topic: None,
+            tls: None,
         }
     }
 

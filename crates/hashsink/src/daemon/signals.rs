@@ -11,7 +11,7 @@ use hashsink_fleetio::clock::ScaledClock;
 use hashsink_plantio::SignalEvent;
 use hashsink_plantio::iec104::Iec104Source;
 use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, PowerUnit, Register, Table};
-use hashsink_plantio::mqtt::MqttSource;
+use hashsink_plantio::mqtt::{MqttSource, MqttTls};
 use hashsink_plantio::openadr::OpenAdrSource;
 use hashsink_plantio::openadr::events::EventMapping;
 use hashsink_signals::{Judge, Policy, SourceId, SourceRules, TrustConfig};
@@ -69,6 +69,15 @@ pub struct SignalFile {
     pub publish_topic: Option<String>,
     #[serde(default = "default_publish_ms")]
     pub publish_ms: u64,
+    /// mqtt: connect over TLS (mqtts; port 8883 usually), verifying the broker's certificate.
+    #[serde(default)]
+    pub tls: bool,
+    /// mqtt: the PEM file of the CA that signed the broker's certificate (default: the system's
+    /// roots); relative to the site file.
+    pub ca_file: Option<String>,
+    /// mqtt: a PKCS#12 client identity (certificate + key) for brokers that require one.
+    pub client_pkcs12: Option<String>,
+    pub client_pkcs12_password: Option<String>,
     /// mqtt: the plant's trip topic ("1"/"true"/"trip" sheds at once, "0"/"false"/"clear" lets
     /// the fleet come back, staggered).
     pub trip_topic: Option<String>,
@@ -145,6 +154,53 @@ fn host_port(address: &str) -> Option<(String, u16)> {
         .filter(|(h, _)| !h.is_empty())
 }
 
+/// The TLS settings of an mqtt table, with its files read now (a missing or wrong file stops
+/// the site from loading, not the source later).
+fn mqtt_tls(f: &SignalFile, at: &str, base_dir: &std::path::Path) -> Result<Option<MqttTls>> {
+    let given =
+        f.ca_file.is_some() || f.client_pkcs12.is_some() || f.client_pkcs12_password.is_some();
+    if !f.tls {
+        if given {
+            bail!("{at}: `ca_file` and `client_pkcs12` need `tls = true`");
+        }
+        return Ok(None);
+    }
+    let read = |key: &str, name: &str| -> Result<Vec<u8>> {
+        let path = base_dir.join(name);
+        std::fs::read(&path).map_err(|e| {
+            anyhow!(
+                "{at}: {key} = {name:?}: cannot read {}: {e}",
+                path.display()
+            )
+        })
+    };
+    let ca_pem = f
+        .ca_file
+        .as_deref()
+        .map(|name| {
+            let pem = read("ca_file", name)?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                bail!("{at}: ca_file = {name:?} is not a PEM certificate (-----BEGIN CERTIFICATE-----)");
+            }
+            Ok(pem)
+        })
+        .transpose()?;
+    let client_pkcs12 = match (&f.client_pkcs12, &f.client_pkcs12_password) {
+        (Some(name), Some(password)) => {
+            if ca_pem.is_none() {
+                bail!("{at}: a client identity (`client_pkcs12`) needs `ca_file` too");
+            }
+            Some((read("client_pkcs12", name)?, password.clone()))
+        }
+        (None, None) => None,
+        _ => bail!("{at}: give both `client_pkcs12` and `client_pkcs12_password`, or neither"),
+    };
+    Ok(Some(MqttTls {
+        ca_pem,
+        client_pkcs12,
+    }))
+}
+
 /// Refuses the Modbus and MQTT keys in a table of another `kind`, naming the keys it has.
 fn refuse_modbus_and_mqtt_keys(f: &SignalFile, at: &str, kind: &str, its_keys: &str) -> Result<()> {
     for (k, present) in [
@@ -157,6 +213,8 @@ fn refuse_modbus_and_mqtt_keys(f: &SignalFile, at: &str, kind: &str, its_keys: &
         ("publish_topic", f.publish_topic.is_some()),
         ("write_fleet_load", f.write_fleet_load.is_some()),
         ("write_setpoint", f.write_setpoint.is_some()),
+        ("tls", f.tls),
+        ("ca_file", f.ca_file.is_some()),
     ] {
         if present {
             bail!("{at}: `{k}` is not an {kind} setting; an {kind} signal has {its_keys}");
@@ -303,6 +361,7 @@ pub fn parse_policy(policy: Option<&str>) -> Result<Policy, String> {
 /// Validates the `[[signal]]` tables; `at(i)` names the i-th table's file and line.
 pub fn validate(
     files: Vec<SignalFile>,
+    base_dir: &std::path::Path,
     at: &dyn Fn(usize) -> String,
     policy: Policy,
     disagreement_mw: Option<f64>,
@@ -394,6 +453,8 @@ pub fn validate(
                     ("topic", f.topic.is_some()),
                     ("trip_topic", f.trip_topic.is_some()),
                     ("publish_topic", f.publish_topic.is_some()),
+                    ("tls", f.tls),
+                    ("ca_file", f.ca_file.is_some()),
                 ] {
                     if present {
                         bail!(
@@ -488,6 +549,7 @@ pub fn validate(
                         );
                     }
                 }
+                let tls = mqtt_tls(&f, &at, base_dir)?;
                 sources.push(Source::Mqtt(MqttSource {
                     name: f.name.clone(),
                     host,
@@ -505,6 +567,7 @@ pub fn validate(
                     publish_every: Duration::from_millis(f.publish_ms),
                     keep_alive: Duration::from_secs(5),
                     trip_topic: f.trip_topic.clone().filter(|t| !t.is_empty()),
+                    tls,
                 }));
             }
             "openadr" => sources.push(Source::OpenAdr(openadr(&f, &at, max)?)),

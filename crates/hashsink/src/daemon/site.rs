@@ -224,6 +224,7 @@ impl Site {
                 Some(
                     crate::daemon::signals::validate(
                         signal_files,
+                        &base_dir,
                         &|i| format!("{origin}:{} ([[signal]] {})", signal_lines[i], i + 1),
                         policy,
                         file.surplus.disagreement_mw,
@@ -504,6 +505,21 @@ mod tests {
             "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:1883\"\ntopic = \"p\"\nmax_mw = 5\nusername = \"u\"\n",
         );
         assert!(e.contains("password"), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:8883\"\ntopic = \"p\"\nmax_mw = 5\nca_file = \"ca.pem\"\n",
+        );
+        assert!(e.contains("need `tls = true`"), "{e}");
+        let e = bad(
+            "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:8883\"\ntopic = \"p\"\nmax_mw = 5\ntls = true\nca_file = \"no-such-ca.pem\"\n",
+        );
+        assert!(
+            e.contains("no-such-ca.pem") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = bad(
+            "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:8883\"\ntopic = \"p\"\nmax_mw = 5\ntls = true\nca_file = \"Cargo.toml\"\n",
+        );
+        assert!(e.contains("not a PEM certificate"), "{e}");
         let e = bad(
             "name = \"m\"\nkind = \"modbus\"\naddress = \"plc\"\nmax_mw = 5\nsurplus = { address = 0, type = \"f32\" }\n",
         );

@@ -98,3 +98,17 @@ pub fn python_peer(module: &str) -> bool {
     }
     ok
 }
+
+/// Waits until something listens on 127.0.0.1:`port` (a peer the test started), or fails
+/// naming `what` after 20 s.
+#[allow(dead_code)]
+pub fn wait_listening(port: u16, what: &str) {
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
