@@ -128,6 +128,7 @@ pub async fn run(
             telemetry_interval: Duration::from_secs(5),
             on_stop: OnStop::Leave,
             fleet_report: None,
+            ledger: None,
         };
         let status = crate::daemon::run(
             setup,

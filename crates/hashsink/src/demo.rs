@@ -151,6 +151,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         telemetry_interval: Duration::from_secs_f64(args.telemetry_interval_s),
         on_stop: OnStop::Leave,
         fleet_report: None,
+        ledger: None,
     };
     // The replay runs for `hours` from when the daemon starts (identification takes a moment).
     let end = clock.now() + duration;
@@ -165,6 +166,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         *shed_sent_in_stop.lock().unwrap() = Some(Instant::now());
         let _ = shed_events.send(daemon::Event::Operator(
             hashsink_core::OperatorCommand::ShedAll,
+            "operator:demo".into(),
         ));
         // Until the model has shown no miner hashing for a simulated minute (a command sent just
         // before the shed may still land and be undone by the controller's read-back), or 30 s.

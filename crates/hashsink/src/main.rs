@@ -249,9 +249,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn init_logging(filter: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| anyhow::anyhow!("--log {filter:?}: {e}"))?;
+    // Colours on a terminal only: a log file or journal gets plain `key=value` fields.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

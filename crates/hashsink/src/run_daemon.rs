@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Also listen for operator commands and `GET /status` here when the surplus is replayed.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Run without the ledger, whatever the site file says.
+    #[arg(long)]
+    pub no_ledger: bool,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -123,6 +126,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         daemon::http::serve(addr, router).await?;
         info!(%addr, "listening: POST /surplus {{\"available_w\": W}}, /shed, /resume, /curtail {{\"max_w\": W}}; GET /status");
     }
+    let ledger = match &site.ledger {
+        Some(l) if !args.no_ledger => Some(open_ledger(&site, l, &addresses_of(&site), clock)?),
+        _ => None,
+    };
     let setup = DaemonSetup {
         fleet: site.fleet.clone(),
         io,
@@ -136,6 +143,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             SafeState::Leave => OnStop::Leave,
         },
         fleet_report: Some(report_tx),
+        ledger,
     };
     spawn_shed_signals(handle.events.clone());
     if let Some(schedule) = &site.surplus.schedule {
@@ -156,6 +164,61 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let status = daemon::run(setup, handle.events.clone(), events, status_tx, stop).await?;
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
+}
+
+fn addresses_of(site: &Site) -> Vec<String> {
+    site.addresses.iter().map(|a| a.to_string()).collect()
+}
+
+/// Opens and migrates the ledger, and starts its writer. A ledger that cannot be opened stops
+/// the daemon before it drives anything (set `[ledger] enabled = false` to run without one).
+fn open_ledger(
+    site: &Site,
+    config: &crate::daemon::site::LedgerConfig,
+    addresses: &[String],
+    clock: ScaledClock,
+) -> Result<crate::daemon::ledger::Recorder> {
+    let shown = if config.url.starts_with("postgres") {
+        config
+            .url
+            .split('@')
+            .next_back()
+            .unwrap_or("postgres")
+            .to_string()
+    } else {
+        config.url.clone()
+    };
+    let mut store = hashsink_ledger::open(&config.url).with_context(|| {
+        format!("[ledger] cannot open {shown} (or set [ledger] enabled = false)")
+    })?;
+    let applied = store
+        .migrate(clock.now())
+        .with_context(|| format!("[ledger] {shown}: migrating the schema"))?;
+    info!(ledger = %shown, migrations = ?applied, interval_s = config.interval.as_secs_f64(), "ledger open");
+    let miners = site
+        .fleet
+        .miner_ids()
+        .map(|m| {
+            let spec = site.fleet.spec_of(m);
+            hashsink_ledger::MinerInfo {
+                miner: m.0,
+                address: addresses[m.index()].clone(),
+                model: spec.model.clone(),
+                firmware: spec.firmware.key().to_string(),
+            }
+        })
+        .collect();
+    let run_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(crate::daemon::ledger::Recorder::start(
+        store,
+        site.name.clone(),
+        run_ms,
+        config.interval,
+        clock.now(),
+        miners,
+    ))
 }
 
 fn load_profile(site: &Site) -> Result<Profile> {
@@ -237,7 +300,11 @@ fn spawn_shed_signals(events: tokio::sync::mpsc::UnboundedSender<daemon::Event>)
                 tokio::spawn(async move {
                     while stream.recv().await.is_some() {
                         tracing::warn!("{what}");
-                        if events.send(daemon::Event::Operator(command)).is_err() {
+                        let actor = format!("signal:{}", what.split(':').next().unwrap_or("unix"));
+                        if events
+                            .send(daemon::Event::Operator(command, actor))
+                            .is_err()
+                        {
                             return;
                         }
                     }

@@ -173,6 +173,29 @@ fn example_site_runs_against_the_emulator() {
         status["kpis"]["absorbed_kwh"].as_f64().unwrap() > 0.0,
         "{status}"
     );
+    // The ledger next to the site file has the run: ten minutes of one-minute intervals, and
+    // the miners' energy.
+    let db = repo_root().join("examples/hashsink-ledger.db");
+    {
+        use hashsink_ledger::Store;
+        let mut ledger = hashsink_ledger::sqlite::SqliteStore::open(&db).expect("the ledger");
+        let all = (
+            hashsink_units::Timestamp::from_millis(0),
+            hashsink_units::Timestamp::from_millis(i64::MAX),
+        );
+        let intervals = ledger
+            .intervals("Example: nuclear night surplus", all.0, all.1)
+            .unwrap();
+        assert!(intervals.len() >= 10, "{} intervals", intervals.len());
+        assert!(
+            intervals
+                .iter()
+                .any(|i| i.hashes_th > 0.0 && i.expected_sat > 0.0)
+        );
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::remove_file(repo_root().join(format!("examples/hashsink-ledger.db{suffix}"))).ok();
+    }
     // safe_state = "sleep": on stop every miner was put to sleep. Ask each one (cgminer API).
     std::thread::sleep(std::time::Duration::from_secs(2));
     for host in 1..=100 {

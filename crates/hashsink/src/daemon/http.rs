@@ -69,7 +69,11 @@ async fn post_surplus(State(api): State<Api>, body: axum::body::Bytes) -> Respon
 }
 
 async fn operator(api: &Api, cmd: OperatorCommand) -> Response {
-    if api.events.send(Event::Operator(cmd)).is_err() {
+    if api
+        .events
+        .send(Event::Operator(cmd, "http".into()))
+        .is_err()
+    {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": "the daemon is stopping"})),

@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod http;
+pub mod ledger;
 pub mod signals;
 pub mod site;
 
@@ -69,7 +70,8 @@ pub enum Event {
     Outcome {
         outcome: CommandOutcome,
     },
-    Operator(OperatorCommand),
+    /// An operator command and who or what gave it ("http", "plant:SOURCE", "signal:SIGUSR1").
+    Operator(OperatorCommand, String),
     /// A plant signal source has a new trusted reading: feed the verdict now, not at the tick.
     SignalUpdate,
     /// The plant's day-ahead schedule, (re)loaded.
@@ -225,6 +227,8 @@ pub struct DaemonSetup {
     /// Where the fleet's load and the controller's setpoint are published for the plant (the
     /// Modbus write-back), if anywhere.
     pub fleet_report: Option<watch::Sender<hashsink_plantio::modbus::FleetReport>>,
+    /// The ledger, if the site keeps one.
+    pub ledger: Option<ledger::Recorder>,
 }
 
 /// A running daemon's handles.
@@ -286,7 +290,14 @@ pub async fn run(
         telemetry_interval,
         on_stop,
         fleet_report,
+        mut ledger,
     } = setup;
+    // Who gave the last operator command (the actor of the commands it causes).
+    let mut operator_actor = String::from("operator");
+    // Write commands whose outcome the ledger still awaits (read-backs are not audited).
+    let mut audited: std::collections::HashSet<u64> = Default::default();
+    let mut last_ledger_flush = std::time::Instant::now();
+    let mut faulted_before = 0u32;
     let cadence = controller.cadence;
     let start = clock.now();
     let mut ctl = Controller::new(fleet.clone(), controller, start);
@@ -338,13 +349,26 @@ pub async fn run(
                         ctl.handle_input(now, Input::Miner(MinerReport { miner: MinerId(miner), at, status: s }));
                     }
                     Event::Outcome { outcome } => {
+                        if let Some(l) = ledger.as_mut() {
+                            if audited.remove(&outcome.id.0) {
+                                l.outcome(hashsink_ledger::Outcome {
+                                    id: outcome.id.0,
+                                    at: now,
+                                    result: outcome_text(&outcome.result),
+                                });
+                            }
+                        }
                         if outcome.result != Ok(Ok(())) {
                             warn!(miner = outcome.miner.0, address = %io.driver(outcome.miner.index()).address(), result = ?outcome.result, "command failed");
                         }
                         ctl.handle_input(now, Input::Outcome(outcome));
                     }
-                    Event::Operator(cmd) => {
-                        info!(?cmd, "operator command");
+                    Event::Operator(cmd, actor) => {
+                        info!(?cmd, %actor, "operator command");
+                        if let Some(l) = ledger.as_mut() {
+                            l.operator(now, cmd, &actor);
+                        }
+                        operator_actor = actor;
                         overridden = !matches!(cmd, OperatorCommand::Resume);
                         if cmd == OperatorCommand::ShedAll {
                             shed_timer = Some((std::time::Instant::now(), status.commands));
@@ -377,7 +401,29 @@ pub async fn run(
             let reading = match &surplus {
                 SurplusFeed::Judged(judge) => {
                     let verdict = judge.lock().unwrap_or_else(|p| p.into_inner()).verdict(now);
+                    let had = signal_state;
                     signal_status(&mut status, &verdict, &signal_names, &mut signal_state);
+                    if let (Some(l), Some(_)) = (ledger.as_mut(), had) {
+                        if had != signal_state {
+                            let why: Vec<String> = status
+                                .signals
+                                .iter()
+                                .map(|s| {
+                                    format!(
+                                        "{}: {}",
+                                        s.name,
+                                        s.reason.as_deref().unwrap_or("trusted")
+                                    )
+                                })
+                                .collect();
+                            let kind = if signal_state == Some(true) {
+                                "signal-back"
+                            } else {
+                                "signal-lost"
+                            };
+                            l.event(now, kind, "signals", why.join("; "));
+                        }
+                    }
                     verdict.available
                 }
                 _ => surplus.reading(now),
@@ -412,6 +458,32 @@ pub async fn run(
             );
             status.surplus_w = reading.map(|r| r.1.w());
             status.allowed_w = ctl.allowed().w();
+            if let Some(l) = ledger.as_mut() {
+                l.tick(
+                    now,
+                    &last,
+                    status.fleet_w,
+                    reading.map(|r| r.1.w()),
+                    standby_w,
+                    &|i| ctl.fault_of(MinerId(i as u32)).is_some(),
+                );
+                if status.faulted > faulted_before {
+                    l.event(
+                        now,
+                        "miner-fault",
+                        "controller",
+                        format!(
+                            "{} miners routed around (was {faulted_before})",
+                            status.faulted
+                        ),
+                    );
+                }
+                if last_ledger_flush.elapsed() >= Duration::from_secs(5) && l.has_pending() {
+                    l.flush();
+                    last_ledger_flush = std::time::Instant::now();
+                }
+            }
+            faulted_before = status.faulted;
             if let Some(report) = &fleet_report {
                 report.send_replace(hashsink_plantio::modbus::FleetReport {
                     load: Watts(status.fleet_w),
@@ -501,6 +573,26 @@ pub async fn run(
                 },
             };
             debug!(miner = miner.0, ?control, reason = ?command.reason, "command");
+            if let Some(l) = ledger.as_mut() {
+                audited.insert(command.id.0);
+                l.command(hashsink_ledger::CommandRecord {
+                    id: command.id.0,
+                    at: clock.now(),
+                    miner: Some(miner.0),
+                    action: match command.action {
+                        Action::Sleep => "sleep".into(),
+                        Action::Wake(l) => format!("wake level {l}"),
+                        Action::SetLevel(l) => format!("level {l}"),
+                        Action::Query => "query".into(),
+                    },
+                    reason: format!("{:?}", command.reason).to_lowercase(),
+                    actor: if command.reason == hashsink_core::Reason::Operator {
+                        operator_actor.clone()
+                    } else {
+                        "controller".into()
+                    },
+                });
+            }
             let apply = io.apply(miner.index(), control);
             let id = command.id;
             inflight.spawn(async move {
@@ -523,6 +615,14 @@ pub async fn run(
     while inflight.join_next().await.is_some() {}
     if on_stop == OnStop::Sleep {
         info!("stopping: putting every miner to sleep");
+        if let Some(l) = ledger.as_mut() {
+            l.event(
+                clock.now(),
+                "safe-state",
+                "daemon",
+                "every miner told to sleep at stop".into(),
+            );
+        }
         let all: Vec<usize> = (0..n).collect();
         let results = io.apply_all(&all, Control::Sleep).await;
         let failed: Vec<String> = results
@@ -542,7 +642,22 @@ pub async fn run(
             warn!(failed = failed.len(), first = %failed[0], "some miners did not accept sleep: check them by hand");
         }
     }
+    if let Some(l) = ledger {
+        l.stop(clock.now(), &last, &|i| {
+            ctl.fault_of(MinerId(i as u32)).is_some()
+        });
+        info!("ledger: flushed and closed");
+    }
     Ok(status)
+}
+
+/// An outcome as the audit log writes it.
+fn outcome_text(r: &Result<Result<(), Refusal>, TransportError>) -> String {
+    match r {
+        Ok(Ok(())) => "applied".into(),
+        Ok(Err(refusal)) => format!("refused: {refusal:?}").to_lowercase(),
+        Err(e) => format!("failed: {e:?}").to_lowercase(),
+    }
 }
 
 async fn sleep_until(clock: &ScaledClock, t: Timestamp, min_wall: Duration) {

@@ -656,12 +656,16 @@ pub fn start(
                         let name = &names[id.0 as usize];
                         if set {
                             warn!(source = %name, "emergency shed: the plant's trip flag is set");
-                            let _ = daemon
-                                .send(crate::daemon::Event::Operator(OperatorCommand::ShedAll));
+                            let _ = daemon.send(crate::daemon::Event::Operator(
+                                OperatorCommand::ShedAll,
+                                format!("plant:{name}"),
+                            ));
                         } else {
                             info!(source = %name, "trip flag cleared: the fleet may come back (staggered)");
-                            let _ = daemon
-                                .send(crate::daemon::Event::Operator(OperatorCommand::Resume));
+                            let _ = daemon.send(crate::daemon::Event::Operator(
+                                OperatorCommand::Resume,
+                                format!("plant:{name}"),
+                            ));
                         }
                         continue;
                     }

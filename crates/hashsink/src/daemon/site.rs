@@ -28,6 +28,38 @@ pub struct SiteFile {
     pub groups: Vec<toml::Spanned<SiteGroup>>,
     #[serde(rename = "signal", default)]
     pub signals: Vec<toml::Spanned<crate::daemon::signals::SignalFile>>,
+    #[serde(default)]
+    pub ledger: LedgerSection,
+}
+
+/// `[ledger]`: where energy, hashes, coins and every command are recorded.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    /// Keep a ledger (default true).
+    pub enabled: bool,
+    /// A SQLite file (relative to the site file) or a `postgres://` URL.
+    pub url: String,
+    /// The accounting interval, seconds of the daemon's clock (default 60).
+    pub interval_s: f64,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: "hashsink-ledger.db".into(),
+            interval_s: 60.0,
+        }
+    }
+}
+
+/// A validated `[ledger]`.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// A SQLite path (absolute) or a PostgreSQL URL.
+    pub url: String,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +181,7 @@ pub struct Site {
     pub signals: Option<crate::daemon::signals::SignalsSetup>,
     /// The folder of the site file (CSV paths are relative to it).
     pub base_dir: std::path::PathBuf,
+    pub ledger: Option<LedgerConfig>,
 }
 
 impl Site {
@@ -302,7 +335,34 @@ impl Site {
                 );
             }
         }
+        let ledger = if file.ledger.enabled {
+            let l = &file.ledger;
+            if !(l.interval_s.is_finite() && (1.0..=3600.0).contains(&l.interval_s)) {
+                bail!(
+                    "{origin}: [ledger] interval_s = {} must be between 1 and 3600 seconds",
+                    l.interval_s
+                );
+            }
+            if l.url.trim().is_empty() {
+                bail!(
+                    "{origin}: [ledger] url is empty: give a file name, a postgres:// URL, or enabled = false"
+                );
+            }
+            let url = if l.url.starts_with("postgres://") || l.url.starts_with("postgresql://") {
+                l.url.clone()
+            } else {
+                let path = l.url.strip_prefix("sqlite://").unwrap_or(&l.url);
+                base_dir.join(path).display().to_string()
+            };
+            Some(LedgerConfig {
+                url,
+                interval: Duration::from_secs_f64(l.interval_s),
+            })
+        } else {
+            None
+        };
         Ok(Site {
+            ledger,
             name: file.site.name,
             safe_state: file.site.safe_state,
             require_all_miners: file.site.require_all_miners,

@@ -1,0 +1,338 @@
+//! The daemon's side of the ledger: it integrates energy and hashes per miner and for the site
+//! on every control tick, closes an interval at each boundary (aligned to the clock: 12:00,
+//! 12:01, ...), collects every command, outcome and event as it happens, and hands batches to a
+//! writer thread that owns the store. The control loop never waits on the database: a batch
+//! that fails to write is kept and retried, and the writer is flushed and joined when the
+//! daemon stops. Each committed interval is logged ("ledger: interval committed").
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hashsink_core::{MinerStatus, OperatorCommand};
+use hashsink_ledger::{
+    Batch, CommandRecord, EventRecord, Interval, MinerInfo, MinerInterval, Outcome, Store,
+};
+use hashsink_market::MarketHistory;
+use hashsink_units::Timestamp;
+use tracing::{error, info, warn};
+
+/// What the writer thread takes.
+enum Msg {
+    Write(Batch),
+    Stop,
+}
+
+/// The satoshis a terahash earns on a date: the network's difficulty and block reward that day
+/// (the bundled history; after its last day, that day's).
+pub struct Reward {
+    history: MarketHistory,
+}
+
+impl Reward {
+    pub fn bundled() -> Self {
+        Self {
+            history: MarketHistory::bundled(),
+        }
+    }
+
+    /// (difficulty, satoshis per terahash) at `t`.
+    pub fn at(&self, t: Timestamp) -> (f64, f64) {
+        let date = jiff::Timestamp::from_millisecond(t.as_millis())
+            .map(|ts| jiff::tz::Offset::UTC.to_datetime(ts).date())
+            .unwrap_or(self.history.last());
+        let date = date.clamp(self.history.first(), self.history.last());
+        match self.history.day(date) {
+            Ok(day) => (
+                day.difficulty,
+                1e12 / (day.difficulty * 4_294_967_296.0) * day.reward_per_block_btc() * 1e8,
+            ),
+            Err(_) => (f64::NAN, 0.0),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct MinerAcc {
+    energy_wh: f64,
+    hashes_th: f64,
+}
+
+/// The ledger as the control loop sees it.
+pub struct Recorder {
+    tx: mpsc::Sender<Msg>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    interval: Duration,
+    start: Timestamp,
+    last_t: Timestamp,
+    miners: Vec<MinerAcc>,
+    surplus_wh: f64,
+    surplus_missing: bool,
+    fleet_wh: f64,
+    import_wh: f64,
+    reward: Reward,
+    pending: Batch,
+    seq: u64,
+}
+
+fn floor_to(t: Timestamp, interval: Duration) -> Timestamp {
+    let step = interval.as_millis().max(1) as i64;
+    Timestamp::from_millis(t.as_millis().div_euclid(step) * step)
+}
+
+fn state_name(s: &MinerStatus) -> &'static str {
+    match s {
+        MinerStatus::Mining { .. } => "mining",
+        MinerStatus::Booting { .. } => "booting",
+        MinerStatus::Asleep { .. } => "asleep",
+        MinerStatus::Unreachable => "unreachable",
+    }
+}
+
+impl Recorder {
+    /// Starts the writer thread on `store` (migrated already). `run_ms` tells this daemon run's
+    /// commands from another's.
+    pub fn start(
+        mut store: Box<dyn Store>,
+        site: String,
+        run_ms: i64,
+        interval: Duration,
+        now: Timestamp,
+        miners: Vec<MinerInfo>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let writer = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                // Batches not yet written, oldest first (kept across a failing database).
+                let mut queue: std::collections::VecDeque<Batch> = Default::default();
+                let mut stopping = false;
+                loop {
+                    if !stopping || queue.is_empty() {
+                        match if queue.is_empty() {
+                            rx.recv().map_err(|_| ())
+                        } else {
+                            rx.recv_timeout(Duration::from_secs(1)).map_err(|_| ())
+                        } {
+                            Ok(Msg::Write(b)) => queue.push_back(b),
+                            Ok(Msg::Stop) | Err(()) if queue.is_empty() => break,
+                            Ok(Msg::Stop) => stopping = true,
+                            Err(()) => {}
+                        }
+                    }
+                    while let Some(b) = queue.front() {
+                        match store.write(&site, run_ms, b) {
+                            Ok(()) => {
+                                for i in &b.intervals {
+                                    info!(
+                                        start_ms = i.start.as_millis(),
+                                        fleet_kwh = i.fleet_wh / 1000.0,
+                                        expected_sat = i.expected_sat,
+                                        "ledger: interval committed"
+                                    );
+                                }
+                                queue.pop_front();
+                            }
+                            Err(e) => {
+                                error!(error = %e, queued = queue.len(), "ledger: write failed; kept, retrying");
+                                if stopping {
+                                    // Give a failing database a few more tries, not forever.
+                                    std::thread::sleep(Duration::from_millis(500));
+                                    if queue.len() > 1000 {
+                                        return;
+                                    }
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    if stopping && queue.is_empty() {
+                        break;
+                    }
+                }
+            })
+            .expect("start the ledger writer thread");
+        let n = miners.len();
+        let mut rec = Self {
+            tx,
+            writer: Some(writer),
+            interval,
+            start: now,
+            last_t: now,
+            miners: vec![MinerAcc::default(); n],
+            surplus_wh: 0.0,
+            surplus_missing: false,
+            fleet_wh: 0.0,
+            import_wh: 0.0,
+            reward: Reward::bundled(),
+            pending: Batch::default(),
+            seq: 0,
+        };
+        rec.pending.miners = miners;
+        rec.event(now, "start", "daemon", format!("{n} miners"));
+        rec.flush();
+        rec
+    }
+
+    /// Accounts for the time since the last tick at the rates now: each miner's last report,
+    /// the fleet's draw and the surplus (None: no trusted reading). Closes the interval(s) the
+    /// time crosses.
+    pub fn tick(
+        &mut self,
+        now: Timestamp,
+        last: &[MinerStatus],
+        fleet_w: f64,
+        surplus_w: Option<f64>,
+        standby_w: f64,
+        faulted: &dyn Fn(usize) -> bool,
+    ) {
+        while self.last_t < now {
+            let end = self.end();
+            let upto = now.min(end);
+            let hours = upto.secs_since(self.last_t).max(0.0) / 3600.0;
+            for (acc, s) in self.miners.iter_mut().zip(last) {
+                match s {
+                    MinerStatus::Mining { power, hashrate } => {
+                        acc.energy_wh += power.w() * hours;
+                        acc.hashes_th += hashrate.ths() * hours * 3600.0;
+                    }
+                    MinerStatus::Booting { power } | MinerStatus::Asleep { power } => {
+                        acc.energy_wh += power.w() * hours;
+                    }
+                    MinerStatus::Unreachable => {}
+                }
+            }
+            self.fleet_wh += fleet_w * hours;
+            match surplus_w {
+                Some(s) => {
+                    self.surplus_wh += s * hours;
+                    self.import_wh += (fleet_w - s.max(standby_w)).max(0.0) * hours;
+                }
+                None => self.surplus_missing = true,
+            }
+            self.last_t = upto;
+            if upto >= end {
+                self.close(end, last, faulted);
+            }
+        }
+    }
+
+    /// The running interval's end: the next boundary (the first interval of a run starts when
+    /// the run does, so that it never shares a start with the previous run's last one).
+    fn end(&self) -> Timestamp {
+        floor_to(self.start, self.interval) + self.interval
+    }
+
+    fn close(&mut self, end: Timestamp, last: &[MinerStatus], faulted: &dyn Fn(usize) -> bool) {
+        let (difficulty, sat_per_th) = self.reward.at(self.start);
+        let (mut mining, mut asleep, mut faults) = (0, 0, 0);
+        let miners: Vec<MinerInterval> = self
+            .miners
+            .iter()
+            .zip(last)
+            .enumerate()
+            .map(|(i, (acc, s))| {
+                let state = if faulted(i) {
+                    faults += 1;
+                    "faulted"
+                } else {
+                    state_name(s)
+                };
+                match state {
+                    "mining" => mining += 1,
+                    "asleep" => asleep += 1,
+                    _ => {}
+                }
+                MinerInterval {
+                    miner: i as u32,
+                    energy_wh: acc.energy_wh,
+                    hashes_th: acc.hashes_th,
+                    state: state.to_string(),
+                }
+            })
+            .collect();
+        let hashes_th: f64 = self.miners.iter().map(|m| m.hashes_th).sum();
+        self.pending.intervals.push(Interval {
+            start: self.start,
+            end,
+            surplus_wh: (!self.surplus_missing).then_some(self.surplus_wh),
+            fleet_wh: self.fleet_wh,
+            import_wh: self.import_wh,
+            hashes_th,
+            expected_sat: hashes_th * sat_per_th,
+            difficulty: difficulty.is_finite().then_some(difficulty),
+            mining,
+            asleep,
+            faulted: faults,
+            miners,
+        });
+        self.miners
+            .iter_mut()
+            .for_each(|m| *m = MinerAcc::default());
+        self.surplus_wh = 0.0;
+        self.surplus_missing = false;
+        self.fleet_wh = 0.0;
+        self.import_wh = 0.0;
+        self.start = end;
+        self.flush();
+    }
+
+    pub fn command(&mut self, c: CommandRecord) {
+        self.pending.commands.push(c);
+    }
+
+    pub fn outcome(&mut self, o: Outcome) {
+        self.pending.outcomes.push(o);
+    }
+
+    pub fn event(&mut self, at: Timestamp, kind: &str, actor: &str, detail: String) {
+        self.seq += 1;
+        self.pending.events.push(EventRecord {
+            seq: self.seq,
+            at,
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            detail,
+        });
+    }
+
+    pub fn operator(&mut self, at: Timestamp, cmd: OperatorCommand, actor: &str) {
+        let (kind, detail) = match cmd {
+            OperatorCommand::ShedAll => ("shed", "every miner told to sleep".to_string()),
+            OperatorCommand::Resume => ("resume", "the fleet may follow the surplus again".into()),
+            OperatorCommand::CurtailTo(w) => ("curtail", format!("at most {:.0} W", w.w())),
+        };
+        self.event(at, kind, actor, detail);
+        // An operator's action is on record at once, not at the next interval.
+        self.flush();
+    }
+
+    /// Hands what was collected to the writer.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        if self.tx.send(Msg::Write(batch)).is_err() {
+            warn!("ledger: the writer has stopped; records are being lost");
+        }
+    }
+
+    /// Whether commands or events are waiting (flushed every few seconds).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Closes the running interval at `now` (a short last interval), writes everything and
+    /// waits for the writer.
+    pub fn stop(mut self, now: Timestamp, last: &[MinerStatus], faulted: &dyn Fn(usize) -> bool) {
+        if now > self.start {
+            self.close(now, last, faulted);
+        }
+        self.event(now, "stop", "daemon", String::new());
+        self.flush();
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}

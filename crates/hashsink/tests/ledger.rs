@@ -1,0 +1,144 @@
+//! The ledger end to end: the daemon records intervals, commands and events in its SQLite file
+//! while it drives an emulated fleet; a kill -9 at any moment loses no interval it had reported
+//! committed and leaves the file sound, and the runs' intervals never overlap; a run stopped in
+//! order records its last partial interval,
+//! its safe state and its stop. Runs as root for the emulated miners' ports (CI does).
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hashsink_ledger::Store;
+use hashsink_ledger::sqlite::SqliteStore;
+use hashsink_units::Timestamp;
+
+/// Starts the daemon on `site`; returns it and a channel of the interval starts it reports
+/// committed.
+fn start(site: &std::path::Path, extra: &[&str]) -> (std::process::Child, mpsc::Receiver<i64>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(["run", "--config"])
+        .arg(site)
+        .args(["--log", "info"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hashsink run");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line
+                .split("ledger: interval committed")
+                .nth(1)
+                .and_then(|r| r.split("start_ms=").nth(1))
+            {
+                let ms: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(ms) = ms.parse() {
+                    let _ = tx.send(ms);
+                }
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn kill_9_at_any_moment_loses_no_committed_interval() {
+    let _emulator = common::emulate(&["--first-index", "5750", "--mix", "s19xp:10:luxos"]);
+    let dir = std::env::temp_dir().join(format!("hashsink-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.toml");
+    std::fs::write(
+        &site,
+        "[site]\nname = \"kill test\"\n\n[surplus]\nsource = \"http\"\nlisten = \"127.0.0.1:18085\"\n\n[io]\ntelemetry_interval_s = 2\n\n[ledger]\nurl = \"ledger.db\"\ninterval_s = 1\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.23.1-127.1.23.10\"]\n",
+    )
+    .unwrap();
+    let db = dir.join("ledger.db");
+    let mut committed: Vec<i64> = Vec::new();
+    // Wall time (speed 1), so that runs follow each other on the clock as on a real site. A
+    // fixed sequence of kill times, 2 to 4.5 s after start; intervals close every second.
+    let mut seed: u64 = 0x5eed;
+    for round in 0..6 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let after = Duration::from_millis(2000 + (seed >> 33) % 2500);
+        let (mut child, rx) = start(&site, &[]);
+        let t0 = Instant::now();
+        let mut seen = 0;
+        while t0.elapsed() < after {
+            if let Ok(ms) = rx.recv_timeout(Duration::from_millis(5)) {
+                committed.push(ms);
+                seen += 1;
+            }
+        }
+        child.kill().expect("kill -9"); // SIGKILL
+        child.wait().unwrap();
+        // Lines already written before the kill are still in the pipe.
+        while let Ok(ms) = rx.recv_timeout(Duration::from_millis(200)) {
+            committed.push(ms);
+            seen += 1;
+        }
+        assert!(
+            seen > 0,
+            "round {round}: no interval committed in {after:?}"
+        );
+        let mut store = SqliteStore::open(&db).expect("the ledger opens after a kill -9");
+        assert_eq!(store.integrity_check().unwrap(), "ok", "round {round}");
+        let rows = store
+            .intervals(
+                "kill test",
+                Timestamp::from_millis(0),
+                Timestamp::from_millis(i64::MAX),
+            )
+            .unwrap();
+        let starts: std::collections::HashSet<i64> =
+            rows.iter().map(|r| r.start.as_millis()).collect();
+        for ms in &committed {
+            assert!(
+                starts.contains(ms),
+                "round {round}: interval {ms} was reported committed and is gone"
+            );
+        }
+        // Intervals never overlap, across runs too.
+        for w in rows.windows(2) {
+            assert!(w[0].end <= w[1].start, "overlapping intervals: {w:?}");
+        }
+    }
+    // A run stopped in order: its last partial interval, the safe state and the stop are there,
+    // and the audit log has the controller's commands with their outcomes.
+    let (mut child, _rx) = start(&site, &["--for-secs", "4"]);
+    assert!(child.wait().unwrap().success());
+    let mut store = SqliteStore::open(&db).unwrap();
+    let all = (Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX));
+    let events = store.events("kill test", all.0, all.1).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "start").count(),
+        7,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"safe-state") && kinds.ends_with(&["stop"]),
+        "{kinds:?}"
+    );
+    let audit = store.audit("kill test", all.0, all.1).unwrap();
+    assert!(
+        audit.iter().any(|a| a.command.actor == "controller"
+            && a.outcome.as_ref().is_some_and(|o| o.1 == "applied")),
+        "no applied controller command in the audit log"
+    );
+    let totals = store.miner_totals("kill test", all.0, all.1).unwrap();
+    assert_eq!(totals.len(), 10);
+    assert!(totals.iter().all(|t| t.energy_wh > 0.0), "{totals:?}");
+    let miners = store.miners("kill test").unwrap();
+    assert_eq!(miners[0].address, "127.1.23.1");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,398 @@
+//! The ledger in PostgreSQL: for a site that already runs one, or many sites reporting to one
+//! place (every row carries its site). The same schema and semantics as SQLite; a site's
+//! per-miner rows go in one `unnest` statement per interval rather than one round trip per
+//! miner. Plain TCP or a Unix socket (`postgres://user@%2Frun%2Fpostgresql/db`); TLS is not
+//! built in.
+
+use hashsink_units::Timestamp;
+use postgres::{Client, NoTls, Row};
+
+use crate::schema::CREATE_VERSIONS;
+use crate::{
+    AuditRow, Batch, CommandRecord, EventRecord, IntervalRow, MinerInfo, MinerTotal, Payout,
+    Result, Sale, Store,
+};
+
+pub struct PgStore {
+    client: Client,
+}
+
+impl PgStore {
+    pub fn connect(url: &str) -> Result<Self> {
+        Ok(Self {
+            client: Client::connect(url, NoTls)?,
+        })
+    }
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn u(v: i32) -> u32 {
+    v.max(0) as u32
+}
+
+fn interval_row(r: &Row) -> IntervalRow {
+    IntervalRow {
+        start: ts(r.get(0)),
+        end: ts(r.get(1)),
+        surplus_wh: r.get(2),
+        fleet_wh: r.get(3),
+        import_wh: r.get(4),
+        hashes_th: r.get(5),
+        expected_sat: r.get(6),
+        mining: u(r.get(7)),
+        asleep: u(r.get(8)),
+        faulted: u(r.get(9)),
+    }
+}
+
+impl Store for PgStore {
+    fn migrate(&mut self, now: Timestamp) -> Result<Vec<u32>> {
+        self.client.batch_execute(CREATE_VERSIONS)?;
+        let have = self.version()?;
+        let mut applied = Vec::new();
+        for (version, description, statements) in crate::schema::pending(have)? {
+            let mut tx = self.client.transaction()?;
+            for sql in *statements {
+                tx.batch_execute(sql)?;
+            }
+            tx.execute(
+                "INSERT INTO schema_migrations (version, description, applied_ms) VALUES ($1, $2, $3)",
+                &[&(*version as i32), description, &now.as_millis()],
+            )?;
+            tx.commit()?;
+            applied.push(*version);
+        }
+        Ok(applied)
+    }
+
+    fn version(&mut self) -> Result<u32> {
+        let exists: bool = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_migrations' AND table_schema = current_schema())",
+                &[],
+            )?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        let v: i32 = self
+            .client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )?
+            .get(0);
+        Ok(u(v))
+    }
+
+    fn write(&mut self, site: &str, run_ms: i64, batch: &Batch) -> Result<()> {
+        let mut tx = self.client.transaction()?;
+        if !batch.miners.is_empty() {
+            let stmt = tx.prepare(
+                "INSERT INTO miners (site, miner, address, model, firmware) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (site, miner) DO UPDATE SET address = excluded.address, model = excluded.model, firmware = excluded.firmware",
+            )?;
+            for m in &batch.miners {
+                tx.execute(
+                    &stmt,
+                    &[&site, &(m.miner as i32), &m.address, &m.model, &m.firmware],
+                )?;
+            }
+        }
+        for i in &batch.intervals {
+            tx.execute(
+                "INSERT INTO intervals (site, start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, difficulty, mining, asleep, faulted)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+                &[
+                    &site,
+                    &i.start.as_millis(),
+                    &i.end.as_millis(),
+                    &i.surplus_wh,
+                    &i.fleet_wh,
+                    &i.import_wh,
+                    &i.hashes_th,
+                    &i.expected_sat,
+                    &i.difficulty,
+                    &(i.mining as i32),
+                    &(i.asleep as i32),
+                    &(i.faulted as i32),
+                ],
+            )?;
+            if !i.miners.is_empty() {
+                let ids: Vec<i32> = i.miners.iter().map(|m| m.miner as i32).collect();
+                let energy: Vec<f64> = i.miners.iter().map(|m| m.energy_wh).collect();
+                let hashes: Vec<f64> = i.miners.iter().map(|m| m.hashes_th).collect();
+                let states: Vec<&str> = i.miners.iter().map(|m| m.state.as_str()).collect();
+                tx.execute(
+                    "INSERT INTO miner_intervals (site, start_ms, miner, energy_wh, hashes_th, state)
+                     SELECT $1, $2, m, e, h, s FROM unnest($3::int[], $4::float8[], $5::float8[], $6::text[]) AS t(m, e, h, s)
+                     ON CONFLICT DO NOTHING",
+                    &[&site, &i.start.as_millis(), &ids, &energy, &hashes, &states],
+                )?;
+            }
+        }
+        if !batch.commands.is_empty() {
+            let stmt = tx.prepare(
+                "INSERT INTO commands (site, run_ms, id, at_ms, miner, action, reason, actor)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            )?;
+            for c in &batch.commands {
+                tx.execute(
+                    &stmt,
+                    &[
+                        &site,
+                        &run_ms,
+                        &(c.id as i64),
+                        &c.at.as_millis(),
+                        &c.miner.map(|m| m as i32),
+                        &c.action,
+                        &c.reason,
+                        &c.actor,
+                    ],
+                )?;
+            }
+        }
+        if !batch.outcomes.is_empty() {
+            let stmt = tx.prepare(
+                "INSERT INTO command_outcomes (site, run_ms, id, at_ms, result) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )?;
+            for o in &batch.outcomes {
+                tx.execute(
+                    &stmt,
+                    &[&site, &run_ms, &(o.id as i64), &o.at.as_millis(), &o.result],
+                )?;
+            }
+        }
+        if !batch.events.is_empty() {
+            let stmt = tx.prepare(
+                "INSERT INTO events (site, run_ms, seq, at_ms, kind, actor, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )?;
+            for e in &batch.events {
+                tx.execute(
+                    &stmt,
+                    &[
+                        &site,
+                        &run_ms,
+                        &(e.seq as i64),
+                        &e.at.as_millis(),
+                        &e.kind,
+                        &e.actor,
+                        &e.detail,
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn add_payouts(&mut self, site: &str, payouts: &[Payout]) -> Result<usize> {
+        let mut tx = self.client.transaction()?;
+        let mut new = 0;
+        for p in payouts {
+            new += tx.execute(
+                "INSERT INTO payouts (site, reference, at_ms, sat, source) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&site, &p.reference, &p.at.as_millis(), &p.sat, &p.source],
+            )? as usize;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn add_sales(&mut self, site: &str, sales: &[Sale]) -> Result<usize> {
+        let mut tx = self.client.transaction()?;
+        let mut new = 0;
+        for s in sales {
+            new += tx.execute(
+                "INSERT INTO sales (site, reference, at_ms, sat, fiat_minor, currency) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[&site, &s.reference, &s.at.as_millis(), &s.sat, &s.fiat_minor, &s.currency],
+            )? as usize;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn intervals(
+        &mut self,
+        site: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<IntervalRow>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, mining, asleep, faulted
+                 FROM intervals WHERE site = $1 AND start_ms >= $2 AND start_ms < $3 ORDER BY start_ms",
+                &[&site, &from.as_millis(), &to.as_millis()],
+            )?
+            .iter()
+            .map(interval_row)
+            .collect())
+    }
+
+    fn miner_totals(
+        &mut self,
+        site: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<MinerTotal>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT miner, SUM(energy_wh), SUM(hashes_th), SUM(CASE WHEN state = 'mining' THEN 1 ELSE 0 END)::BIGINT
+                 FROM miner_intervals WHERE site = $1 AND start_ms >= $2 AND start_ms < $3
+                 GROUP BY miner ORDER BY miner",
+                &[&site, &from.as_millis(), &to.as_millis()],
+            )?
+            .iter()
+            .map(|r| MinerTotal {
+                miner: u(r.get(0)),
+                energy_wh: r.get(1),
+                hashes_th: r.get(2),
+                mining_intervals: r.get::<_, i64>(3).max(0) as u64,
+            })
+            .collect())
+    }
+
+    fn miners(&mut self, site: &str) -> Result<Vec<MinerInfo>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT miner, address, model, firmware FROM miners WHERE site = $1 ORDER BY miner",
+                &[&site],
+            )?
+            .iter()
+            .map(|r| MinerInfo {
+                miner: u(r.get(0)),
+                address: r.get(1),
+                model: r.get(2),
+                firmware: r.get(3),
+            })
+            .collect())
+    }
+
+    fn events(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<EventRecord>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT seq, at_ms, kind, actor, detail FROM events
+                 WHERE site = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms, run_ms, seq",
+                &[&site, &from.as_millis(), &to.as_millis()],
+            )?
+            .iter()
+            .map(|r| EventRecord {
+                seq: r.get::<_, i64>(0).max(0) as u64,
+                at: ts(r.get(1)),
+                kind: r.get(2),
+                actor: r.get(3),
+                detail: r.get(4),
+            })
+            .collect())
+    }
+
+    fn audit(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AuditRow>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT c.run_ms, c.id, c.at_ms, c.miner, c.action, c.reason, c.actor, o.at_ms, o.result
+                 FROM commands c LEFT JOIN command_outcomes o ON o.site = c.site AND o.run_ms = c.run_ms AND o.id = c.id
+                 WHERE c.site = $1 AND c.at_ms >= $2 AND c.at_ms < $3 ORDER BY c.at_ms, c.run_ms, c.id",
+                &[&site, &from.as_millis(), &to.as_millis()],
+            )?
+            .iter()
+            .map(|r| {
+                let outcome_at: Option<i64> = r.get(7);
+                let result: Option<String> = r.get(8);
+                AuditRow {
+                    run_ms: r.get(0),
+                    command: CommandRecord {
+                        id: r.get::<_, i64>(1).max(0) as u64,
+                        at: ts(r.get(2)),
+                        miner: r.get::<_, Option<i32>>(3).map(u),
+                        action: r.get(4),
+                        reason: r.get(5),
+                        actor: r.get(6),
+                    },
+                    outcome: outcome_at.zip(result).map(|(at, r)| (ts(at), r)),
+                }
+            })
+            .collect())
+    }
+
+    fn payouts(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Payout>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT reference, at_ms, sat, source FROM payouts
+                 WHERE site = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms, reference",
+                &[&site, &from.as_millis(), &to.as_millis()],
+            )?
+            .iter()
+            .map(|r| Payout {
+                reference: r.get(0),
+                at: ts(r.get(1)),
+                sat: r.get(2),
+                source: r.get(3),
+            })
+            .collect())
+    }
+
+    fn sales(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sale>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT reference, at_ms, sat, fiat_minor, currency FROM sales
+                 WHERE site = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms, reference",
+                &[&site, &from.as_millis(), &to.as_millis()],
+            )?
+            .iter()
+            .map(|r| Sale {
+                reference: r.get(0),
+                at: ts(r.get(1)),
+                sat: r.get(2),
+                fiat_minor: r.get(3),
+                currency: r.get(4),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against `HASHSINK_TEST_POSTGRES` (a URL of a database the test may fill: each
+    /// check gets a fresh schema in it). Skipped without one, unless
+    /// `HASHSINK_REQUIRE_POSTGRES` is set (CI sets both and starts Debian's PostgreSQL).
+    #[test]
+    fn postgres_passes_the_ledger_checks() {
+        let Ok(url) = std::env::var("HASHSINK_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("HASHSINK_REQUIRE_POSTGRES").is_none(),
+                "HASHSINK_REQUIRE_POSTGRES is set but HASHSINK_TEST_POSTGRES is not"
+            );
+            eprintln!("skipping: set HASHSINK_TEST_POSTGRES=postgres://... to run");
+            return;
+        };
+        let mut n = 0;
+        crate::conformance::check_all(&mut || {
+            n += 1;
+            let schema = format!("ledger_test_{}_{n}", std::process::id());
+            let mut admin = Client::connect(&url, NoTls).expect("connect to PostgreSQL");
+            admin
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+                ))
+                .unwrap();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let mut s =
+                PgStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}")).unwrap();
+            assert_eq!(s.migrate(Timestamp::from_millis(0)).unwrap(), vec![1]);
+            Box::new(s)
+        });
+    }
+}
