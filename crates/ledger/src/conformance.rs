@@ -86,6 +86,54 @@ pub fn check_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     a_batch_written_twice_counts_once(fresh());
     payouts_and_sales_are_keyed_by_reference(fresh());
     sites_are_kept_apart(fresh());
+    daily_totals_agree_with_the_intervals(fresh());
+}
+
+fn daily_totals_agree_with_the_intervals(mut s: Box<dyn Store>) {
+    // Three days of hourly intervals for two miners.
+    let day0 = crate::schema::day_of(t(0).as_millis());
+    let hour = 3_600_000;
+    let intervals: Vec<Interval> = (0..72)
+        .map(|h| {
+            let start = Timestamp::from_millis(day0 + h * hour);
+            Interval {
+                start,
+                end: Timestamp::from_millis(day0 + (h + 1) * hour),
+                surplus_wh: None,
+                fleet_wh: 2.0,
+                import_wh: 0.0,
+                hashes_th: 2.0,
+                expected_sat: 0.0,
+                difficulty: None,
+                mining: 2,
+                asleep: 0,
+                faulted: 0,
+                miners: (0..2)
+                    .map(|m| MinerInterval {
+                        miner: m,
+                        energy_wh: 1.0,
+                        hashes_th: 1.0,
+                        state: "mining".into(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let batch = Batch {
+        intervals,
+        ..Batch::default()
+    };
+    s.write("plant", 1, &batch).unwrap();
+    // Written again (a retried batch): counted once, daily totals too.
+    s.write("plant", 1, &batch).unwrap();
+    // From 10:00 on day 0 to 05:00 on day 2: 14 + 24 + 5 hours.
+    let from = Timestamp::from_millis(day0 + 10 * hour);
+    let to = Timestamp::from_millis(day0 + 53 * hour);
+    let totals = s.miner_totals("plant", from, to).unwrap();
+    assert_eq!(totals.len(), 2);
+    assert_eq!(totals[0].energy_wh, 43.0, "{totals:?}");
+    assert_eq!(totals[1].mining_intervals, 43);
+    assert_eq!(s.miner_interval_totals("plant", from, to).unwrap(), totals);
 }
 
 fn migrations_apply_once(mut s: Box<dyn Store>) {

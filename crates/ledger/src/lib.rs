@@ -197,12 +197,58 @@ pub trait Store: Send {
     fn add_sales(&mut self, site: &str, sales: &[Sale]) -> Result<usize>;
     fn intervals(&mut self, site: &str, from: Timestamp, to: Timestamp)
     -> Result<Vec<IntervalRow>>;
-    fn miner_totals(
+    /// Per-miner totals from the per-interval rows, intervals starting in `[from, to)`.
+    fn miner_interval_totals(
         &mut self,
         site: &str,
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<MinerTotal>>;
+    /// Per-miner totals from the daily rows, days starting in `[from_day, to_day)`.
+    fn miner_day_totals(
+        &mut self,
+        site: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<MinerTotal>>;
+    /// Per-miner totals over `[from, to)`: whole UTC days from the daily totals, the partial
+    /// days at either end from the intervals.
+    fn miner_totals(
+        &mut self,
+        site: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<MinerTotal>> {
+        use schema::{DAY_MS, day_of};
+        let (f, t) = (from.as_millis(), to.as_millis());
+        let first_full = day_of(f.saturating_add(DAY_MS - 1));
+        let end_full = day_of(t);
+        let mut parts = Vec::new();
+        if first_full < end_full {
+            parts.push(self.miner_day_totals(site, first_full, end_full)?);
+            parts.push(self.miner_interval_totals(
+                site,
+                from,
+                Timestamp::from_millis(first_full),
+            )?);
+            parts.push(self.miner_interval_totals(site, Timestamp::from_millis(end_full), to)?);
+        } else {
+            parts.push(self.miner_interval_totals(site, from, to)?);
+        }
+        let mut by_miner: std::collections::BTreeMap<u32, MinerTotal> = Default::default();
+        for t in parts.into_iter().flatten() {
+            let e = by_miner.entry(t.miner).or_insert(MinerTotal {
+                miner: t.miner,
+                energy_wh: 0.0,
+                hashes_th: 0.0,
+                mining_intervals: 0,
+            });
+            e.energy_wh += t.energy_wh;
+            e.hashes_th += t.hashes_th;
+            e.mining_intervals += t.mining_intervals;
+        }
+        Ok(by_miner.into_values().collect())
+    }
     fn miners(&mut self, site: &str) -> Result<Vec<MinerInfo>>;
     fn events(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<EventRecord>>;
     fn audit(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AuditRow>>;

@@ -104,7 +104,7 @@ impl Store for PgStore {
             }
         }
         for i in &batch.intervals {
-            tx.execute(
+            let new = tx.execute(
                 "INSERT INTO intervals (site, start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, difficulty, mining, asleep, faulted)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
                 &[
@@ -122,6 +122,10 @@ impl Store for PgStore {
                     &(i.faulted as i32),
                 ],
             )?;
+            if new == 0 {
+                // Written before (a retried batch): its miners and daily totals too.
+                continue;
+            }
             if !i.miners.is_empty() {
                 let ids: Vec<i32> = i.miners.iter().map(|m| m.miner as i32).collect();
                 let energy: Vec<f64> = i.miners.iter().map(|m| m.energy_wh).collect();
@@ -132,6 +136,15 @@ impl Store for PgStore {
                      SELECT $1, $2, m, e, h, s FROM unnest($3::int[], $4::float8[], $5::float8[], $6::text[]) AS t(m, e, h, s)
                      ON CONFLICT DO NOTHING",
                     &[&site, &i.start.as_millis(), &ids, &energy, &hashes, &states],
+                )?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO miner_days (site, day_ms, miner, energy_wh, hashes_th, mining_intervals)
+                         SELECT $1, $2, m, e, h, CASE WHEN s = 'mining' THEN 1 ELSE 0 END
+                         FROM unnest($3::int[], $4::float8[], $5::float8[], $6::text[]) AS t(m, e, h, s) {}",
+                        crate::schema::UPSERT_DAY
+                    ),
+                    &[&site, &crate::schema::day_of(i.start.as_millis()), &ids, &energy, &hashes, &states],
                 )?;
             }
         }
@@ -234,7 +247,31 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn miner_totals(
+    fn miner_day_totals(
+        &mut self,
+        site: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<MinerTotal>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT miner, SUM(energy_wh), SUM(hashes_th), SUM(mining_intervals)::BIGINT
+                 FROM miner_days WHERE site = $1 AND day_ms >= $2 AND day_ms < $3
+                 GROUP BY miner ORDER BY miner",
+                &[&site, &from_day, &to_day],
+            )?
+            .iter()
+            .map(|r| MinerTotal {
+                miner: u(r.get(0)),
+                energy_wh: r.get(1),
+                hashes_th: r.get(2),
+                mining_intervals: r.get::<_, i64>(3).max(0) as u64,
+            })
+            .collect())
+    }
+
+    fn miner_interval_totals(
         &mut self,
         site: &str,
         from: Timestamp,
@@ -391,7 +428,7 @@ mod tests {
             let sep = if url.contains('?') { '&' } else { '?' };
             let mut s =
                 PgStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}")).unwrap();
-            assert_eq!(s.migrate(Timestamp::from_millis(0)).unwrap(), vec![1]);
+            assert_eq!(s.migrate(Timestamp::from_millis(0)).unwrap(), vec![1, 2]);
             Box::new(s)
         });
     }

@@ -6,11 +6,12 @@
 /// (version, what it does, SQL statements).
 pub type Migration = (u32, &'static str, &'static [&'static str]);
 
-pub const MIGRATIONS: &[Migration] = &[(
-    1,
-    "intervals, per-miner intervals, miners, commands and outcomes, events, payouts, sales",
-    &[
-        "CREATE TABLE intervals (
+pub const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "intervals, per-miner intervals, miners, commands and outcomes, events, payouts, sales",
+        &[
+            "CREATE TABLE intervals (
             site TEXT NOT NULL,
             start_ms BIGINT NOT NULL,
             end_ms BIGINT NOT NULL,
@@ -25,7 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[(
             faulted INTEGER NOT NULL,
             PRIMARY KEY (site, start_ms)
         )",
-        "CREATE TABLE miner_intervals (
+            "CREATE TABLE miner_intervals (
             site TEXT NOT NULL,
             start_ms BIGINT NOT NULL,
             miner INTEGER NOT NULL,
@@ -34,7 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[(
             state TEXT NOT NULL,
             PRIMARY KEY (site, start_ms, miner)
         )",
-        "CREATE TABLE miners (
+            "CREATE TABLE miners (
             site TEXT NOT NULL,
             miner INTEGER NOT NULL,
             address TEXT NOT NULL,
@@ -42,7 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[(
             firmware TEXT NOT NULL,
             PRIMARY KEY (site, miner)
         )",
-        "CREATE TABLE commands (
+            "CREATE TABLE commands (
             site TEXT NOT NULL,
             run_ms BIGINT NOT NULL,
             id BIGINT NOT NULL,
@@ -53,7 +54,7 @@ pub const MIGRATIONS: &[Migration] = &[(
             actor TEXT NOT NULL,
             PRIMARY KEY (site, run_ms, id)
         )",
-        "CREATE TABLE command_outcomes (
+            "CREATE TABLE command_outcomes (
             site TEXT NOT NULL,
             run_ms BIGINT NOT NULL,
             id BIGINT NOT NULL,
@@ -61,7 +62,7 @@ pub const MIGRATIONS: &[Migration] = &[(
             result TEXT NOT NULL,
             PRIMARY KEY (site, run_ms, id)
         )",
-        "CREATE TABLE events (
+            "CREATE TABLE events (
             site TEXT NOT NULL,
             run_ms BIGINT NOT NULL,
             seq BIGINT NOT NULL,
@@ -71,9 +72,9 @@ pub const MIGRATIONS: &[Migration] = &[(
             detail TEXT NOT NULL,
             PRIMARY KEY (site, run_ms, seq)
         )",
-        "CREATE INDEX events_at ON events (site, at_ms)",
-        "CREATE INDEX commands_at ON commands (site, at_ms)",
-        "CREATE TABLE payouts (
+            "CREATE INDEX events_at ON events (site, at_ms)",
+            "CREATE INDEX commands_at ON commands (site, at_ms)",
+            "CREATE TABLE payouts (
             site TEXT NOT NULL,
             reference TEXT NOT NULL,
             at_ms BIGINT NOT NULL,
@@ -81,7 +82,7 @@ pub const MIGRATIONS: &[Migration] = &[(
             source TEXT NOT NULL,
             PRIMARY KEY (site, reference)
         )",
-        "CREATE TABLE sales (
+            "CREATE TABLE sales (
             site TEXT NOT NULL,
             reference TEXT NOT NULL,
             at_ms BIGINT NOT NULL,
@@ -90,8 +91,34 @@ pub const MIGRATIONS: &[Migration] = &[(
             currency TEXT NOT NULL,
             PRIMARY KEY (site, reference)
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "per-miner daily totals, kept as intervals are written (a month's report reads 30 rows a miner, not 43,200)",
+        &["CREATE TABLE miner_days (
+            site TEXT NOT NULL,
+            day_ms BIGINT NOT NULL,
+            miner INTEGER NOT NULL,
+            energy_wh DOUBLE PRECISION NOT NULL,
+            hashes_th DOUBLE PRECISION NOT NULL,
+            mining_intervals BIGINT NOT NULL,
+            PRIMARY KEY (site, day_ms, miner)
+        )"],
+    ),
+];
+
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day (its first millisecond) of `ms`.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+pub const UPSERT_DAY: &str = "ON CONFLICT (site, day_ms, miner) DO UPDATE SET
+    energy_wh = miner_days.energy_wh + excluded.energy_wh,
+    hashes_th = miner_days.hashes_th + excluded.hashes_th,
+    mining_intervals = miner_days.mining_intervals + excluded.mining_intervals";
 
 pub const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,

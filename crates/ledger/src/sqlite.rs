@@ -101,8 +101,13 @@ impl Store for SqliteStore {
                 "INSERT INTO miner_intervals (site, start_ms, miner, energy_wh, hashes_th, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
             )?;
+            let mut day = tx.prepare(&format!(
+                "INSERT INTO miner_days (site, day_ms, miner, energy_wh, hashes_th, mining_intervals)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
+                crate::schema::UPSERT_DAY
+            ))?;
             for i in &batch.intervals {
-                interval.execute(params![
+                let new = interval.execute(params![
                     site,
                     i.start.as_millis(),
                     i.end.as_millis(),
@@ -116,7 +121,20 @@ impl Store for SqliteStore {
                     i.asleep,
                     i.faulted
                 ])?;
+                if new == 0 {
+                    // Written before (a retried batch): its miners and daily totals too.
+                    continue;
+                }
+                let day_ms = crate::schema::day_of(i.start.as_millis());
                 for m in &i.miners {
+                    day.execute(params![
+                        site,
+                        day_ms,
+                        m.miner,
+                        m.energy_wh,
+                        m.hashes_th,
+                        i64::from(m.state == "mining")
+                    ])?;
                     per_miner.execute(params![
                         site,
                         i.start.as_millis(),
@@ -246,7 +264,29 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    fn miner_totals(
+    fn miner_day_totals(
+        &mut self,
+        site: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<MinerTotal>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT miner, SUM(energy_wh), SUM(hashes_th), SUM(mining_intervals)
+             FROM miner_days WHERE site = ?1 AND day_ms >= ?2 AND day_ms < ?3
+             GROUP BY miner ORDER BY miner",
+        )?;
+        let rows = stmt.query_map(params![site, from_day, to_day], |r| {
+            Ok(MinerTotal {
+                miner: r.get(0)?,
+                energy_wh: r.get(1)?,
+                hashes_th: r.get(2)?,
+                mining_intervals: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn miner_interval_totals(
         &mut self,
         site: &str,
         from: Timestamp,
@@ -370,9 +410,27 @@ mod tests {
         crate::conformance::check_all(&mut || {
             n += 1;
             let mut s = SqliteStore::open(&dir.path().join(format!("l{n}.db"))).unwrap();
-            assert_eq!(s.migrate(Timestamp::from_millis(0)).unwrap(), vec![1]);
+            assert_eq!(s.migrate(Timestamp::from_millis(0)).unwrap(), vec![1, 2]);
             Box::new(s)
         });
+    }
+
+    #[test]
+    fn a_ledger_of_an_older_version_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("l.db")).unwrap();
+        // As an earlier hashsink left it: version 1 only, with a day of data.
+        s.conn.execute_batch(CREATE_VERSIONS).unwrap();
+        for sql in crate::schema::MIGRATIONS[0].2 {
+            s.conn.execute_batch(sql).unwrap();
+        }
+        s.conn
+            .execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0)", [])
+            .unwrap();
+        assert_eq!(s.version().unwrap(), 1);
+        assert_eq!(s.migrate(Timestamp::from_millis(0)).unwrap(), vec![2]);
+        assert_eq!(s.version().unwrap(), crate::schema::latest());
+        s.write("plant", 1, &crate::conformance::sample_batch()).unwrap();
     }
 
     #[test]
