@@ -11,6 +11,7 @@ mod emulate;
 mod market;
 mod plot;
 mod progress;
+mod report;
 mod run_daemon;
 mod simulate;
 mod study;
@@ -91,6 +92,18 @@ enum Command {
         /// Emulated miners.
         #[arg(long, default_value_t = 10_000)]
         miners: u32,
+    },
+    /// The energy and production statement from the ledger, per month: energy absorbed and
+    /// imported, hours, curtailments and response times, hashes, expected against paid
+    /// bitcoin, sales, revenue per MWh.
+    Report {
+        #[command(flatten)]
+        args: report::ReportArgs,
+    },
+    /// Enter actual pool payouts and coin sales into the ledger (CSV).
+    Ledger {
+        #[command(subcommand)]
+        command: report::LedgerCommand,
     },
     /// Feasibility and risk of mining a site's surplus: fleet sizing, NPV/IRR/payback
     /// distributions, break-even, sensitivity and a risk register, as HTML, JSON and CSV.
@@ -197,6 +210,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::BenchSignals { miners } => {
             print!("{}", runtime()?.block_on(bench_signals::run(miners))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { args } => {
+            report::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger { command } => {
+            report::ledger(&command)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Study { args } => {

@@ -115,6 +115,9 @@ fn kill_9_at_any_moment_loses_no_committed_interval() {
     // A run stopped in order: its last partial interval, the safe state and the stop are there,
     // and the audit log has the controller's commands with their outcomes.
     let (mut child, _rx) = start(&site, &["--for-secs", "4"]);
+    // An operator shed through the HTTP endpoint, on record with its actor.
+    common::wait_listening(18085, "the daemon's endpoint");
+    post("127.0.0.1:18085", "/shed");
     assert!(child.wait().unwrap().success());
     let mut store = SqliteStore::open(&db).unwrap();
     let all = (Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX));
@@ -140,5 +143,142 @@ fn kill_9_at_any_moment_loses_no_committed_interval() {
     assert!(totals.iter().all(|t| t.energy_wh > 0.0), "{totals:?}");
     let miners = store.miners("kill test").unwrap();
     assert_eq!(miners[0].address, "127.1.23.1");
+    assert!(
+        events.iter().any(|e| e.kind == "shed" && e.actor == "http"),
+        "{events:?}"
+    );
+    let intervals = store.intervals("kill test", all.0, all.1).unwrap();
+    let energy_mwh: f64 = intervals.iter().map(|i| i.fleet_wh).sum::<f64>() / 1e6;
+
+    // Actual coins, from CSV files; a second import of the same file adds nothing.
+    let payouts = dir.join("payouts.csv");
+    std::fs::write(
+        &payouts,
+        "time,reference,btc,source\n2026-11-20T00:00:00Z,pool-1,0.00120000,ocean\n2026-11-21T00:00:00Z,pool-2,0.0008,ocean\n",
+    )
+    .unwrap();
+    let sales = dir.join("sales.csv");
+    std::fs::write(
+        &sales,
+        "time,reference,btc,fiat,currency\n2026-11-22T00:00:00Z,otc-1,0.002,190.00,usd\n",
+    )
+    .unwrap();
+    let hashsink = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let config = site.to_str().unwrap();
+    let (ok, said, err) = hashsink(&[
+        "ledger",
+        "import-payouts",
+        "--config",
+        config,
+        payouts.to_str().unwrap(),
+    ]);
+    assert!(ok && said.contains("2 new payouts"), "{said}{err}");
+    let (_, said, _) = hashsink(&[
+        "ledger",
+        "import-payouts",
+        "--config",
+        config,
+        payouts.to_str().unwrap(),
+    ]);
+    assert!(said.contains("0 new payouts"), "{said}");
+    let (ok, said, err) = hashsink(&[
+        "ledger",
+        "import-sales",
+        "--config",
+        config,
+        sales.to_str().unwrap(),
+    ]);
+    assert!(ok && said.contains("1 new sales"), "{said}{err}");
+    // A bad amount names the file and line, and enters nothing.
+    std::fs::write(&sales, "time,reference,btc,fiat,currency\n2026-11-23T00:00:00Z,otc-2,0.001,90.00,USD\n2026-11-23T01:00:00Z,otc-3,lots,1.00,USD\n").unwrap();
+    let (ok, _, err) = hashsink(&[
+        "ledger",
+        "import-sales",
+        "--config",
+        config,
+        sales.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("sales.csv:3") && err.contains("\"lots\""),
+        "{err}"
+    );
+
+    // The statement: the month's energy is the intervals', the coins are what was entered.
+    let (ok, csv, err) = hashsink(&[
+        "report",
+        "--config",
+        config,
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--format",
+        "csv",
+        "--miners",
+    ]);
+    assert!(ok, "{err}");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let total: Vec<String> = csv
+        .lines()
+        .find(|l| l.starts_with("total,"))
+        .expect("a total row")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let col = |name: &str| {
+        let i = header.iter().position(|h| *h == name).unwrap();
+        total[i].parse::<f64>().unwrap()
+    };
+    assert!((col("energy_mwh") - energy_mwh).abs() < 1e-3, "{csv}");
+    assert_eq!(col("paid_btc"), 0.002);
+    assert_eq!(col("sold_btc"), 0.002);
+    assert_eq!(col("curtailments"), 1.0);
+    assert!(csv.contains("190.00 USD"), "{csv}");
+    assert!(csv.contains("127.1.23.10"), "the miners' section: {csv}");
+    let page = dir.join("report.html");
+    let (ok, _, err) = hashsink(&[
+        "report",
+        "--config",
+        config,
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--format",
+        "html",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("<h1>kill test</h1>") && html.contains("<td>total</td>"),
+        "{html}"
+    );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// POSTs an empty body to the daemon's endpoint.
+fn post(addr: &str, path: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }

@@ -430,7 +430,8 @@ mod tests {
         assert_eq!(s.version().unwrap(), 1);
         assert_eq!(s.migrate(Timestamp::from_millis(0)).unwrap(), vec![2]);
         assert_eq!(s.version().unwrap(), crate::schema::latest());
-        s.write("plant", 1, &crate::conformance::sample_batch()).unwrap();
+        s.write("plant", 1, &crate::conformance::sample_batch())
+            .unwrap();
     }
 
     #[test]
