@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_fleet;
+mod bench_ledger;
 mod bench_signals;
 mod daemon;
 mod demo;
@@ -99,6 +100,15 @@ enum Command {
     Report {
         #[command(flatten)]
         args: report::ReportArgs,
+    },
+    /// Ledger benchmark: write throughput for one-minute intervals of the whole fleet, and a
+    /// month's statement with every miner's totals; SQLite, and PostgreSQL with --postgres.
+    BenchLedger {
+        #[arg(long, default_value_t = 10_000)]
+        miners: u32,
+        /// Also on this PostgreSQL database (postgres://...).
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Enter actual pool payouts and coin sales into the ledger (CSV).
     Ledger {
@@ -214,6 +224,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Report { args } => {
             report::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchLedger { miners, postgres } => {
+            print!("{}", bench_ledger::run(miners, postgres.as_deref())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger { command } => {

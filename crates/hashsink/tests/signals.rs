@@ -61,17 +61,26 @@ fn read_u32(addr: SocketAddr, at: u16) -> u32 {
     (u32::from(w[0]) << 16) | u32::from(w[1])
 }
 
-fn status(listen: &str) -> Value {
+/// The whole HTTP reply (headers lower-cased) to a GET of `path`.
+fn http_get(listen: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(listen).expect("daemon endpoint");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) => format!("{}\r\n\r\n{body}", head.to_ascii_lowercase()),
+        None => reply,
+    }
+}
+
+fn status(listen: &str) -> Value {
+    let reply = http_get(listen, "/status");
     let body = reply.split("\r\n\r\n").nth(1).unwrap_or("");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {reply}"))
 }
@@ -228,6 +237,22 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
         (s["signals"][0]["mw"].as_f64().unwrap() - 0.015).abs() < 1e-6,
         "{s}"
     );
+    // The same for Prometheus, at /metrics.
+    let metrics = http_get(listen, "/metrics");
+    assert!(
+        metrics.contains("content-type: application/openmetrics-text"),
+        "{metrics}"
+    );
+    for line in [
+        "hashsink_signal_trusted{source=\"export meter\"} 1",
+        "hashsink_surplus_power_watts 15000.0",
+        "# TYPE hashsink_fleet_energy_joules counter",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "no {line:?} in /metrics:\n{metrics}"
+        );
+    }
     // The daemon writes the fleet's load and its setpoint back for the plant.
     let written = wait_for(listen, Duration::from_secs(5), "write-back", |s| {
         let load = f64::from(read_u32(meter, 10));

@@ -103,10 +103,13 @@ impl Store for PgStore {
                 )?;
             }
         }
+        let interval = tx.prepare(
+            "INSERT INTO intervals (site, start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, difficulty, mining, asleep, faulted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+        )?;
         for i in &batch.intervals {
             let new = tx.execute(
-                "INSERT INTO intervals (site, start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, difficulty, mining, asleep, faulted)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+                &interval,
                 &[
                     &site,
                     &i.start.as_millis(),

@@ -1,5 +1,6 @@
 //! The daemon's small HTTP endpoint: the plant (or an operator) POSTs the current surplus, and
-//! may shed, curtail or resume the fleet; `GET /status` says what the daemon sees. Bodies are
+//! may shed, curtail or resume the fleet; `GET /status` says what the daemon sees and
+//! `GET /metrics` the same for Prometheus. Bodies are
 //! JSON, bounded in size; anything malformed gets a 4xx with the reason and changes nothing.
 
 use std::net::SocketAddr;
@@ -115,6 +116,19 @@ pub fn router(
         .route("/resume", post(|State(api): State<Api>| async move { operator(&api, OperatorCommand::Resume).await }))
         .route("/curtail", post(post_curtail))
         .route("/status", get(|State(api): State<Api>| async move { axum::Json(api.status.borrow().clone()) }))
+        .route(
+            "/metrics",
+            get(|State(api): State<Api>| async move {
+                let body = super::metrics::render(&api.status.borrow());
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+            }),
+        )
         .layer(DefaultBodyLimit::max(4096))
         .with_state(api)
 }

@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod signals;
 pub mod site;
 
@@ -178,6 +179,8 @@ pub struct FaultedMiner {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RunKpis {
     pub seconds: f64,
+    /// Energy the fleet drew, with or without a surplus reading.
+    pub fleet_kwh: f64,
     pub surplus_kwh: f64,
     pub absorbed_kwh: f64,
     /// Fleet draw above the surplus (or above the fleet's standby draw, whichever is higher):
@@ -702,6 +705,7 @@ fn update_status(
     let hash = metered_hash.map_or(hash, |h| h.ths());
     let dt = now.secs_since(*last_t).max(0.0);
     *last_t = now;
+    status.kpis.fleet_kwh += fleet_w * dt / 3.6e6;
     if let Some(s) = surplus {
         let k = &mut status.kpis;
         k.seconds += dt;
