@@ -110,6 +110,16 @@ enum Command {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Make an API token: prints the token (give it to its holder) and the `[[api.token]]`
+    /// table with its hash (put it in the site file).
+    Token {
+        /// Who holds it (shown in the audit log as operator:NAME).
+        #[arg(long)]
+        name: String,
+        /// viewer (reads), operator (also sheds, resumes, curtails), admin.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
     /// Enter actual pool payouts and coin sales into the ledger (CSV).
     Ledger {
         #[command(subcommand)]
@@ -228,6 +238,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::BenchLedger { miners, postgres } => {
             print!("{}", bench_ledger::run(miners, postgres.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { name, role } => {
+            let (token, hash) = daemon::auth::new_token().map_err(|e| anyhow::anyhow!(e))?;
+            println!("token (give it to {name}; it is not stored anywhere): {token}\n");
+            println!("[[api.token]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger { command } => {

@@ -118,11 +118,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
         (SurplusKind::Replay | SurplusKind::Signals, l) => l.clone(),
     };
     if let Some(addr) = listen {
-        let addr = addr
+        let addr: std::net::SocketAddr = addr
             .parse()
             .with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8077"))?;
-        let router =
-            daemon::http::router(latest, handle.events.clone(), handle.status.clone(), clock);
+        if site.tokens.is_empty() && !addr.ip().is_loopback() {
+            bail!(
+                "listening on {addr} with no [[api.token]] in the site file would let anyone on the network shed or curtail the fleet: add tokens (`hashsink token`) or listen on 127.0.0.1"
+            );
+        }
+        let router = daemon::http::router(
+            latest,
+            handle.events.clone(),
+            handle.status.clone(),
+            clock,
+            Arc::new(site.tokens.clone()),
+        );
         daemon::http::serve(addr, router).await?;
         info!(%addr, "listening: POST /surplus {{\"available_w\": W}}, /shed, /resume, /curtail {{\"max_w\": W}}; GET /status");
     }

@@ -2,10 +2,13 @@
 //! may shed, curtail or resume the fleet; `GET /status` says what the daemon sees and
 //! `GET /metrics` the same for Prometheus. Bodies are
 //! JSON, bounded in size; anything malformed gets a 4xx with the reason and changes nothing.
+//! With `[[api.token]]`s configured every request needs a bearer token: reads a viewer's,
+//! actions an operator's (`auth.rs`), and each action is recorded with who made it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -18,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+use super::auth::{Denied, Role, Tokens};
 use super::{Event, Status};
 
 #[derive(Clone)]
@@ -26,6 +30,45 @@ struct Api {
     events: mpsc::UnboundedSender<Event>,
     status: watch::Receiver<Status>,
     clock: ScaledClock,
+    tokens: Arc<Tokens>,
+}
+
+/// Who made the request, as the audit log names them.
+#[derive(Clone)]
+struct Actor(String);
+
+/// Reads need a viewer, actions an operator; the actor goes with the request.
+async fn authorize(
+    State(api): State<Api>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let needs = if request.method() == axum::http::Method::GET {
+        Role::Viewer
+    } else {
+        Role::Operator
+    };
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    match api.tokens.check(header, needs) {
+        Ok(actor) => {
+            request.extensions_mut().insert(Actor(actor));
+            next.run(request).await
+        }
+        Err(Denied::Unauthenticated) => (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(json!({"error": "a valid bearer token is needed: Authorization: Bearer <token> (see `hashsink token`)"})),
+        )
+            .into_response(),
+        Err(Denied::Forbidden { name, role }) => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": format!("{name} is a {role:?}; this needs {needs:?} or above")})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -69,12 +112,8 @@ async fn post_surplus(State(api): State<Api>, body: axum::body::Bytes) -> Respon
     axum::Json(json!({"accepted_w": body.available_w, "at_ms": now.as_millis()})).into_response()
 }
 
-async fn operator(api: &Api, cmd: OperatorCommand) -> Response {
-    if api
-        .events
-        .send(Event::Operator(cmd, "http".into()))
-        .is_err()
-    {
+async fn operator(api: &Api, actor: Actor, cmd: OperatorCommand) -> Response {
+    if api.events.send(Event::Operator(cmd, actor.0)).is_err() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": "the daemon is stopping"})),
@@ -84,7 +123,11 @@ async fn operator(api: &Api, cmd: OperatorCommand) -> Response {
     axum::Json(json!({"accepted": format!("{cmd:?}")})).into_response()
 }
 
-async fn post_curtail(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+async fn post_curtail(
+    State(api): State<Api>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Response {
     let body: CurtailBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return *r,
@@ -95,7 +138,7 @@ async fn post_curtail(State(api): State<Api>, body: axum::body::Bytes) -> Respon
             body.max_w
         ));
     }
-    operator(&api, OperatorCommand::CurtailTo(Watts(body.max_w))).await
+    operator(&api, actor, OperatorCommand::CurtailTo(Watts(body.max_w))).await
 }
 
 pub fn router(
@@ -103,19 +146,38 @@ pub fn router(
     events: mpsc::UnboundedSender<Event>,
     status: watch::Receiver<Status>,
     clock: ScaledClock,
+    tokens: Arc<Tokens>,
 ) -> Router {
     let api = Api {
         latest,
         events,
         status,
         clock,
+        tokens,
     };
     Router::new()
         .route("/surplus", post(post_surplus))
-        .route("/shed", post(|State(api): State<Api>| async move { operator(&api, OperatorCommand::ShedAll).await }))
-        .route("/resume", post(|State(api): State<Api>| async move { operator(&api, OperatorCommand::Resume).await }))
+        .route(
+            "/shed",
+            post(
+                |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
+                    operator(&api, actor, OperatorCommand::ShedAll).await
+                },
+            ),
+        )
+        .route(
+            "/resume",
+            post(
+                |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
+                    operator(&api, actor, OperatorCommand::Resume).await
+                },
+            ),
+        )
         .route("/curtail", post(post_curtail))
-        .route("/status", get(|State(api): State<Api>| async move { axum::Json(api.status.borrow().clone()) }))
+        .route(
+            "/status",
+            get(|State(api): State<Api>| async move { axum::Json(api.status.borrow().clone()) }),
+        )
         .route(
             "/metrics",
             get(|State(api): State<Api>| async move {
@@ -129,6 +191,7 @@ pub fn router(
                 )
             }),
         )
+        .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(4096))
         .with_state(api)
 }

@@ -5,6 +5,7 @@
 //! network call runs in its own task with a timeout and reports back through a channel, so the
 //! control loop never waits on a miner. `hashsink run` and `hashsink demo` both run this loop.
 
+pub mod auth;
 pub mod connect;
 pub mod http;
 pub mod ledger;

@@ -30,6 +30,16 @@ pub struct SiteFile {
     pub signals: Vec<toml::Spanned<crate::daemon::signals::SignalFile>>,
     #[serde(default)]
     pub ledger: LedgerSection,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+/// `[api]`: who may use the daemon's HTTP endpoint (`[[api.token]]` tables).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    #[serde(rename = "token")]
+    pub tokens: Vec<toml::Spanned<crate::daemon::auth::TokenFile>>,
 }
 
 /// `[ledger]`: where energy, hashes, coins and every command are recorded.
@@ -182,6 +192,8 @@ pub struct Site {
     /// The folder of the site file (CSV paths are relative to it).
     pub base_dir: std::path::PathBuf,
     pub ledger: Option<LedgerConfig>,
+    /// The endpoint's tokens (none: open, loopback only).
+    pub tokens: crate::daemon::auth::Tokens,
 }
 
 impl Site {
@@ -361,7 +373,24 @@ impl Site {
         } else {
             None
         };
+        let token_files: Vec<crate::daemon::auth::TokenFile> = file
+            .api
+            .tokens
+            .iter()
+            .map(|t| t.get_ref().clone())
+            .collect();
+        let token_lines: Vec<usize> = file
+            .api
+            .tokens
+            .iter()
+            .map(|t| line_of(text, t.span().start))
+            .collect();
+        let tokens = crate::daemon::auth::Tokens::new(&token_files, &|i| {
+            format!("{origin}:{} ([[api.token]] {})", token_lines[i], i + 1)
+        })
+        .map_err(|e| anyhow!(e))?;
         Ok(Site {
+            tokens,
             ledger,
             name: file.site.name,
             safe_state: file.site.safe_state,

@@ -1,0 +1,183 @@
+//! The daemon's HTTP endpoint with tokens: each role can do exactly what it should,
+//! unauthenticated, malformed and hostile requests get a 4xx and change nothing, actions are in
+//! the ledger with who made them, and an open endpoint is refused anywhere but on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hashsink_ledger::Store;
+use sha2::{Digest, Sha256};
+
+fn hex_sha256(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One raw HTTP request; returns the status code and the reply.
+fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("the daemon's endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let code = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, reply)
+}
+
+#[test]
+fn each_role_does_exactly_what_it_should_and_hostile_requests_get_a_4xx() {
+    let dir = std::env::temp_dir().join(format!("hashsink-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (viewer, operator) = ("hs_viewer_test_token", "hs_operator_test_token");
+    let listen = "127.0.0.1:18086";
+    let site = dir.join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "[site]\nname = \"api test\"\n\n[surplus]\nsource = \"http\"\nlisten = \"{listen}\"\n\n[ledger]\nurl = \"ledger.db\"\ninterval_s = 1\n\n[[api.token]]\nname = \"screen\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\n[[api.token]]\nname = \"alice\"\nrole = \"operator\"\nsha256 = \"{}\"\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.250.1-127.1.250.2\"]\n",
+            hex_sha256(viewer),
+            hex_sha256(operator)
+        ),
+    )
+    .unwrap();
+    let daemon = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_hashsink"))
+            .args(["run", "--config"])
+            .arg(&site)
+            .args(["--for-secs", "8", "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_listening(18086, "the daemon's endpoint");
+    // Reads: a viewer may, nobody else.
+    let (code, reply) = request(listen, "GET", "/status", None, "");
+    assert_eq!(code, 401, "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{reply}"
+    );
+    assert_eq!(
+        request(listen, "GET", "/status", Some("hs_wrong"), "").0,
+        401
+    );
+    assert_eq!(request(listen, "GET", "/status", Some(viewer), "").0, 200);
+    assert_eq!(request(listen, "GET", "/metrics", Some(viewer), "").0, 200);
+    assert_eq!(request(listen, "GET", "/status", Some(operator), "").0, 200);
+    // Actions: an operator may, a viewer may not.
+    let (code, reply) = request(listen, "POST", "/shed", Some(viewer), "");
+    assert_eq!(code, 403, "{reply}");
+    assert!(reply.contains("screen is a Viewer"), "{reply}");
+    assert_eq!(request(listen, "POST", "/shed", None, "").0, 401);
+    assert_eq!(
+        request(
+            listen,
+            "POST",
+            "/surplus",
+            Some(viewer),
+            r#"{"available_w": 1000}"#
+        )
+        .0,
+        403
+    );
+    let (code, reply) = request(listen, "POST", "/shed", Some(operator), "");
+    assert_eq!(code, 200, "{reply}");
+    // Malformed and hostile: a 4xx, nothing done.
+    for (path, body, want) in [
+        ("/curtail", "{not json", 422),
+        ("/curtail", r#"{"max_w": 5, "sudo": true}"#, 422),
+        ("/curtail", r#"{"max_w": -5}"#, 422),
+        ("/surplus", r#"{"available_w": 1e400}"#, 422),
+        (
+            "/surplus",
+            &format!(r#"{{"available_w": 1, "pad": "{}"}}"#, "x".repeat(8000)),
+            413,
+        ),
+    ] {
+        let (code, reply) = request(listen, "POST", path, Some(operator), body);
+        assert_eq!(
+            code,
+            want,
+            "{path} {}: {reply}",
+            &body[..body.len().min(40)]
+        );
+    }
+    for path in [
+        "/../status",
+        "/status/../../etc/passwd",
+        "/%2e%2e/status",
+        "/shed%00",
+    ] {
+        let (code, reply) = request(listen, "GET", path, Some(operator), "");
+        assert!((400..500).contains(&code), "{path}: {reply}");
+    }
+    let mut daemon = daemon;
+    assert!(daemon.0.wait().unwrap().success());
+    let mut log = String::new();
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    // The shed is on record with who asked for it, once.
+    let mut ledger = hashsink_ledger::sqlite::SqliteStore::open(&dir.join("ledger.db")).unwrap();
+    let all = (
+        hashsink_units::Timestamp::from_millis(0),
+        hashsink_units::Timestamp::from_millis(i64::MAX),
+    );
+    let sheds: Vec<_> = ledger
+        .events("api test", all.0, all.1)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "shed" || e.kind == "curtail")
+        .collect();
+    assert_eq!(sheds.len(), 1, "{sheds:?}");
+    assert_eq!(sheds[0].actor, "operator:alice");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_open_endpoint_is_refused_off_loopback() {
+    let dir = std::env::temp_dir().join(format!("hashsink-api-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.toml");
+    std::fs::write(
+        &site,
+        "[surplus]\nsource = \"http\"\nlisten = \"0.0.0.0:18087\"\n\n[ledger]\nenabled = false\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.250.3\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(["run", "--config"])
+        .arg(&site)
+        .args(["--for-secs", "2"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("[[api.token]]") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+}
