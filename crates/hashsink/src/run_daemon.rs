@@ -226,6 +226,7 @@ fn open_ledger(
         site.name.clone(),
         run_ms,
         config.interval,
+        config.keep_miner_intervals,
         clock.now(),
         miners,
     ))

@@ -134,6 +134,24 @@ fn daily_totals_agree_with_the_intervals(mut s: Box<dyn Store>) {
     assert_eq!(totals[0].energy_wh, 43.0, "{totals:?}");
     assert_eq!(totals[1].mining_intervals, 43);
     assert_eq!(s.miner_interval_totals("plant", from, to).unwrap(), totals);
+    // Pruned up to day 2: whole days still come from the daily totals.
+    let pruned = s
+        .prune_miner_intervals("plant", Timestamp::from_millis(day0 + 48 * hour))
+        .unwrap();
+    assert_eq!(pruned, 2 * 48);
+    let whole_days = s
+        .miner_totals(
+            "plant",
+            Timestamp::from_millis(day0),
+            Timestamp::from_millis(day0 + 72 * hour),
+        )
+        .unwrap();
+    assert_eq!(whole_days[0].energy_wh, 72.0, "{whole_days:?}");
+    assert_eq!(
+        s.prune_miner_intervals("plant", Timestamp::from_millis(day0))
+            .unwrap(),
+        0
+    );
 }
 
 fn migrations_apply_once(mut s: Box<dyn Store>) {

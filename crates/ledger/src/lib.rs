@@ -254,6 +254,9 @@ pub trait Store: Send {
     fn audit(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AuditRow>>;
     fn payouts(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Payout>>;
     fn sales(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sale>>;
+    /// Deletes per-miner interval rows that start before `before` (the daily totals stay);
+    /// returns how many went. A site keeps its recent minutes and its history by the day.
+    fn prune_miner_intervals(&mut self, site: &str, before: Timestamp) -> Result<usize>;
 }
 
 /// Opens a store by URL: `postgres://...` or `postgresql://...` for PostgreSQL, anything else a

@@ -381,6 +381,13 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn prune_miner_intervals(&mut self, site: &str, before: Timestamp) -> Result<usize> {
+        Ok(self.client.execute(
+            "DELETE FROM miner_intervals WHERE site = $1 AND start_ms < $2",
+            &[&site, &before.as_millis()],
+        )? as usize)
+    }
+
     fn sales(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sale>> {
         Ok(self
             .client

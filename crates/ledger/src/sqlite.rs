@@ -381,6 +381,13 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    fn prune_miner_intervals(&mut self, site: &str, before: Timestamp) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM miner_intervals WHERE site = ?1 AND start_ms < ?2",
+            params![site, before.as_millis()],
+        )?)
+    }
+
     fn sales(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sale>> {
         let mut stmt = self.conn.prepare(
             "SELECT reference, at_ms, sat, fiat_minor, currency FROM sales

@@ -19,6 +19,8 @@ use tracing::{error, info, warn};
 /// What the writer thread takes.
 enum Msg {
     Write(Batch),
+    /// Delete per-miner interval rows older than this.
+    Prune(Timestamp),
     Stop,
 }
 
@@ -72,6 +74,7 @@ pub struct Recorder {
     reward: Reward,
     pending: Batch,
     seq: u64,
+    keep_miner_intervals: Option<Duration>,
 }
 
 fn floor_to(t: Timestamp, interval: Duration) -> Timestamp {
@@ -96,6 +99,7 @@ impl Recorder {
         site: String,
         run_ms: i64,
         interval: Duration,
+        keep_miner_intervals: Option<Duration>,
         now: Timestamp,
         miners: Vec<MinerInfo>,
     ) -> Self {
@@ -114,6 +118,11 @@ impl Recorder {
                             rx.recv_timeout(Duration::from_secs(1)).map_err(|_| ())
                         } {
                             Ok(Msg::Write(b)) => queue.push_back(b),
+                            Ok(Msg::Prune(before)) => match store.prune_miner_intervals(&site, before) {
+                                Ok(0) => {}
+                                Ok(n) => info!(rows = n, before_ms = before.as_millis(), "ledger: old per-miner rows deleted (daily totals kept)"),
+                                Err(e) => warn!(error = %e, "ledger: pruning old per-miner rows failed"),
+                            },
                             Ok(Msg::Stop) | Err(()) if queue.is_empty() => break,
                             Ok(Msg::Stop) => stopping = true,
                             Err(()) => {}
@@ -166,6 +175,7 @@ impl Recorder {
             reward: Reward::bundled(),
             pending: Batch::default(),
             seq: 0,
+            keep_miner_intervals,
         };
         rec.pending.miners = miners;
         rec.event(now, "start", "daemon", format!("{n} miners"));
@@ -272,8 +282,13 @@ impl Recorder {
         self.surplus_missing = false;
         self.fleet_wh = 0.0;
         self.import_wh = 0.0;
+        let hour = Duration::from_secs(3600);
+        let crossed_hour = floor_to(self.start, hour) != floor_to(end, hour);
         self.start = end;
         self.flush();
+        if let (true, Some(keep)) = (crossed_hour, self.keep_miner_intervals) {
+            let _ = self.tx.send(Msg::Prune(end - keep));
+        }
     }
 
     pub fn command(&mut self, c: CommandRecord) {

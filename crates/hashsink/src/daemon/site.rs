@@ -52,6 +52,9 @@ pub struct LedgerSection {
     pub url: String,
     /// The accounting interval, seconds of the daemon's clock (default 60).
     pub interval_s: f64,
+    /// Days of per-miner interval rows to keep (older ones are deleted hourly; per-miner daily
+    /// totals and the site's intervals are kept forever). 0: keep every row.
+    pub keep_miner_intervals_days: f64,
 }
 
 impl Default for LedgerSection {
@@ -60,6 +63,7 @@ impl Default for LedgerSection {
             enabled: true,
             url: "hashsink-ledger.db".into(),
             interval_s: 60.0,
+            keep_miner_intervals_days: 7.0,
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct LedgerConfig {
     /// A SQLite path (absolute) or a PostgreSQL URL.
     pub url: String,
     pub interval: Duration,
+    /// How long per-miner interval rows are kept (None: forever).
+    pub keep_miner_intervals: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,9 +372,17 @@ impl Site {
                 let path = l.url.strip_prefix("sqlite://").unwrap_or(&l.url);
                 base_dir.join(path).display().to_string()
             };
+            let keep = l.keep_miner_intervals_days;
+            if !(keep.is_finite() && (0.0..=36_500.0).contains(&keep)) {
+                bail!(
+                    "{origin}: [ledger] keep_miner_intervals_days = {keep} must be between 0 (keep all) and 36500"
+                );
+            }
             Some(LedgerConfig {
                 url,
                 interval: Duration::from_secs_f64(l.interval_s),
+                keep_miner_intervals: (keep > 0.0)
+                    .then(|| Duration::from_secs_f64(keep * 86_400.0)),
             })
         } else {
             None
