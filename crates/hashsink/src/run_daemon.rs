@@ -132,6 +132,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
             handle.status.clone(),
             clock,
             Arc::new(site.tokens.clone()),
+            site.ledger
+                .as_ref()
+                .filter(|_| !args.no_ledger)
+                .map(|l| (l.url.clone(), site.name.clone())),
         );
         daemon::http::serve(addr, router).await?;
         info!(%addr, "listening: POST /surplus {{\"available_w\": W}}, /shed, /resume, /curtail {{\"max_w\": W}}; GET /status");

@@ -129,6 +129,69 @@ fn each_role_does_exactly_what_it_should_and_hostile_requests_get_a_4xx() {
         let (code, reply) = request(listen, "GET", path, Some(operator), "");
         assert!((400..500).contains(&code), "{path}: {reply}");
     }
+    // The ledger through the API: the shed is there with who asked for it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, reply) = request(
+        listen,
+        "GET",
+        "/api/v1/events?from=2000-01-01&to=2000-01-20",
+        Some(viewer),
+        "",
+    );
+    assert_eq!(code, 200, "{reply}");
+    let today = reply.len();
+    let now = hashsink_units::Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let (from, to) = (now.as_millis() - 3_600_000, now.as_millis() + 3_600_000);
+    let iso = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    let (code, reply) = request(
+        listen,
+        "GET",
+        &format!("/api/v1/events?from={}&to={}", iso(from), iso(to)),
+        Some(viewer),
+        "",
+    );
+    assert_eq!(code, 200, "{reply}");
+    assert!(
+        reply.len() > today && reply.contains("\"actor\":\"operator:alice\""),
+        "{reply}"
+    );
+    let (code, reply) = request(
+        listen,
+        "GET",
+        &format!("/api/v1/intervals?from={}&to={}", iso(from), iso(to)),
+        Some(viewer),
+        "",
+    );
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply.contains("\"start_ms\""), "{reply}");
+    for bad in [
+        "/api/v1/intervals?from=yesterday&to=2026-01-01",
+        "/api/v1/intervals?from=2026-01-01&to=2026-03-01",
+        "/api/v1/intervals?from=2026-01-02&to=2026-01-01",
+        "/api/v1/events?from=2026-01-01",
+        "/api/v1/events?from=2026-01-01&to=2026-01-02&drop=table",
+    ] {
+        let (code, reply) = request(listen, "GET", bad, Some(viewer), "");
+        assert_eq!(code, 400, "{bad}: {reply}");
+    }
+    assert_eq!(
+        request(
+            listen,
+            "GET",
+            "/api/v1/events?from=2026-01-01&to=2026-01-02",
+            None,
+            ""
+        )
+        .0,
+        401
+    );
+    let (code, reply) = request(listen, "GET", "/api/v1/openapi.json", Some(viewer), "");
+    assert_eq!(code, 200, "{reply}");
     let mut daemon = daemon;
     assert!(daemon.0.wait().unwrap().success());
     let mut log = String::new();
@@ -180,4 +243,44 @@ fn an_open_endpoint_is_refused_off_loopback() {
         err.contains("[[api.token]]") && err.contains("127.0.0.1"),
         "{err}"
     );
+}
+
+#[test]
+fn the_openapi_description_names_every_route() {
+    let spec: serde_json::Value =
+        serde_json::from_str(include_str!("../src/daemon/openapi.json")).expect("OpenAPI JSON");
+    assert_eq!(spec["openapi"], "3.1.0");
+    let router = include_str!("../src/daemon/http.rs");
+    let mut routes = 0;
+    for line in router.lines() {
+        if let Some(path) = line
+            .trim()
+            .strip_prefix(".route(\"")
+            .and_then(|r| r.split('"').next())
+        {
+            routes += 1;
+            assert!(
+                spec["paths"][path].is_object(),
+                "{path} is not in openapi.json"
+            );
+        }
+    }
+    // Routes written over several lines: `.route(` then the path on the next line.
+    let mut lines = router.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() == ".route(" {
+            let path = lines
+                .peek()
+                .unwrap()
+                .trim()
+                .trim_end_matches(',')
+                .trim_matches('"');
+            routes += 1;
+            assert!(
+                spec["paths"][path].is_object(),
+                "{path} is not in openapi.json"
+            );
+        }
+    }
+    assert!(routes >= 9, "{routes} routes found");
 }

@@ -1,6 +1,7 @@
 //! The daemon's small HTTP endpoint: the plant (or an operator) POSTs the current surplus, and
-//! may shed, curtail or resume the fleet; `GET /status` says what the daemon sees and
-//! `GET /metrics` the same for Prometheus. Bodies are
+//! may shed, curtail or resume the fleet; `GET /status` says what the daemon sees,
+//! `GET /metrics` the same for Prometheus, `/api/v1/intervals` and `/api/v1/events` what the
+//! ledger recorded; `/api/v1/openapi.json` describes it all. Bodies are
 //! JSON, bounded in size; anything malformed gets a 4xx with the reason and changes nothing.
 //! With `[[api.token]]`s configured every request needs a bearer token: reads a viewer's,
 //! actions an operator's (`auth.rs`), and each action is recorded with who made it.
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Extension;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +32,125 @@ struct Api {
     status: watch::Receiver<Status>,
     clock: ScaledClock,
     tokens: Arc<Tokens>,
+    /// The ledger's URL and the site's name in it, if the site keeps one.
+    ledger: Option<(String, String)>,
+}
+
+/// The range of a ledger query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    from: String,
+    to: String,
+}
+
+/// The range asked for, or why it is not one (a 400).
+fn range_of(r: &Range) -> Result<(Timestamp, Timestamp), String> {
+    let parse = |name: &str, text: &str| {
+        hashsink_twin::profile::parse_time(text).map_err(|e| format!("{name}: {e}"))
+    };
+    let (from, to) = (parse("from", &r.from)?, parse("to", &r.to)?);
+    let span = to.secs_since(from);
+    if !(span > 0.0 && span <= 31.0 * 86_400.0) {
+        return Err("`to` must be after `from`, at most 31 days later".into());
+    }
+    Ok((from, to))
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": message})),
+    )
+        .into_response()
+}
+
+/// Runs a ledger read on a blocking thread with its own connection (SQLite WAL lets it read
+/// while the daemon writes).
+async fn ledger_read(
+    api: &Api,
+    read: impl FnOnce(
+        &mut dyn hashsink_ledger::Store,
+        &str,
+    ) -> hashsink_ledger::Result<serde_json::Value>
+    + Send
+    + 'static,
+) -> Response {
+    let Some((url, site)) = api.ledger.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "this site keeps no ledger ([ledger] enabled = false)"})),
+        )
+            .into_response();
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let mut store = hashsink_ledger::open(&url)?;
+        read(store.as_mut(), &site)
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ledger read failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "the ledger could not be read; see the daemon's log"})),
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": "ledger read aborted"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_intervals(State(api): State<Api>, Query(range): Query<Range>) -> Response {
+    let (from, to) = match range_of(&range) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    ledger_read(&api, move |store, site| {
+        Ok(serde_json::Value::Array(
+            store
+                .intervals(site, from, to)?
+                .into_iter()
+                .map(|i| {
+                    json!({
+                        "start_ms": i.start.as_millis(),
+                        "end_ms": i.end.as_millis(),
+                        "surplus_wh": i.surplus_wh,
+                        "fleet_wh": i.fleet_wh,
+                        "import_wh": i.import_wh,
+                        "hashes_th": i.hashes_th,
+                        "expected_sat": i.expected_sat,
+                        "mining": i.mining,
+                        "asleep": i.asleep,
+                        "faulted": i.faulted,
+                    })
+                })
+                .collect(),
+        ))
+    })
+    .await
+}
+
+async fn get_events(State(api): State<Api>, Query(range): Query<Range>) -> Response {
+    let (from, to) = match range_of(&range) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    ledger_read(&api, move |store, site| {
+        Ok(serde_json::Value::Array(
+            store
+                .events(site, from, to)?
+                .into_iter()
+                .map(|e| json!({"at_ms": e.at.as_millis(), "kind": e.kind, "actor": e.actor, "detail": e.detail}))
+                .collect(),
+        ))
+    })
+    .await
 }
 
 /// Who made the request, as the audit log names them.
@@ -147,6 +267,7 @@ pub fn router(
     status: watch::Receiver<Status>,
     clock: ScaledClock,
     tokens: Arc<Tokens>,
+    ledger: Option<(String, String)>,
 ) -> Router {
     let api = Api {
         latest,
@@ -154,6 +275,7 @@ pub fn router(
         status,
         clock,
         tokens,
+        ledger,
     };
     Router::new()
         .route("/surplus", post(post_surplus))
@@ -177,6 +299,17 @@ pub fn router(
         .route(
             "/status",
             get(|State(api): State<Api>| async move { axum::Json(api.status.borrow().clone()) }),
+        )
+        .route("/api/v1/intervals", get(get_intervals))
+        .route("/api/v1/events", get(get_events))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    include_str!("openapi.json"),
+                )
+            }),
         )
         .route(
             "/metrics",
