@@ -278,7 +278,9 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let rows = statements(store.as_mut(), &site, from, to)?;
     let miners = if args.miners {
-        let info = store.miners(&site)?;
+        // By miner id: looked up once per miner's row.
+        let info: BTreeMap<u32, hashsink_ledger::MinerInfo> =
+            store.miners(&site)?.into_iter().map(|m| (m.miner, m)).collect();
         let totals = store.miner_totals(&site, from, to)?;
         Some((info, totals))
     } else {
@@ -300,7 +302,10 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             t
         }
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
+            // Two sections of different widths: the statement, then (with --miners) the miners.
+            let mut w = csv::WriterBuilder::new()
+                .flexible(true)
+                .from_writer(Vec::new());
             w.write_record(COLUMNS)?;
             for r in &rows {
                 w.write_record(cells(r))?;
@@ -313,18 +318,9 @@ pub fn run(args: &ReportArgs) -> Result<()> {
                     "energy_kwh",
                     "hashes_ph",
                     "mining_intervals",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
                 ])?;
                 for t in totals {
-                    let i = info.iter().find(|i| i.miner == t.miner);
+                    let i = info.get(&t.miner);
                     w.write_record([
                         t.miner.to_string(),
                         i.map(|i| i.address.clone()).unwrap_or_default(),
@@ -332,15 +328,6 @@ pub fn run(args: &ReportArgs) -> Result<()> {
                         format!("{:.3}", t.energy_wh / 1000.0),
                         format!("{:.3}", t.hashes_th / 1000.0),
                         t.mining_intervals.to_string(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
                     ])?;
                 }
             }
@@ -368,7 +355,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             if let Some((info, totals)) = &miners {
                 h += "<h2>Miners</h2><table><tr><th>miner</th><th>address</th><th>model</th><th>energy kWh</th><th>hashes PH</th><th>mining intervals</th></tr>";
                 for t in totals {
-                    let i = info.iter().find(|i| i.miner == t.miner);
+                    let i = info.get(&t.miner);
                     h += &format!(
                         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
                         t.miner,

@@ -141,7 +141,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         info!(%addr, "listening: POST /surplus {{\"available_w\": W}}, /shed, /resume, /curtail {{\"max_w\": W}}; GET /status");
     }
     let ledger = match &site.ledger {
-        Some(l) if !args.no_ledger => Some(open_ledger(&site, l, &addresses_of(&site), clock)?),
+        Some(l) if !args.no_ledger => Some(open_ledger(&site, l, clock)?),
         _ => None,
     };
     let setup = DaemonSetup {
@@ -180,16 +180,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn addresses_of(site: &Site) -> Vec<String> {
-    site.addresses.iter().map(|a| a.to_string()).collect()
-}
-
 /// Opens and migrates the ledger, and starts its writer. A ledger that cannot be opened stops
 /// the daemon before it drives anything (set `[ledger] enabled = false` to run without one).
 fn open_ledger(
     site: &Site,
     config: &crate::daemon::site::LedgerConfig,
-    addresses: &[String],
     clock: ScaledClock,
 ) -> Result<crate::daemon::ledger::Recorder> {
     let shown = if config.url.starts_with("postgres") {
@@ -216,7 +211,7 @@ fn open_ledger(
             let spec = site.fleet.spec_of(m);
             hashsink_ledger::MinerInfo {
                 miner: m.0,
-                address: addresses[m.index()].clone(),
+                address: site.addresses[m.index()].to_string(),
                 model: spec.model.clone(),
                 firmware: spec.firmware.key().to_string(),
             }

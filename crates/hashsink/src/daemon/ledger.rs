@@ -22,6 +22,8 @@ enum Msg {
     /// Delete per-miner interval rows older than this.
     Prune(Timestamp),
     Stop,
+    /// (Internal) nothing arrived: try the queued batches again.
+    Retry,
 }
 
 /// The satoshis a terahash earns on a date: the network's difficulty and block reward that day
@@ -49,6 +51,77 @@ impl Reward {
                 1e12 / (day.difficulty * 4_294_967_296.0) * day.reward_per_block_btc() * 1e8,
             ),
             Err(_) => (f64::NAN, 0.0),
+        }
+    }
+}
+
+/// How often a failing write is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// Tries a failing database gets once the daemon is stopping, before the rest is given up.
+const TRIES_AT_STOP: u32 = 10;
+
+/// The writer thread: writes batches in order, keeps a batch that fails and tries it again every
+/// second, prunes when asked; at `Stop` (or when the daemon is gone) it writes what is queued,
+/// giving a failing database `TRIES_AT_STOP` more tries so that the daemon's stop never hangs.
+fn write_until_stopped(store: &mut dyn Store, site: &str, run_ms: i64, rx: &mpsc::Receiver<Msg>) {
+    let mut queue: std::collections::VecDeque<Batch> = Default::default();
+    let mut stopping = false;
+    let mut tries_at_stop = 0;
+    loop {
+        if !stopping {
+            // Block while idle; with batches waiting, wake to retry them.
+            let msg = if queue.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_timeout(RETRY) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Some(Msg::Retry),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            match msg {
+                Some(Msg::Write(b)) => queue.push_back(b),
+                Some(Msg::Prune(before)) => match store.prune_miner_intervals(site, before) {
+                    Ok(0) => {}
+                    Ok(n) => info!(
+                        rows = n,
+                        before_ms = before.as_millis(),
+                        "ledger: old per-miner rows deleted (daily totals kept)"
+                    ),
+                    Err(e) => warn!(error = %e, "ledger: pruning old per-miner rows failed"),
+                },
+                Some(Msg::Retry) => {}
+                Some(Msg::Stop) | None => stopping = true,
+            }
+        }
+        while let Some(b) = queue.front() {
+            if let Err(e) = store.write(site, run_ms, b) {
+                error!(error = %e, queued = queue.len(), "ledger: write failed; kept, retrying");
+                break;
+            }
+            for i in &b.intervals {
+                info!(
+                    start_ms = i.start.as_millis(),
+                    fleet_kwh = i.fleet_wh / 1000.0,
+                    expected_sat = i.expected_sat,
+                    "ledger: interval committed"
+                );
+            }
+            queue.pop_front();
+        }
+        if stopping {
+            if queue.is_empty() {
+                return;
+            }
+            tries_at_stop += 1;
+            if tries_at_stop >= TRIES_AT_STOP {
+                error!(
+                    batches = queue.len(),
+                    "ledger: the database kept failing at stop; these records are lost"
+                );
+                return;
+            }
+            std::thread::sleep(RETRY);
         }
     }
 }
@@ -106,59 +179,7 @@ impl Recorder {
         let (tx, rx) = mpsc::channel::<Msg>();
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || {
-                // Batches not yet written, oldest first (kept across a failing database).
-                let mut queue: std::collections::VecDeque<Batch> = Default::default();
-                let mut stopping = false;
-                loop {
-                    if !stopping || queue.is_empty() {
-                        match if queue.is_empty() {
-                            rx.recv().map_err(|_| ())
-                        } else {
-                            rx.recv_timeout(Duration::from_secs(1)).map_err(|_| ())
-                        } {
-                            Ok(Msg::Write(b)) => queue.push_back(b),
-                            Ok(Msg::Prune(before)) => match store.prune_miner_intervals(&site, before) {
-                                Ok(0) => {}
-                                Ok(n) => info!(rows = n, before_ms = before.as_millis(), "ledger: old per-miner rows deleted (daily totals kept)"),
-                                Err(e) => warn!(error = %e, "ledger: pruning old per-miner rows failed"),
-                            },
-                            Ok(Msg::Stop) | Err(()) if queue.is_empty() => break,
-                            Ok(Msg::Stop) => stopping = true,
-                            Err(()) => {}
-                        }
-                    }
-                    while let Some(b) = queue.front() {
-                        match store.write(&site, run_ms, b) {
-                            Ok(()) => {
-                                for i in &b.intervals {
-                                    info!(
-                                        start_ms = i.start.as_millis(),
-                                        fleet_kwh = i.fleet_wh / 1000.0,
-                                        expected_sat = i.expected_sat,
-                                        "ledger: interval committed"
-                                    );
-                                }
-                                queue.pop_front();
-                            }
-                            Err(e) => {
-                                error!(error = %e, queued = queue.len(), "ledger: write failed; kept, retrying");
-                                if stopping {
-                                    // Give a failing database a few more tries, not forever.
-                                    std::thread::sleep(Duration::from_millis(500));
-                                    if queue.len() > 1000 {
-                                        return;
-                                    }
-                                }
-                                break;
-                            }
-                        }
-                    }
-                    if stopping && queue.is_empty() {
-                        break;
-                    }
-                }
-            })
+            .spawn(move || write_until_stopped(store.as_mut(), &site, run_ms, &rx))
             .expect("start the ledger writer thread");
         let n = miners.len();
         let mut rec = Self {

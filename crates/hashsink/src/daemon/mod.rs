@@ -583,11 +583,11 @@ pub async fn run(
                     id: command.id.0,
                     at: clock.now(),
                     miner: Some(miner.0),
-                    action: match command.action {
-                        Action::Sleep => "sleep".into(),
-                        Action::Wake(l) => format!("wake level {l}"),
-                        Action::SetLevel(l) => format!("level {l}"),
-                        Action::Query => "query".into(),
+                    // (Read-backs, `Action::Query`, left the loop above: they are not audited.)
+                    action: match (command.action, control) {
+                        (Action::Wake(l), _) => format!("wake level {l}"),
+                        (_, Control::Run { level, .. }) => format!("level {level}"),
+                        (_, Control::Sleep) => "sleep".into(),
                     },
                     reason: format!("{:?}", command.reason).to_lowercase(),
                     actor: if command.reason == hashsink_core::Reason::Operator {
