@@ -279,8 +279,11 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let rows = statements(store.as_mut(), &site, from, to)?;
     let miners = if args.miners {
         // By miner id: looked up once per miner's row.
-        let info: BTreeMap<u32, hashsink_ledger::MinerInfo> =
-            store.miners(&site)?.into_iter().map(|m| (m.miner, m)).collect();
+        let info: BTreeMap<u32, hashsink_ledger::MinerInfo> = store
+            .miners(&site)?
+            .into_iter()
+            .map(|m| (m.miner, m))
+            .collect();
         let totals = store.miner_totals(&site, from, to)?;
         Some((info, totals))
     } else {
