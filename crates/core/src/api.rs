@@ -37,6 +37,12 @@ pub enum OperatorCommand {
     ShedAll,
     /// Lift a curtailment or shed.
     Resume,
+    /// Take a miner out of control (maintenance, a suspect unit): it is told to sleep once and
+    /// then left alone; whatever it still reports drawing is counted as load the rest of the
+    /// fleet makes room for.
+    Exclude(MinerId),
+    /// Put an excluded miner back under control (it starts asleep).
+    Include(MinerId),
 }
 
 /// A miner's state as read from it.

@@ -204,6 +204,7 @@ impl FleetController for Baseline {
                 self.curtail = None;
             }
             Input::Operator(OperatorCommand::CurtailTo(w)) => self.curtail = Some(w),
+            // The baseline automation knows no per-miner exclusion.
             _ => {}
         }
     }

@@ -26,7 +26,7 @@ pub const MAX_FLEET_MINERS: usize = 1_000_000;
 pub const DEFAULT_HASHRATE_EXPONENT: f64 = 0.7;
 
 /// Index of a miner in its fleet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct MinerId(pub u32);
 
 impl MinerId {

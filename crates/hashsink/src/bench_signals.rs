@@ -35,7 +35,7 @@ struct Row {
     shed_95: Option<Duration>,
 }
 
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -44,8 +44,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The emulated fleet on a runtime of its own (two workers), all miners mining.
-fn start_fleet(miners: u32) -> Result<Arc<Emulator>> {
+/// The emulated fleet on a runtime of its own (two workers), all miners mining, from address
+/// index `first_index`.
+pub(crate) fn start_fleet(miners: u32, first_index: u32) -> Result<Arc<Emulator>> {
     let fleet = Arc::new(FleetConfig::build_from_shorthand(
         &format!("s19xp:{miners}:luxos"),
         &Catalogue::bundled(),
@@ -65,7 +66,7 @@ fn start_fleet(miners: u32) -> Result<Arc<Emulator>> {
         };
         rt.block_on(async move {
             let listen = Listen {
-                first_index: FIRST_INDEX,
+                first_index,
                 ..Listen::default()
             };
             match Emulator::start(fleet, ScaledClock::wall(), listen).await {
@@ -83,7 +84,21 @@ fn start_fleet(miners: u32) -> Result<Arc<Emulator>> {
     rx.recv().context("the emulator thread died")?
 }
 
-fn wait_port(port: u16, what: &str) -> Result<()> {
+/// The emulated S19 XP fleet's nameplate power (W) and its addresses as a TOML list's items.
+pub(crate) fn fleet_of(emulator: &Emulator, miners: u32) -> Result<(f64, String)> {
+    let nameplate =
+        FleetConfig::build_from_shorthand(&format!("s19xp:{miners}:luxos"), &Catalogue::bundled())?
+            .max_power()
+            .w();
+    let addresses: Vec<String> = emulator
+        .addresses()
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    Ok((nameplate, addresses.join(", ")))
+}
+
+pub(crate) fn wait_port(port: u16, what: &str) -> Result<()> {
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if t0.elapsed() > Duration::from_secs(20) {
@@ -157,20 +172,12 @@ async fn one_kind(
 ) -> Result<Row> {
     // The daemon starts by putting every miner to sleep (a known state), then wakes them as the
     // surplus allows: give it the fleet's full power and some.
-    let nameplate =
-        FleetConfig::build_from_shorthand(&format!("s19xp:{miners}:luxos"), &Catalogue::bundled())?
-            .max_power()
-            .w();
+    let (nameplate, addresses) = fleet_of(emulator, miners)?;
     plant.surplus(nameplate * 1.05).await?;
-    let addresses: Vec<String> = emulator
-        .addresses()
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect();
     let site = format!(
         "[surplus]\nsource = \"signals\"\n\n[[signal]]\n{signal}max_mw = {}\nmax_age_s = 10\n\n[controller]\nfailsafe_load_w = 0\n\n[io]\ntelemetry_interval_s = 5\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [{}]\n",
         nameplate * 1.5 / 1e6,
-        addresses.join(", ")
+        addresses
     );
     let tag: String = kind
         .split(' ')
@@ -291,7 +298,7 @@ pub async fn run(miners: u32) -> Result<String> {
     }
     let dir = std::env::temp_dir().join(format!("hashsink-bench-signals-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let emulator = start_fleet(miners)?;
+    let emulator = start_fleet(miners, FIRST_INDEX)?;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     if Command::new("mosquitto")

@@ -47,6 +47,37 @@ pub struct DemoArgs {
     /// How often the daemon reads every miner (simulated seconds).
     #[arg(long, default_value_t = 10.0)]
     pub telemetry_interval_s: f64,
+    /// Serve the dashboard and the API here ("off": not at all). If the default port is
+    /// taken, another one is picked and printed.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Keep the demo's ledger (SQLite) at this path; by default it is written to a temporary
+    /// file and deleted at the end. Read it with `hashsink report --ledger PATH --site demo`.
+    #[arg(long)]
+    pub ledger: Option<std::path::PathBuf>,
+    /// After the replay, keep the dashboard up until Ctrl-C.
+    #[arg(long)]
+    pub stay: bool,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The demo's ledger file: the path asked for, or a temporary one removed on drop.
+struct DemoLedger {
+    path: std::path::PathBuf,
+    keep: bool,
+}
+
+impl Drop for DemoLedger {
+    fn drop(&mut self) {
+        if !self.keep {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
@@ -135,6 +166,56 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let meter_emulator = emulator.clone();
     let (handle, events, status_tx) = daemon::channels();
+    let ledger_file = DemoLedger {
+        path: args.ledger.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("hashsink-demo-{}.db", std::process::id()))
+        }),
+        keep: args.ledger.is_some(),
+    };
+    let ledger_config = crate::daemon::site::LedgerConfig {
+        url: ledger_file.path.display().to_string(),
+        interval: Duration::from_secs(60),
+        keep_miner_intervals: None,
+    };
+    let recorder = crate::run_daemon::open_ledger("demo", &fleet, &addrs, &ledger_config, clock)?;
+    if args.listen != "off" {
+        let asked: std::net::SocketAddr = args.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--listen {:?} is not an address like 127.0.0.1:8080 (or off)",
+                args.listen
+            )
+        })?;
+        if !asked.ip().is_loopback() {
+            bail!(
+                "--listen {asked}: the demo's dashboard has no tokens, so it listens on loopback only"
+            );
+        }
+        let router = || {
+            daemon::http::router(daemon::http::ApiSetup {
+                latest: Arc::new(std::sync::Mutex::new(None)),
+                handle: handle.clone(),
+                clock,
+                tokens: Arc::new(crate::daemon::auth::Tokens::default()),
+                ledger: Some((ledger_config.url.clone(), "demo".into())),
+            })
+        };
+        let bound = match daemon::http::serve(asked, router(), None).await {
+            Ok(b) => b,
+            // The default port is taken: any free one will do.
+            Err(_) if args.listen == DEFAULT_LISTEN => {
+                daemon::http::serve((asked.ip(), 0).into(), router(), None).await?
+            }
+            Err(e) => return Err(e),
+        };
+        say(format!(
+            "dashboard: http://{bound}/ (live while the replay runs{})",
+            if args.stay {
+                " and after it, until Ctrl-C"
+            } else {
+                "; --stay keeps it up after"
+            }
+        ));
+    }
     let setup = DaemonSetup {
         fleet: fleet.clone(),
         io: io.clone(),
@@ -151,7 +232,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         telemetry_interval: Duration::from_secs_f64(args.telemetry_interval_s),
         on_stop: OnStop::Leave,
         fleet_report: None,
-        ledger: None,
+        ledger: Some(recorder),
     };
     // The replay runs for `hours` from when the daemon starts (identification takes a moment).
     let end = clock.now() + duration;
@@ -252,7 +333,19 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
             println!();
         }
         print!("{}", render_table(&report));
+        if ledger_file.keep {
+            println!(
+                "\n  ledger: {} (hashsink report --ledger {} --site demo --from .. --to ..)",
+                ledger_file.path.display(),
+                ledger_file.path.display()
+            );
+        }
     }
+    if args.stay && args.listen != "off" {
+        say("the dashboard stays up: Ctrl-C to end".into());
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    drop(ledger_file);
     Ok(std::process::ExitCode::SUCCESS)
 }
 

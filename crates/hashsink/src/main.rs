@@ -2,6 +2,7 @@
 //! power surplus.
 
 mod bench;
+mod bench_dashboard;
 mod bench_fleet;
 mod bench_ledger;
 mod bench_signals;
@@ -93,6 +94,16 @@ enum Command {
         /// Emulated miners.
         #[arg(long, default_value_t = 10_000)]
         miners: u32,
+    },
+    /// Dashboard benchmark: from a change in an emulated fleet (1 % of the miners rebooted) to
+    /// the daemon's live stream that the dashboard reads, with the fleet read every second.
+    BenchDashboard {
+        /// Fleet sizes (emulated LuxOS miners), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        miners: Vec<u32>,
+        /// Changes measured per size.
+        #[arg(long, default_value_t = 10)]
+        trials: u32,
     },
     /// The energy and production statement from the ledger, per month: energy absorbed and
     /// imported, hours, curtailments and response times, hashes, expected against paid
@@ -230,6 +241,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::BenchSignals { miners } => {
             print!("{}", runtime()?.block_on(bench_signals::run(miners))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchDashboard { miners, trials } => {
+            print!(
+                "{}",
+                runtime()?.block_on(bench_dashboard::run(&miners, trials))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { args } => {

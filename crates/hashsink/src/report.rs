@@ -465,23 +465,58 @@ fn read_rows(file: &PathBuf, header: &[&str]) -> Result<Vec<(usize, csv::StringR
     Ok(rows)
 }
 
+/// A payout as entered (CSV row or API body): time, pool's reference, BTC as written, source.
+pub fn payout_of(time: &str, reference: &str, btc: &str, source: &str) -> Result<Payout, String> {
+    if reference.trim().is_empty() || reference.len() > 200 {
+        return Err(
+            "the reference must be the pool's payout or transaction id (1 to 200 characters)"
+                .into(),
+        );
+    }
+    if source.len() > 200 {
+        return Err("the source is longer than 200 characters".into());
+    }
+    Ok(Payout {
+        at: parse_time(time)?,
+        reference: reference.trim().to_string(),
+        sat: parse_sat(btc)?,
+        source: source.trim().to_string(),
+    })
+}
+
+/// A sale as entered: time, reference, BTC sold, fiat received ("1234.56") and its currency.
+pub fn sale_of(
+    time: &str,
+    reference: &str,
+    btc: &str,
+    fiat: &str,
+    currency: &str,
+) -> Result<Sale, String> {
+    let code = currency.trim().to_ascii_uppercase();
+    if code.len() != 3 || !code.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(format!("currency {currency:?} is not a code like USD"));
+    }
+    if reference.trim().is_empty() || reference.len() > 200 {
+        return Err("the reference must be the trade or invoice id (1 to 200 characters)".into());
+    }
+    Ok(Sale {
+        at: parse_time(time)?,
+        reference: reference.trim().to_string(),
+        sat: parse_sat(btc)?,
+        fiat_minor: parse_minor(fiat)?,
+        currency: code,
+    })
+}
+
 pub fn ledger(cmd: &LedgerCommand) -> Result<()> {
     match cmd {
         LedgerCommand::ImportPayouts { at, file } => {
             let mut payouts = Vec::new();
             for (line, r) in read_rows(file, &["time", "reference", "btc", "source"])? {
-                let at_line = |e: String| anyhow::anyhow!("{}:{line}: {e}", file.display());
-                if r[1].is_empty() {
-                    return Err(at_line(
-                        "the reference is empty (the pool's payout or transaction id)".into(),
-                    ));
-                }
-                payouts.push(Payout {
-                    at: parse_time(&r[0]).map_err(at_line)?,
-                    reference: r[1].to_string(),
-                    sat: parse_sat(&r[2]).map_err(at_line)?,
-                    source: r[3].to_string(),
-                });
+                payouts.push(
+                    payout_of(&r[0], &r[1], &r[2], &r[3])
+                        .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", file.display()))?,
+                );
             }
             let (mut store, site) = open(at)?;
             let new = store.add_payouts(&site, &payouts)?;
@@ -493,26 +528,10 @@ pub fn ledger(cmd: &LedgerCommand) -> Result<()> {
         LedgerCommand::ImportSales { at, file } => {
             let mut sales = Vec::new();
             for (line, r) in read_rows(file, &["time", "reference", "btc", "fiat", "currency"])? {
-                let at_line = |e: String| anyhow::anyhow!("{}:{line}: {e}", file.display());
-                let currency = r[4].to_ascii_uppercase();
-                if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
-                    return Err(at_line(format!(
-                        "currency {:?} is not a code like USD",
-                        &r[4]
-                    )));
-                }
-                if r[1].is_empty() {
-                    return Err(at_line(
-                        "the reference is empty (the trade or invoice id)".into(),
-                    ));
-                }
-                sales.push(Sale {
-                    at: parse_time(&r[0]).map_err(at_line)?,
-                    reference: r[1].to_string(),
-                    sat: parse_sat(&r[2]).map_err(at_line)?,
-                    fiat_minor: parse_minor(&r[3]).map_err(at_line)?,
-                    currency,
-                });
+                sales.push(
+                    sale_of(&r[0], &r[1], &r[2], &r[3], &r[4])
+                        .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", file.display()))?,
+                );
             }
             let (mut store, site) = open(at)?;
             let new = store.add_sales(&site, &sales)?;

@@ -30,7 +30,7 @@ pub struct RunArgs {
     /// Run the clock this many times faster than the wall (replays and tests; 1 on a real site).
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
-    /// Also listen for operator commands and `GET /status` here when the surplus is replayed.
+    /// Serve the API and the dashboard here (overrides `[api] listen`).
     #[arg(long)]
     pub listen: Option<String>,
     /// Run without the ledger, whatever the site file says.
@@ -108,40 +108,53 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
         (None, None) => SurplusFeed::Pushed(latest.clone()),
     };
-    let listen = match (site.surplus.source, &args.listen) {
-        (SurplusKind::Http, _) => Some(
+    // Where the API and dashboard listen: --listen, else [api] listen, else (for an http
+    // surplus) [surplus] listen or 127.0.0.1:8077.
+    let listen: Option<std::net::SocketAddr> = match (&args.listen, site.api_listen) {
+        (Some(a), _) => Some(
+            a.parse()
+                .with_context(|| format!("--listen {a:?} is not an address like 127.0.0.1:8077"))?,
+        ),
+        (None, Some(a)) => Some(a),
+        (None, None) if site.surplus.source == SurplusKind::Http => Some(
             site.surplus
                 .listen
-                .clone()
-                .unwrap_or_else(|| "127.0.0.1:8077".into()),
+                .as_deref()
+                .unwrap_or("127.0.0.1:8077")
+                .parse()
+                .context("[surplus] listen")?,
         ),
-        (SurplusKind::Replay | SurplusKind::Signals, l) => l.clone(),
+        (None, None) => None,
     };
     if let Some(addr) = listen {
-        let addr: std::net::SocketAddr = addr
-            .parse()
-            .with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8077"))?;
         if site.tokens.is_empty() && !addr.ip().is_loopback() {
             bail!(
                 "listening on {addr} with no [[api.token]] in the site file would let anyone on the network shed or curtail the fleet: add tokens (`hashsink token`) or listen on 127.0.0.1"
             );
         }
-        let router = daemon::http::router(
+        let router = daemon::http::router(daemon::http::ApiSetup {
             latest,
-            handle.events.clone(),
-            handle.status.clone(),
+            handle: handle.clone(),
             clock,
-            Arc::new(site.tokens.clone()),
-            site.ledger
+            tokens: Arc::new(site.tokens.clone()),
+            ledger: site
+                .ledger
                 .as_ref()
                 .filter(|_| !args.no_ledger)
                 .map(|l| (l.url.clone(), site.name.clone())),
-        );
-        daemon::http::serve(addr, router).await?;
-        info!(%addr, "listening: POST /surplus {{\"available_w\": W}}, /shed, /resume, /curtail {{\"max_w\": W}}; GET /status");
+        });
+        let bound = daemon::http::serve(addr, router, site.tls.as_ref()).await?;
+        let scheme = if site.tls.is_some() { "https" } else { "http" };
+        info!(%bound, "dashboard: {scheme}://{bound}/  API: {scheme}://{bound}/api/v1/openapi.json");
     }
     let ledger = match &site.ledger {
-        Some(l) if !args.no_ledger => Some(open_ledger(&site, l, clock)?),
+        Some(l) if !args.no_ledger => Some(open_ledger(
+            &site.name,
+            &site.fleet,
+            &site.addresses,
+            l,
+            clock,
+        )?),
         _ => None,
     };
     let setup = DaemonSetup {
@@ -182,8 +195,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 /// Opens and migrates the ledger, and starts its writer. A ledger that cannot be opened stops
 /// the daemon before it drives anything (set `[ledger] enabled = false` to run without one).
-fn open_ledger(
-    site: &Site,
+pub fn open_ledger(
+    site_name: &str,
+    fleet: &hashsink_core::Fleet,
+    addresses: &[std::net::IpAddr],
     config: &crate::daemon::site::LedgerConfig,
     clock: ScaledClock,
 ) -> Result<crate::daemon::ledger::Recorder> {
@@ -204,14 +219,13 @@ fn open_ledger(
         .migrate(clock.now())
         .with_context(|| format!("[ledger] {shown}: migrating the schema"))?;
     info!(ledger = %shown, migrations = ?applied, interval_s = config.interval.as_secs_f64(), "ledger open");
-    let miners = site
-        .fleet
+    let miners = fleet
         .miner_ids()
         .map(|m| {
-            let spec = site.fleet.spec_of(m);
+            let spec = fleet.spec_of(m);
             hashsink_ledger::MinerInfo {
                 miner: m.0,
-                address: site.addresses[m.index()].to_string(),
+                address: addresses[m.index()].to_string(),
                 model: spec.model.clone(),
                 firmware: spec.firmware.key().to_string(),
             }
@@ -222,7 +236,7 @@ fn open_ledger(
         .map_or(0, |d| d.as_millis() as i64);
     Ok(crate::daemon::ledger::Recorder::start(
         store,
-        site.name.clone(),
+        site_name.to_string(),
         run_ms,
         config.interval,
         config.keep_miner_intervals,

@@ -43,15 +43,20 @@ fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str
 fn each_role_does_exactly_what_it_should_and_hostile_requests_get_a_4xx() {
     let dir = std::env::temp_dir().join(format!("hashsink-api-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (viewer, operator) = ("hs_viewer_test_token", "hs_operator_test_token");
+    let (viewer, operator, admin) = (
+        "hs_viewer_test_token",
+        "hs_operator_test_token",
+        "hs_admin_test_token",
+    );
     let listen = "127.0.0.1:18086";
     let site = dir.join("site.toml");
     std::fs::write(
         &site,
         format!(
-            "[site]\nname = \"api test\"\n\n[surplus]\nsource = \"http\"\nlisten = \"{listen}\"\n\n[ledger]\nurl = \"ledger.db\"\ninterval_s = 1\n\n[[api.token]]\nname = \"screen\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\n[[api.token]]\nname = \"alice\"\nrole = \"operator\"\nsha256 = \"{}\"\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.250.1-127.1.250.2\"]\n",
+            "[site]\nname = \"api test\"\n\n[surplus]\nsource = \"http\"\nlisten = \"{listen}\"\n\n[ledger]\nurl = \"ledger.db\"\ninterval_s = 1\n\n[[api.token]]\nname = \"screen\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\n[[api.token]]\nname = \"alice\"\nrole = \"operator\"\nsha256 = \"{}\"\n\n[[api.token]]\nname = \"carol\"\nrole = \"admin\"\nsha256 = \"{}\"\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.250.1-127.1.250.2\"]\n",
             hex_sha256(viewer),
-            hex_sha256(operator)
+            hex_sha256(operator),
+            hex_sha256(admin)
         ),
     )
     .unwrap();
@@ -59,7 +64,7 @@ fn each_role_does_exactly_what_it_should_and_hostile_requests_get_a_4xx() {
         Command::new(env!("CARGO_BIN_EXE_hashsink"))
             .args(["run", "--config"])
             .arg(&site)
-            .args(["--for-secs", "8", "--log", "warn"])
+            .args(["--for-secs", "15", "--log", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -128,6 +133,186 @@ fn each_role_does_exactly_what_it_should_and_hostile_requests_get_a_4xx() {
     ] {
         let (code, reply) = request(listen, "GET", path, Some(operator), "");
         assert!((400..500).contains(&code), "{path}: {reply}");
+    }
+    // The dashboard's page is public (it holds no data) and runs only its own script.
+    let (code, reply) = request(listen, "GET", "/", None, "");
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply.contains("/assets/dashboard.js"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{reply}"
+    );
+    assert_eq!(
+        request(listen, "GET", "/assets/dashboard.js", None, "").0,
+        200
+    );
+    assert_eq!(request(listen, "GET", "/api/v1/miners", None, "").0, 401);
+    // The daemon publishes its miners once its loop runs.
+    let t0 = std::time::Instant::now();
+    while !request(listen, "GET", "/api/v1/miners", Some(viewer), "")
+        .1
+        .contains(r#""fleet":2"#)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no miners published"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Reads for the dashboard: a viewer may.
+    let (code, reply) = request(listen, "GET", "/api/v1/whoami", Some(viewer), "");
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply.contains(r#""role":"viewer""#), "{reply}");
+    for path in [
+        "/api/v1/status",
+        "/api/v1/kpis",
+        "/api/v1/fleet",
+        "/api/v1/history?span=hour",
+        "/api/v1/history?span=day",
+        "/api/v1/events/recent?after=0",
+        "/api/v1/miners/1",
+    ] {
+        let (code, reply) = request(listen, "GET", path, Some(viewer), "");
+        assert_eq!(code, 200, "{path}: {reply}");
+    }
+    let (code, reply) = request(
+        listen,
+        "GET",
+        "/api/v1/miners?q=127.1.250.2",
+        Some(viewer),
+        "",
+    );
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply.contains(r#""matched":1"#), "{reply}");
+    for bad in [
+        "/api/v1/miners?limit=0",
+        "/api/v1/miners?limit=5000",
+        "/api/v1/miners?state=sideways",
+        "/api/v1/miners?sort=id",
+        "/api/v1/history?span=week",
+        "/api/v1/miners/abc",
+    ] {
+        let (code, reply) = request(listen, "GET", bad, Some(viewer), "");
+        assert_eq!(code, 400, "{bad}: {reply}");
+    }
+    assert_eq!(
+        request(listen, "GET", "/api/v1/miners/2", Some(viewer), "").0,
+        404
+    );
+    // The stream: server-sent events.
+    {
+        let mut s = std::net::TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {viewer}\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("event: status") {
+            let n = s.read(&mut buf).expect("the stream sends a status");
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.contains("content-type: text/event-stream"), "{text}");
+    }
+    // Excluding a miner: an operator may, a viewer may not; including one not excluded is a
+    // conflict; a miner that does not exist is a 404.
+    assert_eq!(
+        request(listen, "POST", "/api/v1/miners/1/exclude", Some(viewer), "").0,
+        403
+    );
+    assert_eq!(
+        request(
+            listen,
+            "POST",
+            "/api/v1/miners/0/include",
+            Some(operator),
+            ""
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        request(
+            listen,
+            "POST",
+            "/api/v1/miners/7/exclude",
+            Some(operator),
+            ""
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        request(
+            listen,
+            "POST",
+            "/api/v1/miners/1/exclude",
+            Some(operator),
+            ""
+        )
+        .0,
+        200
+    );
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, reply) = request(
+            listen,
+            "GET",
+            "/api/v1/miners?state=excluded",
+            Some(viewer),
+            "",
+        );
+        if reply.contains(r#""matched":1"#) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Coins: only an admin enters them; each record is checked; a reference counts once.
+    let payout = r#"[{"time": "2026-11-02T00:00:00Z", "reference": "pool-tx-1", "btc": "0.00120000", "source": "ocean"}]"#;
+    assert_eq!(
+        request(listen, "POST", "/api/v1/payouts", Some(operator), payout).0,
+        403
+    );
+    let (code, reply) = request(listen, "POST", "/api/v1/payouts", Some(admin), payout);
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply.contains(r#""new":1"#), "{reply}");
+    let (_, reply) = request(listen, "POST", "/api/v1/payouts", Some(admin), payout);
+    assert!(reply.contains(r#""already_there":1"#), "{reply}");
+    let sale = r#"[{"time": "2026-11-03", "reference": "otc-9", "btc": "0.001", "fiat": "91.20", "currency": "usd"}]"#;
+    let (code, reply) = request(listen, "POST", "/api/v1/sales", Some(admin), sale);
+    assert_eq!(code, 200, "{reply}");
+    for (path, body) in [
+        (
+            "/api/v1/payouts",
+            r#"[{"time": "2026-11-02", "reference": "x", "btc": "0.000000001"}]"#,
+        ),
+        (
+            "/api/v1/payouts",
+            r#"[{"time": "2026-11-02", "reference": "", "btc": "1"}]"#,
+        ),
+        (
+            "/api/v1/payouts",
+            r#"{"time": "2026-11-02", "reference": "x", "btc": "1"}"#,
+        ),
+        ("/api/v1/payouts", "[]"),
+        (
+            "/api/v1/sales",
+            r#"[{"time": "2026-11-02", "reference": "y", "btc": "1", "fiat": "1", "currency": "dollars"}]"#,
+        ),
+        (
+            "/api/v1/sales",
+            r#"[{"time": "2026-11-02", "reference": "y", "btc": "1", "fiat": "1", "currency": "USD", "note": 1}]"#,
+        ),
+    ] {
+        let (code, reply) = request(listen, "POST", path, Some(admin), body);
+        assert_eq!(code, 422, "{path} {body}: {reply}");
     }
     // The ledger through the API: the shed is there with who asked for it.
     std::thread::sleep(Duration::from_millis(1500));
@@ -217,6 +402,23 @@ fn each_role_does_exactly_what_it_should_and_hostile_requests_get_a_4xx() {
         .collect();
     assert_eq!(sheds.len(), 1, "{sheds:?}");
     assert_eq!(sheds[0].actor, "operator:alice");
+    let excluded: Vec<_> = ledger
+        .events("api test", all.0, all.1)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "exclude")
+        .collect();
+    assert_eq!(excluded.len(), 1, "{excluded:?}");
+    assert_eq!(excluded[0].actor, "operator:alice");
+    assert!(excluded[0].detail.contains("127.1.250.2"), "{excluded:?}");
+    let payouts = ledger.payouts("api test", all.0, all.1).unwrap();
+    assert_eq!(payouts.len(), 1, "{payouts:?}");
+    assert_eq!(payouts[0].sat, 120_000);
+    let sales = ledger.sales("api test", all.0, all.1).unwrap();
+    assert_eq!(
+        (sales[0].fiat_minor, sales[0].currency.as_str()),
+        (9_120, "USD")
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -259,6 +461,10 @@ fn the_openapi_description_names_every_route() {
             .and_then(|r| r.split('"').next())
         {
             routes += 1;
+            // The dashboard's page and assets are not API.
+            if path == "/" || path.starts_with("/assets/") || path == "/favicon.ico" {
+                continue;
+            }
             assert!(
                 spec["paths"][path].is_object(),
                 "{path} is not in openapi.json"
@@ -276,11 +482,94 @@ fn the_openapi_description_names_every_route() {
                 .trim_end_matches(',')
                 .trim_matches('"');
             routes += 1;
+            if path == "/" || path.starts_with("/assets/") || path == "/favicon.ico" {
+                continue;
+            }
             assert!(
                 spec["paths"][path].is_object(),
                 "{path} is not in openapi.json"
             );
         }
     }
-    assert!(routes >= 9, "{routes} routes found");
+    assert!(routes >= 25, "{routes} routes found");
+}
+
+#[test]
+fn the_endpoint_serves_https_when_the_site_gives_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("hashsink-api-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(
+        common::make_certificates(&dir),
+        "the openssl command could not make test certificates"
+    );
+    let token = "hs_tls_viewer_token";
+    let site = |cert: &str| {
+        format!(
+            "[site]\nname = \"tls test\"\n\n[surplus]\nsource = \"http\"\n\n[ledger]\nenabled = false\n\n[api]\nlisten = \"127.0.0.1:18089\"\ntls_cert = \"{cert}\"\ntls_key = \"server.key\"\n\n[[api.token]]\nname = \"screen\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.250.4\"]\n",
+            hex_sha256(token)
+        )
+    };
+    // A key given as the certificate: refused before anything runs, naming the files.
+    std::fs::write(dir.join("bad.toml"), site("server.key")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(["run", "--config"])
+        .arg(dir.join("bad.toml"))
+        .args(["--for-secs", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("TLS") && err.contains("server.key"), "{err}");
+    std::fs::write(dir.join("site.toml"), site("server.pem")).unwrap();
+    let _daemon = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_hashsink"))
+            .args(["run", "--config"])
+            .arg(dir.join("site.toml"))
+            .args(["--for-secs", "20", "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_listening(18089, "the daemon's HTTPS endpoint");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let reply = client
+            .get("https://127.0.0.1:18089/api/v1/whoami")
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("an HTTPS answer");
+        assert_eq!(reply.status(), 200);
+        let body: serde_json::Value = reply.json().await.unwrap();
+        assert_eq!(body["actor"], "operator:screen");
+        // Without the token, still a 401 over TLS.
+        let reply = client
+            .get("https://127.0.0.1:18089/status")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 401);
+        // A client that does not trust the certificate gets no answer.
+        let untrusting = reqwest::Client::new();
+        assert!(
+            untrusting
+                .get("https://127.0.0.1:18089/status")
+                .send()
+                .await
+                .is_err()
+        );
+    });
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let (code, _) = request("127.0.0.1:18089", "GET", "/status", Some(token), "");
+    assert_eq!(code, 0);
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -706,76 +706,6 @@ fn an_iec104_station_drives_the_fleet_bad_points_are_rejected_and_losing_it_fail
     );
 }
 
-/// A throwaway CA and a broker certificate for 127.0.0.1, made with the openssl command.
-fn make_certificates(dir: &std::path::Path) -> bool {
-    let run = |args: &[&str]| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test plant CA",
-    ]) && run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other-ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=someone else",
-    ]) && run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]) && run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ])
-}
-
 #[test]
 fn an_mqtt_broker_over_tls_drives_the_fleet_and_a_wrong_ca_is_never_trusted() {
     if !mosquitto_available() {
@@ -784,7 +714,7 @@ fn an_mqtt_broker_over_tls_drives_the_fleet_and_a_wrong_ca_is_never_trusted() {
     let dir = std::env::temp_dir().join(format!("hashsink-mqtt-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     assert!(
-        make_certificates(&dir),
+        common::make_certificates(&dir),
         "the openssl command could not make test certificates"
     );
     // mosquitto started as root drops to its own user, which must read the key.

@@ -104,6 +104,8 @@ pub enum FaultKind {
     Disobedient,
     /// Refused or failed commands repeatedly.
     Refusing,
+    /// Taken out of control by an operator; only an operator brings it back.
+    Excluded,
 }
 
 #[derive(Clone, Debug)]
@@ -1288,7 +1290,9 @@ impl Controller {
         let epoch = slot.epoch;
         self.uncontrollable += assumed;
         self.faulted += 1;
-        self.stats.faults += 1;
+        if kind != FaultKind::Excluded {
+            self.stats.faults += 1;
+        }
         self.deadlines.push(Reverse((
             now + self.cfg.fault_retry,
             Deadline::Retry { miner: m, epoch },
@@ -1298,6 +1302,7 @@ impl Controller {
     fn recover(&mut self, m: u32, now: Timestamp) {
         let s = self.slots[m as usize].spec as usize;
         let slot = &mut self.slots[m as usize];
+        let was_fault = slot.fault != Some(FaultKind::Excluded);
         self.uncontrollable -= slot.assumed;
         slot.assumed = Watts::ZERO;
         slot.fault = None;
@@ -1310,7 +1315,9 @@ impl Controller {
         let epoch = slot.epoch;
         self.specs[s].asleep.push_back((m, epoch));
         self.faulted -= 1;
-        self.stats.recoveries += 1;
+        if was_fault {
+            self.stats.recoveries += 1;
+        }
     }
 
     fn matches(&self, m: u32, status: &MinerStatus) -> bool {
@@ -1359,7 +1366,9 @@ impl Controller {
         slot.unreachable_since = None;
         slot.last_power = status.power();
         if slot.plan == Plan::Faulted {
-            if matches!(status, MinerStatus::Asleep { .. }) {
+            if matches!(status, MinerStatus::Asleep { .. })
+                && slot.fault != Some(FaultKind::Excluded)
+            {
                 self.recover(m, now);
             } else if let Some(p) = status.power() {
                 let standby = self.specs[slot.spec as usize].standby;
@@ -1446,7 +1455,10 @@ impl Controller {
             }
             Deadline::Retry { miner, epoch } => {
                 let slot = &self.slots[miner as usize];
-                if slot.epoch != epoch || slot.plan != Plan::Faulted {
+                if slot.epoch != epoch
+                    || slot.plan != Plan::Faulted
+                    || slot.fault == Some(FaultKind::Excluded)
+                {
                     return;
                 }
                 // Ask it to sleep (the command is checked like any other, with a read-back); a
@@ -1581,6 +1593,30 @@ impl FleetController for Controller {
                     self.shed = false;
                     self.curtail = None;
                 }
+                OperatorCommand::Exclude(miner) if miner.index() < self.slots.len() => {
+                    let m = miner.0;
+                    if self.slots[m as usize].plan == Plan::Faulted {
+                        // Already routed around: only the kind changes (no more retries).
+                        self.slots[m as usize].fault = Some(FaultKind::Excluded);
+                    } else {
+                        self.fault(m, FaultKind::Excluded, now);
+                    }
+                    // Told to sleep once, checked like any command; never retried.
+                    self.slots[m as usize].reason = Reason::Operator;
+                    self.send(m, Action::Sleep, now);
+                }
+                OperatorCommand::Include(miner)
+                    if miner.index() < self.slots.len()
+                        && self.slots[miner.index()].fault == Some(FaultKind::Excluded) =>
+                {
+                    let m = miner.0;
+                    // Back as asleep, and told so, so that a miner left running during its
+                    // exclusion is brought to what the plan believes.
+                    self.recover(m, now);
+                    self.slots[m as usize].reason = Reason::Reconcile;
+                    self.send(m, Action::Sleep, now);
+                }
+                OperatorCommand::Exclude(_) | OperatorCommand::Include(_) => {}
             },
         }
     }

@@ -642,3 +642,59 @@ fn a_falling_surplus_is_acted_on_before_the_next_tick() {
         "a rise does not need an early tick"
     );
 }
+
+#[test]
+fn an_excluded_miner_sleeps_and_stays_out_until_included() {
+    let mut h = Harness::new("s21:20", quick());
+    h.run(0, 600, |_| Some(Watts::from_mw(1.0)));
+    let running = (0..20).filter(|&m| h.power[m] > Watts(100.0)).count();
+    assert_eq!(running, 20, "a surplus above the fleet runs every miner");
+    h.ctrl.handle_input(
+        t(600),
+        Input::Operator(OperatorCommand::Exclude(MinerId(3))),
+    );
+    h.apply(t(600));
+    assert_eq!(h.ctrl.fault_of(MinerId(3)), Some(FaultKind::Excluded));
+    assert!(h.power[3] <= Watts(20.0), "told to sleep: {}", h.power[3]);
+    // Asleep reports do not bring it back, and retries never wake it.
+    h.run(601, 2400, |_| Some(Watts::from_mw(1.0)));
+    assert!(h.power[3] <= Watts(20.0));
+    assert_eq!(h.ctrl.fault_of(MinerId(3)), Some(FaultKind::Excluded));
+    assert!(
+        !h.sent
+            .iter()
+            .any(|(at, c)| *at > t(600) && c.miner == MinerId(3) && c.action.is_write()),
+        "no command to an excluded miner after its sleep"
+    );
+    assert_eq!(h.ctrl.stats().faults, 0, "an exclusion is not a fault");
+    h.ctrl.handle_input(
+        t(2400),
+        Input::Operator(OperatorCommand::Include(MinerId(3))),
+    );
+    h.run(2400, 3600, |_| Some(Watts::from_mw(1.0)));
+    assert_eq!(h.ctrl.fault_of(MinerId(3)), None);
+    assert!(h.power[3] > Watts(100.0), "back under control, it runs");
+    // An exclusion of a miner that does not exist changes nothing.
+    h.ctrl.handle_input(
+        t(3600),
+        Input::Operator(OperatorCommand::Exclude(MinerId(999))),
+    );
+    assert_eq!(h.ctrl.faulted(), 0);
+}
+
+#[test]
+fn an_excluded_miner_left_running_is_made_room_for() {
+    // A miner that ignores the sleep (a technician runs it) keeps drawing: the rest of the
+    // fleet makes room so that the total stays under the surplus.
+    let mut h = Harness::new("s21:20", quick());
+    h.run(0, 600, |_| Some(Watts::from_kw(50.0)));
+    let m = (0..20).find(|&m| h.power[m] > Watts(100.0)).unwrap() as u32;
+    h.disobedient.push(m);
+    h.ctrl.handle_input(
+        t(600),
+        Input::Operator(OperatorCommand::Exclude(MinerId(m))),
+    );
+    h.run(600, 1800, |_| Some(Watts::from_kw(50.0)));
+    assert!(h.power[m as usize] > Watts(100.0));
+    assert!(h.load() <= Watts::from_kw(50.0), "{}", h.load());
+}

@@ -1,7 +1,9 @@
 //! Who may do what on the daemon's HTTP endpoint: bearer tokens with roles. The site file
 //! holds only each token's SHA-256 (`[[api.token]]`), never the token; `hashsink token` makes
-//! one. Roles are ordered: a `viewer` reads (`/status`, `/metrics`), an `operator` also acts
-//! (shed, resume, curtail, push the surplus), an `admin` may do everything. Comparison is in
+//! one. Roles are ordered: a `viewer` reads (status, miners, the ledger, `/metrics`, the
+//! dashboard's data), an `operator` also acts (shed, resume, curtail, exclude or include a
+//! miner, push the surplus), an `admin` may also enter pool payouts and coin sales into the
+//! ledger. Comparison is in
 //! constant time. With no tokens configured the endpoint is open, and the daemon then refuses
 //! to listen anywhere but on loopback.
 
@@ -9,7 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -82,9 +84,19 @@ impl Tokens {
     }
 
     /// Checks an `Authorization` header against the role a route needs; returns who it is.
+    #[cfg(test)]
     pub fn check(&self, authorization: Option<&str>, needs: Role) -> Result<String, Denied> {
+        self.caller(authorization, needs).map(|(actor, _)| actor)
+    }
+
+    /// Like `check`, with the caller's own role (an open endpoint's caller is an admin).
+    pub fn caller(
+        &self,
+        authorization: Option<&str>,
+        needs: Role,
+    ) -> Result<(String, Role), Denied> {
         if self.entries.is_empty() {
-            return Ok("http".into());
+            return Ok(("http".into(), Role::Admin));
         }
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
@@ -106,7 +118,7 @@ impl Tokens {
                 role,
             });
         }
-        Ok(format!("operator:{name}"))
+        Ok((format!("operator:{name}"), role))
     }
 }
 

@@ -9,9 +9,12 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use super::auth::{Denied, Role, Tokens};
+use super::live::History;
+use super::{DaemonHandle, Event};
 use axum::Extension;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,20 +23,16 @@ use hashsink_fleetio::clock::ScaledClock;
 use hashsink_units::{Timestamp, Watts};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
-
-use super::auth::{Denied, Role, Tokens};
-use super::{Event, Status};
 
 #[derive(Clone)]
 struct Api {
     latest: Arc<Mutex<Option<(Timestamp, Watts)>>>,
-    events: mpsc::UnboundedSender<Event>,
-    status: watch::Receiver<Status>,
+    handle: DaemonHandle,
     clock: ScaledClock,
     tokens: Arc<Tokens>,
     /// The ledger's URL and the site's name in it, if the site keeps one.
     ledger: Option<(String, String)>,
+    history: Arc<History>,
 }
 
 /// The range of a ledger query.
@@ -153,28 +152,47 @@ async fn get_events(State(api): State<Api>, Query(range): Query<Range>) -> Respo
     .await
 }
 
-/// Who made the request, as the audit log names them.
+/// Who made the request, as the audit log names them, and their role.
 #[derive(Clone)]
-struct Actor(String);
+struct Actor(String, Role);
 
-/// Reads need a viewer, actions an operator; the actor goes with the request.
+/// The dashboard's page and its assets: public (they hold no data; the page asks for a token
+/// when the data needs one).
+fn is_public_asset(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/assets/dashboard.js" | "/assets/dashboard.css" | "/favicon.ico"
+    )
+}
+
+/// The role a request needs: reads a viewer, entering coins an admin, other actions an operator.
+fn role_needed(method: &axum::http::Method, path: &str) -> Role {
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        Role::Viewer
+    } else if path == "/api/v1/payouts" || path == "/api/v1/sales" {
+        Role::Admin
+    } else {
+        Role::Operator
+    }
+}
+
+/// Reads need a viewer, actions an operator (coins an admin); the actor goes with the request.
 async fn authorize(
     State(api): State<Api>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let needs = if request.method() == axum::http::Method::GET {
-        Role::Viewer
-    } else {
-        Role::Operator
-    };
+    if is_public_asset(request.uri().path()) && request.method() == axum::http::Method::GET {
+        return next.run(request).await;
+    }
+    let needs = role_needed(request.method(), request.uri().path());
     let header = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    match api.tokens.check(header, needs) {
-        Ok(actor) => {
-            request.extensions_mut().insert(Actor(actor));
+    match api.tokens.caller(header, needs) {
+        Ok((actor, role)) => {
+            request.extensions_mut().insert(Actor(actor, role));
             next.run(request).await
         }
         Err(Denied::Unauthenticated) => (
@@ -189,6 +207,439 @@ async fn authorize(
         )
             .into_response(),
     }
+}
+
+/// Headers every answer carries: no sniffing, no framing, no referrer, and a page that runs
+/// only its own script.
+async fn security_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::HeaderValue;
+    use axum::http::header;
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+/// A dashboard asset with its type.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The miners view filtered by `q` (address, model or firmware contain it) and `state`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MinersQuery {
+    q: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn miner_json(
+    entry: &super::live::MinerEntry,
+    live: Option<&super::live::MinerLive>,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(entry).unwrap_or_default();
+    if let (Some(obj), Some(l)) = (v.as_object_mut(), live) {
+        obj.insert("state".into(), json!(l.state));
+        obj.insert("power_w".into(), json!(l.power_w));
+        obj.insert("hashrate_ths".into(), json!(l.hashrate_ths));
+        obj.insert("fault".into(), json!(l.fault));
+        obj.insert(
+            "excluded".into(),
+            json!(l.fault == Some(hashsink_core::FaultKind::Excluded)),
+        );
+    }
+    v
+}
+
+async fn get_miners(State(api): State<Api>, Query(q): Query<MinersQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return bad_request(format!("limit = {limit} must be between 1 and 1000"));
+    }
+    let needle = q.q.unwrap_or_default().to_lowercase();
+    if needle.len() > 100 {
+        return bad_request("q is longer than 100 characters".into());
+    }
+    let state = match q.state.as_deref() {
+        None | Some("") | Some("any") => None,
+        Some("excluded") => Some("excluded"),
+        Some("faulted") => Some("faulted"),
+        Some(s @ ("mining" | "booting" | "asleep" | "unreachable")) => Some(s),
+        Some(other) => {
+            return bad_request(format!(
+                "state {other:?} is not one of mining, booting, asleep, unreachable, faulted, excluded"
+            ));
+        }
+    };
+    let view = api.handle.miners.borrow().clone();
+    let matched: Vec<serde_json::Value> = view
+        .directory
+        .iter()
+        .zip(view.live.iter())
+        .filter(|(e, l)| {
+            (needle.is_empty()
+                || e.address.to_lowercase().contains(&needle)
+                || e.model.to_lowercase().contains(&needle)
+                || e.firmware.to_lowercase().contains(&needle)
+                || e.id.to_string() == needle)
+                && match state {
+                    None => true,
+                    Some("excluded") => l.fault == Some(hashsink_core::FaultKind::Excluded),
+                    Some("faulted") => l.fault.is_some(),
+                    Some(s) => json!(l.state) == json!(s),
+                }
+        })
+        .map(|(e, l)| miner_json(e, Some(l)))
+        .collect();
+    let total = matched.len();
+    let page: Vec<serde_json::Value> = matched
+        .into_iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(limit)
+        .collect();
+    axum::Json(json!({
+        "at_ms": view.at_ms,
+        "fleet": view.directory.len(),
+        "matched": total,
+        "miners": page,
+    }))
+    .into_response()
+}
+
+/// The miner with this id, or a 404 that says how many there are.
+fn find_miner(api: &Api, id: u32) -> Result<(Arc<super::live::MinersView>, usize), Box<Response>> {
+    let view = api.handle.miners.borrow().clone();
+    if view.directory.is_empty() {
+        Err(Box::new(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "the daemon is starting: no miner is known yet"})),
+            )
+                .into_response(),
+        ))
+    } else if (id as usize) < view.directory.len() {
+        Ok((view, id as usize))
+    } else {
+        Err(Box::new((
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": format!("no miner {id}: ids run from 0 to {}", view.directory.len().saturating_sub(1))})),
+        )
+            .into_response()))
+    }
+}
+
+/// One miner: its state now, and from the ledger its commands and totals of the last day.
+async fn get_miner(State(api): State<Api>, Path(id): Path<u32>) -> Response {
+    let (view, i) = match find_miner(&api, id) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let now = json!({"miner": miner_json(&view.directory[i], view.live.get(i))});
+    if api.ledger.is_none() {
+        return axum::Json(now).into_response();
+    }
+    let to = api.clock.now();
+    let from = to - std::time::Duration::from_secs(86_400);
+    let current = now.clone();
+    ledger_read(&api, move |store, site| {
+        let commands: Vec<serde_json::Value> = store
+            .audit(site, from, to)?
+            .into_iter()
+            .filter(|a| a.command.miner == Some(id))
+            .rev()
+            .take(50)
+            .map(|a| {
+                json!({
+                    "at_ms": a.command.at.as_millis(),
+                    "action": a.command.action,
+                    "reason": a.command.reason,
+                    "actor": a.command.actor,
+                    "outcome": a.outcome.map(|o| o.1),
+                })
+            })
+            .collect();
+        let totals = store
+            .miner_totals(site, from, to)?
+            .into_iter()
+            .find(|t| t.miner == id);
+        let mut v = current;
+        v["last_day"] = json!({
+            "energy_kwh": totals.as_ref().map_or(0.0, |t| t.energy_wh / 1e3),
+            "hashes_ph": totals.as_ref().map_or(0.0, |t| t.hashes_th / 1e3),
+            "commands": commands,
+        });
+        Ok(v)
+    })
+    .await
+}
+
+async fn post_exclude(
+    State(api): State<Api>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<u32>,
+) -> Response {
+    if let Err(r) = find_miner(&api, id) {
+        return *r;
+    }
+    operator(
+        &api,
+        actor,
+        OperatorCommand::Exclude(hashsink_core::MinerId(id)),
+    )
+    .await
+}
+
+async fn post_include(
+    State(api): State<Api>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<u32>,
+) -> Response {
+    let (view, i) = match find_miner(&api, id) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if view.live.get(i).and_then(|l| l.fault) != Some(hashsink_core::FaultKind::Excluded) {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"error": format!("miner {id} is not excluded")})),
+        )
+            .into_response();
+    }
+    operator(
+        &api,
+        actor,
+        OperatorCommand::Include(hashsink_core::MinerId(id)),
+    )
+    .await
+}
+
+/// A model's firmware, miners per state, load and hashrate.
+type ModelTally<'a> = (std::collections::BTreeSet<&'a str>, [u32; 6], f64, f64);
+
+/// The fleet by state and by model.
+async fn get_fleet(State(api): State<Api>) -> Response {
+    use super::live::LiveState;
+    let view = api.handle.miners.borrow().clone();
+    let mut by_state: std::collections::BTreeMap<&'static str, u32> = [
+        ("mining", 0),
+        ("booting", 0),
+        ("asleep", 0),
+        ("unreachable", 0),
+        ("faulted", 0),
+        ("excluded", 0),
+    ]
+    .into();
+    // model -> (firmware set, count, per state, power, hashrate)
+    let mut by_model: std::collections::BTreeMap<&str, ModelTally> = Default::default();
+    for (e, l) in view.directory.iter().zip(view.live.iter()) {
+        let key = match (l.fault, l.state) {
+            (Some(hashsink_core::FaultKind::Excluded), _) => 5,
+            (Some(_), _) => 4,
+            (None, LiveState::Mining) => 0,
+            (None, LiveState::Booting) => 1,
+            (None, LiveState::Asleep) => 2,
+            (None, LiveState::Unreachable) => 3,
+        };
+        let name = [
+            "mining",
+            "booting",
+            "asleep",
+            "unreachable",
+            "faulted",
+            "excluded",
+        ][key];
+        *by_state.entry(name).or_default() += 1;
+        let m = by_model.entry(e.model.as_str()).or_default();
+        m.0.insert(e.firmware.as_str());
+        m.1[key] += 1;
+        m.2 += l.power_w;
+        m.3 += l.hashrate_ths;
+    }
+    let models: Vec<serde_json::Value> = by_model
+        .into_iter()
+        .map(|(model, (firmware, n, power, hash))| {
+            json!({
+                "model": model,
+                "firmware": firmware.into_iter().collect::<Vec<_>>(),
+                "miners": n.iter().sum::<u32>(),
+                "mining": n[0], "booting": n[1], "asleep": n[2], "unreachable": n[3], "faulted": n[4], "excluded": n[5],
+                "power_w": power,
+                "hashrate_ths": hash,
+            })
+        })
+        .collect();
+    axum::Json(json!({"at_ms": view.at_ms, "by_state": by_state, "by_model": models}))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    span: String,
+}
+
+async fn get_history(State(api): State<Api>, Query(q): Query<HistoryQuery>) -> Response {
+    let day = match q.span.as_str() {
+        "hour" => false,
+        "day" => true,
+        other => return bad_request(format!("span {other:?} must be hour or day")),
+    };
+    axum::Json(json!({
+        "span": q.span,
+        "bucket_s": if day { 60 } else { 5 },
+        "points": api.history.points(day),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecentQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn get_recent_events(State(api): State<Api>, Query(q): Query<RecentQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    axum::Json(json!({"events": api.handle.recent.after(q.after.unwrap_or(0), limit)}))
+        .into_response()
+}
+
+/// Server-sent events: the status each time it changes, at most four times a second.
+async fn get_stream(State(api): State<Api>) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let status = api.handle.status.clone();
+    let stream = futures::stream::unfold((status, true), |(mut rx, first)| async move {
+        if !first {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            rx.changed().await.ok()?;
+        }
+        let body = serde_json::to_string(&*rx.borrow_and_update()).ok()?;
+        Some((
+            Ok::<_, std::convert::Infallible>(SseEvent::default().event("status").data(body)),
+            (rx, false),
+        ))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutBody {
+    time: String,
+    reference: String,
+    /// BTC as a decimal string ("0.01234567"): exact, no float rounding.
+    btc: String,
+    #[serde(default)]
+    source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaleBody {
+    time: String,
+    reference: String,
+    btc: String,
+    /// Fiat received as a decimal string ("1234.56").
+    fiat: String,
+    currency: String,
+}
+
+/// Parses a JSON array of records, each checked; the first bad one is named by its index.
+fn records<T: serde::de::DeserializeOwned, R>(
+    body: &[u8],
+    check: impl Fn(&T) -> Result<R, String>,
+) -> Result<Vec<R>, Box<Response>> {
+    let items: Vec<T> = parse(body)?;
+    if items.is_empty() || items.len() > 1000 {
+        return Err(Box::new(bad(
+            "send 1 to 1000 records in a JSON array".into()
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| check(item).map_err(|e| Box::new(bad(format!("record {i}: {e}")))))
+        .collect()
+}
+
+/// Writes records to the ledger on a blocking thread; answers how many were new.
+async fn ledger_write(
+    api: &Api,
+    actor: Actor,
+    what: &'static str,
+    write: impl FnOnce(&mut dyn hashsink_ledger::Store, &str) -> hashsink_ledger::Result<(usize, usize)>
+    + Send
+    + 'static,
+) -> Response {
+    let response = ledger_read(api, move |store, site| {
+        let (new, sent) = write(store, site)?;
+        Ok(json!({"new": new, "already_there": sent - new}))
+    })
+    .await;
+    if response.status().is_success() {
+        let now = api.clock.now();
+        api.handle
+            .recent
+            .push(now.as_millis(), what, &actor.0, "entered through the API");
+    }
+    response
+}
+
+async fn post_payouts(
+    State(api): State<Api>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Response {
+    let payouts = match records(&body, |p: &PayoutBody| {
+        crate::report::payout_of(&p.time, &p.reference, &p.btc, &p.source)
+    }) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    ledger_write(&api, actor, "payouts", move |store, site| {
+        Ok((store.add_payouts(site, &payouts)?, payouts.len()))
+    })
+    .await
+}
+
+async fn post_sales(
+    State(api): State<Api>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Response {
+    let sales = match records(&body, |s: &SaleBody| {
+        crate::report::sale_of(&s.time, &s.reference, &s.btc, &s.fiat, &s.currency)
+    }) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    ledger_write(&api, actor, "sales", move |store, site| {
+        Ok((store.add_sales(site, &sales)?, sales.len()))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -233,7 +684,12 @@ async fn post_surplus(State(api): State<Api>, body: axum::body::Bytes) -> Respon
 }
 
 async fn operator(api: &Api, actor: Actor, cmd: OperatorCommand) -> Response {
-    if api.events.send(Event::Operator(cmd, actor.0)).is_err() {
+    if api
+        .handle
+        .events
+        .send(Event::Operator(cmd, actor.0))
+        .is_err()
+    {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": "the daemon is stopping"})),
@@ -261,60 +717,114 @@ async fn post_curtail(
     operator(&api, actor, OperatorCommand::CurtailTo(Watts(body.max_w))).await
 }
 
-pub fn router(
-    latest: Arc<Mutex<Option<(Timestamp, Watts)>>>,
-    events: mpsc::UnboundedSender<Event>,
-    status: watch::Receiver<Status>,
-    clock: ScaledClock,
-    tokens: Arc<Tokens>,
-    ledger: Option<(String, String)>,
-) -> Router {
+/// What the endpoint serves from: the daemon's handles, the clock, who may call, the ledger.
+pub struct ApiSetup {
+    /// Where `POST /surplus` puts the surplus (read when the site's source is `http`).
+    pub latest: Arc<Mutex<Option<(Timestamp, Watts)>>>,
+    pub handle: DaemonHandle,
+    pub clock: ScaledClock,
+    pub tokens: Arc<Tokens>,
+    /// The ledger's URL and the site's name in it, if the site keeps one.
+    pub ledger: Option<(String, String)>,
+}
+
+pub fn router(setup: ApiSetup) -> Router {
+    let history = Arc::new(History::default());
+    history.follow(setup.handle.status.clone());
     let api = Api {
-        latest,
-        events,
-        status,
-        clock,
-        tokens,
-        ledger,
+        latest: setup.latest,
+        handle: setup.handle,
+        clock: setup.clock,
+        tokens: setup.tokens,
+        ledger: setup.ledger,
+        history,
     };
+    let shed = |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
+        operator(&api, actor, OperatorCommand::ShedAll).await
+    };
+    let resume = |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
+        operator(&api, actor, OperatorCommand::Resume).await
+    };
+    let status =
+        |State(api): State<Api>| async move { axum::Json(api.handle.status.borrow().clone()) };
+    // Entering coins takes a larger body (up to 1,000 records).
+    let coins = Router::new()
+        .route("/api/v1/payouts", post(post_payouts))
+        .route("/api/v1/sales", post(post_sales))
+        .layer(DefaultBodyLimit::max(256 * 1024));
     Router::new()
-        .route("/surplus", post(post_surplus))
         .route(
-            "/shed",
-            post(
-                |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
-                    operator(&api, actor, OperatorCommand::ShedAll).await
-                },
-            ),
-        )
-        .route(
-            "/resume",
-            post(
-                |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
-                    operator(&api, actor, OperatorCommand::Resume).await
-                },
-            ),
-        )
-        .route("/curtail", post(post_curtail))
-        .route(
-            "/status",
-            get(|State(api): State<Api>| async move { axum::Json(api.status.borrow().clone()) }),
-        )
-        .route("/api/v1/intervals", get(get_intervals))
-        .route("/api/v1/events", get(get_events))
-        .route(
-            "/api/v1/openapi.json",
+            "/",
             get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    include_str!("openapi.json"),
+                asset(
+                    "text/html; charset=utf-8",
+                    include_str!("dashboard/index.html"),
                 )
             }),
         )
         .route(
+            "/assets/dashboard.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("dashboard/dashboard.js"),
+                )
+            }),
+        )
+        .route(
+            "/assets/dashboard.css",
+            get(|| async {
+                asset(
+                    "text/css; charset=utf-8",
+                    include_str!("dashboard/dashboard.css"),
+                )
+            }),
+        )
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/surplus", post(post_surplus))
+        .route("/shed", post(shed))
+        .route("/resume", post(resume))
+        .route("/curtail", post(post_curtail))
+        .route("/status", get(status))
+        .route("/api/v1/shed", post(shed))
+        .route("/api/v1/resume", post(resume))
+        .route("/api/v1/curtail", post(post_curtail))
+        .route("/api/v1/status", get(status))
+        .route(
+            "/api/v1/whoami",
+            get(|Extension(actor): Extension<Actor>| async move {
+                axum::Json(json!({"actor": actor.0, "role": actor.1}))
+            }),
+        )
+        .route(
+            "/api/v1/kpis",
+            get(|State(api): State<Api>| async move {
+                let k = api.handle.status.borrow().kpis.clone();
+                axum::Json(json!({
+                    "kpis": k,
+                    "absorption": k.absorption(),
+                    "import_share": k.import_share(),
+                }))
+            }),
+        )
+        .route("/api/v1/fleet", get(get_fleet))
+        .route("/api/v1/miners", get(get_miners))
+        .route("/api/v1/miners/{id}", get(get_miner))
+        .route("/api/v1/miners/{id}/exclude", post(post_exclude))
+        .route("/api/v1/miners/{id}/include", post(post_include))
+        .route("/api/v1/history", get(get_history))
+        .route("/api/v1/stream", get(get_stream))
+        .route("/api/v1/events/recent", get(get_recent_events))
+        .route("/api/v1/intervals", get(get_intervals))
+        .route("/api/v1/events", get(get_events))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { asset("application/json", include_str!("openapi.json")) }),
+        )
+        .route(
             "/metrics",
             get(|State(api): State<Api>| async move {
-                let body = super::metrics::render(&api.status.borrow());
+                let body = super::metrics::render(&api.handle.status.borrow());
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
@@ -324,19 +834,53 @@ pub fn router(
                 )
             }),
         )
-        .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(4096))
+        .merge(coins)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(api)
 }
 
+/// TLS for the endpoint: PEM certificate chain and private key (`[api] tls_cert`, `tls_key`).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Listens on `addr` (over TLS when `tls` is given) and serves until the process ends.
+/// Returns the address bound (port 0 picks one).
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the surplus endpoint: {e}"))?;
-    Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    }))
+    tls: Option<&TlsFiles>,
+) -> anyhow::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API and dashboard: {e}"))?;
+    std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
+    match tls {
+        None => {
+            let listener = tokio::net::TcpListener::from_std(std_listener)?;
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            });
+        }
+        Some(files) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "[api] TLS: cannot use {} and {}: {e} (PEM certificate chain and PEM private key)",
+                        files.cert.display(),
+                        files.key.display()
+                    )
+                })?;
+            let server = axum_server::from_tcp_rustls(std_listener, config)?;
+            tokio::spawn(async move {
+                let _ = server.serve(router.into_make_service()).await;
+            });
+        }
+    }
+    Ok(bound)
 }

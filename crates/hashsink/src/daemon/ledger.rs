@@ -8,7 +8,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hashsink_core::{MinerStatus, OperatorCommand};
+use hashsink_core::MinerStatus;
 use hashsink_ledger::{
     Batch, CommandRecord, EventRecord, Interval, MinerInfo, MinerInterval, Outcome, Store,
 };
@@ -329,17 +329,6 @@ impl Recorder {
             actor: actor.to_string(),
             detail,
         });
-    }
-
-    pub fn operator(&mut self, at: Timestamp, cmd: OperatorCommand, actor: &str) {
-        let (kind, detail) = match cmd {
-            OperatorCommand::ShedAll => ("shed", "every miner told to sleep".to_string()),
-            OperatorCommand::Resume => ("resume", "the fleet may follow the surplus again".into()),
-            OperatorCommand::CurtailTo(w) => ("curtail", format!("at most {:.0} W", w.w())),
-        };
-        self.event(at, kind, actor, detail);
-        // An operator's action is on record at once, not at the next interval.
-        self.flush();
     }
 
     /// Hands what was collected to the writer.

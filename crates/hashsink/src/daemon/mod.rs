@@ -9,6 +9,7 @@ pub mod auth;
 pub mod connect;
 pub mod http;
 pub mod ledger;
+pub mod live;
 pub mod metrics;
 pub mod signals;
 pub mod site;
@@ -96,8 +97,11 @@ pub struct Status {
     pub booting: u32,
     pub asleep: u32,
     pub unreachable: u32,
+    /// Miners routed around: faults and operator exclusions.
     pub faulted: u32,
-    /// The miners routed around, with why (the first 100).
+    /// Of those, the ones an operator excluded.
+    pub excluded: u32,
+    /// The miners routed around for a fault, with why (the first 100).
     pub faulted_miners: Vec<FaultedMiner>,
     pub commands: u64,
     pub last_sweep_ms: u64,
@@ -109,6 +113,12 @@ pub struct Status {
     pub allowed_w: f64,
     /// Blocks in the day-ahead schedule last loaded (0: none).
     pub schedule_blocks: usize,
+    /// What the operator last asked: "follow" (the surplus), "shed" or "curtail".
+    pub mode: &'static str,
+    /// The operator's cap while curtailed, W.
+    pub curtail_w: Option<f64>,
+    /// Who gave the operator command in force ("" while following the surplus).
+    pub mode_by: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -236,19 +246,97 @@ pub struct DaemonSetup {
 }
 
 /// A running daemon's handles.
+#[derive(Clone)]
 pub struct DaemonHandle {
     pub events: mpsc::UnboundedSender<Event>,
     pub status: watch::Receiver<Status>,
+    pub miners: watch::Receiver<Arc<live::MinersView>>,
+    pub recent: Arc<live::RecentEvents>,
 }
 
-pub fn channels() -> (
-    DaemonHandle,
-    mpsc::UnboundedReceiver<Event>,
-    watch::Sender<Status>,
-) {
+/// The daemon's side of the handles: what it publishes.
+pub struct Publisher {
+    pub status: watch::Sender<Status>,
+    pub miners: watch::Sender<Arc<live::MinersView>>,
+    pub recent: Arc<live::RecentEvents>,
+}
+
+pub fn channels() -> (DaemonHandle, mpsc::UnboundedReceiver<Event>, Publisher) {
     let (events, rx) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(Status::default());
-    (DaemonHandle { events, status }, rx, status_tx)
+    let (miners_tx, miners) = watch::channel(Arc::new(live::MinersView::default()));
+    let recent = Arc::new(live::RecentEvents::default());
+    (
+        DaemonHandle {
+            events,
+            status,
+            miners,
+            recent: recent.clone(),
+        },
+        rx,
+        Publisher {
+            status: status_tx,
+            miners: miners_tx,
+            recent,
+        },
+    )
+}
+
+/// What an operator command is called in the event log, and what it did (`address` names a
+/// miner).
+pub fn describe_operator(
+    cmd: OperatorCommand,
+    address: &dyn Fn(MinerId) -> String,
+) -> (&'static str, String) {
+    match cmd {
+        OperatorCommand::ShedAll => ("shed", "every miner told to sleep".to_string()),
+        OperatorCommand::Resume => ("resume", "the fleet may follow the surplus again".into()),
+        OperatorCommand::CurtailTo(w) => ("curtail", format!("at most {:.0} W", w.w())),
+        OperatorCommand::Exclude(m) => (
+            "exclude",
+            format!(
+                "miner {} ({}) taken out of control: told to sleep once, then left alone",
+                m.0,
+                address(m)
+            ),
+        ),
+        OperatorCommand::Include(m) => (
+            "include",
+            format!("miner {} ({}) back under control", m.0, address(m)),
+        ),
+    }
+}
+
+/// An event, to the in-memory log the dashboard shows and to the ledger if there is one.
+fn note(
+    ledger: &mut Option<ledger::Recorder>,
+    recent: &live::RecentEvents,
+    at: Timestamp,
+    kind: &str,
+    actor: &str,
+    detail: String,
+) {
+    recent.push(at.as_millis(), kind, actor, &detail);
+    if let Some(l) = ledger.as_mut() {
+        l.event(at, kind, actor, detail);
+    }
+}
+
+fn live_of(s: &MinerStatus, fault: Option<hashsink_core::FaultKind>) -> live::MinerLive {
+    let (state, power_w, hashrate_ths) = match s {
+        MinerStatus::Mining { power, hashrate } => {
+            (live::LiveState::Mining, power.w(), hashrate.ths())
+        }
+        MinerStatus::Booting { power } => (live::LiveState::Booting, power.w(), 0.0),
+        MinerStatus::Asleep { power } => (live::LiveState::Asleep, power.w(), 0.0),
+        MinerStatus::Unreachable => (live::LiveState::Unreachable, 0.0, 0.0),
+    };
+    live::MinerLive {
+        state,
+        power_w,
+        hashrate_ths,
+        fault,
+    }
 }
 
 fn to_status(t: &Result<Telemetry, DriverError>) -> MinerStatus {
@@ -281,9 +369,14 @@ pub async fn run(
     setup: DaemonSetup,
     handle_events: mpsc::UnboundedSender<Event>,
     mut events: mpsc::UnboundedReceiver<Event>,
-    status_tx: watch::Sender<Status>,
+    publish: Publisher,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Status> {
+    let Publisher {
+        status: status_tx,
+        miners: miners_tx,
+        recent,
+    } = publish;
     let DaemonSetup {
         fleet,
         io,
@@ -311,7 +404,32 @@ pub async fn run(
         .map(|m| fleet.spec_of(m).standby.w())
         .sum();
     let mut last: Vec<MinerStatus> = vec![MinerStatus::Unreachable; n];
-    let mut status = Status::default();
+    let directory: Arc<Vec<live::MinerEntry>> = Arc::new(
+        fleet
+            .miner_ids()
+            .map(|m| {
+                let spec = fleet.spec_of(m);
+                live::MinerEntry {
+                    id: m.0,
+                    address: io.driver(m.index()).address().to_string(),
+                    model: spec.model.clone(),
+                    firmware: spec.firmware.key().to_string(),
+                }
+            })
+            .collect(),
+    );
+    // The miners' view is published at once (nobody read yet) and then at most once a wall
+    // second (and at once after an operator's command).
+    miners_tx.send_replace(Arc::new(live::MinersView {
+        at_ms: start.as_millis(),
+        directory: directory.clone(),
+        live: last.iter().map(|s| live_of(s, None)).collect(),
+    }));
+    let mut miners_published: Option<std::time::Instant> = None;
+    let mut status = Status {
+        mode: "follow",
+        ..Status::default()
+    };
     let mut next_tick = start;
     let mut next_sweep = start;
     let mut sweeping = false;
@@ -369,11 +487,34 @@ pub async fn run(
                     }
                     Event::Operator(cmd, actor) => {
                         info!(?cmd, %actor, "operator command");
+                        let (kind, detail) = describe_operator(cmd, &|m| {
+                            if m.index() < n { io.driver(m.index()).address().to_string() } else { "no such miner".into() }
+                        });
+                        note(&mut ledger, &recent, now, kind, &actor, detail);
                         if let Some(l) = ledger.as_mut() {
-                            l.operator(now, cmd, &actor);
+                            // An operator's action is on record at once, not at the next interval.
+                            l.flush();
                         }
+                        miners_published = None;
                         operator_actor = actor;
-                        overridden = !matches!(cmd, OperatorCommand::Resume);
+                        match cmd {
+                            OperatorCommand::Exclude(_) | OperatorCommand::Include(_) => {}
+                            OperatorCommand::Resume => {
+                                overridden = false;
+                                (status.mode, status.curtail_w) = ("follow", None);
+                                status.mode_by.clear();
+                            }
+                            OperatorCommand::ShedAll => {
+                                overridden = true;
+                                (status.mode, status.curtail_w) = ("shed", None);
+                                status.mode_by = operator_actor.clone();
+                            }
+                            OperatorCommand::CurtailTo(w) => {
+                                overridden = true;
+                                (status.mode, status.curtail_w) = ("curtail", Some(w.w()));
+                                status.mode_by = operator_actor.clone();
+                            }
+                        }
                         if cmd == OperatorCommand::ShedAll {
                             shed_timer = Some((std::time::Instant::now(), status.commands));
                         }
@@ -407,8 +548,8 @@ pub async fn run(
                     let verdict = judge.lock().unwrap_or_else(|p| p.into_inner()).verdict(now);
                     let had = signal_state;
                     signal_status(&mut status, &verdict, &signal_names, &mut signal_state);
-                    if let (Some(l), Some(_)) = (ledger.as_mut(), had) {
-                        if had != signal_state {
+                    if had.is_some() && had != signal_state {
+                        {
                             let why: Vec<String> = status
                                 .signals
                                 .iter()
@@ -425,7 +566,7 @@ pub async fn run(
                             } else {
                                 "signal-lost"
                             };
-                            l.event(now, kind, "signals", why.join("; "));
+                            note(&mut ledger, &recent, now, kind, "signals", why.join("; "));
                         }
                     }
                     verdict.available
@@ -471,23 +612,24 @@ pub async fn run(
                     standby_w,
                     &|i| ctl.fault_of(MinerId(i as u32)).is_some(),
                 );
-                if status.faulted > faulted_before {
-                    l.event(
-                        now,
-                        "miner-fault",
-                        "controller",
-                        format!(
-                            "{} miners routed around (was {faulted_before})",
-                            status.faulted
-                        ),
-                    );
-                }
                 if last_ledger_flush.elapsed() >= Duration::from_secs(5) && l.has_pending() {
                     l.flush();
                     last_ledger_flush = std::time::Instant::now();
                 }
             }
-            faulted_before = status.faulted;
+            if miners_published.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                miners_published = Some(std::time::Instant::now());
+                let live = last
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| live_of(s, ctl.fault_of(MinerId(i as u32))))
+                    .collect();
+                miners_tx.send_replace(Arc::new(live::MinersView {
+                    at_ms: now.as_millis(),
+                    directory: directory.clone(),
+                    live,
+                }));
+            }
             if let Some(report) = &fleet_report {
                 report.send_replace(hashsink_plantio::modbus::FleetReport {
                     load: Watts(status.fleet_w),
@@ -495,19 +637,34 @@ pub async fn run(
                 });
             }
             status.faulted_miners.clear();
+            status.excluded = 0;
             if status.faulted > 0 {
                 for m in fleet.miner_ids() {
-                    if let Some(fault) = ctl.fault_of(m) {
-                        status.faulted_miners.push(FaultedMiner {
-                            address: io.driver(m.index()).address().to_string(),
-                            fault,
-                        });
-                        if status.faulted_miners.len() >= 100 {
-                            break;
+                    match ctl.fault_of(m) {
+                        Some(hashsink_core::FaultKind::Excluded) => status.excluded += 1,
+                        Some(fault) if status.faulted_miners.len() < 100 => {
+                            status.faulted_miners.push(FaultedMiner {
+                                address: io.driver(m.index()).address().to_string(),
+                                fault,
+                            });
                         }
+                        _ => {}
                     }
                 }
             }
+            // Exclusions are the operator's, not faults.
+            let faults = status.faulted - status.excluded;
+            if faults > faulted_before {
+                note(
+                    &mut ledger,
+                    &recent,
+                    now,
+                    "miner-fault",
+                    "controller",
+                    format!("{faults} miners routed around (was {faulted_before})"),
+                );
+            }
+            faulted_before = faults;
             let _ = status_tx.send(status.clone());
             next_tick = now + cadence;
             if now >= next_sweep && !sweeping {
@@ -619,14 +776,14 @@ pub async fn run(
     while inflight.join_next().await.is_some() {}
     if on_stop == OnStop::Sleep {
         info!("stopping: putting every miner to sleep");
-        if let Some(l) = ledger.as_mut() {
-            l.event(
-                clock.now(),
-                "safe-state",
-                "daemon",
-                "every miner told to sleep at stop".into(),
-            );
-        }
+        note(
+            &mut ledger,
+            &recent,
+            clock.now(),
+            "safe-state",
+            "daemon",
+            "every miner told to sleep at stop".into(),
+        );
         let all: Vec<usize> = (0..n).collect();
         let results = io.apply_all(&all, Control::Sleep).await;
         let failed: Vec<String> = results

@@ -34,10 +34,16 @@ pub struct SiteFile {
     pub api: ApiSection,
 }
 
-/// `[api]`: who may use the daemon's HTTP endpoint (`[[api.token]]` tables).
+/// `[api]`: where the daemon serves its API and dashboard, over TLS or not, and who may use it
+/// (`[[api.token]]` tables).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
+    /// Where to listen (default: nowhere, unless the surplus source is `http`).
+    pub listen: Option<String>,
+    /// PEM certificate chain and private key (relative to the site file): serve HTTPS.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     #[serde(rename = "token")]
     pub tokens: Vec<toml::Spanned<crate::daemon::auth::TokenFile>>,
 }
@@ -200,6 +206,10 @@ pub struct Site {
     pub ledger: Option<LedgerConfig>,
     /// The endpoint's tokens (none: open, loopback only).
     pub tokens: crate::daemon::auth::Tokens,
+    /// `[api] listen`, checked.
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// `[api] tls_cert` and `tls_key`, resolved against the site file's folder.
+    pub tls: Option<crate::daemon::http::TlsFiles>,
 }
 
 impl Site {
@@ -403,8 +413,32 @@ impl Site {
             format!("{origin}:{} ([[api.token]] {})", token_lines[i], i + 1)
         })
         .map_err(|e| anyhow!(e))?;
+        let api_listen = match &file.api.listen {
+            Some(l) => Some(l.parse().map_err(|_| {
+                anyhow!("{origin}: [api] listen = {l:?} is not an address like 127.0.0.1:8077")
+            })?),
+            None => None,
+        };
+        let tls = match (&file.api.tls_cert, &file.api.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (base_dir.join(cert), base_dir.join(key));
+                for (name, p) in [("tls_cert", &cert), ("tls_key", &key)] {
+                    if !p.is_file() {
+                        bail!(
+                            "{origin}: [api] {name} = {} is not a file (PEM, relative to the site file)",
+                            p.display()
+                        );
+                    }
+                }
+                Some(crate::daemon::http::TlsFiles { cert, key })
+            }
+            _ => bail!("{origin}: [api] needs both tls_cert and tls_key (PEM files), or neither"),
+        };
         Ok(Site {
             tokens,
+            api_listen,
+            tls,
             ledger,
             name: file.site.name,
             safe_state: file.site.safe_state,
