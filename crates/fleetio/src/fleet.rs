@@ -118,24 +118,31 @@ impl FleetIo {
 
     /// Reads every miner.
     pub async fn sweep(&self) -> Sweep {
+        let mut results: Vec<Result<Telemetry, DriverError>> = (0..self.drivers.len())
+            .map(|_| Err(DriverError::Timeout(0)))
+            .collect();
+        let took = self.sweep_each(|i, r| results[i] = r).await;
+        Sweep { results, took }
+    }
+
+    /// Reads every miner, handing each result to `each` as it lands (a slow miner does not hold
+    /// up the others' results); returns how long the whole sweep took.
+    pub async fn sweep_each(
+        &self,
+        mut each: impl FnMut(usize, Result<Telemetry, DriverError>),
+    ) -> std::time::Duration {
         let started = Instant::now();
         let mut tasks = JoinSet::new();
         for i in 0..self.drivers.len() {
             let read = self.read(i);
             tasks.spawn(async move { (i, read.await) });
         }
-        let mut results: Vec<Result<Telemetry, DriverError>> = (0..self.drivers.len())
-            .map(|_| Err(DriverError::Timeout(0)))
-            .collect();
         while let Some(joined) = tasks.join_next().await {
             if let Ok((i, r)) = joined {
-                results[i] = r;
+                each(i, r);
             }
         }
-        Sweep {
-            results,
-            took: started.elapsed(),
-        }
+        started.elapsed()
     }
 
     /// Sends `control` to every listed miner at once; returns each result and when the last

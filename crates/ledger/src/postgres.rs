@@ -152,36 +152,38 @@ impl Store for PgStore {
             }
         }
         if !batch.commands.is_empty() {
-            let stmt = tx.prepare(
+            // One statement for the whole batch (a shed is thousands of commands).
+            let ids: Vec<i64> = batch.commands.iter().map(|c| c.id as i64).collect();
+            let at: Vec<i64> = batch.commands.iter().map(|c| c.at.as_millis()).collect();
+            let miners: Vec<Option<i32>> = batch
+                .commands
+                .iter()
+                .map(|c| c.miner.map(|m| m as i32))
+                .collect();
+            let actions: Vec<&str> = batch.commands.iter().map(|c| c.action.as_str()).collect();
+            let reasons: Vec<&str> = batch.commands.iter().map(|c| c.reason.as_str()).collect();
+            let actors: Vec<&str> = batch.commands.iter().map(|c| c.actor.as_str()).collect();
+            tx.execute(
                 "INSERT INTO commands (site, run_ms, id, at_ms, miner, action, reason, actor)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                 SELECT $1, $2, i, a, m, ac, r, who
+                 FROM unnest($3::int8[], $4::int8[], $5::int4[], $6::text[], $7::text[], $8::text[])
+                   AS t(i, a, m, ac, r, who)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &site, &run_ms, &ids, &at, &miners, &actions, &reasons, &actors,
+                ],
             )?;
-            for c in &batch.commands {
-                tx.execute(
-                    &stmt,
-                    &[
-                        &site,
-                        &run_ms,
-                        &(c.id as i64),
-                        &c.at.as_millis(),
-                        &c.miner.map(|m| m as i32),
-                        &c.action,
-                        &c.reason,
-                        &c.actor,
-                    ],
-                )?;
-            }
         }
         if !batch.outcomes.is_empty() {
-            let stmt = tx.prepare(
-                "INSERT INTO command_outcomes (site, run_ms, id, at_ms, result) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            let ids: Vec<i64> = batch.outcomes.iter().map(|o| o.id as i64).collect();
+            let at: Vec<i64> = batch.outcomes.iter().map(|o| o.at.as_millis()).collect();
+            let results: Vec<&str> = batch.outcomes.iter().map(|o| o.result.as_str()).collect();
+            tx.execute(
+                "INSERT INTO command_outcomes (site, run_ms, id, at_ms, result)
+                 SELECT $1, $2, i, a, r FROM unnest($3::int8[], $4::int8[], $5::text[]) AS t(i, a, r)
+                 ON CONFLICT DO NOTHING",
+                &[&site, &run_ms, &ids, &at, &results],
             )?;
-            for o in &batch.outcomes {
-                tx.execute(
-                    &stmt,
-                    &[&site, &run_ms, &(o.id as i64), &o.at.as_millis(), &o.result],
-                )?;
-            }
         }
         if !batch.events.is_empty() {
             let stmt = tx.prepare(

@@ -529,17 +529,22 @@ async fn get_recent_events(State(api): State<Api>, Query(q): Query<RecentQuery>)
 async fn get_stream(State(api): State<Api>) -> Response {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     let status = api.handle.status.clone();
-    let stream = futures::stream::unfold((status, true), |(mut rx, first)| async move {
-        if !first {
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            rx.changed().await.ok()?;
-        }
-        let body = serde_json::to_string(&*rx.borrow_and_update()).ok()?;
-        Some((
-            Ok::<_, std::convert::Infallible>(SseEvent::default().event("status").data(body)),
-            (rx, false),
-        ))
-    });
+    // The first status at once; then each change, at most one every 250 ms (a change that
+    // comes sooner waits out the rest of the 250 ms; one that comes later goes at once).
+    let stream = futures::stream::unfold(
+        (status, None::<tokio::time::Instant>),
+        |(mut rx, last_sent)| async move {
+            if let Some(sent) = last_sent {
+                rx.changed().await.ok()?;
+                tokio::time::sleep_until(sent + std::time::Duration::from_millis(250)).await;
+            }
+            let body = serde_json::to_string(&*rx.borrow_and_update()).ok()?;
+            Some((
+                Ok::<_, std::convert::Infallible>(SseEvent::default().event("status").data(body)),
+                (rx, Some(tokio::time::Instant::now())),
+            ))
+        },
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response()

@@ -124,7 +124,8 @@ pub fn render(status: &Status) -> String {
         ("booting", status.booting),
         ("asleep", status.asleep),
         ("unreachable", status.unreachable),
-        ("faulted", status.faulted),
+        ("faulted", status.faulted - status.excluded),
+        ("excluded", status.excluded),
     ] {
         miners
             .get_or_create(&vec![("state".to_string(), state.to_string())])

@@ -453,6 +453,11 @@ pub async fn run(
     // Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
     let mut inflight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let tick_wall_min = Duration::from_millis(20);
+    // Telemetry that arrived since the status was last published, and when that was: new
+    // readings are published within `PUBLISH_EVERY` (wall), not only at the next tick.
+    const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+    let mut telemetry_unpublished = false;
+    let mut published_at = std::time::Instant::now();
     tokio::pin!(stop);
     info!(miners = n, speed = clock.speed(), "daemon started");
     loop {
@@ -468,6 +473,7 @@ pub async fn run(
                         }
                         let s = to_status(&result);
                         last[miner as usize] = s;
+                        telemetry_unpublished = true;
                         ctl.handle_input(now, Input::Miner(MinerReport { miner: MinerId(miner), at, status: s }));
                     }
                     Event::Outcome { outcome } => {
@@ -534,6 +540,8 @@ pub async fn run(
                         sweeping = false;
                         status.last_sweep_ms = took.as_millis() as u64;
                         debug!(took_ms = took.as_millis() as u64, answered, "telemetry sweep");
+                        // Publish the sweep's last readings now, not at the next tick.
+                        next_tick = next_tick.min(now);
                     }
                 }
             }
@@ -541,7 +549,12 @@ pub async fn run(
             _ = sleep_until(&clock, wake_at, tick_wall_min) => {}
         }
         let now = clock.now();
+        if telemetry_unpublished && published_at.elapsed() >= PUBLISH_EVERY {
+            next_tick = next_tick.min(now);
+        }
         if now >= next_tick {
+            telemetry_unpublished = false;
+            published_at = std::time::Instant::now();
             // One verdict per tick for plant signals: it gives both the reading and the status.
             let reading = match &surplus {
                 SurplusFeed::Judged(judge) => {
@@ -676,19 +689,20 @@ pub async fn run(
                     // Stamped with the sweep's start: each miner's state is no older than that,
                     // and a slow miner's reply may be much older than the sweep's end.
                     let at = clock.now();
-                    let sweep = io.sweep().await;
-                    let answered = sweep.answered();
-                    for (miner, result) in sweep.results.into_iter().enumerate() {
-                        let _ = tx.send(Event::Telemetry {
-                            miner: miner as u32,
-                            at,
-                            result,
-                        });
-                    }
-                    let _ = tx.send(Event::SweepDone {
-                        took: sweep.took,
-                        answered,
-                    });
+                    // Each result goes to the loop as it lands: what a fast miner reports is
+                    // seen while slow ones are still being read.
+                    let mut answered = 0;
+                    let took = io
+                        .sweep_each(|miner, result| {
+                            answered += usize::from(result.is_ok());
+                            let _ = tx.send(Event::Telemetry {
+                                miner: miner as u32,
+                                at,
+                                result,
+                            });
+                        })
+                        .await;
+                    let _ = tx.send(Event::SweepDone { took, answered });
                 });
             }
         }
