@@ -139,7 +139,8 @@ async fn one_size(
             break;
         }
         // Each change starts from a settled fleet: every miner mining, none booting (the last
-        // change's miners have booted again).
+        // change's miners have booted again), the load steady within 0.02 % over 4 statuses (a
+        // fleet still ramping up would hide the drop).
         let settle = Instant::now();
         let mut steady = 0;
         let mut previous = f64::NAN;
@@ -152,10 +153,10 @@ async fn one_size(
             let fleet = s["fleet_w"].as_f64().unwrap_or(0.0);
             let settled = s["mining"].as_u64() == Some(u64::from(miners))
                 && s["booting"] == 0
-                && (fleet - previous).abs() <= fleet * 0.001;
+                && (fleet - previous).abs() <= fleet * 0.0002;
             previous = fleet;
             steady = if settled { steady + 1 } else { 0 };
-            if steady >= 3 {
+            if steady >= 4 {
                 // Drain what is queued so that the next status read is a fresh one.
                 let mut fleet = fleet;
                 while let Ok((_, _, s)) = rx.try_recv() {
