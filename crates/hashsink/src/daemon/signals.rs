@@ -630,6 +630,8 @@ pub fn start(
     tokio::spawn(async move {
         // The last complaint per source, so that a steady fault is logged once, not per poll.
         let mut last: Vec<Option<String>> = vec![None; names.len()];
+        // Each source's trip flag as last reported.
+        let mut tripped: Vec<Option<bool>> = vec![None; names.len()];
         while let Some(event) = rx.recv().await {
             let now = clock.now();
             // (kind of complaint, for de-duplication; what to log)
@@ -653,6 +655,14 @@ pub fn start(
                         )
                     }
                     SignalEvent::Trip(id, set) => {
+                        // Acted on when it changes: a source that reports the flag on every poll
+                        // (an IEC 104 interrogation) must not resume the fleet every poll, and a
+                        // flag first seen clear lifts nothing.
+                        let seen = &mut tripped[id.0 as usize];
+                        let was = seen.replace(set);
+                        if was == Some(set) || (!set && was.is_none()) {
+                            continue;
+                        }
                         let name = &names[id.0 as usize];
                         if set {
                             warn!(source = %name, "emergency shed: the plant's trip flag is set");
