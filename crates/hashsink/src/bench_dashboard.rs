@@ -190,16 +190,6 @@ async fn one_size(
                     stream_ms
                         .push((arrived_ms - s["now_ms"].as_i64().unwrap_or(arrived_ms)) as f64);
                     let since = arrived.duration_since(changed).as_secs_f64() * 1000.0;
-                    if std::env::var_os("HASHSINK_BENCH_TRACE").is_some() {
-                        eprintln!(
-                            "{since:>6.0} ms: mining {} booting {} asleep {} fleet {:.0} W (before {fleet_before:.0}, visible at {:.0})",
-                            s["mining"],
-                            s["booting"],
-                            s["asleep"],
-                            s["fleet_w"].as_f64().unwrap_or(0.0),
-                            fleet_before - visible_drop
-                        );
-                    }
                     if load_seen.is_none()
                         && s["fleet_w"].as_f64().unwrap_or(f64::MAX) <= fleet_before - visible_drop
                     {

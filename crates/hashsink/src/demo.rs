@@ -190,23 +190,20 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
                 "--listen {asked}: the demo's dashboard has no tokens, so it listens on loopback only"
             );
         }
-        let router = || {
-            daemon::http::router(daemon::http::ApiSetup {
-                latest: Arc::new(std::sync::Mutex::new(None)),
-                handle: handle.clone(),
-                clock,
-                tokens: Arc::new(crate::daemon::auth::Tokens::default()),
-                ledger: Some((ledger_config.url.clone(), "demo".into())),
-            })
-        };
-        let bound = match daemon::http::serve(asked, router(), None).await {
-            Ok(b) => b,
+        let listener = match daemon::http::bind(asked) {
+            Ok(l) => l,
             // The default port is taken: any free one will do.
-            Err(_) if args.listen == DEFAULT_LISTEN => {
-                daemon::http::serve((asked.ip(), 0).into(), router(), None).await?
-            }
+            Err(_) if args.listen == DEFAULT_LISTEN => daemon::http::bind((asked.ip(), 0).into())?,
             Err(e) => return Err(e),
         };
+        let router = daemon::http::router(daemon::http::ApiSetup {
+            latest: Arc::new(std::sync::Mutex::new(None)),
+            handle: handle.clone(),
+            clock,
+            tokens: Arc::new(crate::daemon::auth::Tokens::default()),
+            ledger: Some((ledger_config.url.clone(), "demo".into())),
+        });
+        let bound = daemon::http::serve(listener, router, None).await?;
         say(format!(
             "dashboard: http://{bound}/ (live while the replay runs{})",
             if args.stay {

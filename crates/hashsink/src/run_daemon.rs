@@ -132,6 +132,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 "listening on {addr} with no [[api.token]] in the site file would let anyone on the network shed or curtail the fleet: add tokens (`hashsink token`) or listen on 127.0.0.1"
             );
         }
+        let listener = daemon::http::bind(addr)?;
         let router = daemon::http::router(daemon::http::ApiSetup {
             latest,
             handle: handle.clone(),
@@ -143,7 +144,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 .filter(|_| !args.no_ledger)
                 .map(|l| (l.url.clone(), site.name.clone())),
         });
-        let bound = daemon::http::serve(addr, router, site.tls.as_ref()).await?;
+        let bound = daemon::http::serve(listener, router, site.tls.as_ref()).await?;
         let scheme = if site.tls.is_some() { "https" } else { "http" };
         info!(%bound, "dashboard: {scheme}://{bound}/  API: {scheme}://{bound}/api/v1/openapi.json");
     }

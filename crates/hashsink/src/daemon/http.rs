@@ -56,12 +56,13 @@ fn range_of(r: &Range) -> Result<(Timestamp, Timestamp), String> {
     Ok((from, to))
 }
 
+/// An error answer: the status and `{"error": message}`.
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({"error": message.to_string()}))).into_response()
+}
+
 fn bad_request(message: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"error": message})),
-    )
-        .into_response()
+    error(StatusCode::BAD_REQUEST, message)
 }
 
 /// Runs a ledger read on a blocking thread with its own connection (SQLite WAL lets it read
@@ -76,11 +77,10 @@ async fn ledger_read(
     + 'static,
 ) -> Response {
     let Some((url, site)) = api.ledger.clone() else {
-        return (
+        return error(
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "this site keeps no ledger ([ledger] enabled = false)"})),
-        )
-            .into_response();
+            "this site keeps no ledger ([ledger] enabled = false)",
+        );
     };
     let result = tokio::task::spawn_blocking(move || {
         let mut store = hashsink_ledger::open(&url)?;
@@ -91,17 +91,12 @@ async fn ledger_read(
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "ledger read failed");
-            (
+            error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"error": "the ledger could not be read; see the daemon's log"})),
+                "the ledger could not be read; see the daemon's log",
             )
-                .into_response()
         }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"error": "ledger read aborted"})),
-        )
-            .into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "ledger read aborted"),
     }
 }
 
@@ -201,11 +196,7 @@ async fn authorize(
             axum::Json(json!({"error": "a valid bearer token is needed: Authorization: Bearer <token> (see `hashsink token`)"})),
         )
             .into_response(),
-        Err(Denied::Forbidden { name, role }) => (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({"error": format!("{name} is a {role:?}; this needs {needs:?} or above")})),
-        )
-            .into_response(),
+        Err(Denied::Forbidden { name, role }) => error(StatusCode::FORBIDDEN, format!("{name} is a {role:?}; this needs {needs:?} or above")),
     }
 }
 
@@ -280,11 +271,22 @@ async fn get_miners(State(api): State<Api>, Query(q): Query<MinersQuery>) -> Res
     if needle.len() > 100 {
         return bad_request("q is longer than 100 characters".into());
     }
-    let state = match q.state.as_deref() {
-        None | Some("") | Some("any") => None,
-        Some("excluded") => Some("excluded"),
-        Some("faulted") => Some("faulted"),
-        Some(s @ ("mining" | "booting" | "asleep" | "unreachable")) => Some(s),
+    use super::live::LiveState;
+    /// Which miners a `state` filter keeps (parsed once, not per miner).
+    enum Keep {
+        All,
+        Excluded,
+        Faulted,
+        State(LiveState),
+    }
+    let keep = match q.state.as_deref() {
+        None | Some("") | Some("any") => Keep::All,
+        Some("excluded") => Keep::Excluded,
+        Some("faulted") => Keep::Faulted,
+        Some("mining") => Keep::State(LiveState::Mining),
+        Some("booting") => Keep::State(LiveState::Booting),
+        Some("asleep") => Keep::State(LiveState::Asleep),
+        Some("unreachable") => Keep::State(LiveState::Unreachable),
         Some(other) => {
             return bad_request(format!(
                 "state {other:?} is not one of mining, booting, asleep, unreachable, faulted, excluded"
@@ -302,11 +304,11 @@ async fn get_miners(State(api): State<Api>, Query(q): Query<MinersQuery>) -> Res
                 || e.model.to_lowercase().contains(&needle)
                 || e.firmware.to_lowercase().contains(&needle)
                 || e.id.to_string() == needle)
-                && match state {
-                    None => true,
-                    Some("excluded") => l.fault == Some(hashsink_core::FaultKind::Excluded),
-                    Some("faulted") => l.fault.is_some(),
-                    Some(s) => json!(l.state) == json!(s),
+                && match keep {
+                    Keep::All => true,
+                    Keep::Excluded => l.fault == Some(hashsink_core::FaultKind::Excluded),
+                    Keep::Faulted => l.fault.is_some(),
+                    Keep::State(s) => l.state == s,
                 }
         })
         .map(|(e, l)| miner_json(e, Some(l)))
@@ -330,21 +332,20 @@ async fn get_miners(State(api): State<Api>, Query(q): Query<MinersQuery>) -> Res
 fn find_miner(api: &Api, id: u32) -> Result<(Arc<super::live::MinersView>, usize), Box<Response>> {
     let view = api.handle.miners.borrow().clone();
     if view.directory.is_empty() {
-        Err(Box::new(
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"error": "the daemon is starting: no miner is known yet"})),
-            )
-                .into_response(),
-        ))
+        Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is starting: no miner is known yet",
+        )))
     } else if (id as usize) < view.directory.len() {
         Ok((view, id as usize))
     } else {
-        Err(Box::new((
+        Err(Box::new(error(
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": format!("no miner {id}: ids run from 0 to {}", view.directory.len().saturating_sub(1))})),
-        )
-            .into_response()))
+            format!(
+                "no miner {id}: ids run from 0 to {}",
+                view.directory.len().saturating_sub(1)
+            ),
+        )))
     }
 }
 
@@ -419,11 +420,7 @@ async fn post_include(
         Err(r) => return *r,
     };
     if view.live.get(i).and_then(|l| l.fault) != Some(hashsink_core::FaultKind::Excluded) {
-        return (
-            StatusCode::CONFLICT,
-            axum::Json(json!({"error": format!("miner {id} is not excluded")})),
-        )
-            .into_response();
+        return error(StatusCode::CONFLICT, format!("miner {id} is not excluded"));
     }
     operator(
         &api,
@@ -661,11 +658,7 @@ struct CurtailBody {
 }
 
 fn bad(message: String) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        axum::Json(json!({"error": message})),
-    )
-        .into_response()
+    error(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
@@ -695,11 +688,7 @@ async fn operator(api: &Api, actor: Actor, cmd: OperatorCommand) -> Response {
         .send(Event::Operator(cmd, actor.0))
         .is_err()
     {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": "the daemon is stopping"})),
-        )
-            .into_response();
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
     axum::Json(json!({"accepted": format!("{cmd:?}")})).into_response()
 }
@@ -853,16 +842,21 @@ pub struct TlsFiles {
     pub key: std::path::PathBuf,
 }
 
-/// Listens on `addr` (over TLS when `tls` is given) and serves until the process ends.
-/// Returns the address bound (port 0 picks one).
+/// Binds the endpoint's address (port 0 picks one), before anything is built to serve it.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API and dashboard: {e}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves `router` on a bound listener (over TLS when `tls` is given) until the process ends.
+/// Returns the address served.
 pub async fn serve(
-    addr: SocketAddr,
+    std_listener: std::net::TcpListener,
     router: Router,
     tls: Option<&TlsFiles>,
 ) -> anyhow::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API and dashboard: {e}"))?;
-    std_listener.set_nonblocking(true)?;
     let bound = std_listener.local_addr()?;
     match tls {
         None => {
