@@ -93,6 +93,9 @@ pub enum Reason {
     FailSafe,
     /// Re-sending the wanted state to a miner that drifted from it (rebooted, lost a command).
     Reconcile,
+    /// Woken inside its minimum off-time because the surplus came back within `short_dip_s` of
+    /// the dip that put it to sleep (at most once per `min_off_s`; counted as a cycle).
+    Rewake,
 }
 
 /// What to do to a miner. Levels index the spec's power ladder.

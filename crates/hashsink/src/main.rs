@@ -41,7 +41,7 @@ enum Command {
     /// Follow a surplus profile with a simulated fleet (the digital twin) and print the KPIs.
     Simulate {
         #[command(flatten)]
-        args: simulate::SimulateArgs,
+        args: Box<simulate::SimulateArgs>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,

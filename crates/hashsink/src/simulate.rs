@@ -11,7 +11,11 @@ use hashsink_core::{
     BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig,
 };
 use hashsink_twin::profile::format_time;
-use hashsink_twin::{ControllerChoice, FaultPlan, NuclearMethod, Profile, RunReport, Scenario};
+use hashsink_twin::{
+    ControllerChoice, Disturbance, FaultPlan, MeterSettings, NuclearMethod, Profile, RunReport,
+    Scenario, StepSettings,
+};
+use hashsink_units::Watts;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -85,6 +89,126 @@ pub struct SimulateArgs {
     /// Draw the surplus and each controller's fleet load to an SVG chart.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub disturb: DisturbArgs,
+}
+
+/// Steps on the surplus and a lagging meter (`simulate`'s stepped and late-meter scenarios).
+#[derive(Args, Debug, Clone, Default)]
+pub struct DisturbArgs {
+    /// Add seeded steps to the profile: dips of 10-45 % for 5-60 s, and lasting steps to 70-100 %
+    /// of the profile, each every 5-30 minutes (the `--dip-*`/`--step-*` options change them).
+    #[arg(long)]
+    pub steps: bool,
+    /// Share of the surplus a dip takes away, percent, as LOW-HIGH.
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
+    pub dip_depth_pct: Option<(f64, f64)>,
+    /// How long a dip lasts, seconds, as LOW-HIGH.
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
+    pub dip_length_s: Option<(f64, f64)>,
+    /// Minutes from the end of one dip to the start of the next, as LOW-HIGH.
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
+    pub dip_every_min: Option<(f64, f64)>,
+    /// The level a lasting step sets, percent of the profile, as LOW-HIGH.
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
+    pub step_level_pct: Option<(f64, f64)>,
+    /// Minutes between lasting steps, as LOW-HIGH.
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
+    pub step_every_min: Option<(f64, f64)>,
+    /// The surplus meter's delay from measurement to the controller, ms (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub meter_delay_ms: u64,
+    /// A further delay per reading, drawn from 0 to this many ms.
+    #[arg(long, default_value_t = 0)]
+    pub meter_jitter_ms: u64,
+    /// How often the surplus meter updates, ms (Modbus about 1000, SCADA 2000-4000; 0: every
+    /// one-second twin sample).
+    #[arg(long, default_value_t = 0)]
+    pub meter_period_ms: u64,
+    /// The meter's resolution, kW: readings are rounded to a multiple of it (0: exact).
+    #[arg(long, default_value_t = 0.0)]
+    pub meter_resolution_kw: f64,
+}
+
+/// `LOW-HIGH` (or one number for both).
+fn parse_range(text: &str) -> Result<(f64, f64), String> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                format!("'{t}' is not a non-negative number (write LOW-HIGH, e.g. 10-45)")
+            })
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let v = parse(text)?;
+            (v, v)
+        }
+    };
+    if lo > hi {
+        return Err(format!("{lo} is above {hi}: write the low end first"));
+    }
+    Ok((lo, hi))
+}
+
+impl DisturbArgs {
+    /// The step settings, if any step option was given.
+    pub fn step_settings(&self) -> Result<Option<StepSettings>> {
+        let any = self.dip_depth_pct.is_some()
+            || self.dip_length_s.is_some()
+            || self.dip_every_min.is_some()
+            || self.step_level_pct.is_some()
+            || self.step_every_min.is_some();
+        if !(self.steps || any) {
+            return Ok(None);
+        }
+        let secs = |(a, b): (f64, f64), unit: f64| {
+            (
+                Duration::from_secs_f64(a * unit),
+                Duration::from_secs_f64(b * unit),
+            )
+        };
+        let mut set = StepSettings::default();
+        if let Some((a, b)) = self.dip_depth_pct {
+            set.dip_depth = (a / 100.0, b / 100.0);
+        }
+        if let Some(r) = self.dip_length_s {
+            set.dip_length = secs(r, 1.0);
+        }
+        if let Some(r) = self.dip_every_min {
+            set.dip_gap = secs(r, 60.0);
+        }
+        if let Some((a, b)) = self.step_level_pct {
+            set.step_level = (a / 100.0, b / 100.0);
+        }
+        if let Some(r) = self.step_every_min {
+            set.step_gap = secs(r, 60.0);
+        }
+        set.validate()
+            .map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
+        Ok(Some(set))
+    }
+
+    pub fn meter(&self) -> Result<MeterSettings> {
+        if !(self.meter_resolution_kw.is_finite() && self.meter_resolution_kw >= 0.0) {
+            bail!(
+                "--meter-resolution-kw {} must be a non-negative number",
+                self.meter_resolution_kw
+            );
+        }
+        if self.meter_period_ms > 600_000 || self.meter_delay_ms > 600_000 {
+            bail!("--meter-period-ms and --meter-delay-ms must be at most 600000 (10 minutes)");
+        }
+        Ok(MeterSettings {
+            period: (self.meter_period_ms > 0).then(|| Duration::from_millis(self.meter_period_ms)),
+            delay: Duration::from_millis(self.meter_delay_ms),
+            jitter: Duration::from_millis(self.meter_jitter_ms),
+            resolution: Watts::from_kw(self.meter_resolution_kw),
+        })
+    }
 }
 
 /// The demo's nuclear unit: a quarter of the default 1,200 MW, so that its surplus (peaks of
@@ -113,6 +237,7 @@ impl SimulateArgs {
             json: false,
             trace: None,
             plot: None,
+            disturb: DisturbArgs::default(),
         }
     }
 }
@@ -235,6 +360,11 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         ],
     };
     let faults = FaultPlan::random(args.seed, start, duration, fleet.len(), args.faults);
+    let disturbance = Arc::new(match args.disturb.step_settings()? {
+        Some(set) => Disturbance::draw(&set, args.seed, start, duration),
+        None => Disturbance::none(),
+    });
+    let meter = args.disturb.meter()?;
     let mut reports = Vec::new();
     let mut wall = Vec::new();
     for choice in choices {
@@ -244,6 +374,8 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         scenario.seed = args.seed;
         scenario.noise_fraction = args.noise_pct / 100.0;
         scenario.faults = faults.clone();
+        scenario.disturbance = disturbance.clone();
+        scenario.meter = meter;
         if args.trace.is_some() || args.plot.is_some() {
             scenario.trace_every = Some(Duration::from_secs(60));
         }
@@ -333,6 +465,11 @@ pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
             serde_json::to_value(r.command_counts).expect("counts serialise"),
         );
         obj.insert("first_violations".into(), json!(r.violations));
+        obj.insert(
+            "ideal".into(),
+            serde_json::to_value(r.ideal).expect("ideal serialises"),
+        );
+        obj.insert("import_over_floor".into(), json!(import_over_floor(r)));
         if let Some(stats) = &r.stats {
             obj.insert(
                 "controller_stats".into(),
@@ -385,12 +522,21 @@ pub fn render_table(outcome: &Outcome) -> String {
         outcome.fleet.max_power().mw()
     ));
     type Row = (&'static str, fn(&RunReport) -> String);
-    let rows: [Row; 13] = [
+    let rows: [Row; 16] = [
         ("absorption (% of reachable surplus)", |r| {
             format!("{:.3}", r.kpis.absorption_pct)
         }),
+        ("  step-following ideal (%)", |r| {
+            format!("{:.3}", r.ideal.absorption_pct)
+        }),
         ("control import (% of absorbed)", |r| {
             format!("{:.4}", r.kpis.import_pct_of_absorbed)
+        }),
+        ("  physical floor (% of ideal's absorbed)", |r| {
+            format!("{:.4}", r.ideal.floor_import_pct_of_absorbed)
+        }),
+        ("  control import / floor (MWh/MWh)", |r| {
+            import_over_floor(r).map_or("-".into(), |x| format!("{x:.2}"))
         }),
         ("standby import (% of absorbed)", |r| {
             format!("{:.4}", r.kpis.standby_pct_of_absorbed)
@@ -443,6 +589,11 @@ pub fn render_table(outcome: &Outcome) -> String {
         }
     }
     out
+}
+
+/// Control import as a multiple of the physical floor (none when the floor is zero).
+pub fn import_over_floor(r: &RunReport) -> Option<f64> {
+    (r.ideal.floor_import_mwh > 0.0).then(|| r.kpis.control_import_mwh / r.ideal.floor_import_mwh)
 }
 
 /// Speed line for stderr: simulated miner-seconds per wall second.

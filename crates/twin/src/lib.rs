@@ -5,12 +5,14 @@
 //! invariants are checked at every sample. The same scenario gives the same report, bit for bit.
 //! Nothing here reads a clock or touches the network.
 
+pub mod disturb;
 pub mod faults;
 pub mod kpi;
 pub mod miners;
 pub mod profile;
 pub mod world;
 
+pub use disturb::{Disturbance, IdealKpis, MeterSettings, StepSettings};
 pub use faults::{Fault, FaultEpisode, FaultPlan};
 pub use kpi::Kpis;
 pub use profile::{NuclearMethod, Profile, ProfileError};

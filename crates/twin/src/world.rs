@@ -18,11 +18,12 @@ use hashsink_core::{
     OperatorCommand, Reason,
 };
 use hashsink_units::{Timestamp, Watts};
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
+use crate::disturb::{Disturbance, IdealFollower, IdealKpis, MeterSettings};
 use crate::faults::{Fault, FaultPlan};
 use crate::kpi::{KpiAccumulator, Kpis};
 use crate::miners::{Mode, SimFleet};
@@ -75,6 +76,10 @@ pub struct Scenario {
     /// Integrate energy and hashes into consecutive buckets of this length from `start` (none
     /// if `None`): the study's hourly dispatch series.
     pub energy_buckets: Option<Duration>,
+    /// Steps and dips on top of the profile (a factor on it; none by default).
+    pub disturbance: Arc<Disturbance>,
+    /// The surplus meter the controller reads (perfect by default).
+    pub meter: MeterSettings,
 }
 
 impl Scenario {
@@ -102,6 +107,8 @@ impl Scenario {
             check_invariants: true,
             trace_every: None,
             energy_buckets: None,
+            disturbance: Arc::new(Disturbance::none()),
+            meter: MeterSettings::default(),
         }
     }
 }
@@ -128,6 +135,8 @@ pub struct RunReport {
     pub trace: Vec<TraceRow>,
     /// Energy and hashes per bucket, when the scenario asked for them.
     pub buckets: Vec<EnergyBucket>,
+    /// The step-following ideal on the same profile, disturbance and meter.
+    pub ideal: IdealKpis,
 }
 
 /// Energy and work integrated over one bucket of a run (exact sums of the samples inside it).
@@ -198,13 +207,22 @@ struct Bounds {
     max_per_second: u64,
     min_on: Duration,
     min_off: Duration,
+    short_dip: Duration,
 }
 
 impl Bounds {
-    fn new(cfg: &ControllerConfig, controller: &Controller, fleet: &Fleet, noise: Watts) -> Self {
+    /// `meter_lag`: the longest a surplus reading takes to reach the controller (the meter's
+    /// period, delay and jitter together).
+    fn new(
+        cfg: &ControllerConfig,
+        controller: &Controller,
+        fleet: &Fleet,
+        noise: Watts,
+        meter_lag: Duration,
+    ) -> Self {
         let fanout = Duration::from_secs_f64(fleet.len() as f64 / cfg.max_commands_per_s);
         let slack = Duration::from_secs(2);
-        let normal = cfg.cadence * 2 + fanout + controller.reaction() + slack;
+        let normal = cfg.cadence * 2 + fanout + controller.reaction() + slack + meter_lag;
         let frozen = cfg.frozen_after.unwrap_or_default();
         let failsafe_after = cfg.max_reading_age + frozen + cfg.failsafe_within + normal;
         Self {
@@ -223,6 +241,7 @@ impl Bounds {
             max_per_second: (cfg.command_burst + cfg.max_commands_per_s).ceil() as u64,
             min_on: cfg.min_on,
             min_off: cfg.min_off,
+            short_dip: cfg.short_dip,
         }
     }
 }
@@ -254,8 +273,9 @@ impl WindowMax {
 struct Checker {
     bounds: Bounds,
     window: WindowMax,
-    last_sleep: Vec<Option<Timestamp>>,
+    last_sleep: Vec<Option<(Timestamp, Reason)>>,
     last_wake: Vec<Option<Timestamp>>,
+    last_rewake: Vec<Option<Timestamp>>,
     second: i64,
     in_second: u64,
     last_good_reading: Timestamp,
@@ -266,6 +286,25 @@ struct Checker {
 }
 
 impl Checker {
+    fn new(bounds: Bounds, miners: usize, start: Timestamp) -> Self {
+        Self {
+            bounds,
+            window: WindowMax {
+                samples: VecDeque::new(),
+            },
+            last_sleep: vec![None; miners],
+            last_wake: vec![None; miners],
+            last_rewake: vec![None; miners],
+            second: i64::MIN,
+            in_second: 0,
+            last_good_reading: start,
+            signal_fault_until: Timestamp(i64::MIN / 2),
+            shed_deadline: None,
+            violations: Vec::new(),
+            count: 0,
+        }
+    }
+
     fn violate(&mut self, at: Timestamp, what: String) {
         self.count += 1;
         if self.violations.len() < 20 {
@@ -305,15 +344,32 @@ impl Checker {
         }
         match cmd.action {
             Action::Wake(_) => {
-                if let Some(slept) = self.last_sleep[m] {
-                    if now.saturating_since(slept) < self.bounds.min_off {
+                if let Some((slept, why)) = self.last_sleep[m] {
+                    let asleep = now.saturating_since(slept);
+                    let early = asleep < self.bounds.min_off;
+                    // The short-dip rule: a miner a fall of the surplus put to sleep may be
+                    // woken early, once per `min_off`. (The controller decides it within
+                    // `short_dip` of the sleep; the command may wait longer in the outbox for
+                    // room, on stock firmware for minutes.)
+                    let rewoken_lately = self.last_rewake[m]
+                        .is_some_and(|r| now.saturating_since(r) < self.bounds.min_off);
+                    let short_dip_rewake = cmd.reason == Reason::Rewake
+                        && matches!(why, Reason::Dispatch | Reason::Protect)
+                        && !self.bounds.short_dip.is_zero()
+                        && !rewoken_lately;
+                    if early && !short_dip_rewake {
                         self.violate(
                             now,
                             format!(
-                                "miner {m} woken {:.0} s after it was put to sleep",
-                                now.secs_since(slept)
+                                "miner {m} woken {:.0} s after it was put to sleep ({why:?}), \
+                                 sent as {:?}",
+                                asleep.as_secs_f64(),
+                                cmd.reason
                             ),
                         );
+                    }
+                    if early && cmd.reason == Reason::Rewake {
+                        self.last_rewake[m] = Some(now);
                     }
                 }
                 self.last_wake[m] = Some(now);
@@ -333,7 +389,7 @@ impl Checker {
                     }
                 }
                 if cmd.reason != Reason::Reconcile {
-                    self.last_sleep[m] = Some(now);
+                    self.last_sleep[m] = Some((now, cmd.reason));
                 }
             }
             _ => {}
@@ -405,6 +461,15 @@ fn status_of(fleet: &SimFleet, m: u32, now: Timestamp) -> MinerStatus {
     }
 }
 
+/// A surplus reading on its way from the meter to the controller.
+struct InFlight {
+    arrival: Timestamp,
+    value: Watts,
+    /// False for a reading a signal fault has made wrong (frozen, clock-stepped).
+    good: bool,
+    clock_offset_ms: i64,
+}
+
 /// Per-miner fault flags (counts, since episodes may overlap).
 #[derive(Clone, Copy, Default)]
 struct MinerFaults {
@@ -438,31 +503,27 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
             let ControllerChoice::Hashsink(cfg) = &sc.controller else {
                 unreachable!()
             };
-            Some(Checker {
-                bounds: Bounds::new(cfg, c, &fleet, noise_sigma),
-                window: WindowMax {
-                    samples: VecDeque::new(),
-                },
-                last_sleep: vec![None; fleet.len()],
-                last_wake: vec![None; fleet.len()],
-                second: i64::MIN,
-                in_second: 0,
-                last_good_reading: sc.start,
-                signal_fault_until: Timestamp(i64::MIN / 2),
-                shed_deadline: None,
-                violations: Vec::new(),
-                count: 0,
-            })
+            Some(Checker::new(
+                Bounds::new(cfg, c, &fleet, noise_sigma, sc.meter.worst_lag()),
+                fleet.len(),
+                sc.start,
+            ))
         }
         _ => None,
     };
     let max_level: Vec<u8> = fleet.specs.iter().map(|s| s.max_level()).collect();
     let mut kpi = KpiAccumulator::new(fleet.max_power(), fleet.max_power() * sc.tolerance_fraction);
     let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
-    let phi = (-sc.sample_period.as_secs_f64() / 60.0).exp();
+    let meter_period = sc.meter.period.unwrap_or(sc.sample_period);
+    let phi = (-meter_period.as_secs_f64() / 60.0).exp();
     let innovation = (1.0 - phi * phi).sqrt();
     let mut noise = 0.0f64;
     let mut cursor = sc.profile.cursor();
+    let mut disturbance = sc.disturbance.cursor();
+    let mut next_meter = sc.start;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut last_arrival = sc.start;
+    let mut ideal = IdealFollower::new(&fleet);
     let mut miner_faults = vec![MinerFaults::default(); fleet.len()];
     let mut faulty: Vec<u32> = Vec::new();
     // Fault boundaries as (time, episode index, starting?)
@@ -515,6 +576,10 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
         }
         if let Some(&(t, _)) = operator.get(next_op) {
             now = now.min(t);
+        }
+        now = now.min(next_meter);
+        if let Some(r) = in_flight.front() {
+            now = now.min(r.arrival);
         }
         if now > end {
             break;
@@ -585,7 +650,9 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                     if starting {
                         active_signal.push(i);
                         if episode.fault == Fault::SurplusFrozen {
-                            frozen_value.get_or_insert(cursor.at(now) + Watts(noise));
+                            frozen_value.get_or_insert(
+                                cursor.at(now) * disturbance.factor(now) + Watts(noise),
+                            );
                         }
                     } else {
                         active_signal.retain(|&j| j != i);
@@ -622,51 +689,78 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
             driver.controller().handle_input(now, Input::Operator(cmd));
         }
 
-        // 4. Meters, KPIs and invariants.
-        if now == next_sample {
-            let truth = cursor.at(now);
+        // 4. The surplus meter: a measurement every meter period, delivered after its delay.
+        if now >= next_meter {
+            let truth = cursor.at(now) * disturbance.factor(now);
             if noise_sigma.w() > 0.0 {
                 let z: f64 = StandardNormal.sample(&mut rng);
                 noise = phi * noise + noise_sigma.w() * innovation * z;
             }
-            let mut reading = Some((now, truth + Watts(noise)));
+            let mut value = Some(sc.meter.quantise(truth + Watts(noise)));
             let mut good = true;
+            let mut clock_offset_ms = 0;
             for &i in &active_signal {
                 let e = &sc.faults.episodes[i];
                 match e.fault {
-                    Fault::SignalLoss => reading = None,
+                    Fault::SignalLoss => value = None,
                     // Off for 15 s, on for 15 s.
                     Fault::SignalFlapping
                         if (now.saturating_since(e.start).as_secs() / 15) % 2 == 0 =>
                     {
-                        reading = None
+                        value = None
                     }
                     Fault::SurplusFrozen => {
-                        reading = reading.map(|(at, _)| (at, frozen_value.unwrap_or(Watts::ZERO)));
+                        value = value.map(|_| frozen_value.unwrap_or(Watts::ZERO));
                         good = false;
                     }
                     Fault::ClockStep(offset) => {
-                        reading =
-                            reading.map(|(at, v)| (Timestamp(at.as_millis() + offset * 1000), v));
+                        clock_offset_ms = offset * 1000;
                         good = false;
                     }
                     _ => {}
                 }
             }
-            if let Some((at, value)) = reading {
-                if good {
-                    if let Some(c) = checker.as_mut() {
-                        c.last_good_reading = now;
-                    }
-                }
-                driver.controller().handle_input(
-                    now,
-                    Input::Surplus {
-                        at,
-                        available: value,
-                    },
-                );
+            if let Some(value) = value {
+                let jitter = if sc.meter.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    let ms = sc.meter.jitter.as_millis() as f64;
+                    Duration::from_millis((rng.random::<f64>() * ms) as u64)
+                };
+                // Readings never overtake each other.
+                let arrival = (now + sc.meter.delay + jitter).max(last_arrival);
+                last_arrival = arrival;
+                in_flight.push_back(InFlight {
+                    arrival,
+                    value,
+                    good,
+                    clock_offset_ms,
+                });
             }
+            next_meter = now + meter_period;
+        }
+        // Readings reach the controller stamped on arrival (as a Modbus or IEC 104 reading is:
+        // neither carries its measurement time), plus any clock step of the source.
+        while in_flight.front().is_some_and(|r| r.arrival <= now) {
+            let r = in_flight.pop_front().expect("peeked");
+            if r.good {
+                if let Some(c) = checker.as_mut() {
+                    c.last_good_reading = now;
+                }
+            }
+            ideal.reading(now, r.value);
+            driver.controller().handle_input(
+                now,
+                Input::Surplus {
+                    at: Timestamp(now.as_millis() + r.clock_offset_ms),
+                    available: r.value,
+                },
+            );
+        }
+
+        // 5. The fleet meter, KPIs and invariants.
+        if now == next_sample {
+            let truth = cursor.at(now) * disturbance.factor(now);
             let running = sim.running_power(now);
             let standby = sim.standby_power(now);
             let measured = running + standby;
@@ -706,6 +800,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                 }
             }
             kpi.add(sc.sample_period, truth, running, standby, hashrate);
+            ideal.add(now, sc.sample_period, truth);
             if let Some(len) = sc.energy_buckets {
                 let i = (now.secs_since(sc.start) / len.as_secs_f64()) as usize;
                 if let Some(b) = buckets.get_mut(i) {
@@ -755,12 +850,12 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
             next_poll = now + sc.poll_interval;
         }
 
-        // 5. The controller's own deadlines and cadence.
+        // 6. The controller's own deadlines and cadence.
         if driver.controller().poll_timeout().is_some_and(|t| t <= now) {
             driver.controller().handle_timeout(now);
         }
 
-        // 6. Commands meet the miners.
+        // 7. Commands meet the miners.
         loop {
             while let Some(cmd) = driver.controller().poll_command() {
                 let m = cmd.miner.0;
@@ -880,14 +975,16 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
     };
     let (violations, violation_count) =
         checker.map(|c| (c.violations, c.count)).unwrap_or_default();
+    let kpis = kpi.finish(
+        wakes,
+        fleet.len(),
+        counts.set_level + counts.wake + counts.sleep,
+        shed95,
+    );
     RunReport {
+        ideal: ideal.finish(kpis.reachable_mwh),
         controller: sc.controller.name().to_string(),
-        kpis: kpi.finish(
-            wakes,
-            fleet.len(),
-            counts.set_level + counts.wake + counts.sleep,
-            shed95,
-        ),
+        kpis,
         command_counts: counts,
         surplus_drops_per_day: kpi.surplus_drops_per_day(),
         violations,
@@ -926,21 +1023,11 @@ mod tests {
             cfg.clone(),
             Timestamp::from_secs(0),
         );
-        Checker {
-            bounds: Bounds::new(&cfg, &controller, &fleet, Watts::ZERO),
-            window: WindowMax {
-                samples: VecDeque::new(),
-            },
-            last_sleep: vec![None; fleet.len()],
-            last_wake: vec![None; fleet.len()],
-            second: i64::MIN,
-            in_second: 0,
-            last_good_reading: Timestamp::from_secs(0),
-            signal_fault_until: Timestamp(i64::MIN / 2),
-            shed_deadline: None,
-            violations: Vec::new(),
-            count: 0,
-        }
+        Checker::new(
+            Bounds::new(&cfg, &controller, &fleet, Watts::ZERO, Duration::ZERO),
+            fleet.len(),
+            Timestamp::from_secs(0),
+        )
     }
 
     #[test]

@@ -39,8 +39,15 @@ pub struct ControllerSettings {
     pub resume_after_s: f64,
     /// A miner stays awake at least this long before a voluntary sleep.
     pub min_on_s: f64,
-    /// A miner stays asleep at least this long before it is woken again.
+    /// A miner stays asleep at least this long before it is woken again, except after a short
+    /// dip (`short_dip_s`).
     pub min_off_s: f64,
+    /// A fall of the surplus that comes back within this time is a dip: the allowed load returns
+    /// to where it was before the fall without the rise limit, and the miners the dip put to
+    /// sleep may be woken inside their minimum off-time (at once, without `wake_confirm_s`; at
+    /// most once per miner per `min_off_s`; each such wake is a cycle, sent with the reason
+    /// `rewake`). Zero: every fall is treated as lasting.
+    pub short_dip_s: f64,
     /// Spare power must persist this long before miners are woken.
     pub wake_confirm_s: f64,
     /// The most the fleet's allowed load may rise per second (staggered reconnection), as a share
@@ -85,6 +92,7 @@ impl Default for ControllerSettings {
             resume_after_s: 30.0,
             min_on_s: 600.0,
             min_off_s: 600.0,
+            short_dip_s: 120.0,
             wake_confirm_s: 30.0,
             max_rise_fraction_per_s: 0.01,
             max_levels_per_command: 0,
@@ -123,6 +131,7 @@ pub struct ControllerConfig {
     pub resume_after: Duration,
     pub min_on: Duration,
     pub min_off: Duration,
+    pub short_dip: Duration,
     pub wake_confirm: Duration,
     pub max_rise_fraction_per_s: f64,
     /// Levels one setpoint command may move a miner (`u8::MAX` for no limit).
@@ -219,6 +228,7 @@ impl ControllerSettings {
             resume_after: secs("resume_after_s", self.resume_after_s)?,
             min_on: secs("min_on_s", self.min_on_s)?,
             min_off: secs("min_off_s", self.min_off_s)?,
+            short_dip: secs("short_dip_s", self.short_dip_s)?,
             wake_confirm: secs("wake_confirm_s", self.wake_confirm_s)?,
             max_rise_fraction_per_s: max_rise,
             max_levels_per_command: if self.max_levels_per_command == 0 {

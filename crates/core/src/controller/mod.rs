@@ -150,6 +150,13 @@ struct Slot {
     fault: Option<FaultKind>,
     /// Draw above standby assumed for a faulted miner.
     assumed: Watts,
+    /// When the miner was last woken early after a short dip (at most once per `min_off`).
+    rewoken_at: Option<Timestamp>,
+    /// The wake planned for this miner is such an early one (its command says so).
+    rewake: bool,
+    /// The most it may draw above standby as far as commands go: what it was last told, or
+    /// more while a cut from a higher level is not yet confirmed (stock firmware takes 40 s).
+    may_draw: Watts,
 }
 
 #[derive(Debug)]
@@ -160,6 +167,9 @@ struct SpecState {
     run_order: VecDeque<(u32, u32)>,
     /// (miner, epoch), in the order they fell asleep.
     asleep: VecDeque<(u32, u32)>,
+    /// (miner, epoch) of the miners a fall of the surplus put to sleep, in that order: the ones
+    /// a short dip may wake early.
+    dipped: VecDeque<(u32, u32)>,
     /// (miner, epoch), in the order they will be ready.
     waking: VecDeque<(u32, u32)>,
     /// Draw above standby at each level.
@@ -212,11 +222,45 @@ pub struct ControllerStats {
     pub operator_commands: u64,
     pub failsafe_commands: u64,
     pub reconcile_commands: u64,
+    /// Wakes inside the minimum off-time after a short dip.
+    pub rewake_commands: u64,
+    /// Readings taken as a step of the surplus (a jump the trend does not explain).
+    pub steps: u64,
     pub verified: u64,
     pub faults: u64,
     pub recoveries: u64,
     pub rejected_readings: u64,
     pub signal_losses: u64,
+}
+
+/// The maximum of a value over a trailing window (a monotonic queue).
+#[derive(Debug, Default)]
+struct RecentMax {
+    /// (time, value), values strictly decreasing from the front.
+    samples: VecDeque<(Timestamp, Watts)>,
+}
+
+impl RecentMax {
+    /// Adds `value` at `now` and returns the maximum over `[now - window, now]`.
+    fn update(&mut self, now: Timestamp, value: Watts, window: Duration) -> Watts {
+        while self.samples.back().is_some_and(|&(_, v)| v <= value) {
+            self.samples.pop_back();
+        }
+        self.samples.push_back((now, value));
+        let horizon = now - window;
+        while self.samples.front().is_some_and(|&(t, _)| t < horizon) {
+            self.samples.pop_front();
+        }
+        self.samples.front().map_or(value, |&(_, v)| v)
+    }
+}
+
+/// A fall of the surplus that may yet prove short (see `ControllerConfig::short_dip`).
+#[derive(Clone, Copy, Debug)]
+struct Dip {
+    /// The allowed load before the fall.
+    before: Watts,
+    since: Timestamp,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -268,10 +312,18 @@ pub struct Controller {
     plan_run: Watts,
     plan_wake: Watts,
     committed: Watts,
+    /// The highest `committed` within the last reaction time: what the miners may still draw.
+    recently_committed: RecentMax,
+    /// Sum of every miner's `may_draw`: raises go only into room that cuts have really freed.
+    drawable: Watts,
     uncontrollable: Watts,
     phantom: Watts,
     reading: Option<Reading>,
     trend_w_per_s: f64,
+    /// A step of the reading (change in W, over seconds) not yet learnt as a slope: see
+    /// `learn_trend`.
+    held_step: Option<(f64, f64)>,
+    dip: Option<Dip>,
     signal: SignalState,
     allowed_at_loss: Watts,
     forecast: Vec<(Timestamp, Watts)>,
@@ -315,6 +367,7 @@ impl Controller {
                     running: vec![Vec::new(); s.levels.len()],
                     run_order: VecDeque::new(),
                     asleep: VecDeque::new(),
+                    dipped: VecDeque::new(),
                     waking: VecDeque::new(),
                     delta,
                     gain_up,
@@ -367,6 +420,9 @@ impl Controller {
                 last_power: None,
                 fault: None,
                 assumed: Watts::ZERO,
+                rewoken_at: None,
+                rewake: false,
+                may_draw: Watts::ZERO,
             });
         }
         let fleet_max = fleet.max_power();
@@ -413,10 +469,14 @@ impl Controller {
             plan_run: Watts::ZERO,
             plan_wake: Watts::ZERO,
             committed: Watts::ZERO,
+            recently_committed: RecentMax::default(),
+            drawable: Watts::ZERO,
             uncontrollable: Watts::ZERO,
             phantom: Watts::ZERO,
             reading: None,
             trend_w_per_s: 0.0,
+            held_step: None,
+            dip: None,
             signal: SignalState::Waiting,
             allowed_at_loss: Watts::ZERO,
             forecast: Vec::new(),
@@ -488,6 +548,8 @@ impl Controller {
     /// incrementally (O(miners); for tests and diagnostics).
     pub fn check_accounting(&self) -> Result<(), String> {
         let (mut run, mut wake, mut committed, mut faulted) = (0.0, 0.0, 0.0, 0);
+        let mut drawable = 0.0;
+        let mut wrong = Vec::new();
         for (m, slot) in self.slots.iter().enumerate() {
             let delta = &self.specs[slot.spec as usize].delta;
             match slot.plan {
@@ -497,9 +559,15 @@ impl Controller {
                 Plan::Asleep => {}
             }
             committed += self.commanded_delta(m as u32).w();
+            drawable += slot.may_draw.w();
+            if slot.may_draw + Watts(1e-6) < self.commanded_delta(m as u32) {
+                wrong.push(format!("miner {m} may draw less than it was told"));
+            }
         }
         let close = |a: f64, b: Watts| (a - b.w()).abs() <= 1e-6 * (1.0 + a.abs());
-        let mut wrong = Vec::new();
+        if !close(drawable, self.drawable) {
+            wrong.push(format!("drawable {} vs {drawable}", self.drawable));
+        }
         if !close(run, self.plan_run) {
             wrong.push(format!("plan_run {} vs {run}", self.plan_run));
         }
@@ -586,14 +654,18 @@ impl Controller {
         }
         let slot = &mut self.slots[m as usize];
         slot.plan = Plan::Asleep;
+        slot.rewake = false;
         slot.since = now;
         slot.epoch = slot.epoch.wrapping_add(1);
         let epoch = slot.epoch;
         self.specs[s].asleep.push_back((m, epoch));
+        if matches!(reason, Reason::Dispatch | Reason::Protect) {
+            self.specs[s].dipped.push_back((m, epoch));
+        }
         self.mark(m, reason);
     }
 
-    fn wake(&mut self, m: u32, level: u8, now: Timestamp) {
+    fn wake(&mut self, m: u32, level: u8, now: Timestamp, reason: Reason) {
         let s = self.slots[m as usize].spec as usize;
         let slot = &mut self.slots[m as usize];
         debug_assert_eq!(slot.plan, Plan::Asleep);
@@ -604,6 +676,9 @@ impl Controller {
         let epoch = slot.epoch;
         self.specs[s].waking.push_back((m, epoch));
         self.plan_wake += Watts(self.specs[s].delta[level as usize]);
+        if reason == Reason::Rewake {
+            self.slots[m as usize].rewake = true;
+        }
         self.mark(m, Reason::Dispatch);
     }
 
@@ -761,6 +836,7 @@ impl Controller {
                 (a, a)
             }
         };
+        let restore = self.track_dip(now, allowed);
         if let Some(cap) = self.curtail {
             allowed = allowed.min(cap);
             ahead = ahead.min(cap);
@@ -770,15 +846,59 @@ impl Controller {
             ahead = Watts::ZERO;
         }
         allowed = allowed.max(Watts::ZERO);
-        // Staggered reconnection: the allowed load may rise only so fast.
+        // Staggered reconnection: the allowed load may rise only so fast, from what the fleet
+        // really draws; after a short dip it may return at once to where it was before.
         let dt = self.cfg.cadence.as_secs_f64();
-        let rise_cap =
-            self.limited_allowed.max(current_load.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
+        let drawn = self.drawn(now).max(current_load);
+        let mut rise_cap =
+            self.limited_allowed.max(drawn.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
+        if let Some(before) = restore {
+            rise_cap = rise_cap.max(before);
+        }
         allowed = allowed.min(rise_cap);
         self.limited_allowed = allowed;
         let max_wake = self.max_wake_delay.as_secs_f64();
         ahead = ahead.min(allowed + Watts(self.max_rise_w_per_s * max_wake.max(dt)));
         (allowed, ahead)
+    }
+
+    /// Keeps `dip` up to date with the surplus-driven allowed load of this tick (before any
+    /// operator cap) and returns the load the fleet may return to at once: a fall opens a dip
+    /// that remembers the allowed load before it; the dip ends once the surplus is back there,
+    /// after `short_dip`, or when the controller stops following the surplus (signal lost,
+    /// shed).
+    fn track_dip(&mut self, now: Timestamp, following: Watts) -> Option<Watts> {
+        if self.signal != SignalState::Good || self.shed || self.cfg.short_dip.is_zero() {
+            self.dip = None;
+            return None;
+        }
+        if let Some(dip) = self.dip {
+            if now.saturating_since(dip.since) > self.cfg.short_dip {
+                self.dip = None;
+            } else if following >= dip.before {
+                // Back: this tick may return to where the fleet was, and the dip is over.
+                self.dip = None;
+                return Some(dip.before);
+            }
+        }
+        let band = self.deadband.max(self.margin);
+        if self.dip.is_none() && following < self.limited_allowed - band {
+            self.dip = Some(Dip {
+                before: self.limited_allowed,
+                since: now,
+            });
+        }
+        self.dip.map(|d| d.before)
+    }
+
+    /// The fleet's draw as last metered, if the reading is fresh; else the plan.
+    fn drawn(&self, now: Timestamp) -> Watts {
+        match self.meter {
+            Some((at, measured)) if now.saturating_since(at) <= self.cfg.max_reading_age => {
+                measured
+            }
+            _ => self.planned_load(),
+        }
     }
 
     /// Where the surplus is expected to be `horizon` from now: the forecast if there is one,
@@ -830,7 +950,13 @@ impl Controller {
             self.excess_since = None;
             return;
         }
-        let believed = self.base_standby + self.committed + self.uncontrollable;
+        // A command lands within the reaction time: until then the miners may still draw what
+        // they were told before (stock firmware takes 40 s; cuts on a stepped surplus follow
+        // each other faster than that).
+        let told = self
+            .recently_committed
+            .update(now, self.committed, self.reaction);
+        let believed = self.base_standby + told + self.uncontrollable;
         let excess = measured - believed;
         let tolerance = self.fleet_max * self.cfg.meter_tolerance_fraction;
         if excess > tolerance {
@@ -995,17 +1121,41 @@ impl Controller {
     }
 
     fn any_asleep_available(&mut self, now: Timestamp) -> bool {
-        let min_off = self.cfg.min_off;
-        (0..self.specs.len()).any(|s| {
-            Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| {
-                p == Plan::Asleep
-            })
-            .is_some_and(|m| now.saturating_since(self.slots[m as usize].since) >= min_off)
-        })
+        (0..self.specs.len())
+            .any(|s| self.next_rested(s, now).is_some() || self.next_dipped(s, now).is_some())
     }
 
-    /// Wake sleeping miners into `room` (spare power expected by the time they are ready), once
-    /// the room has persisted for `wake_confirm`. Returns whether any miner was woken.
+    /// The miner of spec `s` asleep the longest, if it is past its minimum off-time.
+    fn next_rested(&mut self, s: usize, now: Timestamp) -> Option<u32> {
+        let m = Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| {
+            p == Plan::Asleep
+        })?;
+        (now.saturating_since(self.slots[m as usize].since) >= self.cfg.min_off).then_some(m)
+    }
+
+    /// The first miner of spec `s` that a dip put to sleep and that may be woken early: asleep
+    /// for no longer than `short_dip`, and not woken early within the last `min_off`. Miners
+    /// that no longer qualify leave the queue for good.
+    fn next_dipped(&mut self, s: usize, now: Timestamp) -> Option<u32> {
+        loop {
+            let m = Self::live_front(&self.slots, &mut self.specs[s].dipped, |p| {
+                p == Plan::Asleep
+            })?;
+            let slot = &self.slots[m as usize];
+            let asleep_for = now.saturating_since(slot.since);
+            let rewoken_lately = slot
+                .rewoken_at
+                .is_some_and(|r| now.saturating_since(r) < self.cfg.min_off);
+            if asleep_for <= self.cfg.short_dip && !rewoken_lately {
+                return Some(m);
+            }
+            self.specs[s].dipped.pop_front();
+        }
+    }
+
+    /// Wake sleeping miners into the room expected by the time they are ready. Miners a short
+    /// dip put to sleep come back at once; others once the room has persisted for
+    /// `wake_confirm`. Returns whether any miner was woken.
     fn wake_some(&mut self, now: Timestamp) -> bool {
         let fixed = self.base_standby + self.uncontrollable + self.phantom;
         let room = (0..self.specs.len())
@@ -1019,34 +1169,49 @@ impl Controller {
             return false;
         }
         let since = *self.wake_ok_since.get_or_insert(now);
-        if now.saturating_since(since) < self.cfg.wake_confirm {
-            return false;
-        }
+        let confirmed = now.saturating_since(since) >= self.cfg.wake_confirm;
         let mut woke = false;
         for i in 0..self.by_efficiency.len() {
             let s = self.by_efficiency[i];
             let cap = self.spec_ahead(now, s) - fixed;
-            loop {
-                let left = cap - self.plan_run - self.plan_wake;
-                let Some(m) = Self::live_front(&self.slots, &mut self.specs[s].asleep, |p| {
-                    p == Plan::Asleep
-                }) else {
-                    break;
-                };
-                if now.saturating_since(self.slots[m as usize].since) < self.cfg.min_off {
-                    break;
-                }
-                let spec = &self.specs[s];
-                let Some(level) = (0..=spec.preferred)
-                    .rev()
-                    .find(|&l| spec.delta[l as usize] <= left.w())
-                else {
-                    break;
-                };
-                self.specs[s].asleep.pop_front();
-                self.wake(m, level, now);
-                woke = true;
+            woke |= self.wake_into(s, cap, now, true);
+            if confirmed {
+                woke |= self.wake_into(s, cap, now, false);
             }
+        }
+        woke
+    }
+
+    /// Wakes miners of spec `s` while `cap` (fleet power above the fixed load) has room for
+    /// one at some level up to nameplate: those a dip put to sleep (`dipped`), or those past
+    /// their minimum off-time.
+    fn wake_into(&mut self, s: usize, cap: Watts, now: Timestamp, dipped: bool) -> bool {
+        let mut woke = false;
+        loop {
+            let left = cap - self.plan_run - self.plan_wake;
+            let spec = &self.specs[s];
+            let Some(level) = (0..=spec.preferred)
+                .rev()
+                .find(|&l| spec.delta[l as usize] <= left.w())
+            else {
+                break;
+            };
+            let next = if dipped {
+                self.next_dipped(s, now)
+            } else {
+                self.next_rested(s, now)
+            };
+            let Some(m) = next else {
+                break;
+            };
+            let rested = now.saturating_since(self.slots[m as usize].since) >= self.cfg.min_off;
+            let reason = if rested {
+                Reason::Dispatch
+            } else {
+                Reason::Rewake
+            };
+            self.wake(m, level, now, reason);
+            woke = true;
         }
         woke
     }
@@ -1133,7 +1298,10 @@ impl Controller {
                 Action::SetLevel(l) => (self.allowed_now + self.plan_wake, self.spec_delta(m, l)),
                 _ => (Watts(f64::INFINITY), Watts::ZERO),
             };
-            let after = self.committed - self.commanded_delta(m) + new;
+            // Against what the miners may still draw: a slow miner's cut that has not landed
+            // has not freed its room yet.
+            let may_draw = self.slots[m as usize].may_draw;
+            let after = self.drawable - may_draw + new.max(may_draw);
             if fixed + after > limit + Watts(1e-6) {
                 break;
             }
@@ -1188,11 +1356,17 @@ impl Controller {
             Action::Query => (self.slots[m as usize].commanded, Duration::ZERO),
         };
         let slot = &mut self.slots[m as usize];
-        let reason = if action == Action::Query {
-            Reason::Reconcile
-        } else {
-            slot.reason
+        let reason = match action {
+            Action::Query => Reason::Reconcile,
+            Action::Wake(_) if slot.rewake && slot.reason == Reason::Dispatch => Reason::Rewake,
+            _ => slot.reason,
         };
+        if matches!(action, Action::Wake(_)) {
+            slot.rewake = false;
+            if reason == Reason::Rewake {
+                slot.rewoken_at = Some(now);
+            }
+        }
         // Dwell counts from when the miner was actually told, not from when it was planned.
         // A re-sent sleep (start-up, drift) does not restart the off-time; any wake restarts the
         // on-time, since it may really start the machine.
@@ -1214,9 +1388,11 @@ impl Controller {
                 Reason::Operator => self.stats.operator_commands += 1,
                 Reason::FailSafe => self.stats.failsafe_commands += 1,
                 Reason::Reconcile => self.stats.reconcile_commands += 1,
+                Reason::Rewake => self.stats.rewake_commands += 1,
             }
             let new = self.commanded_delta(m);
             self.committed += new - old;
+            self.set_may_draw(m, self.slots[m as usize].may_draw.max(new));
             let window = settle + self.cfg.verify_grace;
             let slot = &mut self.slots[m as usize];
             slot.verify_window = window;
@@ -1280,8 +1456,10 @@ impl Controller {
             .map(|p| (p - standby).positive_part());
         let assumed = reported.unwrap_or(Watts::ZERO).max(self.commanded_delta(m));
         self.committed -= self.commanded_delta(m);
+        self.set_may_draw(m, Watts::ZERO);
         let slot = &mut self.slots[m as usize];
         slot.plan = Plan::Faulted;
+        slot.rewake = false;
         slot.fault = Some(kind);
         slot.commanded = None;
         slot.pending = None;
@@ -1381,6 +1559,9 @@ impl Controller {
         if self.matches(m, &status) {
             let slot = &mut self.slots[m as usize];
             if slot.pending.take().is_some() {
+                let told = self.commanded_delta(m);
+                self.set_may_draw(m, told);
+                let slot = &mut self.slots[m as usize];
                 slot.attempts = 0;
                 self.stats.verified += 1;
                 // The write had taken effect when this state was read.
@@ -1405,6 +1586,12 @@ impl Controller {
                 self.forget_command(m);
             }
         }
+    }
+
+    fn set_may_draw(&mut self, m: u32, value: Watts) {
+        let slot = &mut self.slots[m as usize];
+        self.drawable += value - slot.may_draw;
+        slot.may_draw = value;
     }
 
     /// The miner's state no longer matches what it was told (a failed command, a drift): forget
@@ -1491,13 +1678,8 @@ impl Controller {
             }
             Some(prev) => {
                 let dt = at.secs_since(prev.at);
-                let inst = (value - prev.value).w() / dt;
-                // Step-to-step jitter the trend does not explain: measurement noise, mostly.
-                let residual = ((value - prev.value).w() - self.trend_w_per_s * dt).abs();
-                let jitter_alpha = 1.0 - (-dt / JITTER_TIME_CONSTANT_S).exp();
-                self.jitter_w += jitter_alpha * (residual - self.jitter_w);
-                let alpha = 1.0 - (-dt / self.cfg.trend_time_constant.as_secs_f64()).exp();
-                self.trend_w_per_s += alpha * (inst - self.trend_w_per_s);
+                let change = (value - prev.value).w();
+                self.learn_trend(change, dt);
                 let changed_at = if value != prev.value {
                     at
                 } else {
@@ -1517,6 +1699,47 @@ impl Controller {
                 })
             }
         }
+    }
+
+    /// A change of the reading the trend does not explain by more than this is a step.
+    fn step_threshold(&self) -> f64 {
+        self.margin.w().max(JITTER_DEADBAND_FACTOR * self.jitter_w)
+    }
+
+    /// Updates the trend and the jitter with a change of the reading over `dt` seconds. A step
+    /// (a jump of more than the step threshold that the trend does not explain either) is the
+    /// surplus at a new level, not a slope: it is held back, and learnt only if the next reading
+    /// departs from the trend the same way (then it was the start of a fast ramp). A step learnt
+    /// as a slope would have the controller act, for the trend's time constant, on a surplus far
+    /// below the new level (issue 13: a cap of 100 kW read as a fall to 31 kW).
+    fn learn_trend(&mut self, change: f64, dt: f64) {
+        let threshold = self.step_threshold();
+        let residual = change - self.trend_w_per_s * dt;
+        match self.held_step.take() {
+            Some((first, first_dt))
+                if {
+                    let first_residual = first - self.trend_w_per_s * first_dt;
+                    residual * first_residual > 0.0 && residual.abs() > 0.5 * threshold
+                } =>
+            {
+                self.learn_slope(first, first_dt);
+                self.learn_slope(change, dt);
+            }
+            _ if residual.abs() > threshold && change.abs() > threshold => {
+                self.stats.steps += 1;
+                self.held_step = Some((change, dt));
+            }
+            _ => self.learn_slope(change, dt),
+        }
+    }
+
+    fn learn_slope(&mut self, change: f64, dt: f64) {
+        // Step-to-step jitter the trend does not explain: measurement noise, mostly.
+        let residual = (change - self.trend_w_per_s * dt).abs();
+        let jitter_alpha = 1.0 - (-dt / JITTER_TIME_CONSTANT_S).exp();
+        self.jitter_w += jitter_alpha * (residual - self.jitter_w);
+        let alpha = 1.0 - (-dt / self.cfg.trend_time_constant.as_secs_f64()).exp();
+        self.trend_w_per_s += alpha * (change / dt - self.trend_w_per_s);
     }
 }
 

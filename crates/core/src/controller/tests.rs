@@ -341,7 +341,21 @@ fn a_silent_miner_is_routed_around() {
 
 #[test]
 fn a_slept_miner_is_not_woken_inside_its_off_time() {
-    let mut h = Harness::new("s21:10", quick());
+    // Without the short-dip rule (see `a_dip_shorter_than_min_off_costs_no_more_mining_than_the_dip`
+    // for it).
+    let cfg = ControllerSettings {
+        short_dip_s: 0.0,
+        ..Default::default()
+    };
+    let cfg = ControllerSettings {
+        min_on_s: 60.0,
+        min_off_s: 60.0,
+        wake_confirm_s: 5.0,
+        ..cfg
+    }
+    .validate()
+    .unwrap();
+    let mut h = Harness::new("s21:10", cfg);
     // Surplus for 5 min, gone for 20 s, back.
     h.run(0, 1200, |s| {
         Some(if (300..320).contains(&s) {
@@ -697,4 +711,296 @@ fn an_excluded_miner_left_running_is_made_room_for() {
     h.run(600, 1800, |_| Some(Watts::from_kw(50.0)));
     assert!(h.power[m as usize] > Watts(100.0));
     assert!(h.load() <= Watts::from_kw(50.0), "{}", h.load());
+}
+
+// ----- steps of the surplus (issue 13) -----------------------------------------------------------
+
+/// Every firmware kind, on the same model.
+const FIRMWARES: [&str; 6] = [
+    "braiins-os",
+    "whatsminer-v3",
+    "vnish",
+    "luxos",
+    "stock-antminer",
+    "on-off",
+];
+
+/// 40 S21 on `firmware`, settled on a surplus of `share` of the fleet's maximum, with the
+/// default settings (ten minutes on and off).
+fn settled(firmware: &str, share: f64) -> (Harness, Watts) {
+    let mut h = Harness::new(&format!("s21:40:{firmware}"), ControllerConfig::default());
+    let surplus = h.fleet.max_power() * share;
+    h.run(0, 1800, |_| Some(surplus));
+    assert!(
+        h.load() > surplus * 0.9 && h.load() <= surplus,
+        "{firmware}: settled at {} on {surplus}",
+        h.load()
+    );
+    (h, surplus)
+}
+
+/// Miners drawing more than their standby.
+fn running(h: &Harness) -> Vec<u32> {
+    h.fleet
+        .miner_ids()
+        .filter(|&m| h.power[m.index()] > h.fleet.spec_of(m).standby)
+        .map(|m| m.0)
+        .collect()
+}
+
+/// Sleep commands sent at or after `from` that followed the surplus (not operator, fail-safe or
+/// reconcile).
+fn dispatch_sleeps(h: &Harness, from: Timestamp) -> usize {
+    h.sent
+        .iter()
+        .filter(|(at, c)| {
+            *at >= from
+                && c.action == Action::Sleep
+                && matches!(c.reason, Reason::Dispatch | Reason::Protect)
+        })
+        .count()
+}
+
+/// Draw of `miners` at their lowest level, above standby, plus the fleet's standby.
+fn at_minimum(h: &Harness, miners: &[u32]) -> Watts {
+    let standby: Watts = h
+        .fleet
+        .miner_ids()
+        .map(|m| h.fleet.spec_of(m).standby)
+        .sum();
+    standby
+        + miners
+            .iter()
+            .map(|&m| {
+                let spec = h.fleet.spec_of(MinerId(m));
+                spec.min_power() - spec.standby
+            })
+            .sum::<Watts>()
+}
+
+#[test]
+fn a_fall_is_taken_at_its_new_level_within_one_tick_on_every_firmware() {
+    for fw in FIRMWARES {
+        let (mut h, before) = settled(fw, 0.8);
+        let cap = before * 0.5;
+        let was_running = running(&h);
+        h.step(t(1800), Some(cap));
+        let margin = h.ctrl.margin();
+        // The allowed load is the new level less the margin: not below it (a step is not a
+        // trend), and at once.
+        let allowed = h.ctrl.allowed();
+        assert!(
+            (allowed - (cap - margin)).abs() < Watts(1.0),
+            "{fw}: allowed {allowed} after a fall to {cap} (margin {margin})"
+        );
+        assert!(h.load() <= cap, "{fw}: {} above {cap}", h.load());
+        // Only what does not fit at the lowest levels sleeps.
+        let slept = dispatch_sleeps(&h, t(1800));
+        if at_minimum(&h, &was_running) <= allowed {
+            assert_eq!(slept, 0, "{fw}: the running set fits at its minimum");
+        } else {
+            assert!(slept > 0, "{fw}: something had to sleep");
+            let still = running(&h);
+            let one_more = {
+                let mut v = still.clone();
+                v.push(*was_running.iter().find(|m| !still.contains(m)).unwrap());
+                v
+            };
+            assert!(
+                at_minimum(&h, &one_more) > allowed - h.ctrl.deadband,
+                "{fw}: slept more than needed ({slept} of {})",
+                was_running.len()
+            );
+        }
+        // It stays there: no further fall while the surplus holds.
+        let settled_load = h.load();
+        h.run(1801, 1900, |_| Some(cap));
+        assert!(
+            h.load() >= settled_load * 0.99 && h.load() <= cap,
+            "{fw}: {} after holding at {cap} (was {settled_load})",
+            h.load()
+        );
+    }
+}
+
+#[test]
+fn overlapping_caps_keep_the_fleet_between_85_percent_of_the_cap_and_the_cap() {
+    // The issue's OpenADR case: no-event cap 300 kW on a fleet running 251 kW, a 100 kW cap,
+    // then an overlapping 40 kW cap for 20 s, then the 100 kW cap alone, then no event.
+    for fw in FIRMWARES {
+        let mut h = Harness::new(&format!("s21:80:{fw}"), ControllerConfig::default());
+        let kw = Watts::from_kw;
+        let cap = |s: i64| match s {
+            ..1800 => kw(251.0),
+            1800..1815 => kw(100.0),
+            1815..1835 => kw(40.0),
+            1835..1860 => kw(100.0),
+            _ => kw(251.0),
+        };
+        // From 10 s after each step (the harness's fleet is instant), and after a rise also
+        // the wake delay of the miners the cap before it slept.
+        let wake = h.fleet.specs[0].wake_delay.as_secs() as i64;
+        let checked_from = |step: i64| {
+            if step == 1835 {
+                step + 10 + wake
+            } else {
+                step + 10
+            }
+        };
+        for s in 0..1900 {
+            h.step(t(s), Some(cap(s)));
+            let c = cap(s);
+            assert!(h.load() <= c, "{fw} at {s}: {} above the cap {c}", h.load());
+            let last_step = [1800, 1815, 1835].into_iter().filter(|&x| x <= s).max();
+            if last_step.is_some_and(|x| s >= checked_from(x)) && s < 1860 {
+                assert!(
+                    h.load() >= c * 0.85,
+                    "{fw} at {s}: {} below 85 % of {c}",
+                    h.load()
+                );
+            }
+        }
+        // After the events the fleet is back near the no-event cap within the wake
+        // confirmation and the firmware's wake delay.
+        let confirm = ControllerConfig::default().wake_confirm.as_secs() as i64;
+        h.run(1900, 1880 + confirm + wake, |_| Some(kw(251.0)));
+        assert!(h.load() >= kw(251.0) * 0.85, "{fw}: back to {}", h.load());
+    }
+}
+
+#[test]
+fn a_dip_shorter_than_min_off_costs_no_more_mining_than_the_dip() {
+    for fw in FIRMWARES {
+        let (mut h, before) = settled(fw, 0.8);
+        let load_before = h.load();
+        let count_before = running(&h).len();
+        // 20 s at 30 % of the level, then back.
+        h.run(1800, 1820, |_| Some(before * 0.3));
+        let slept = dispatch_sleeps(&h, t(1800));
+        assert!(slept > 0, "{fw}: a dip to 30 % sleeps some miners");
+        h.run(1820, 1821, |_| Some(before));
+        // Back at once: the running miners are raised in this tick, the slept ones woken early
+        // (counted as a cycle, with their own reason).
+        let rewakes: Vec<u32> = h
+            .sent
+            .iter()
+            .filter(|(at, c)| *at >= t(1820) && matches!(c.action, Action::Wake(_)))
+            .map(|(_, c)| {
+                assert_eq!(c.reason, Reason::Rewake, "{fw}: an early wake says so");
+                c.miner.0
+            })
+            .collect();
+        assert_eq!(
+            rewakes.len(),
+            slept,
+            "{fw}: every miner the dip slept is woken"
+        );
+        // Once booted (the firmware's wake delay), the fleet draws what it drew before.
+        let wake = h.fleet.specs[0].wake_delay.as_secs() as i64;
+        h.run(1821, 1822 + wake, |_| Some(before));
+        assert!(
+            h.load() >= load_before * 0.99,
+            "{fw}: {} after the dip, {load_before} before",
+            h.load()
+        );
+        assert_eq!(running(&h).len(), count_before, "{fw}");
+        // A second dip within ten minutes sleeps miners again, but a miner woken early once is
+        // not woken early again within min_off: no chattering.
+        h.run(1822 + wake, 2100, |_| Some(before));
+        h.run(2100, 2120, |_| Some(before * 0.3));
+        h.run(2120, 2400, |_| Some(before));
+        let mut early: std::collections::HashMap<u32, usize> = Default::default();
+        for (_, c) in h.sent.iter().filter(|(_, c)| c.reason == Reason::Rewake) {
+            *early.entry(c.miner.0).or_default() += 1;
+        }
+        assert!(
+            early.values().all(|&n| n == 1),
+            "{fw}: a miner woken early twice in ten minutes"
+        );
+    }
+}
+
+#[test]
+fn without_short_dips_a_slept_miner_rests_min_off() {
+    let cfg = ControllerSettings {
+        short_dip_s: 0.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let mut h = Harness::new("s21:40:braiins-os", cfg);
+    let before = h.fleet.max_power() * 0.8;
+    h.run(0, 1800, |_| Some(before));
+    h.run(1800, 1820, |_| Some(before * 0.3));
+    h.run(1820, 2300, |_| Some(before));
+    assert!(dispatch_sleeps(&h, t(1800)) > 0);
+    let slept: Vec<u32> = h
+        .sent
+        .iter()
+        .filter(|(at, c)| *at >= t(1800) && c.action == Action::Sleep)
+        .map(|(_, c)| c.miner.0)
+        .collect();
+    assert!(
+        h.sent.iter().all(|(at, c)| !(*at >= t(1800)
+            && *at < t(2400)
+            && matches!(c.action, Action::Wake(_))
+            && slept.contains(&c.miner.0))),
+        "a miner the dip slept woke within min_off"
+    );
+    assert!(h.sent.iter().all(|(_, c)| c.reason != Reason::Rewake));
+    // The running miners still come back at once (no rise limit within a short dip's time).
+    assert!(h.load() >= at_minimum(&h, &running(&h)), "{}", h.load());
+}
+
+#[test]
+fn a_fall_then_a_partial_rise_climbs_from_what_the_fleet_draws() {
+    for fw in FIRMWARES {
+        let (mut h, before) = settled(fw, 0.8);
+        h.run(1800, 1830, |_| Some(before * 0.4));
+        let low = h.load();
+        h.step(t(1830), Some(before * 0.6));
+        // The allowed load climbs from the fleet's draw: it is at once at least what the fleet
+        // draws, never back at a depressed value.
+        assert!(
+            h.ctrl.allowed() >= low,
+            "{fw}: allowed {} under the draw {low}",
+            h.ctrl.allowed()
+        );
+        let wake = h.fleet.specs[0].wake_delay.as_secs() as i64;
+        h.run(1831, 1840 + wake, |_| Some(before * 0.6));
+        let want = before * 0.6 - h.ctrl.margin();
+        assert!(
+            h.load() >= want * 0.95 && h.load() <= before * 0.6,
+            "{fw}: {} after a partial rise to {}",
+            h.load(),
+            before * 0.6
+        );
+    }
+}
+
+#[test]
+fn a_rise_during_a_dip_returns_at_once_then_climbs_at_the_rise_limit() {
+    for fw in FIRMWARES {
+        let (mut h, before) = settled(fw, 0.5);
+        let allowed_before = h.ctrl.allowed();
+        h.run(1800, 1820, |_| Some(before * 0.4));
+        // The surplus comes back above where it was.
+        h.step(t(1820), Some(before * 1.6));
+        let rise = h.fleet.max_power() * ControllerConfig::default().max_rise_fraction_per_s;
+        assert!(
+            h.ctrl.allowed() >= allowed_before,
+            "{fw}: {} back below {allowed_before}",
+            h.ctrl.allowed()
+        );
+        assert!(
+            h.ctrl.allowed() <= allowed_before + rise + Watts(1.0),
+            "{fw}: {} beyond the pre-dip level plus one tick's rise",
+            h.ctrl.allowed()
+        );
+        h.run(1821, 1900, |_| Some(before * 1.6));
+        assert!(
+            h.ctrl.allowed() > allowed_before + rise * 20.0,
+            "{fw}: it climbs on"
+        );
+    }
 }
