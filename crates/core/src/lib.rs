@@ -14,6 +14,7 @@ pub mod controller;
 pub mod firmware;
 pub mod fleet;
 pub mod rate_limit;
+pub mod setpoint;
 
 pub use api::{
     Action, Command, CommandId, CommandOutcome, FleetController, Input, MinerReport, MinerStatus,
@@ -28,3 +29,4 @@ pub use firmware::{ControlKind, FirmwareKind};
 pub use fleet::{
     Fleet, FleetConfig, FleetError, GroupConfig, MinerId, MinerSpec, SpecId, build_fleet,
 };
+pub use setpoint::{Setpoint, SetpointConfig};

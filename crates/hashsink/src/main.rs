@@ -2,6 +2,7 @@
 //! power surplus.
 
 mod bench;
+mod bench_control;
 mod bench_dashboard;
 mod bench_fleet;
 mod bench_ledger;
@@ -54,6 +55,14 @@ enum Command {
         /// Fleet sizes in MW of S21 on Braiins OS.
         #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
         sizes_mw: Vec<f64>,
+    },
+    /// The README's control tables: hashsink, the setpoint dispatch of fleet managers and the
+    /// on/off automation on the same fleets, on the bundled years, stepped surpluses and late
+    /// meters, against the step-following ideal (markdown on stdout; about 10 minutes on 2 cores).
+    BenchControl {
+        /// The bundled years shortened to 30 days (a quick check, not the README's figures).
+        #[arg(long)]
+        quick: bool,
     },
     /// The first thing to run: an emulated fleet of ~100 miners on loopback, driven over its real
     /// protocols by the daemon through a replayed night of nuclear surplus, with a live view.
@@ -219,6 +228,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench { days, sizes_mw } => {
             print!("{}", bench::run(days, &sizes_mw)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchControl { quick } => {
+            print!(
+                "{}",
+                bench_control::run(quick, std::io::stderr().is_terminal())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { args } => runtime()?.block_on(demo::run(args)),

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use hashsink_core::{
     BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig,
+    SetpointConfig,
 };
 use hashsink_twin::profile::format_time;
 use hashsink_twin::{
@@ -22,8 +23,14 @@ use serde_json::json;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Which {
     Hashsink,
+    /// The on/off automation (Home Assistant style).
     Baseline,
+    /// The 5 s proportional setpoint dispatch of commercial fleet managers.
+    Setpoint,
+    /// hashsink and the on/off baseline.
     Both,
+    /// hashsink, the setpoint dispatch and the on/off baseline.
+    All,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -44,8 +51,9 @@ pub struct SimulateArgs {
     /// may be a power such as 100MW (e.g. `s21:100MW` or `s21xp:20000:luxos,s19jpro:5000:stock`).
     #[arg(long, default_value = "s21:100MW:braiins-os")]
     pub fleet: String,
-    /// Which controller to run; `both` prints them side by side.
-    #[arg(long, value_enum, default_value = "both")]
+    /// Which controller to run; `all` prints hashsink and both references side by side, on the
+    /// same fleet.
+    #[arg(long, value_enum, default_value = "all")]
     pub controller: Which,
     /// Seed for noise and faults. The same seed gives byte-identical output.
     #[arg(long, default_value_t = 0)]
@@ -192,6 +200,28 @@ impl DisturbArgs {
         Ok(Some(set))
     }
 
+    /// One line on the steps drawn and the meter, if either is in play.
+    pub fn describe(&self, drawn: &Disturbance, meter: &MeterSettings) -> Option<String> {
+        let mut parts = Vec::new();
+        if drawn.steps() + drawn.dips() > 0 {
+            parts.push(format!(
+                "with {} lasting steps and {} dips drawn from the seed",
+                drawn.steps(),
+                drawn.dips()
+            ));
+        }
+        if *meter != MeterSettings::default() {
+            parts.push(format!(
+                "read by a meter every {} ms, {} ms late (+0..{} ms), to {} kW",
+                meter.period.map_or(1000, |p| p.as_millis()),
+                meter.delay.as_millis(),
+                meter.jitter.as_millis(),
+                meter.resolution.w() / 1000.0
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     pub fn meter(&self) -> Result<MeterSettings> {
         if !(self.meter_resolution_kw.is_finite() && self.meter_resolution_kw >= 0.0) {
             bail!(
@@ -223,7 +253,7 @@ impl SimulateArgs {
             fleet:
                 "s21xp:6000:braiins-os,m60s:4000:whatsminer-v3,s21:4000:luxos,s19jpro:2000:stock"
                     .into(),
-            controller: Which::Both,
+            controller: Which::All,
             seed,
             days: Some(days),
             start: None,
@@ -313,6 +343,8 @@ pub struct Outcome {
     pub duration: Duration,
     pub reports: Vec<RunReport>,
     pub wall: Vec<Duration>,
+    /// What steps and meter lag the run added, in words (none for a plain profile).
+    pub disturbance: Option<String>,
 }
 
 fn parse_date(text: &str) -> Result<hashsink_units::Timestamp> {
@@ -326,11 +358,26 @@ fn parse_date(text: &str) -> Result<hashsink_units::Timestamp> {
 
 /// Runs the scenario(s) the arguments describe.
 pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
+    execute_on(
+        load_profile(args)?,
+        load_fleet(&args.fleet)?,
+        args,
+        show_progress,
+    )
+}
+
+/// Runs the scenario(s) the arguments describe on `profile` and `fleet` (in place of
+/// `--profile` and `--fleet`).
+pub fn execute_on(
+    profile: Profile,
+    fleet: Fleet,
+    args: &SimulateArgs,
+    show_progress: bool,
+) -> Result<Outcome> {
     if !(args.noise_pct.is_finite() && (0.0..=50.0).contains(&args.noise_pct)) {
         bail!("--noise-pct {} must be between 0 and 50", args.noise_pct);
     }
-    let profile = load_profile(args)?;
-    let fleet = Arc::new(load_fleet(&args.fleet)?);
+    let fleet = Arc::new(fleet);
     let cfg = load_settings(args.config.as_deref())?;
     let start = match &args.start {
         Some(d) => parse_date(d)?,
@@ -351,13 +398,15 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         None => available,
     };
     let profile = Arc::new(profile.window(start, duration));
+    let hashsink = ControllerChoice::Hashsink(cfg.clone());
+    let setpoint = ControllerChoice::Setpoint(SetpointConfig::same_terms_as(&cfg));
+    let baseline = ControllerChoice::Baseline(BaselineConfig::default());
     let choices: Vec<ControllerChoice> = match args.controller {
-        Which::Hashsink => vec![ControllerChoice::Hashsink(cfg.clone())],
-        Which::Baseline => vec![ControllerChoice::Baseline(BaselineConfig::default())],
-        Which::Both => vec![
-            ControllerChoice::Hashsink(cfg.clone()),
-            ControllerChoice::Baseline(BaselineConfig::default()),
-        ],
+        Which::Hashsink => vec![hashsink],
+        Which::Baseline => vec![baseline],
+        Which::Setpoint => vec![setpoint],
+        Which::Both => vec![hashsink, baseline],
+        Which::All => vec![hashsink, setpoint, baseline],
     };
     let faults = FaultPlan::random(args.seed, start, duration, fleet.len(), args.faults);
     let disturbance = Arc::new(match args.disturb.step_settings()? {
@@ -401,6 +450,7 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         );
         crate::plot::write_svg(path, &title, &reports)?;
     }
+    let disturbance = args.disturb.describe(&disturbance, &meter);
     Ok(Outcome {
         profile,
         fleet,
@@ -408,6 +458,7 @@ pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
         duration,
         reports,
         wall,
+        disturbance,
     })
 }
 
@@ -466,8 +517,8 @@ pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
         );
         obj.insert("first_violations".into(), json!(r.violations));
         obj.insert(
-            "ideal".into(),
-            serde_json::to_value(r.ideal).expect("ideal serialises"),
+            "absorption_below_ideal_points".into(),
+            json!(r.ideal.absorption_pct - r.kpis.absorption_pct),
         );
         obj.insert("import_over_floor".into(), json!(import_over_floor(r)));
         if let Some(stats) = &r.stats {
@@ -490,6 +541,8 @@ pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
     };
     json!({
         "controllers": controllers,
+        "ideal": first.ideal,
+        "disturbance": outcome.disturbance,
         "profile": profile,
         "fleet": {
             "description": outcome.fleet.describe(),
@@ -501,7 +554,7 @@ pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
     })
 }
 
-/// The KPI table, controllers side by side.
+/// The KPI table, controllers side by side, then the step-following ideal where it applies.
 pub fn render_table(outcome: &Outcome) -> String {
     let mut out = String::new();
     let p = &outcome.profile;
@@ -515,74 +568,125 @@ pub fn render_table(outcome: &Outcome) -> String {
         first.kpis.surplus_mwh,
         first.surplus_drops_per_day
     ));
+    if let Some(line) = &outcome.disturbance {
+        out.push_str(&format!("         {line}\n"));
+    }
     out.push_str(&format!(
-        "fleet    {} ({:.1} MW nameplate, {:.1} MW max)\n\n",
+        "fleet    {} ({:.1} MW nameplate, {:.1} MW max), the same for every controller\n\n",
         outcome.fleet.describe(),
         outcome.fleet.nameplate_power().mw(),
         outcome.fleet.max_power().mw()
     ));
-    type Row = (&'static str, fn(&RunReport) -> String);
-    let rows: [Row; 16] = [
-        ("absorption (% of reachable surplus)", |r| {
-            format!("{:.3}", r.kpis.absorption_pct)
-        }),
-        ("  step-following ideal (%)", |r| {
-            format!("{:.3}", r.ideal.absorption_pct)
-        }),
-        ("control import (% of absorbed)", |r| {
-            format!("{:.4}", r.kpis.import_pct_of_absorbed)
-        }),
-        ("  physical floor (% of ideal's absorbed)", |r| {
-            format!("{:.4}", r.ideal.floor_import_pct_of_absorbed)
-        }),
-        ("  control import / floor (MWh/MWh)", |r| {
-            import_over_floor(r).map_or("-".into(), |x| format!("{x:.2}"))
-        }),
-        ("standby import (% of absorbed)", |r| {
-            format!("{:.4}", r.kpis.standby_pct_of_absorbed)
-        }),
-        ("5-min intervals within tolerance (%)", |r| {
-            format!("{:.2}", r.kpis.within_tolerance_pct)
-        }),
-        ("wake/sleep cycles per miner per day", |r| {
-            format!("{:.3}", r.kpis.cycles_per_miner_day)
-        }),
-        ("time to shed 95 % (s, drill)", |r| {
-            r.kpis.shed95_s.map_or("-".into(), |s| format!("{s:.1}"))
-        }),
-        ("TH per MWh", |r| format!("{:.0}", r.kpis.th_per_mwh)),
-        ("absorbed (MWh)", |r| format!("{:.1}", r.kpis.absorbed_mwh)),
-        ("control import (MWh)", |r| {
-            format!("{:.3}", r.kpis.control_import_mwh)
-        }),
-        ("hashes (EH)", |r| format!("{:.1}", r.kpis.hashes_eh)),
-        ("commands sent", |r| r.kpis.commands.to_string()),
-        ("  setpoint / wake / sleep", |r| {
-            format!(
-                "{}/{}/{}",
-                r.command_counts.set_level, r.command_counts.wake, r.command_counts.sleep
-            )
-        }),
-        ("invariant violations", |r| {
-            if r.controller == "hashsink" {
-                r.violation_count.to_string()
-            } else {
-                "not checked".into()
-            }
-        }),
+    type Cell = fn(&RunReport) -> String;
+    // (label, a controller's value, the ideal's value where it has one)
+    let rows: [(&str, Cell, Option<Cell>); 17] = [
+        (
+            "absorption (% of reachable surplus)",
+            |r| format!("{:.3}", r.kpis.absorption_pct),
+            Some(|r| format!("{:.3}", r.ideal.absorption_pct)),
+        ),
+        (
+            "  below the step-following ideal (points)",
+            |r| format!("{:.3}", r.ideal.absorption_pct - r.kpis.absorption_pct),
+            None,
+        ),
+        (
+            "control import (% of absorbed)",
+            |r| format!("{:.4}", r.kpis.import_pct_of_absorbed),
+            Some(|r| format!("{:.4}", r.ideal.floor_import_pct_of_absorbed)),
+        ),
+        (
+            "  over the ideal's (physical floor, x)",
+            |r| import_over_floor(r).map_or("-".into(), |x| format!("{x:.2}")),
+            None,
+        ),
+        (
+            "standby import (% of absorbed)",
+            |r| format!("{:.4}", r.kpis.standby_pct_of_absorbed),
+            None,
+        ),
+        (
+            "5-min intervals within tolerance (%)",
+            |r| format!("{:.2}", r.kpis.within_tolerance_pct),
+            None,
+        ),
+        (
+            "wake/sleep cycles per miner per day",
+            |r| format!("{:.3}", r.kpis.cycles_per_miner_day),
+            None,
+        ),
+        (
+            "time to shed 95 % (s, drill)",
+            |r| r.kpis.shed95_s.map_or("-".into(), |s| format!("{s:.1}")),
+            None,
+        ),
+        ("TH per MWh", |r| format!("{:.0}", r.kpis.th_per_mwh), None),
+        (
+            "absorbed (MWh)",
+            |r| format!("{:.1}", r.kpis.absorbed_mwh),
+            Some(|r| format!("{:.1}", r.ideal.absorbed_mwh)),
+        ),
+        (
+            "control import (MWh)",
+            |r| format!("{:.3}", r.kpis.control_import_mwh),
+            Some(|r| format!("{:.3}", r.ideal.floor_import_mwh)),
+        ),
+        ("hashes (EH)", |r| format!("{:.1}", r.kpis.hashes_eh), None),
+        ("commands sent", |r| r.kpis.commands.to_string(), None),
+        (
+            "  setpoint / wake / sleep",
+            |r| {
+                format!(
+                    "{}/{}/{}",
+                    r.command_counts.set_level, r.command_counts.wake, r.command_counts.sleep
+                )
+            },
+            None,
+        ),
+        (
+            "  woken early after a short dip",
+            |r| {
+                r.stats
+                    .as_ref()
+                    .map_or("-".into(), |s| s.rewake_commands.to_string())
+            },
+            None,
+        ),
+        (
+            "  surplus steps seen",
+            |r| r.stats.as_ref().map_or("-".into(), |s| s.steps.to_string()),
+            None,
+        ),
+        (
+            "invariant violations",
+            |r| {
+                if r.controller == "hashsink" {
+                    r.violation_count.to_string()
+                } else {
+                    "not checked".into()
+                }
+            },
+            None,
+        ),
     ];
-    out.push_str(&format!("{:<40}", "KPI"));
+    out.push_str(&format!("{:<44}", "KPI"));
     for r in &outcome.reports {
         out.push_str(&format!("{:>22}", r.controller));
     }
-    out.push('\n');
-    for (label, f) in rows {
-        out.push_str(&format!("{label:<40}"));
+    out.push_str(&format!("{:>22}\n", "ideal"));
+    for (label, cell, ideal) in rows {
+        out.push_str(&format!("{label:<44}"));
         for r in &outcome.reports {
-            out.push_str(&format!("{:>22}", f(r)));
+            out.push_str(&format!("{:>22}", cell(r)));
         }
-        out.push('\n');
+        let ideal = ideal.map_or("".into(), |f| f(first));
+        out.push_str(&format!("{ideal:>22}\n"));
     }
+    out.push_str(
+        "\nideal: the fleet at min(surplus reading, capacity), each model after its firmware's \
+         setpoint delay and at its ramps, with no margin and no wake delay; its import is the \
+         physical floor of the steps and the meter's lag.\n",
+    );
     for r in &outcome.reports {
         for v in &r.violations {
             out.push_str(&format!("violation ({}): {v}\n", r.controller));
@@ -591,9 +695,9 @@ pub fn render_table(outcome: &Outcome) -> String {
     out
 }
 
-/// Control import as a multiple of the physical floor (none when the floor is zero).
+/// Control import as a multiple of the physical floor (none when the floor is nil).
 pub fn import_over_floor(r: &RunReport) -> Option<f64> {
-    (r.ideal.floor_import_mwh > 0.0).then(|| r.kpis.control_import_mwh / r.ideal.floor_import_mwh)
+    (r.ideal.floor_import_mwh > 1e-9).then(|| r.kpis.control_import_mwh / r.ideal.floor_import_mwh)
 }
 
 /// Speed line for stderr: simulated miner-seconds per wall second.

@@ -15,7 +15,7 @@ use hashsink_core::api::TransportError;
 use hashsink_core::{
     Action, Baseline, BaselineConfig, Command, CommandOutcome, Controller, ControllerConfig,
     ControllerStats, Fleet, FleetController, Input, MinerId, MinerReport, MinerStatus,
-    OperatorCommand, Reason,
+    OperatorCommand, Reason, Setpoint, SetpointConfig,
 };
 use hashsink_units::{Timestamp, Watts};
 use rand::{RngExt, SeedableRng};
@@ -37,7 +37,10 @@ use crate::profile::Profile;
 )]
 pub enum ControllerChoice {
     Hashsink(ControllerConfig),
+    /// The on/off automation (`core::baseline`).
     Baseline(BaselineConfig),
+    /// The 5 s proportional setpoint dispatch of fleet managers (`core::setpoint`).
+    Setpoint(SetpointConfig),
 }
 
 impl ControllerChoice {
@@ -45,6 +48,7 @@ impl ControllerChoice {
         match self {
             ControllerChoice::Hashsink(_) => "hashsink",
             ControllerChoice::Baseline(_) => "baseline",
+            ControllerChoice::Setpoint(_) => "setpoint",
         }
     }
 }
@@ -180,6 +184,7 @@ pub struct CommandCounts {
 enum Driver {
     Hashsink(Box<Controller>),
     Baseline(Box<Baseline>),
+    Setpoint(Box<Setpoint>),
 }
 
 impl Driver {
@@ -187,6 +192,7 @@ impl Driver {
         match self {
             Driver::Hashsink(c) => c.as_mut(),
             Driver::Baseline(b) => b.as_mut(),
+            Driver::Setpoint(p) => p.as_mut(),
         }
     }
 }
@@ -357,7 +363,11 @@ impl Checker {
                         && matches!(why, Reason::Dispatch | Reason::Protect)
                         && !self.bounds.short_dip.is_zero()
                         && !rewoken_lately;
-                    if early && !short_dip_rewake {
+                    // A wake sent again (the first was lost or not carried out) repeats a
+                    // decision already checked when it was first sent.
+                    let repeated = cmd.reason == Reason::Reconcile
+                        && self.last_wake[m].is_some_and(|w| w >= slept);
+                    if early && !short_dip_rewake && !repeated {
                         self.violate(
                             now,
                             format!(
@@ -491,6 +501,11 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
             sc.start,
         ))),
         ControllerChoice::Baseline(cfg) => Driver::Baseline(Box::new(Baseline::new(
+            fleet.clone(),
+            cfg.clone(),
+            sc.start,
+        ))),
+        ControllerChoice::Setpoint(cfg) => Driver::Setpoint(Box::new(Setpoint::new(
             fleet.clone(),
             cfg.clone(),
             sc.start,
@@ -784,7 +799,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                         Driver::Hashsink(c) => {
                             (c.allowed().mw(), c.planned_load().mw(), c.faulted() as u32)
                         }
-                        Driver::Baseline(_) => (f64::NAN, f64::NAN, 0),
+                        Driver::Baseline(_) | Driver::Setpoint(_) => (f64::NAN, f64::NAN, 0),
                     };
                     trace.push(TraceRow {
                         t: now,
@@ -971,7 +986,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
     };
     let stats = match &driver {
         Driver::Hashsink(c) => Some(c.stats().clone()),
-        Driver::Baseline(_) => None,
+        Driver::Baseline(_) | Driver::Setpoint(_) => None,
     };
     let (violations, violation_count) =
         checker.map(|c| (c.violations, c.count)).unwrap_or_default();

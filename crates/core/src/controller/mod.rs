@@ -157,6 +157,8 @@ struct Slot {
     /// The most it may draw above standby as far as commands go: what it was last told, or
     /// more while a cut from a higher level is not yet confirmed (stock firmware takes 40 s).
     may_draw: Watts,
+    /// The last target a report confirmed (none: not known).
+    settled: Option<Target>,
 }
 
 #[derive(Debug)]
@@ -423,6 +425,7 @@ impl Controller {
                 rewoken_at: None,
                 rewake: false,
                 may_draw: Watts::ZERO,
+                settled: None,
             });
         }
         let fleet_max = fleet.max_power();
@@ -665,17 +668,39 @@ impl Controller {
         self.mark(m, reason);
     }
 
+    /// The level a miner told to sleep still runs at, while that sleep has not been confirmed
+    /// (stock firmware takes 40 s to apply it).
+    fn still_running_at(&self, m: u32) -> Option<u8> {
+        let slot = &self.slots[m as usize];
+        match (slot.pending, slot.commanded, slot.settled) {
+            (Some(_), Some(Target::Sleep), Some(Target::Level(l))) => Some(l),
+            _ => None,
+        }
+    }
+
     fn wake(&mut self, m: u32, level: u8, now: Timestamp, reason: Reason) {
         let s = self.slots[m as usize].spec as usize;
+        let still_running = self.still_running_at(m) == Some(level);
         let slot = &mut self.slots[m as usize];
         debug_assert_eq!(slot.plan, Plan::Asleep);
-        slot.plan = Plan::Waking(level);
         slot.since = now;
-        slot.ready_at = now + self.specs[s].wake_delay;
         slot.epoch = slot.epoch.wrapping_add(1);
         let epoch = slot.epoch;
-        self.specs[s].waking.push_back((m, epoch));
-        self.plan_wake += Watts(self.specs[s].delta[level as usize]);
+        let delta = Watts(self.specs[s].delta[level as usize]);
+        if still_running {
+            // Taking back a sleep that has not landed: the miner runs on, so it is planned as
+            // running now, not as booting (it would draw while the plan thought it could not).
+            slot.plan = Plan::Running(level);
+            slot.ready_at = now;
+            self.bucket_push(m, level);
+            self.specs[s].run_order.push_back((m, epoch));
+            self.plan_run += delta;
+        } else {
+            slot.plan = Plan::Waking(level);
+            slot.ready_at = now + self.specs[s].wake_delay;
+            self.specs[s].waking.push_back((m, epoch));
+            self.plan_wake += delta;
+        }
         if reason == Reason::Rewake {
             self.slots[m as usize].rewake = true;
         }
@@ -1204,6 +1229,11 @@ impl Controller {
             let Some(m) = next else {
                 break;
             };
+            // A miner whose sleep has not landed comes back at the level it still runs at.
+            let level = match self.still_running_at(m) {
+                Some(l) if self.specs[s].delta[l as usize] <= left.w() => l,
+                _ => level,
+            };
             let rested = now.saturating_since(self.slots[m as usize].since) >= self.cfg.min_off;
             let reason = if rested {
                 Reason::Dispatch
@@ -1284,7 +1314,16 @@ impl Controller {
                     continue;
                 }
             };
-            if self.slots[m as usize].pending.is_some() {
+            // A raise back to the state the miner is confirmed in (a cut not yet landed, then
+            // the surplus came back) cancels the cut: it goes at once, and slow firmware that
+            // restarts its change on every request stays where it is.
+            let cancels = match action {
+                Action::Wake(l) | Action::SetLevel(l) => {
+                    self.slots[m as usize].settled == Some(Target::Level(l))
+                }
+                _ => false,
+            };
+            if self.slots[m as usize].pending.is_some() && !cancels {
                 if waiting == 0 {
                     break;
                 }
@@ -1460,6 +1499,7 @@ impl Controller {
         let slot = &mut self.slots[m as usize];
         slot.plan = Plan::Faulted;
         slot.rewake = false;
+        slot.settled = None;
         slot.fault = Some(kind);
         slot.commanded = None;
         slot.pending = None;
@@ -1559,6 +1599,7 @@ impl Controller {
         if self.matches(m, &status) {
             let slot = &mut self.slots[m as usize];
             if slot.pending.take().is_some() {
+                slot.settled = slot.commanded;
                 let told = self.commanded_delta(m);
                 self.set_may_draw(m, told);
                 let slot = &mut self.slots[m as usize];
@@ -1600,6 +1641,7 @@ impl Controller {
     fn forget_command(&mut self, m: u32) {
         self.committed -= self.commanded_delta(m);
         self.slots[m as usize].commanded = None;
+        self.slots[m as usize].settled = None;
         self.mark(m, Reason::Reconcile);
     }
 
