@@ -10,15 +10,14 @@
 //! as the smallest spare power (or the current deficit) over that time covers, then the timer
 //! restarts. It obeys the same command rate limit and operator shed as the hashsink controller.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hashsink_units::{Timestamp, Watts};
 
-use crate::api::{Action, Command, CommandId, FleetController, Input, OperatorCommand, Reason};
+use crate::api::{Action, Command, FleetController, Input, OperatorCommand, Reason};
 use crate::fleet::{Fleet, MinerId};
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::Outbox;
 
 /// Settings of the baseline automation.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,10 +56,7 @@ pub struct Baseline {
     shed: bool,
     curtail: Option<Watts>,
     next_tick: Timestamp,
-    tokens: TokenBucket,
-    pending: VecDeque<(u32, Action)>,
-    out: VecDeque<Command>,
-    next_id: u64,
+    outbox: Outbox,
 }
 
 impl Baseline {
@@ -85,10 +81,7 @@ impl Baseline {
             shed: false,
             curtail: None,
             next_tick: start,
-            tokens: TokenBucket::new(cfg.max_commands_per_s, cfg.max_commands_per_s, start),
-            pending: VecDeque::new(),
-            out: VecDeque::new(),
-            next_id: 1,
+            outbox: Outbox::new(cfg.max_commands_per_s, start),
             fleet,
             cfg,
         }
@@ -103,11 +96,11 @@ impl Baseline {
             self.on_count += 1;
             self.load += self.delta[m];
             let level = self.fleet.spec_of(MinerId(m as u32)).preferred_level;
-            self.pending.push_back((m as u32, Action::Wake(level)));
+            self.outbox.queue(m as u32, Action::Wake(level));
         } else {
             self.on_count -= 1;
             self.load -= self.delta[m];
-            self.pending.push_back((m as u32, Action::Sleep));
+            self.outbox.queue(m as u32, Action::Sleep);
         }
     }
 
@@ -161,25 +154,12 @@ impl Baseline {
     }
 
     fn flush(&mut self, now: Timestamp) {
-        self.tokens.refill(now);
-        while self.tokens.available() {
-            let Some((m, action)) = self.pending.pop_front() else {
-                break;
-            };
-            self.tokens.take();
-            let reason = if self.shed {
-                Reason::Operator
-            } else {
-                Reason::Dispatch
-            };
-            self.out.push_back(Command {
-                id: CommandId(self.next_id),
-                miner: MinerId(m),
-                action,
-                reason,
-            });
-            self.next_id += 1;
-        }
+        let reason = if self.shed {
+            Reason::Operator
+        } else {
+            Reason::Dispatch
+        };
+        self.outbox.flush(now, reason, |_, _| true);
     }
 
     /// Fleet power the automation believes it has switched on (standby included).
@@ -218,7 +198,7 @@ impl FleetController for Baseline {
     }
 
     fn poll_command(&mut self) -> Option<Command> {
-        self.out.pop_front()
+        self.outbox.poll()
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use hashsink_units::{Timestamp, Watts};
 
-use crate::api::{Action, Command, CommandId, FleetController, Input, OperatorCommand, Reason};
+use crate::api::{Action, Command, FleetController, Input, OperatorCommand, Reason};
 use crate::controller::ControllerConfig;
-use crate::fleet::{Fleet, MinerId};
-use crate::rate_limit::TokenBucket;
+use crate::fleet::Fleet;
+use crate::rate_limit::Outbox;
 
 /// Settings of the setpoint dispatch.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,10 +88,7 @@ pub struct Setpoint {
     shed: bool,
     curtail: Option<Watts>,
     next_tick: Timestamp,
-    tokens: TokenBucket,
-    pending: VecDeque<(u32, Action)>,
-    out: VecDeque<Command>,
-    next_id: u64,
+    outbox: Outbox,
 }
 
 impl Setpoint {
@@ -99,11 +96,11 @@ impl Setpoint {
     pub fn new(fleet: Arc<Fleet>, cfg: SetpointConfig, start: Timestamp) -> Self {
         let long_ago = start - (cfg.min_off + Duration::from_secs(1));
         let mut groups = vec![Group::default(); fleet.specs.len()];
-        let mut pending = VecDeque::with_capacity(fleet.len());
+        let mut outbox = Outbox::new(cfg.max_commands_per_s, start);
         for m in fleet.miner_ids() {
             let spec = fleet.miner_spec[m.index()].0 as usize;
             groups[spec].asleep.push_back((m.0, long_ago));
-            pending.push_back((m.0, Action::Sleep));
+            outbox.queue(m.0, Action::Sleep);
         }
         let mut by_efficiency: Vec<usize> = (0..fleet.specs.len()).collect();
         by_efficiency.sort_by(|&a, &b| {
@@ -122,10 +119,7 @@ impl Setpoint {
             shed: false,
             curtail: None,
             next_tick: start,
-            tokens: TokenBucket::new(cfg.max_commands_per_s, cfg.max_commands_per_s, start),
-            pending,
-            out: VecDeque::new(),
-            next_id: 1,
+            outbox,
             fleet,
             cfg,
         }
@@ -177,7 +171,7 @@ impl Setpoint {
                 low -= self.delta(s, 0);
                 self.groups[s].asleep.push_back((m, now));
                 self.level[m as usize] = None;
-                self.pending.push_back((m, Action::Sleep));
+                self.outbox.queue(m, Action::Sleep);
             }
         }
         let (_, high) = self.running_range();
@@ -234,7 +228,7 @@ impl Setpoint {
                 left -= need;
                 // Woken at the lowest level; the share-out below sets its level.
                 self.level[m as usize] = Some(0);
-                self.pending.push_back((m, Action::Wake(0)));
+                self.outbox.queue(m, Action::Wake(0));
             }
         }
         self.spare_since = None;
@@ -268,43 +262,28 @@ impl Setpoint {
                 Some(l) if l == level => {}
                 _ => {
                     self.level[m as usize] = Some(level);
-                    self.pending.push_back((m, Action::SetLevel(level)));
+                    self.outbox.queue(m, Action::SetLevel(level));
                 }
             }
         }
     }
 
     fn flush(&mut self, now: Timestamp) {
-        self.tokens.refill(now);
-        while self.tokens.available() {
-            let Some((m, action)) = self.pending.pop_front() else {
-                break;
-            };
-            // A level queued before the miner was slept, or a sleep before it was woken again.
-            let stale = match (action, self.level[m as usize]) {
-                (Action::SetLevel(l), Some(now_l)) => l != now_l,
-                (Action::SetLevel(_), None) => true,
-                (Action::Wake(_), None) => true,
-                (Action::Sleep, Some(_)) => true,
-                _ => false,
-            };
-            if stale {
-                continue;
-            }
-            self.tokens.take();
-            let reason = if self.shed {
-                Reason::Operator
-            } else {
-                Reason::Dispatch
-            };
-            self.out.push_back(Command {
-                id: CommandId(self.next_id),
-                miner: MinerId(m),
-                action,
-                reason,
+        let reason = if self.shed {
+            Reason::Operator
+        } else {
+            Reason::Dispatch
+        };
+        // A level queued before the miner was slept, or a sleep before it was woken again, is
+        // stale.
+        let level = &self.level;
+        self.outbox
+            .flush(now, reason, |m, action| match (action, level[m as usize]) {
+                (Action::SetLevel(l), Some(now_l)) => l == now_l,
+                (Action::SetLevel(_) | Action::Wake(_), None) => false,
+                (Action::Sleep, Some(_)) => false,
+                _ => true,
             });
-            self.next_id += 1;
-        }
     }
 }
 
@@ -337,7 +316,7 @@ impl FleetController for Setpoint {
     }
 
     fn poll_command(&mut self) -> Option<Command> {
-        self.out.pop_front()
+        self.outbox.poll()
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
