@@ -651,6 +651,117 @@ fn openadr_events_from_a_real_vtn_drive_the_fleet_at_their_start_and_losing_it_f
     );
 }
 
+/// Issue 13's case, on the wall clock: a programme's no-event allowance of 300 kW over 70
+/// emulated miners (35 S21 XP on LuxOS, 35 S21 on Braiins OS), then two overlapping
+/// LOAD_DISPATCH events from a real VTN: 120 kW for 60 s and, 15 s into it, 40 kW for 20 s. From
+/// 10 s after each step of the cap the fleet draws between 85 % of the cap and the cap; a cap
+/// that the running miners fit under at their lowest levels puts none to sleep, a lower one only
+/// those that do not fit; and the fleet returns to the 120 kW cap at once when the 40 kW one
+/// ends (with the default ten minutes off, the miners slept for it come back early: the dip
+/// was short). (The issue's first cap was 100 kW; at 100 kW the 70 miners' lowest levels, less
+/// the margin, just miss fitting, so 120 kW shows the no-sleep case.)
+#[test]
+fn overlapping_openadr_events_step_the_cap_and_the_fleet_holds_between_85_percent_and_the_cap() {
+    if !common::python_peer("openleadr") {
+        return;
+    }
+    let port = 18091;
+    let mut vtn = LinePeer::start(
+        "openadr_vtn.py",
+        &["--port", &port.to_string(), "--poll-s", "1"],
+    );
+    let _emulator = emulate(&[
+        "--first-index",
+        "8000",
+        "--mix",
+        "s21xp:35:luxos,s21:35:braiins-os",
+    ]);
+    let listen = "127.0.0.1:18092";
+    let site = format!(
+        "[surplus]\nsource = \"signals\"\n\n[[signal]]\nname = \"utility VTN\"\nkind = \"openadr\"\naddress = \"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b\"\nven_name = \"stepfleet\"\nmax_age_s = 30\nmax_mw = 0.4\nno_event_mw = 0.3\nunit = \"kw\"\n\n[io]\ntelemetry_interval_s = 1\n\n[ledger]\nenabled = false\n\n# Default dwell (ten minutes on and off); a quick start for the test.\n[controller]\nwake_confirm_s = 3\nmax_rise_fraction_per_s = 0.05\n\n[[group]]\nmodel = \"S21 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.32.1-127.1.32.35\"]\n\n[[group]]\nmodel = \"S21\"\nfirmware = \"braiins-os\"\naddresses = [\"127.1.32.36-127.1.32.70\"]\n"
+    );
+    let (daemon, dir) =
+        common::run_daemon_at("openadr-steps", &site, 1.0, 400, &["--listen", listen]);
+    let daemon = KillOnDrop(daemon);
+    common::wait_listening(18092, "the daemon's endpoint");
+    vtn.expect("registered ", Duration::from_secs(30));
+    // The fleet fills the no-event allowance.
+    let before = wait_for(
+        listen,
+        Duration::from_secs(120),
+        "the fleet near 300 kW",
+        |s| s["fleet_w"].as_f64().unwrap() > 240_000.0,
+    );
+    let running_before = before["mining"].as_u64().unwrap();
+    let kw = 1000.0;
+    vtn.event(
+        "LOAD_DISPATCH",
+        "setpoint",
+        serde_json::json!([[3, 60, 120]]),
+    );
+    vtn.event(
+        "LOAD_DISPATCH",
+        "setpoint",
+        serde_json::json!([[18, 20, 40]]),
+    );
+    let sent = Instant::now();
+    // (from, to, cap): checked from 10 s after each step to just before the next.
+    let windows = [
+        (13.0, 17.5, 120.0 * kw),
+        (28.0, 37.5, 40.0 * kw),
+        (48.0, 62.5, 120.0 * kw),
+    ];
+    let mut samples = 0;
+    while sent.elapsed() < Duration::from_secs_f64(62.5) {
+        let t = sent.elapsed().as_secs_f64();
+        let s = status(listen);
+        let w = s["fleet_w"].as_f64().unwrap();
+        if let Some(&(_, _, cap)) = windows.iter().find(|(a, b, _)| (*a..*b).contains(&t)) {
+            samples += 1;
+            assert!(
+                w <= cap && w >= 0.85 * cap,
+                "{t:.1} s after the events were sent: {w} W, the cap is {cap} W: {s}"
+            );
+            let mining = s["mining"].as_u64().unwrap();
+            if cap == 120.0 * kw && t < 18.0 {
+                // 300 to 120 kW: all 70 fit at their lowest levels (55 + 45 kW): none sleeps.
+                assert_eq!(
+                    mining, running_before,
+                    "{t:.1} s: only modulated down at 120 kW: {s}"
+                );
+            }
+            if cap == 40.0 * kw {
+                // At 40 kW only what does not fit sleeps, the least efficient first: every S21
+                // (1.6 kW at its lowest) and 5 S21 XP; 30 S21 XP run at 1.3 kW (38 kW).
+                assert!(
+                    (29..=31).contains(&mining),
+                    "{t:.1} s: {mining} mining at 40 kW, 30 fit: {s}"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(samples > 60, "{samples} samples");
+    // Both events over: the fleet climbs back toward the allowance (waking miners takes the
+    // wake confirmation and the rise limit), never above it.
+    wait_for(
+        listen,
+        Duration::from_secs(30),
+        "the fleet climbing back",
+        |s| {
+            let w = s["fleet_w"].as_f64().unwrap();
+            assert!(w <= 300.0 * kw, "above the allowance: {s}");
+            w > 150_000.0
+        },
+    );
+    drop(vtn);
+    log_says(
+        daemon,
+        dir,
+        &["openadr: events active, the fleet may draw 0.040 MW"],
+    );
+}
+
 #[test]
 fn an_iec104_station_drives_the_fleet_bad_points_are_rejected_and_losing_it_fails_safe() {
     if !common::python_peer("c104") {

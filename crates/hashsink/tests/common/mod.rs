@@ -65,13 +65,29 @@ pub fn emulate(args: &[&str]) -> KillOnDrop {
 /// `for_secs` of the daemon's clock, with `extra` arguments and stdout/stderr piped. Returns the
 /// daemon and the folder to remove afterwards.
 pub fn run_daemon(tag: &str, site: &str, for_secs: u32, extra: &[&str]) -> (Child, PathBuf) {
+    run_daemon_at(tag, site, 10.0, for_secs, extra)
+}
+
+/// [`run_daemon`] with the daemon's clock at `speed` (1: the wall clock).
+pub fn run_daemon_at(
+    tag: &str,
+    site: &str,
+    speed: f64,
+    for_secs: u32,
+    extra: &[&str],
+) -> (Child, PathBuf) {
     let dir = std::env::temp_dir().join(format!("hashsink-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temporary folder");
     let path = dir.join("site.toml");
     std::fs::write(&path, site).expect("write the site file");
     let child = Command::new(env!("CARGO_BIN_EXE_hashsink"))
         .args(["run", "--config", path.to_str().expect("utf-8 path")])
-        .args(["--speed", "10", "--for-secs", &for_secs.to_string()])
+        .args([
+            "--speed",
+            &speed.to_string(),
+            "--for-secs",
+            &for_secs.to_string(),
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
