@@ -43,6 +43,13 @@ impl TokenBucket {
     pub fn take(&mut self) {
         self.tokens -= 1.0;
     }
+
+    /// When the next whole token will be there (at least 1 ms after the last refill).
+    pub fn next_token_at(&self) -> Timestamp {
+        let missing = (1.0 - self.tokens).max(0.0);
+        let wait_ms = (missing / self.rate_per_s * 1000.0).ceil().max(1.0) as i64;
+        Timestamp::from_millis(self.at.as_millis() + wait_ms)
+    }
 }
 
 /// Per-miner actions queued in order and sent as numbered commands under a token bucket (the
@@ -99,6 +106,13 @@ impl Outbox {
 
     pub fn poll(&mut self) -> Option<Command> {
         self.out.pop_front()
+    }
+
+    /// When the next queued action can go (the bucket's next token), if any is queued: the
+    /// owner wakes then rather than at its next tick, so a shed of a large fleet is not held up
+    /// by the cadence.
+    pub fn next_send(&self) -> Option<Timestamp> {
+        (!self.queued.is_empty()).then(|| self.tokens.next_token_at())
     }
 }
 

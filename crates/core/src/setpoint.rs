@@ -320,7 +320,11 @@ impl FleetController for Setpoint {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        Some(self.next_tick)
+        Some(
+            self.outbox
+                .next_send()
+                .map_or(self.next_tick, |t| t.min(self.next_tick)),
+        )
     }
 
     fn name(&self) -> &'static str {

@@ -1,8 +1,10 @@
-//! The digital twin: a deterministic world in which the hashsink controller (or the baseline it
-//! is measured against) drives a simulated fleet along a real surplus profile.
+//! The digital twin: a deterministic world in which the hashsink controller (or one of the two
+//! references it is measured against) drives a simulated fleet along a real surplus profile,
+//! with seeded steps and dips on it and a plant meter that reads it late.
 //!
-//! The clock is virtual and jumps from deadline to deadline; noise and faults come from a seed;
-//! invariants are checked at every sample. The same scenario gives the same report, bit for bit.
+//! The clock is virtual and jumps from deadline to deadline; noise, steps and faults come from a
+//! seed; invariants are checked at every sample, and every run is set against the
+//! step-following ideal on the same readings. The same scenario gives the same report, bit for bit.
 //! Nothing here reads a clock or touches the network.
 
 pub mod disturb;

@@ -4,8 +4,17 @@
 //!
 //! Every `cadence` it computes the power the fleet may draw now (`allowed`): the surplus reading,
 //! lowered by a safety margin and, when the surplus is falling, by where the trend says it will be
-//! `lookahead` plus the slowest firmware's reaction time from now; capped by an operator curtailment; driven to the fail-safe load when no
-//! trusted reading remains; and limited in how fast it may rise (staggered reconnection).
+//! `lookahead` plus the slowest firmware's reaction time from now; capped by an operator
+//! curtailment; driven to the fail-safe load when no trusted reading remains; and limited in how
+//! fast it may rise (staggered reconnection) from what the fleet really draws.
+//!
+//! A surplus that moves in steps (an event starts, a block changes, a unit runs back) is taken
+//! as steps: a jump the trend does not explain is a new level, not a slope, and is learnt as a
+//! slope only if the next reading goes on the same way; a fall is acted on at once, not at the
+//! next tick. A fall that comes back within `short_dip` is a dip: the allowed load returns at
+//! once to where it was, and the miners the dip put to sleep may be woken inside `min_off`
+//! (once per `min_off`, with [`Reason::Rewake`]); a sleep that has not landed yet (stock
+//! firmware's 40 s mode change) is taken back rather than slept through.
 //!
 //! It then moves the fleet's *plan* toward that power in tiers, so that a miner wakes only when
 //! the others already run at nameplate and sleeps only when the others already run at their
@@ -57,6 +66,10 @@ use crate::rate_limit::TokenBucket;
 /// (stock firmware changes modes through a web page in 20-60 s) leaves the fleet above the
 /// surplus for that long.
 const FAST_REACTION: Duration = Duration::from_secs(5);
+
+/// How many queued miners a wake looks through to see what a more efficient model could still
+/// take (bounded, so that a tick stays cheap on a fleet of 100,000).
+const WAKEABLE_SCAN: usize = 4096;
 
 /// Smoothing of the reading's jitter estimate, in seconds.
 const JITTER_TIME_CONSTANT_S: f64 = 300.0;
@@ -1196,15 +1209,70 @@ impl Controller {
         let since = *self.wake_ok_since.get_or_insert(now);
         let confirmed = now.saturating_since(since) >= self.cfg.wake_confirm;
         let mut woke = false;
+        // Room a more efficient model can still fill is not room for a less efficient one. A
+        // slow waker looks further ahead (its wake delay), so under the rise limit it sees more
+        // room than a fast one: without this, stock miners would be woken before the fast,
+        // efficient ones that could take the same power a little later, and stay up.
+        let mut reserved = Watts::ZERO;
         for i in 0..self.by_efficiency.len() {
             let s = self.by_efficiency[i];
-            let cap = self.spec_ahead(now, s) - fixed;
+            let cap = self.spec_ahead(now, s) - fixed - reserved;
             woke |= self.wake_into(s, cap, now, true);
             if confirmed {
                 woke |= self.wake_into(s, cap, now, false);
             }
+            // Only a later model that looks further ahead can take this model's room.
+            let later_looks_further = self.by_efficiency[i + 1..]
+                .iter()
+                .any(|&later| self.specs[later].wake_delay > self.specs[s].wake_delay);
+            if later_looks_further {
+                let want = room + self.smallest_wake_delta - reserved;
+                reserved += self.wakeable_draw(s, now, confirmed, want);
+            }
         }
         woke
+    }
+
+    /// What the miners of spec `s` that could be woken now would draw at nameplate, counted up
+    /// to `limit` (so that the walk stops early on a large fleet).
+    fn wakeable_draw(&mut self, s: usize, now: Timestamp, rested_too: bool, limit: Watts) -> Watts {
+        let each = Watts(self.specs[s].delta[self.specs[s].preferred as usize]);
+        if limit <= Watts::ZERO || each <= Watts::ZERO {
+            return Watts::ZERO;
+        }
+        let mut total = Watts::ZERO;
+        let slots = &self.slots;
+        let spec = &self.specs[s];
+        let dipped = spec.dipped.iter().filter(|&&(m, epoch)| {
+            let slot = &slots[m as usize];
+            slot.epoch == epoch
+                && slot.plan == Plan::Asleep
+                && now.saturating_since(slot.since) <= self.cfg.short_dip
+        });
+        let rested = spec
+            .asleep
+            .iter()
+            .filter(|&&(m, epoch)| {
+                let slot = &slots[m as usize];
+                slot.epoch == epoch && slot.plan == Plan::Asleep
+            })
+            .take_while(|&&(m, _)| {
+                now.saturating_since(slots[m as usize].since) >= self.cfg.min_off
+            })
+            .filter(|_| rested_too);
+        // Bounded: past the scan limit the rest is taken as wakeable (the cautious side: a less
+        // efficient model waits).
+        for _ in dipped.chain(rested).take(WAKEABLE_SCAN) {
+            total += each;
+            if total >= limit {
+                return total;
+            }
+        }
+        let scanned = spec.dipped.len() + spec.asleep.len();
+        if scanned > WAKEABLE_SCAN {
+            return limit;
+        }
+        total
     }
 
     /// Wakes miners of spec `s` while `cap` (fleet power above the fixed load) has room for
@@ -1913,7 +1981,13 @@ impl FleetController for Controller {
 
     fn poll_timeout(&self) -> Option<Timestamp> {
         let deadline = self.deadlines.peek().map(|Reverse((t, _))| *t);
-        Some(deadline.map_or(self.next_tick, |d| d.min(self.next_tick)))
+        let mut next = deadline.map_or(self.next_tick, |d| d.min(self.next_tick));
+        // Cuts held back by the command rate go as soon as a token is there, not at the next
+        // tick: a shed of a large fleet is not held up by the cadence.
+        if !self.cut_queue.is_empty() {
+            next = next.min(self.tokens.next_token_at());
+        }
+        Some(next)
     }
 
     fn name(&self) -> &'static str {

@@ -1004,3 +1004,56 @@ fn a_rise_during_a_dip_returns_at_once_then_climbs_at_the_rise_limit() {
         );
     }
 }
+
+#[test]
+fn a_slow_inefficient_model_is_not_woken_for_room_a_fast_efficient_one_can_take() {
+    // 10 S19j Pro on stock firmware (29.5 J/TH, 3 minutes to wake) listed before 20 S21 XP on
+    // LuxOS (13.5 J/TH, 5 s). Under the rise limit the stock miners' three-minute horizon sees
+    // far more room than the LuxOS miners' five seconds; the room is the S21 XPs' all the same.
+    let mut h = Harness::new(
+        "s19jpro:10:stock-antminer,s21xp:20:luxos",
+        ControllerConfig::default(),
+    );
+    h.run(0, 900, |_| Some(Watts::from_kw(50.0)));
+    let woken_stock = h
+        .sent
+        .iter()
+        .filter(|(_, c)| c.miner.0 < 10 && matches!(c.action, Action::Wake(_)))
+        .count();
+    assert_eq!(
+        woken_stock, 0,
+        "stock miners woken for room the S21 XP could take"
+    );
+    assert!(h.load() > Watts::from_kw(45.0), "{}", h.load());
+}
+
+#[test]
+fn cuts_held_by_the_command_rate_go_when_a_token_is_back_not_at_the_next_tick() {
+    let cfg = ControllerSettings {
+        max_commands_per_s: 10.0,
+        command_burst: 10.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let mut h = Harness::new("s21:50", cfg);
+    h.run(0, 1200, |_| Some(Watts::from_mw(1.0)));
+    let now = Timestamp::from_millis(t(1200).as_millis() + 300);
+    h.ctrl
+        .handle_input(now, Input::Operator(OperatorCommand::ShedAll));
+    h.apply(now);
+    let first = h.sent.iter().filter(|(at, _)| *at == now).count();
+    assert_eq!(first, 10, "the burst");
+    // The next token is 100 ms away, the next tick 700 ms: the controller asks to be woken for
+    // the token.
+    let token = Timestamp::from_millis(now.as_millis() + 100);
+    let wake = h.ctrl.poll_timeout().unwrap();
+    assert!(
+        wake <= token,
+        "woken at {wake:?}, the token is at {token:?}"
+    );
+    h.ctrl.handle_timeout(token);
+    h.apply(token);
+    assert_eq!(h.sent.iter().filter(|(at, _)| *at == token).count(), 1);
+    assert!(h.ctrl.poll_timeout().unwrap() <= Timestamp::from_millis(token.as_millis() + 100));
+}
