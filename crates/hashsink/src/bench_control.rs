@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hashsink_core::{Catalogue, Fleet, FleetConfig};
+use hashsink_core::{Catalogue, ControllerSettings, Fleet, FleetConfig};
 use hashsink_twin::{NuclearMethod, Profile, RunReport};
 use hashsink_units::{Timestamp, Watts};
 use rayon::prelude::*;
@@ -73,6 +73,8 @@ const SCADA: Meter = Meter {
 #[derive(Clone, Copy, Debug)]
 struct Case {
     group: Group,
+    /// hashsink's `fill_fraction` (1: the default); below 1 the case runs hashsink alone.
+    fill: f64,
     surplus: Surplus,
     days: Option<f64>,
     fleet: FleetKind,
@@ -86,6 +88,7 @@ enum Group {
     Steps,
     Meter,
     Firmware,
+    Fill,
 }
 
 impl Group {
@@ -97,6 +100,9 @@ impl Group {
             }
             Group::Meter => "Stepped surplus read by a late meter",
             Group::Firmware => "Stepped flat surplus, by firmware",
+            Group::Fill => {
+                "hashsink with `fill_fraction = 0.8` (running miners filled to 80 % of nameplate before more are woken), to set against its default rows above"
+            }
         }
     }
 }
@@ -107,6 +113,7 @@ fn cases(quick: bool) -> Vec<Case> {
     let month = Some(30.0);
     let base = Case {
         group: Group::Smooth,
+        fill: 1.0,
         surplus: Surplus::Wind,
         days: year,
         fleet: FleetKind::S21Braiins,
@@ -178,6 +185,30 @@ fn cases(quick: bool) -> Vec<Case> {
         },
         Case {
             fleet: FleetKind::Mixed,
+            ..firmware
+        },
+        Case {
+            group: Group::Fill,
+            fill: 0.8,
+            ..base
+        },
+        Case {
+            group: Group::Fill,
+            fill: 0.8,
+            surplus: Surplus::Nuclear,
+            ..base
+        },
+        Case {
+            group: Group::Fill,
+            fill: 0.8,
+            surplus: Surplus::Flat80,
+            days: None,
+            ..steps
+        },
+        Case {
+            group: Group::Fill,
+            fill: 0.8,
+            fleet: FleetKind::S21XpLuxos,
             ..firmware
         },
     ]
@@ -252,12 +283,21 @@ fn fleet(kind: FleetKind) -> Result<Fleet> {
 fn run_case(case: &Case) -> Result<Outcome> {
     let mut args = SimulateArgs::demo(case.days.unwrap_or(f64::INFINITY), 0);
     args.days = case.days;
-    args.controller = Which::All;
+    args.controller = if case.fill < 1.0 {
+        Which::Hashsink
+    } else {
+        Which::All
+    };
+    let cfg = ControllerSettings {
+        fill_fraction: case.fill,
+        ..Default::default()
+    }
+    .validate()?;
     args.disturb.steps = case.steps;
     args.disturb.meter_period_ms = case.meter.period_ms;
     args.disturb.meter_delay_ms = case.meter.delay_ms;
     args.disturb.meter_jitter_ms = case.meter.jitter_ms;
-    simulate::execute_on(profile(case.surplus), fleet(case.fleet)?, &args, false)
+    simulate::execute_on(profile(case.surplus), fleet(case.fleet)?, cfg, &args, false)
         .with_context(|| format!("{case:?}"))
 }
 
@@ -276,6 +316,9 @@ fn describe(case: &Case, outcome: &Outcome) -> String {
         FleetKind::Mixed => "mixed 40/40/20",
     };
     let mut text = format!("{surplus}, {days:.0} d, {fleet}");
+    if case.fill < 1.0 {
+        text.push_str(&format!(", fill {}", case.fill));
+    }
     if case.group == Group::Meter {
         text.push_str(&format!(", meter {}", case.meter.label));
     }

@@ -179,6 +179,14 @@ impl DisturbArgs {
                 Duration::from_secs_f64(b * unit),
             )
         };
+        for (name, range) in [
+            ("--dip-depth-pct", self.dip_depth_pct),
+            ("--step-level-pct", self.step_level_pct),
+        ] {
+            if let Some((_, high)) = range.filter(|&(_, high)| high > 100.0) {
+                bail!("{name}: {high} is above 100 (a percentage of the surplus)");
+            }
+        }
         let mut set = StepSettings::default();
         if let Some((a, b)) = self.dip_depth_pct {
             set.dip_depth = (a / 100.0, b / 100.0);
@@ -229,8 +237,17 @@ impl DisturbArgs {
                 self.meter_resolution_kw
             );
         }
-        if self.meter_period_ms > 600_000 || self.meter_delay_ms > 600_000 {
-            bail!("--meter-period-ms and --meter-delay-ms must be at most 600000 (10 minutes)");
+        if [
+            self.meter_period_ms,
+            self.meter_delay_ms,
+            self.meter_jitter_ms,
+        ]
+        .iter()
+        .any(|&ms| ms > 600_000)
+        {
+            bail!(
+                "--meter-period-ms, --meter-delay-ms and --meter-jitter-ms must each be at most 600000 (10 minutes)"
+            );
         }
         Ok(MeterSettings {
             period: (self.meter_period_ms > 0).then(|| Duration::from_millis(self.meter_period_ms)),
@@ -358,19 +375,22 @@ fn parse_date(text: &str) -> Result<hashsink_units::Timestamp> {
 
 /// Runs the scenario(s) the arguments describe.
 pub fn execute(args: &SimulateArgs, show_progress: bool) -> Result<Outcome> {
+    let cfg = load_settings(args.config.as_deref())?;
     execute_on(
         load_profile(args)?,
         load_fleet(&args.fleet)?,
+        cfg,
         args,
         show_progress,
     )
 }
 
-/// Runs the scenario(s) the arguments describe on `profile` and `fleet` (in place of
-/// `--profile` and `--fleet`).
+/// Runs the scenario(s) the arguments describe on `profile`, `fleet` and the controller settings
+/// `cfg` (in place of `--profile`, `--fleet` and `--config`).
 pub fn execute_on(
     profile: Profile,
     fleet: Fleet,
+    cfg: ControllerConfig,
     args: &SimulateArgs,
     show_progress: bool,
 ) -> Result<Outcome> {
@@ -378,7 +398,6 @@ pub fn execute_on(
         bail!("--noise-pct {} must be between 0 and 50", args.noise_pct);
     }
     let fleet = Arc::new(fleet);
-    let cfg = load_settings(args.config.as_deref())?;
     let start = match &args.start {
         Some(d) => parse_date(d)?,
         None => profile.start(),

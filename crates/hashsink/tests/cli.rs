@@ -310,6 +310,51 @@ fn bad_inputs_name_the_file_line_and_field() {
         &["simulate", "--fleet", "s9:100", "--days", "1", "--quiet"],
         &["unknown miner model 's9'", "Antminer S21"],
     );
+    // Steps and the meter: ranges low first, percentages within 100, lags within 10 minutes.
+    fails_with(
+        &[
+            "simulate",
+            "--dip-depth-pct",
+            "45-10",
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        &["--dip-depth-pct", "45 is above 10", "low end first"],
+    );
+    fails_with(
+        &[
+            "simulate",
+            "--step-level-pct",
+            "70-140",
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        &["--step-level-pct", "140 is above 100"],
+    );
+    fails_with(
+        &[
+            "simulate",
+            "--dip-length-s",
+            "five",
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        &["'five' is not a non-negative number"],
+    );
+    fails_with(
+        &[
+            "simulate",
+            "--meter-delay-ms",
+            "3600000",
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        &["--meter-delay-ms", "at most 600000"],
+    );
 
     let bad_file = |name: &str, flag: &str, contents: &str, needles: &[&str]| {
         let path = dir.join(name);

@@ -59,6 +59,11 @@ pub struct ControllerSettings {
     /// hold. On a week of the wind case that sent 5x fewer setpoint changes (firmware retunes,
     /// wear, traffic) for 0.05 % less hashrate per watt.
     pub max_levels_per_command: u8,
+    /// Running miners are filled to this share of their nameplate power before another miner is
+    /// woken (1: nameplate). Lower runs more miners at a lower, more efficient power (hashrate
+    /// grows slower than power) and leaves them more room to come down, for more wakes when the
+    /// surplus falls below what they can turn down to. Measured in the README.
+    pub fill_fraction: f64,
     /// Write commands per second, fleet-wide.
     pub max_commands_per_s: f64,
     /// Token-bucket burst for write commands.
@@ -96,6 +101,7 @@ impl Default for ControllerSettings {
             wake_confirm_s: 30.0,
             max_rise_fraction_per_s: 0.01,
             max_levels_per_command: 0,
+            fill_fraction: 1.0,
             max_commands_per_s: 10_000.0,
             command_burst: 10_000.0,
             verify_grace_s: 15.0,
@@ -136,6 +142,7 @@ pub struct ControllerConfig {
     pub max_rise_fraction_per_s: f64,
     /// Levels one setpoint command may move a miner (`u8::MAX` for no limit).
     pub max_levels_per_command: u8,
+    pub fill_fraction: f64,
     pub max_commands_per_s: f64,
     pub command_burst: f64,
     pub verify_grace: Duration,
@@ -235,6 +242,15 @@ impl ControllerSettings {
                 u8::MAX
             } else {
                 self.max_levels_per_command
+            },
+            fill_fraction: match self.fill_fraction {
+                f if f.is_finite() && (0.3..=1.0).contains(&f) => f,
+                f => {
+                    return Err(err(
+                        "fill_fraction",
+                        format!("{f} must be between 0.3 and 1 (a share of nameplate power)"),
+                    ));
+                }
             },
             max_commands_per_s: self.max_commands_per_s,
             command_burst: self.command_burst,

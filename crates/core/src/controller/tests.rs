@@ -1057,3 +1057,46 @@ fn cuts_held_by_the_command_rate_go_when_a_token_is_back_not_at_the_next_tick() 
     assert_eq!(h.sent.iter().filter(|(at, _)| *at == token).count(), 1);
     assert!(h.ctrl.poll_timeout().unwrap() <= Timestamp::from_millis(token.as_millis() + 100));
 }
+
+#[test]
+fn a_lower_fill_fraction_runs_more_miners_at_a_lower_power() {
+    let run = |fill: f64| {
+        let cfg = ControllerSettings {
+            fill_fraction: fill,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let mut h = Harness::new("s21:40:braiins-os", cfg);
+        let surplus = h.fleet.max_power() * 0.5;
+        h.run(0, 1800, |_| Some(surplus));
+        let running = running(&h);
+        let top = running
+            .iter()
+            .map(|&m| h.power[m as usize])
+            .fold(Watts::ZERO, Watts::max);
+        (running.len(), top, h.load(), surplus)
+    };
+    let (n_full, top_full, load_full, surplus) = run(1.0);
+    let (n_fill, top_fill, load_fill, _) = run(0.8);
+    assert!(
+        n_fill > n_full,
+        "{n_fill} running at 80 % against {n_full} at nameplate"
+    );
+    assert!(top_full >= Watts(3400.0), "filled to nameplate: {top_full}");
+    assert!(
+        top_fill <= Watts(3500.0 * 0.8 + 1.0),
+        "filled to 80 %: {top_fill}"
+    );
+    for load in [load_full, load_fill] {
+        assert!(
+            load <= surplus && load > surplus * 0.95,
+            "{load} of {surplus}"
+        );
+    }
+    let bad = ControllerSettings {
+        fill_fraction: 1.5,
+        ..Default::default()
+    };
+    assert_eq!(bad.validate().unwrap_err().field, "fill_fraction");
+}
