@@ -363,10 +363,9 @@ impl Checker {
                         && matches!(why, Reason::Dispatch | Reason::Protect)
                         && !self.bounds.short_dip.is_zero()
                         && !rewoken_lately;
-                    // A wake sent again (the first was lost or not carried out) repeats a
-                    // decision already checked when it was first sent.
-                    let repeated = cmd.reason == Reason::Reconcile
-                        && self.last_wake[m].is_some_and(|w| w >= slept);
+                    // Only the first wake after a sleep starts a cycle: one sent again (the
+                    // first was lost or not carried out) repeats a decision already checked.
+                    let repeated = self.last_wake[m].is_some_and(|w| w >= slept);
                     if early && !short_dip_rewake && !repeated {
                         self.violate(
                             now,

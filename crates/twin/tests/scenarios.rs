@@ -358,3 +358,32 @@ fn a_short_dip_on_fast_firmware_costs_a_cycle_only_for_the_miners_that_did_not_f
     );
     assert!(hs.kpis.control_import_mwh <= hs.ideal.floor_import_mwh * 2.0);
 }
+
+#[test]
+fn a_stock_miner_told_a_level_while_booting_is_not_read_back_before_it_is_up() {
+    // A stepped surplus on stock firmware: a miner woken to take back a sleep that, by the time
+    // the wake went out, had landed boots for three minutes; a cut sent meanwhile is judged from
+    // when it is up. Before, every such miner was read back and sent its command again.
+    let fleet = Arc::new(
+        FleetConfig::build_from_shorthand("s19jpro:300:stock", &Catalogue::bundled()).unwrap(),
+    );
+    let start = Timestamp::from_secs(1_767_225_600);
+    let days = Duration::from_secs(3 * 86_400);
+    let level = fleet.max_power() * 0.8;
+    let profile = Arc::new(Profile::from_points(
+        "flat",
+        "80 % of the fleet",
+        vec![(start, level), (start + days, level)],
+    ));
+    let mut sc = Scenario::new(
+        fleet,
+        profile,
+        ControllerChoice::Hashsink(ControllerConfig::default()),
+        days,
+    );
+    sc.disturbance = Arc::new(Disturbance::draw(&StepSettings::default(), 0, start, days));
+    let report = run(&sc, &mut |_| {});
+    let stats = report.stats.unwrap();
+    assert!(stats.rewake_commands > 100, "{stats:?}");
+    assert_eq!(stats.queries, 0, "healthy miners read back: {stats:?}");
+}

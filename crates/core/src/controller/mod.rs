@@ -263,28 +263,6 @@ pub struct ControllerStats {
     pub signal_losses: u64,
 }
 
-/// The maximum of a value over a trailing window (a monotonic queue).
-#[derive(Debug, Default)]
-struct RecentMax {
-    /// (time, value), values strictly decreasing from the front.
-    samples: VecDeque<(Timestamp, Watts)>,
-}
-
-impl RecentMax {
-    /// Adds `value` at `now` and returns the maximum over `[now - window, now]`.
-    fn update(&mut self, now: Timestamp, value: Watts, window: Duration) -> Watts {
-        while self.samples.back().is_some_and(|&(_, v)| v <= value) {
-            self.samples.pop_back();
-        }
-        self.samples.push_back((now, value));
-        let horizon = now - window;
-        while self.samples.front().is_some_and(|&(t, _)| t < horizon) {
-            self.samples.pop_front();
-        }
-        self.samples.front().map_or(value, |&(_, v)| v)
-    }
-}
-
 /// A fall of the surplus that may yet prove short (see `ControllerConfig::short_dip`).
 #[derive(Clone, Copy, Debug)]
 struct Dip {
@@ -342,9 +320,8 @@ pub struct Controller {
     plan_run: Watts,
     plan_wake: Watts,
     committed: Watts,
-    /// The highest `committed` within the last reaction time: what the miners may still draw.
-    recently_committed: RecentMax,
-    /// Sum of every miner's `may_draw`: raises go only into room that cuts have really freed.
+    /// Sum of every miner's `may_draw`: raises go only into room that cuts have really freed,
+    /// and metered load above it is load the controller cannot explain.
     drawable: Watts,
     uncontrollable: Watts,
     phantom: Watts,
@@ -500,7 +477,6 @@ impl Controller {
             plan_run: Watts::ZERO,
             plan_wake: Watts::ZERO,
             committed: Watts::ZERO,
-            recently_committed: RecentMax::default(),
             drawable: Watts::ZERO,
             uncontrollable: Watts::ZERO,
             phantom: Watts::ZERO,
@@ -906,9 +882,8 @@ impl Controller {
         // Staggered reconnection: the allowed load may rise only so fast, from what the fleet
         // really draws; after a short dip it may return at once to where it was before.
         let dt = self.cfg.cadence.as_secs_f64();
-        let drawn = self.drawn(now).max(current_load);
-        let mut rise_cap =
-            self.limited_allowed.max(drawn.min(allowed)) + Watts(self.max_rise_w_per_s * dt);
+        let mut rise_cap = self.limited_allowed.max(self.drawn(now).min(allowed))
+            + Watts(self.max_rise_w_per_s * dt);
         if let Some(before) = restore {
             rise_cap = rise_cap.max(before);
         }
@@ -948,13 +923,15 @@ impl Controller {
         self.dip.map(|d| d.before)
     }
 
-    /// The fleet's draw as last metered, if the reading is fresh; else the plan.
+    /// What the fleet draws: the plan, or the fresh metered draw where that is higher (cuts
+    /// not landed yet).
     fn drawn(&self, now: Timestamp) -> Watts {
+        let planned = self.planned_load();
         match self.meter {
             Some((at, measured)) if now.saturating_since(at) <= self.cfg.max_reading_age => {
-                measured
+                measured.max(planned)
             }
-            _ => self.planned_load(),
+            _ => planned,
         }
     }
 
@@ -1007,13 +984,9 @@ impl Controller {
             self.excess_since = None;
             return;
         }
-        // A command lands within the reaction time: until then the miners may still draw what
-        // they were told before (stock firmware takes 40 s; cuts on a stepped surplus follow
-        // each other faster than that).
-        let told = self
-            .recently_committed
-            .update(now, self.committed, self.reaction);
-        let believed = self.base_standby + told + self.uncontrollable;
+        // Against what the miners may still draw: a cut is not believed until a report confirms
+        // it (stock firmware takes 40 s, and cuts on a stepped surplus follow each other faster).
+        let believed = self.base_standby + self.drawable + self.uncontrollable;
         let excess = measured - believed;
         let tolerance = self.fleet_max * self.cfg.meter_tolerance_fraction;
         if excess > tolerance {
@@ -1198,16 +1171,20 @@ impl Controller {
             let m = Self::live_front(&self.slots, &mut self.specs[s].dipped, |p| {
                 p == Plan::Asleep
             })?;
-            let slot = &self.slots[m as usize];
-            let asleep_for = now.saturating_since(slot.since);
-            let rewoken_lately = slot
-                .rewoken_at
-                .is_some_and(|r| now.saturating_since(r) < self.cfg.min_off);
-            if asleep_for <= self.cfg.short_dip && !rewoken_lately {
+            if self.may_wake_early(&self.slots[m as usize], now) {
                 return Some(m);
             }
             self.specs[s].dipped.pop_front();
         }
+    }
+
+    /// The short-dip rule for a miner a fall put to sleep: asleep for no longer than
+    /// `short_dip`, and not woken early within the last `min_off`.
+    fn may_wake_early(&self, slot: &Slot, now: Timestamp) -> bool {
+        let rewoken_lately = slot
+            .rewoken_at
+            .is_some_and(|r| now.saturating_since(r) < self.cfg.min_off);
+        now.saturating_since(slot.since) <= self.cfg.short_dip && !rewoken_lately
     }
 
     /// Wake sleeping miners into the room expected by the time they are ready. Miners a short
@@ -1253,43 +1230,41 @@ impl Controller {
     }
 
     /// What the miners of spec `s` that could be woken now would draw at nameplate, counted up
-    /// to `limit` (so that the walk stops early on a large fleet).
-    fn wakeable_draw(&mut self, s: usize, now: Timestamp, rested_too: bool, limit: Watts) -> Watts {
-        let each = Watts(self.specs[s].delta[self.specs[s].preferred as usize]);
+    /// to `limit`. The walk is bounded: past `WAKEABLE_SCAN` queue entries the rest is taken as
+    /// wakeable (the cautious side: a less efficient model waits).
+    fn wakeable_draw(&self, s: usize, now: Timestamp, rested_too: bool, limit: Watts) -> Watts {
+        let spec = &self.specs[s];
+        let each = Watts(spec.delta[spec.preferred as usize]);
         if limit <= Watts::ZERO || each <= Watts::ZERO {
             return Watts::ZERO;
         }
+        let live = |&(m, epoch): &(u32, u32)| {
+            let slot = &self.slots[m as usize];
+            (slot.epoch == epoch && slot.plan == Plan::Asleep).then_some(slot)
+        };
+        let mut scanned = 0;
         let mut total = Watts::ZERO;
-        let slots = &self.slots;
-        let spec = &self.specs[s];
-        let dipped = spec.dipped.iter().filter(|&&(m, epoch)| {
-            let slot = &slots[m as usize];
-            slot.epoch == epoch
-                && slot.plan == Plan::Asleep
-                && now.saturating_since(slot.since) <= self.cfg.short_dip
-        });
-        let rested = spec
-            .asleep
-            .iter()
-            .filter(|&&(m, epoch)| {
-                let slot = &slots[m as usize];
-                slot.epoch == epoch && slot.plan == Plan::Asleep
-            })
-            .take_while(|&&(m, _)| {
-                now.saturating_since(slots[m as usize].since) >= self.cfg.min_off
-            })
-            .filter(|_| rested_too);
-        // Bounded: past the scan limit the rest is taken as wakeable (the cautious side: a less
-        // efficient model waits).
-        for _ in dipped.chain(rested).take(WAKEABLE_SCAN) {
-            total += each;
-            if total >= limit {
-                return total;
+        for slot in spec.dipped.iter().filter_map(live) {
+            scanned += 1;
+            if self.may_wake_early(slot, now) {
+                total += each;
+            }
+            if total >= limit || scanned >= WAKEABLE_SCAN {
+                return limit;
             }
         }
-        let scanned = spec.dipped.len() + spec.asleep.len();
-        if scanned > WAKEABLE_SCAN {
-            return limit;
+        if rested_too {
+            // Longest asleep first: the rested ones are a prefix of the live entries.
+            for slot in spec.asleep.iter().filter_map(live) {
+                scanned += 1;
+                if now.saturating_since(slot.since) < self.cfg.min_off {
+                    break;
+                }
+                total += each;
+                if total >= limit || scanned >= WAKEABLE_SCAN {
+                    return limit;
+                }
+            }
         }
         total
     }
@@ -1474,9 +1449,11 @@ impl Controller {
                 let from = self.slots[m as usize]
                     .last_power
                     .unwrap_or(spec.max_power());
+                // A miner still booting takes the setting when it is up: it is not judged before.
+                let boot_left = self.slots[m as usize].ready_at.saturating_since(now);
                 (
                     Some(Target::Level(l)),
-                    spec.setpoint_delay + spec.ramp_time(from, spec.level_power(l)),
+                    boot_left + spec.setpoint_delay + spec.ramp_time(from, spec.level_power(l)),
                 )
             }
             Action::Query => (self.slots[m as usize].commanded, Duration::ZERO),
@@ -1844,21 +1821,28 @@ impl Controller {
     fn learn_trend(&mut self, change: f64, dt: f64) {
         let threshold = self.step_threshold();
         let residual = change - self.trend_w_per_s * dt;
+        let is_step = residual.abs() > threshold && change.abs() > threshold;
         match self.held_step.take() {
-            Some((first, first_dt))
-                if {
-                    let first_residual = first - self.trend_w_per_s * first_dt;
-                    residual * first_residual > 0.0 && residual.abs() > 0.5 * threshold
-                } =>
-            {
-                self.learn_slope(first, first_dt);
-                self.learn_slope(change, dt);
+            Some((first, first_dt)) => {
+                let first_residual = first - self.trend_w_per_s * first_dt;
+                let goes_on = residual * first_residual > 0.0 && residual.abs() > 0.5 * threshold;
+                if goes_on {
+                    self.learn_slope(first, first_dt);
+                    self.learn_slope(change, dt);
+                } else {
+                    self.hold_or_learn(is_step, change, dt);
+                }
             }
-            _ if residual.abs() > threshold && change.abs() > threshold => {
-                self.stats.steps += 1;
-                self.held_step = Some((change, dt));
-            }
-            _ => self.learn_slope(change, dt),
+            None => self.hold_or_learn(is_step, change, dt),
+        }
+    }
+
+    fn hold_or_learn(&mut self, is_step: bool, change: f64, dt: f64) {
+        if is_step {
+            self.stats.steps += 1;
+            self.held_step = Some((change, dt));
+        } else {
+            self.learn_slope(change, dt);
         }
     }
 
