@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use hashsink_units::{Timestamp, Watts};
 
-use crate::api::{Action, Command, FleetController, Input, OperatorCommand, Reason};
+use crate::api::{Action, Command, FleetController, Input};
 use crate::fleet::{Fleet, MinerId};
-use crate::rate_limit::Outbox;
+use crate::reference::{OperatorState, Outbox};
 
 /// Settings of the baseline automation.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,8 +53,7 @@ pub struct Baseline {
     surplus: Option<Watts>,
     spare_since: Option<(Timestamp, Watts)>,
     deficit_since: Option<Timestamp>,
-    shed: bool,
-    curtail: Option<Watts>,
+    operator: OperatorState,
     next_tick: Timestamp,
     outbox: Outbox,
 }
@@ -78,8 +77,7 @@ impl Baseline {
             surplus: None,
             spare_since: None,
             deficit_since: None,
-            shed: false,
-            curtail: None,
+            operator: OperatorState::default(),
             next_tick: start,
             outbox: Outbox::new(cfg.max_commands_per_s, start),
             fleet,
@@ -105,13 +103,11 @@ impl Baseline {
     }
 
     fn tick(&mut self, now: Timestamp) {
-        let Some(mut surplus) = self.surplus else {
+        let Some(surplus) = self.surplus else {
             return;
         };
-        if let Some(cap) = self.curtail {
-            surplus = surplus.min(cap);
-        }
-        if self.shed {
+        let surplus = self.operator.limit(surplus);
+        if self.operator.shed {
             while self.on_count > 0 {
                 self.switch(self.on_count - 1, false);
             }
@@ -154,12 +150,7 @@ impl Baseline {
     }
 
     fn flush(&mut self, now: Timestamp) {
-        let reason = if self.shed {
-            Reason::Operator
-        } else {
-            Reason::Dispatch
-        };
-        self.outbox.flush(now, reason, |_, _| true);
+        self.outbox.flush(now, self.operator.reason(), |_, _| true);
     }
 
     /// Fleet power the automation believes it has switched on (standby included).
@@ -174,17 +165,14 @@ impl FleetController for Baseline {
             Input::Surplus { available, .. } if available.is_finite() => {
                 self.surplus = Some(available.positive_part())
             }
-            Input::Operator(OperatorCommand::ShedAll) => {
-                self.shed = true;
-                self.tick(now);
-                self.flush(now);
+            Input::Operator(cmd) => {
+                let shed = self.operator.take(cmd);
+                // A shed is acted on at once.
+                if shed {
+                    self.tick(now);
+                    self.flush(now);
+                }
             }
-            Input::Operator(OperatorCommand::Resume) => {
-                self.shed = false;
-                self.curtail = None;
-            }
-            Input::Operator(OperatorCommand::CurtailTo(w)) => self.curtail = Some(w),
-            // The baseline automation knows no per-miner exclusion.
             _ => {}
         }
     }
@@ -202,11 +190,7 @@ impl FleetController for Baseline {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        Some(
-            self.outbox
-                .next_send()
-                .map_or(self.next_tick, |t| t.min(self.next_tick)),
-        )
+        Some(self.outbox.wake_at(self.next_tick))
     }
 
     fn name(&self) -> &'static str {

@@ -150,6 +150,14 @@ impl Fleet {
             .sum()
     }
 
+    /// Spec indices, the most efficient (J/TH at nameplate) first: the order miners are woken.
+    pub fn specs_by_efficiency(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.specs.len()).collect();
+        let joules = |s: usize| self.specs[s].nameplate_efficiency().j_per_th();
+        order.sort_by(|&a, &b| joules(a).total_cmp(&joules(b)));
+        order
+    }
+
     pub fn miner_ids(&self) -> impl Iterator<Item = MinerId> + '_ {
         (0..self.len() as u32).map(MinerId)
     }

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod firmware;
 pub mod fleet;
 pub mod rate_limit;
+pub mod reference;
 pub mod setpoint;
 
 pub use api::{

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use hashsink_units::{Timestamp, Watts};
 
-use crate::api::{Action, Command, FleetController, Input, OperatorCommand, Reason};
+use crate::api::{Action, Command, FleetController, Input};
 use crate::controller::ControllerConfig;
 use crate::fleet::Fleet;
-use crate::rate_limit::Outbox;
+use crate::reference::{OperatorState, Outbox};
 
 /// Settings of the setpoint dispatch.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,8 +85,7 @@ pub struct Setpoint {
     standby_total: Watts,
     surplus: Option<Watts>,
     spare_since: Option<Timestamp>,
-    shed: bool,
-    curtail: Option<Watts>,
+    operator: OperatorState,
     next_tick: Timestamp,
     outbox: Outbox,
 }
@@ -102,11 +101,7 @@ impl Setpoint {
             groups[spec].asleep.push_back((m.0, long_ago));
             outbox.queue(m.0, Action::Sleep);
         }
-        let mut by_efficiency: Vec<usize> = (0..fleet.specs.len()).collect();
-        by_efficiency.sort_by(|&a, &b| {
-            let e = |s: usize| fleet.specs[s].nameplate_efficiency().j_per_th();
-            e(a).total_cmp(&e(b))
-        });
+        let by_efficiency = fleet.specs_by_efficiency();
         let max = fleet.max_power();
         Self {
             margin: cfg.margin.max(max * cfg.margin_fraction),
@@ -116,8 +111,7 @@ impl Setpoint {
             by_efficiency,
             surplus: None,
             spare_since: None,
-            shed: false,
-            curtail: None,
+            operator: OperatorState::default(),
             next_tick: start,
             outbox,
             fleet,
@@ -133,13 +127,7 @@ impl Setpoint {
 
     /// What the running miners may draw above the fleet's standby.
     fn setpoint(&self) -> Option<Watts> {
-        let mut target = self.surplus? - self.margin;
-        if let Some(cap) = self.curtail {
-            target = target.min(cap);
-        }
-        if self.shed {
-            target = Watts::ZERO;
-        }
+        let target = self.operator.limit(self.surplus? - self.margin);
         Some((target - self.standby_total).positive_part())
     }
 
@@ -269,11 +257,7 @@ impl Setpoint {
     }
 
     fn flush(&mut self, now: Timestamp) {
-        let reason = if self.shed {
-            Reason::Operator
-        } else {
-            Reason::Dispatch
-        };
+        let reason = self.operator.reason();
         // A level queued before the miner was slept, or a sleep before it was woken again, is
         // stale.
         let level = &self.level;
@@ -293,16 +277,14 @@ impl FleetController for Setpoint {
             Input::Surplus { available, .. } if available.is_finite() => {
                 self.surplus = Some(available.positive_part())
             }
-            Input::Operator(OperatorCommand::ShedAll) => {
-                self.shed = true;
-                self.tick(now);
-                self.flush(now);
+            Input::Operator(cmd) => {
+                let shed = self.operator.take(cmd);
+                // A shed is acted on at once.
+                if shed {
+                    self.tick(now);
+                    self.flush(now);
+                }
             }
-            Input::Operator(OperatorCommand::Resume) => {
-                self.shed = false;
-                self.curtail = None;
-            }
-            Input::Operator(OperatorCommand::CurtailTo(w)) => self.curtail = Some(w),
             _ => {}
         }
     }
@@ -320,11 +302,7 @@ impl FleetController for Setpoint {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        Some(
-            self.outbox
-                .next_send()
-                .map_or(self.next_tick, |t| t.min(self.next_tick)),
-        )
+        Some(self.outbox.wake_at(self.next_tick))
     }
 
     fn name(&self) -> &'static str {

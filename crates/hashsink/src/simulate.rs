@@ -208,28 +208,6 @@ impl DisturbArgs {
         Ok(Some(set))
     }
 
-    /// One line on the steps drawn and the meter, if either is in play.
-    pub fn describe(&self, drawn: &Disturbance, meter: &MeterSettings) -> Option<String> {
-        let mut parts = Vec::new();
-        if drawn.steps() + drawn.dips() > 0 {
-            parts.push(format!(
-                "with {} lasting steps and {} dips drawn from the seed",
-                drawn.steps(),
-                drawn.dips()
-            ));
-        }
-        if *meter != MeterSettings::default() {
-            parts.push(format!(
-                "read by a meter every {} ms, {} ms late (+0..{} ms), to {} kW",
-                meter.period.map_or(1000, |p| p.as_millis()),
-                meter.delay.as_millis(),
-                meter.jitter.as_millis(),
-                meter.resolution.w() / 1000.0
-            ));
-        }
-        (!parts.is_empty()).then(|| parts.join("; "))
-    }
-
     pub fn meter(&self) -> Result<MeterSettings> {
         if !(self.meter_resolution_kw.is_finite() && self.meter_resolution_kw >= 0.0) {
             bail!(
@@ -256,6 +234,28 @@ impl DisturbArgs {
             resolution: Watts::from_kw(self.meter_resolution_kw),
         })
     }
+}
+
+/// One line on the steps drawn and the meter, if either is in play.
+fn describe_disturbance(drawn: &Disturbance, meter: &MeterSettings) -> Option<String> {
+    let mut parts = Vec::new();
+    if drawn.steps() + drawn.dips() > 0 {
+        parts.push(format!(
+            "with {} lasting steps and {} dips drawn from the seed",
+            drawn.steps(),
+            drawn.dips()
+        ));
+    }
+    if *meter != MeterSettings::default() {
+        parts.push(format!(
+            "read by a meter every {} ms, {} ms late (+0..{} ms), to {} kW",
+            meter.period.map_or(1000, |p| p.as_millis()),
+            meter.delay.as_millis(),
+            meter.jitter.as_millis(),
+            meter.resolution.w() / 1000.0
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The demo's nuclear unit: a quarter of the default 1,200 MW, so that its surplus (peaks of
@@ -469,7 +469,7 @@ pub fn execute_on(
         );
         crate::plot::write_svg(path, &title, &reports)?;
     }
-    let disturbance = args.disturb.describe(&disturbance, &meter);
+    let disturbance = describe_disturbance(&disturbance, &meter);
     Ok(Outcome {
         profile,
         fleet,

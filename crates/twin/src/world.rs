@@ -217,15 +217,17 @@ struct Bounds {
 }
 
 impl Bounds {
-    /// `meter_lag`: the longest a surplus reading takes to reach the controller (the meter's
-    /// period, delay and jitter together).
+    /// `meter`: its worst lag (period, delay and jitter together) widens the reaction window,
+    /// and half its resolution, an error of the reading the controller cannot see, the
+    /// tolerance.
     fn new(
         cfg: &ControllerConfig,
         controller: &Controller,
         fleet: &Fleet,
         noise: Watts,
-        meter_lag: Duration,
+        meter: &MeterSettings,
     ) -> Self {
+        let meter_lag = meter.worst_lag();
         let fanout = Duration::from_secs_f64(fleet.len() as f64 / cfg.max_commands_per_s);
         let slack = Duration::from_secs(2);
         let normal = cfg.cadence * 2 + fanout + controller.reaction() + slack + meter_lag;
@@ -242,8 +244,8 @@ impl Bounds {
             failsafe_load: cfg.failsafe_load,
             shed_within: normal,
             // "Import bounded by the margin": the margin is the tolerance, plus five sigma of
-            // measurement noise when the run adds noise.
-            epsilon: controller.margin() + noise * 5.0,
+            // measurement noise when the run adds noise, plus half the meter's resolution.
+            epsilon: controller.margin() + noise * 5.0 + meter.resolution * 0.5,
             max_per_second: (cfg.command_burst + cfg.max_commands_per_s).ceil() as u64,
             min_on: cfg.min_on,
             min_off: cfg.min_off,
@@ -518,7 +520,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                 unreachable!()
             };
             Some(Checker::new(
-                Bounds::new(cfg, c, &fleet, noise_sigma, sc.meter.worst_lag()),
+                Bounds::new(cfg, c, &fleet, noise_sigma, &sc.meter),
                 fleet.len(),
                 sc.start,
             ))
@@ -532,8 +534,12 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
     let phi = (-meter_period.as_secs_f64() / 60.0).exp();
     let innovation = (1.0 - phi * phi).sqrt();
     let mut noise = 0.0f64;
-    let mut cursor = sc.profile.cursor();
-    let mut disturbance = sc.disturbance.cursor();
+    let mut truth_at = {
+        let mut profile = sc.profile.cursor();
+        let mut steps = sc.disturbance.cursor();
+        // The true surplus: the profile with its steps and dips (read at non-decreasing times).
+        move |t: Timestamp| profile.at(t) * steps.factor(t)
+    };
     let mut next_meter = sc.start;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut last_arrival = sc.start;
@@ -664,9 +670,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
                     if starting {
                         active_signal.push(i);
                         if episode.fault == Fault::SurplusFrozen {
-                            frozen_value.get_or_insert(
-                                cursor.at(now) * disturbance.factor(now) + Watts(noise),
-                            );
+                            frozen_value.get_or_insert(truth_at(now) + Watts(noise));
                         }
                     } else {
                         active_signal.retain(|&j| j != i);
@@ -705,7 +709,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
 
         // 4. The surplus meter: a measurement every meter period, delivered after its delay.
         if now >= next_meter {
-            let truth = cursor.at(now) * disturbance.factor(now);
+            let truth = truth_at(now);
             if noise_sigma.w() > 0.0 {
                 let z: f64 = StandardNormal.sample(&mut rng);
                 noise = phi * noise + noise_sigma.w() * innovation * z;
@@ -774,7 +778,7 @@ pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
 
         // 5. The fleet meter, KPIs and invariants.
         if now == next_sample {
-            let truth = cursor.at(now) * disturbance.factor(now);
+            let truth = truth_at(now);
             let running = sim.running_power(now);
             let standby = sim.standby_power(now);
             let measured = running + standby;
@@ -1038,7 +1042,13 @@ mod tests {
             Timestamp::from_secs(0),
         );
         Checker::new(
-            Bounds::new(&cfg, &controller, &fleet, Watts::ZERO, Duration::ZERO),
+            Bounds::new(
+                &cfg,
+                &controller,
+                &fleet,
+                Watts::ZERO,
+                &MeterSettings::default(),
+            ),
             fleet.len(),
             Timestamp::from_secs(0),
         )

@@ -140,7 +140,8 @@ fn stepped_scenario(seed: u64, groups: &[&str], margin: f64) -> Scenario {
         period: Some(Duration::from_millis(rng.random_range(500..4000))),
         delay: Duration::from_millis(rng.random_range(0..2000)),
         jitter: Duration::from_millis(rng.random_range(0..500)),
-        resolution: sc.fleet.max_power() * rng.random_range(0.0..0.001),
+        // Up to four times the margin: a reading off by up to twice the margin.
+        resolution: sc.fleet.max_power() * rng.random_range(0.0..0.04),
     };
     sc
 }
@@ -386,4 +387,44 @@ fn a_stock_miner_told_a_level_while_booting_is_not_read_back_before_it_is_up() {
     let stats = report.stats.unwrap();
     assert!(stats.rewake_commands > 100, "{stats:?}");
     assert_eq!(stats.queries, 0, "healthy miners read back: {stats:?}");
+}
+
+#[test]
+fn a_coarse_meter_reading_above_the_truth_is_the_meters_error_not_the_controllers() {
+    // A 10 kW meter resolution on a 190 kW fleet whose margin is 385 W: a surplus of 95.1 kW
+    // reads as 100 kW. The fleet follows the reading (it cannot see the truth) and imports
+    // what the meter hides, as the ideal does; the invariant allows half a resolution for it.
+    let fleet = Arc::new(
+        FleetConfig::build_from_shorthand("s21:50:braiins-os", &Catalogue::bundled()).unwrap(),
+    );
+    let start = Timestamp::from_secs(1_767_225_600);
+    let hours = Duration::from_secs(4 * 3600);
+    let level = Watts::from_kw(95.1);
+    let profile = Arc::new(Profile::from_points(
+        "flat",
+        "95.1 kW",
+        vec![(start, level), (start + hours, level)],
+    ));
+    let mut sc = Scenario::new(
+        fleet,
+        profile,
+        ControllerChoice::Hashsink(ControllerConfig::default()),
+        hours,
+    );
+    sc.meter = MeterSettings {
+        resolution: Watts::from_kw(10.0),
+        ..MeterSettings::default()
+    };
+    let report = run(&sc, &mut |_| {});
+    assert_eq!(report.violation_count, 0, "{:?}", report.violations);
+    assert!(
+        report.kpis.control_import_mwh > 0.0,
+        "the reading is above the truth"
+    );
+    assert!(
+        report.kpis.control_import_mwh <= report.ideal.floor_import_mwh,
+        "{} MWh against the ideal's {}",
+        report.kpis.control_import_mwh,
+        report.ideal.floor_import_mwh
+    );
 }

@@ -209,8 +209,6 @@ struct SpecState {
     preferred: u8,
     standby: Watts,
     wake_delay: Duration,
-    /// Nameplate J/TH, for "most efficient first".
-    efficiency: f64,
     /// Whether a cut on this spec takes effect within the fast-reaction limit.
     fast: bool,
 }
@@ -381,13 +379,11 @@ impl Controller {
                     preferred: fill_level(s, cfg.fill_fraction),
                     standby: s.standby,
                     wake_delay: s.wake_delay,
-                    efficiency: s.nameplate_efficiency().j_per_th(),
                     fast: s.cut_reaction() <= FAST_REACTION,
                 }
             })
             .collect();
-        let mut by_efficiency: Vec<usize> = (0..specs.len()).collect();
-        by_efficiency.sort_by(|&a, &b| specs[a].efficiency.total_cmp(&specs[b].efficiency));
+        let by_efficiency = fleet.specs_by_efficiency();
         let mut routine_cut_order = by_efficiency.clone();
         routine_cut_order.reverse();
         let mut urgent_cut_order = routine_cut_order.clone();
