@@ -25,8 +25,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashsink_clock::ScaledClock;
 use hashsink_core::{FirmwareKind, Fleet};
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_units::{HashRate, Watts};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -136,7 +136,7 @@ impl Emulator {
             };
             dialects.push(dialect);
         }
-        hashsink_fleetio::raise_open_file_limit(fleet.len() as u64 * 3 + 4096);
+        hashsink_clock::raise_open_file_limit(fleet.len() as u64 * 3 + 4096);
         let shared = Arc::new(Shared::new(fleet, clock, dialects, listen.first_index));
         let mut tasks = JoinSet::new();
         for index in 0..shared.len() as u32 {

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use hashsink_clock::ScaledClock;
 use hashsink_core::{Fleet, MinerSpec};
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_twin::miners::{Mode, Reading, SimFleet};
 use hashsink_units::{HashRate, Timestamp, Watts};
 

@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, FleetConfig, MinerId};
 use hashsink_emulator::{Emulator, Fault, Listen};
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_fleetio::discovery::{Family, identify};
 use hashsink_fleetio::firmwares::{AntminerDriver, BraiinsDriver, CallSettings, LuxOsDriver};
 use hashsink_fleetio::fleet::FleetIo;

@@ -66,7 +66,7 @@ pub async fn identify(
     concurrency: usize,
     timeout: Duration,
 ) -> Vec<Option<Identified>> {
-    crate::raise_open_file_limit((concurrency as u64) * 8 + 1024);
+    hashsink_clock::raise_open_file_limit((concurrency as u64) * 8 + 1024);
     let factory = Arc::new(
         MinerFactory::new()
             .with_identification_timeout(timeout)

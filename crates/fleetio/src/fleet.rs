@@ -31,7 +31,7 @@ impl Sweep {
 impl FleetIo {
     /// `concurrency`: calls in flight at once; `timeout`: the limit on any one call.
     pub fn new(drivers: Vec<Arc<dyn MinerDriver>>, concurrency: usize, timeout: Duration) -> Self {
-        crate::raise_open_file_limit(concurrency as u64 * 4 + 1024);
+        hashsink_clock::raise_open_file_limit(concurrency as u64 * 4 + 1024);
         Self {
             drivers,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),

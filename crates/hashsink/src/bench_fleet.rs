@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, ControllerSettings, FleetConfig};
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_fleetio::firmwares::CallSettings;
 use hashsink_fleetio::fleet::FleetIo;
 use hashsink_fleetio::{Control, MinerState};

@@ -119,7 +119,7 @@ fn bench(backend: &'static str, store: &mut dyn Store, miners: u32) -> Result<Ro
     let started = Instant::now();
     let from = Timestamp::from_millis(month_start);
     let to = Timestamp::from_millis(month_start + 30 * 24 * 60 * MINUTE);
-    let statements = crate::report::statements(store, site, from, to)?;
+    let statements = hashsink_ledger::statement::statements(store, site, from, to)?;
     let totals = store.miner_totals(site, from, to)?;
     let report = started.elapsed();
     anyhow::ensure!(

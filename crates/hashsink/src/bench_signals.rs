@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, FleetConfig};
 use hashsink_emulator::{Emulator, Listen};
-use hashsink_fleetio::clock::ScaledClock;
 
 const FIRST_INDEX: u32 = 40_000;
 const MQTT_PORT: u16 = 18931;

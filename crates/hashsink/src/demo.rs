@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
+use hashsink_clock::ScaledClock;
 use hashsink_core::ControllerSettings;
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_fleetio::firmwares::CallSettings;
 use hashsink_fleetio::fleet::FleetIo;
-use hashsink_twin::profile::{format_time, parse_time};
 use hashsink_twin::{NuclearMethod, Profile};
+use hashsink_units::{format_time, parse_time};
 
 use crate::daemon::{self, DaemonSetup, OnStop, Status, SurplusFeed};
 use crate::emulate::{self, DEMO_MIX, EmulateArgs};

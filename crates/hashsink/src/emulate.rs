@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, FleetConfig};
 use hashsink_emulator::{Emulator, Fault, Listen, subnets_for};
-use hashsink_fleetio::clock::ScaledClock;
 
 #[derive(Args, Debug, Clone)]
 pub struct EmulateArgs {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use hashsink_twin::RunReport;
-use hashsink_twin::profile::format_time;
+use hashsink_units::format_time;
 use plotters::prelude::*;
 
 /// At most this many points a line: longer runs are averaged into buckets.

@@ -10,9 +10,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use hashsink_ledger::{Payout, Sale, Store};
-use hashsink_twin::profile::parse_time;
+use hashsink_ledger::Store;
+use hashsink_ledger::coins::{payout_of, sale_of};
+use hashsink_ledger::statement::{Statement, statements};
 use hashsink_units::Timestamp;
+use hashsink_units::parse_time;
 
 use crate::daemon::site::Site;
 
@@ -89,129 +91,6 @@ pub fn open(at: &LedgerArgs) -> Result<(Box<dyn Store>, String)> {
 
 fn time_arg(name: &str, text: &str) -> Result<Timestamp> {
     parse_time(text).map_err(|e| anyhow::anyhow!("--{name} {text:?}: {e}"))
-}
-
-/// One month's (or the whole period's) statement.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Statement {
-    pub period: String,
-    pub intervals: u64,
-    pub energy_mwh: f64,
-    pub absorbed_mwh: f64,
-    pub import_mwh: f64,
-    pub surplus_mwh: f64,
-    pub hours_mining: f64,
-    pub curtailments: u64,
-    /// Median and worst time from a shed or curtailment to its last acknowledged command, s.
-    pub response_median_s: Option<f64>,
-    pub response_max_s: Option<f64>,
-    pub hashes_eh: f64,
-    pub expected_btc: f64,
-    pub paid_btc: f64,
-    pub sold_btc: f64,
-    /// Fiat received, by currency, in major units.
-    pub sales: BTreeMap<String, f64>,
-    /// Fiat per MWh absorbed, by currency.
-    pub revenue_per_mwh: BTreeMap<String, f64>,
-}
-
-fn month_of(t: Timestamp) -> String {
-    jiff::Timestamp::from_millisecond(t.as_millis())
-        .map(|ts| {
-            let d = jiff::tz::Offset::UTC.to_datetime(ts).date();
-            format!("{:04}-{:02}", d.year(), d.month())
-        })
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// Builds the statements: one per calendar month (UTC) touched, then the total.
-pub fn statements(
-    store: &mut dyn Store,
-    site: &str,
-    from: Timestamp,
-    to: Timestamp,
-) -> Result<Vec<Statement>> {
-    let mut months: BTreeMap<String, Statement> = BTreeMap::new();
-    let mut total = Statement {
-        period: "total".into(),
-        ..Statement::default()
-    };
-    let mut responses: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for i in store.intervals(site, from, to)? {
-        let m = months.entry(month_of(i.start)).or_default();
-        for s in [&mut *m, &mut total] {
-            s.intervals += 1;
-            s.energy_mwh += i.fleet_wh / 1e6;
-            s.import_mwh += i.import_wh / 1e6;
-            s.absorbed_mwh += (i.fleet_wh - i.import_wh).max(0.0) / 1e6;
-            s.surplus_mwh += i.surplus_wh.unwrap_or(0.0) / 1e6;
-            if i.mining > 0 {
-                s.hours_mining += i.end.secs_since(i.start) / 3600.0;
-            }
-            s.hashes_eh += i.hashes_th / 1e6;
-            s.expected_btc += i.expected_sat / 1e8;
-        }
-    }
-    let audit = store.audit(site, from, to)?;
-    for e in store.events(site, from, to)? {
-        if !matches!(e.kind.as_str(), "shed" | "curtail") {
-            continue;
-        }
-        let month = month_of(e.at);
-        months.entry(month.clone()).or_default().curtailments += 1;
-        total.curtailments += 1;
-        // The last acknowledged command it caused (same actor, within a minute).
-        let last = audit
-            .iter()
-            .filter(|a| {
-                a.command.actor == e.actor
-                    && a.command.at >= e.at
-                    && a.command.at.secs_since(e.at) < 60.0
-            })
-            .filter_map(|a| a.outcome.as_ref().filter(|o| o.1 == "applied").map(|o| o.0))
-            .max();
-        if let Some(t) = last {
-            let s = t.secs_since(e.at);
-            responses.entry(month).or_default().push(s);
-            responses.entry("total".into()).or_default().push(s);
-        }
-    }
-    for p in store.payouts(site, from, to)? {
-        let btc = p.sat as f64 / 1e8;
-        months.entry(month_of(p.at)).or_default().paid_btc += btc;
-        total.paid_btc += btc;
-    }
-    for s in store.sales(site, from, to)? {
-        let (btc, fiat) = (s.sat as f64 / 1e8, s.fiat_minor as f64 / 100.0);
-        let m = months.entry(month_of(s.at)).or_default();
-        for st in [&mut *m, &mut total] {
-            st.sold_btc += btc;
-            *st.sales.entry(s.currency.clone()).or_default() += fiat;
-        }
-    }
-    let mut out: Vec<Statement> = months
-        .into_iter()
-        .map(|(k, mut s)| {
-            s.period = k;
-            s
-        })
-        .collect();
-    out.push(total);
-    for s in &mut out {
-        if let Some(r) = responses.get_mut(&s.period) {
-            r.sort_by(f64::total_cmp);
-            s.response_median_s = Some(r[r.len() / 2]);
-            s.response_max_s = r.last().copied();
-        }
-        if s.absorbed_mwh > 0.0 {
-            s.revenue_per_mwh = s
-                .sales
-                .iter()
-                .map(|(c, v)| (c.clone(), v / s.absorbed_mwh))
-                .collect();
-        }
-    }
-    Ok(out)
 }
 
 const COLUMNS: [&str; 15] = [
@@ -401,47 +280,6 @@ pub enum LedgerCommand {
     },
 }
 
-/// A BTC amount as written ("0.00123456") in satoshis, exactly (no floating point).
-pub fn parse_sat(text: &str) -> Result<i64, String> {
-    let t = text.trim();
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    if int.is_empty() && frac.is_empty()
-        || !int.chars().all(|c| c.is_ascii_digit())
-        || !frac.chars().all(|c| c.is_ascii_digit())
-    {
-        return Err(format!("{t:?} is not an amount of BTC like 0.00123456"));
-    }
-    if frac.len() > 8 {
-        return Err(format!(
-            "{t:?} has more than 8 decimals (a satoshi is 0.00000001)"
-        ));
-    }
-    let int: i64 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| format!("{t:?} is too large"))?
-    };
-    let frac: i64 = format!("{frac:0<8}").parse().unwrap_or(0);
-    int.checked_mul(100_000_000)
-        .and_then(|v| v.checked_add(frac))
-        .filter(|v| *v <= 21_000_000 * 100_000_000)
-        .ok_or_else(|| format!("{t:?} is more bitcoin than there will ever be"))
-}
-
-/// Fiat as written ("1234.56") in minor units.
-fn parse_minor(text: &str) -> Result<i64, String> {
-    let t = text.trim();
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    if int.is_empty()
-        || frac.len() > 2
-        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
-    {
-        return Err(format!("{t:?} is not an amount like 1234.56"));
-    }
-    let int: i64 = int.parse().map_err(|_| format!("{t:?} is too large"))?;
-    Ok(int.saturating_mul(100) + format!("{frac:0<2}").parse::<i64>().unwrap_or(0))
-}
-
 fn read_rows(file: &PathBuf, header: &[&str]) -> Result<Vec<(usize, csv::StringRecord)>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -463,49 +301,6 @@ fn read_rows(file: &PathBuf, header: &[&str]) -> Result<Vec<(usize, csv::StringR
         rows.push((i + 2, rec));
     }
     Ok(rows)
-}
-
-/// A payout as entered (CSV row or API body): time, pool's reference, BTC as written, source.
-pub fn payout_of(time: &str, reference: &str, btc: &str, source: &str) -> Result<Payout, String> {
-    if reference.trim().is_empty() || reference.len() > 200 {
-        return Err(
-            "the reference must be the pool's payout or transaction id (1 to 200 characters)"
-                .into(),
-        );
-    }
-    if source.len() > 200 {
-        return Err("the source is longer than 200 characters".into());
-    }
-    Ok(Payout {
-        at: parse_time(time)?,
-        reference: reference.trim().to_string(),
-        sat: parse_sat(btc)?,
-        source: source.trim().to_string(),
-    })
-}
-
-/// A sale as entered: time, reference, BTC sold, fiat received ("1234.56") and its currency.
-pub fn sale_of(
-    time: &str,
-    reference: &str,
-    btc: &str,
-    fiat: &str,
-    currency: &str,
-) -> Result<Sale, String> {
-    let code = currency.trim().to_ascii_uppercase();
-    if code.len() != 3 || !code.chars().all(|c| c.is_ascii_alphabetic()) {
-        return Err(format!("currency {currency:?} is not a code like USD"));
-    }
-    if reference.trim().is_empty() || reference.len() > 200 {
-        return Err("the reference must be the trade or invoice id (1 to 200 characters)".into());
-    }
-    Ok(Sale {
-        at: parse_time(time)?,
-        reference: reference.trim().to_string(),
-        sat: parse_sat(btc)?,
-        fiat_minor: parse_minor(fiat)?,
-        currency: code,
-    })
 }
 
 pub fn ledger(cmd: &LedgerCommand) -> Result<()> {
@@ -542,23 +337,4 @@ pub fn ledger(cmd: &LedgerCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn btc_amounts_are_exact_satoshis() {
-        assert_eq!(parse_sat("0.00123456"), Ok(123_456));
-        assert_eq!(parse_sat("1"), Ok(100_000_000));
-        assert_eq!(parse_sat("1.5"), Ok(150_000_000));
-        assert_eq!(parse_sat(".1"), Ok(10_000_000));
-        assert!(parse_sat("0.000000001").unwrap_err().contains("8 decimals"));
-        assert!(parse_sat("-1").is_err());
-        assert!(parse_sat("1e3").is_err());
-        assert!(parse_sat("30000000").unwrap_err().contains("ever be"));
-        assert_eq!(parse_minor("1234.5"), Ok(123_450));
-        assert!(parse_minor("12.345").is_err());
-    }
 }

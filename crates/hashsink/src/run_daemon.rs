@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use hashsink_fleetio::clock::ScaledClock;
+use hashsink_clock::ScaledClock;
 use hashsink_fleetio::firmwares::CallSettings;
 use hashsink_fleetio::fleet::FleetIo;
-use hashsink_twin::profile::parse_time;
 use hashsink_twin::{NuclearMethod, Profile};
+use hashsink_units::parse_time;
 use tracing::info;
 
 use crate::daemon::site::{SafeState, Site, SurplusKind};

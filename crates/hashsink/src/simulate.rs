@@ -11,12 +11,12 @@ use hashsink_core::{
     BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig,
     SetpointConfig,
 };
-use hashsink_twin::profile::format_time;
 use hashsink_twin::{
     ControllerChoice, Disturbance, FaultPlan, MeterSettings, NuclearMethod, Profile, RunReport,
     Scenario, StepSettings,
 };
 use hashsink_units::Watts;
+use hashsink_units::format_time;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -370,7 +370,7 @@ fn parse_date(text: &str) -> Result<hashsink_units::Timestamp> {
     } else {
         text.to_string()
     };
-    hashsink_twin::profile::parse_time(&full).map_err(|e| anyhow::anyhow!("--start: {e}"))
+    hashsink_units::parse_time(&full).map_err(|e| anyhow::anyhow!("--start: {e}"))
 }
 
 /// Runs the scenario(s) the arguments describe.

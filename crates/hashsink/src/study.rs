@@ -10,6 +10,7 @@ use hashsink_study::{Stage, StudyReport};
 
 use crate::progress;
 use crate::study_report;
+use hashsink_study::format::{money, years};
 
 #[derive(clap::Args, Debug)]
 pub struct StudyArgs {
@@ -210,27 +211,6 @@ pub fn write_outputs(report: &StudyReport, out: &Path) -> Result<()> {
 
 fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_default()
-}
-
-pub fn money(v: f64) -> String {
-    let a = v.abs();
-    let s = if a >= 1e9 {
-        format!("{:.2} bn", v / 1e9)
-    } else if a >= 1e6 {
-        format!("{:.1} M", v / 1e6)
-    } else if a >= 1e3 {
-        format!("{:.0} k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    };
-    format!("{s} USD")
-}
-
-pub fn years(v: Option<f64>, horizon: f64) -> String {
-    match v {
-        Some(y) => format!("{y:.1} y"),
-        None => format!("> {horizon} y"),
-    }
 }
 
 /// The terminal summary.

@@ -8,7 +8,7 @@ use anyhow::{Result, anyhow};
 use hashsink_study::{Percentiles, StudyReport};
 use plotters::prelude::*;
 
-use crate::study::{money, years};
+use hashsink_study::format::{money, years};
 
 const W: u32 = 900;
 const H: u32 = 380;

@@ -8,10 +8,12 @@
 //! naturally (site, interval start, miner; site, daemon run, command id) and inserted with
 //! `ON CONFLICT DO NOTHING`, so a batch retried after an error is not counted twice.
 
+pub mod coins;
 pub mod conformance;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;
+pub mod statement;
 
 use hashsink_units::Timestamp;
 

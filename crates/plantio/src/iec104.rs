@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hashsink_fleetio::clock::ScaledClock;
+use hashsink_clock::ScaledClock;
 use hashsink_signals::{Reading, SourceId};
 use iec104::asdu::Asdu;
 use iec104::client::{Client, ClientCallback};
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::SignalEvent;
-use crate::modbus::{FleetReport, PowerUnit};
+use crate::{FleetReport, PowerUnit};
 
 /// A configured IEC 104 source.
 #[derive(Clone, Debug)]

@@ -10,6 +10,8 @@ pub mod mqtt;
 pub mod openadr;
 
 use hashsink_signals::{Reading, SourceId};
+use hashsink_units::Watts;
+use serde::Deserialize;
 
 /// What a source task reports.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,4 +23,32 @@ pub enum SignalEvent {
     Rejected(SourceId, String),
     /// The plant's trip flag: set (shed the whole fleet now) or cleared.
     Trip(SourceId, bool),
+}
+
+/// The unit a plant system gives power in (a register's, a payload's).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerUnit {
+    W,
+    #[default]
+    Kw,
+    Mw,
+}
+
+impl PowerUnit {
+    /// Watts per unit.
+    pub fn watts(self) -> f64 {
+        match self {
+            PowerUnit::W => 1.0,
+            PowerUnit::Kw => 1e3,
+            PowerUnit::Mw => 1e6,
+        }
+    }
+}
+
+/// What the daemon publishes for the plant: fleet load and setpoint, W.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FleetReport {
+    pub load: Watts,
+    pub setpoint: Watts,
 }

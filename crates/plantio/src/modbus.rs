@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hashsink_fleetio::clock::ScaledClock;
+use hashsink_clock::ScaledClock;
 use hashsink_signals::{Reading, SourceId};
 use hashsink_units::Watts;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_modbus::client::{Context, Reader, Writer};
 use tracing::{info, warn};
 
-use crate::SignalEvent;
+use crate::{FleetReport, PowerUnit, SignalEvent};
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -46,26 +46,6 @@ pub enum WordOrder {
     Big,
     /// Low word first ("CDAB", common on some meters).
     Little,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum PowerUnit {
-    W,
-    #[default]
-    Kw,
-    Mw,
-}
-
-impl PowerUnit {
-    /// Watts per unit.
-    pub fn watts(self) -> f64 {
-        match self {
-            PowerUnit::W => 1.0,
-            PowerUnit::Kw => 1e3,
-            PowerUnit::Mw => 1e6,
-        }
-    }
 }
 
 /// Where a power value lives and how it is encoded: watts = raw * scale * unit.
@@ -178,13 +158,6 @@ pub struct ModbusSource {
     /// The plant's trip flag: a register read every poll; non-zero sheds the fleet at once, zero
     /// lets it come back.
     pub trip: Option<(Table, u16)>,
-}
-
-/// What the daemon publishes for the plant: fleet load and setpoint, W.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct FleetReport {
-    pub load: Watts,
-    pub setpoint: Watts,
 }
 
 async fn read_register(ctx: &mut Context, r: &Register) -> Result<f64, String> {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hashsink_fleetio::clock::ScaledClock;
+use hashsink_clock::ScaledClock;
 use hashsink_signals::{Reading, SourceId};
 use hashsink_units::Timestamp;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::SignalEvent;
-use crate::modbus::{FleetReport, PowerUnit};
+use crate::{FleetReport, PowerUnit};
 
 /// A configured MQTT source.
 #[derive(Clone, Debug)]

@@ -9,8 +9,9 @@ use hashsink_core::{AsicModel, Catalogue, FirmwareKind};
 use hashsink_market::MarketHistory;
 use hashsink_market::forward::ForwardModel;
 use hashsink_twin::NuclearMethod;
-use hashsink_twin::profile::{Profile, format_time};
+use hashsink_twin::profile::Profile;
 use hashsink_units::Timestamp;
+use hashsink_units::format_time;
 use jiff::civil::Date;
 use serde::Deserialize;
 

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod finance;
+pub mod format;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;

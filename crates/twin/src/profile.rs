@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use hashsink_units::{Timestamp, Watts};
+use hashsink_units::{Timestamp, Watts, format_time, parse_time};
 
 const ONTARIO_CSV: &str = include_str!("../../../data/ontario_2016_hourly.csv");
 const WIND_CSV: &str = include_str!("../../../data/rts_gmlc_wind317_5min_2020.csv");
@@ -178,30 +178,6 @@ fn at_least_two(rows: &[(u64, Timestamp, Vec<f64>)], origin: &str) -> Result<(),
         });
     }
     Ok(())
-}
-
-/// Parses an RFC 3339 timestamp, or a naive ISO 8601 date-time read as UTC.
-pub fn parse_time(text: &str) -> Result<Timestamp, String> {
-    let text = text.trim();
-    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
-        return Ok(Timestamp::from_millis(ts.as_millisecond()));
-    }
-    match text.parse::<jiff::civil::DateTime>() {
-        Ok(dt) => jiff::tz::TimeZone::UTC
-            .to_timestamp(dt)
-            .map(|ts| Timestamp::from_millis(ts.as_millisecond()))
-            .map_err(|e| e.to_string()),
-        Err(_) => Err(format!(
-            "'{text}' is not a timestamp like 2026-01-31T13:45:00Z"
-        )),
-    }
-}
-
-/// Formats a timestamp as RFC 3339 UTC, for reports.
-pub fn format_time(t: Timestamp) -> String {
-    jiff::Timestamp::from_millisecond(t.as_millis())
-        .map(|ts| ts.to_string())
-        .unwrap_or_else(|_| format!("{} ms", t.as_millis()))
 }
 
 impl Profile {

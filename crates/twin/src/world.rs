@@ -317,7 +317,7 @@ impl Checker {
         self.count += 1;
         if self.violations.len() < 20 {
             self.violations
-                .push(format!("{}: {what}", crate::profile::format_time(at)));
+                .push(format!("{}: {what}", hashsink_units::format_time(at)));
         }
     }
 

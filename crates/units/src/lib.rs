@@ -322,6 +322,30 @@ impl Timestamp {
     }
 }
 
+/// Parses an RFC 3339 timestamp, or a naive ISO 8601 date-time read as UTC.
+pub fn parse_time(text: &str) -> Result<Timestamp, String> {
+    let text = text.trim();
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(Timestamp::from_millis(ts.as_millisecond()));
+    }
+    match text.parse::<jiff::civil::DateTime>() {
+        Ok(dt) => jiff::tz::TimeZone::UTC
+            .to_timestamp(dt)
+            .map(|ts| Timestamp::from_millis(ts.as_millisecond()))
+            .map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "'{text}' is not a timestamp like 2026-01-31T13:45:00Z"
+        )),
+    }
+}
+
+/// Formats a timestamp as RFC 3339 UTC, for reports and logs.
+pub fn format_time(t: Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.as_millis())
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| format!("{} ms", t.as_millis()))
+}
+
 impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     #[inline]

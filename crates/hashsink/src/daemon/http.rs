@@ -18,8 +18,8 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hashsink_clock::ScaledClock;
 use hashsink_core::OperatorCommand;
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_units::{Timestamp, Watts};
 use serde::Deserialize;
 use serde_json::json;
@@ -46,7 +46,7 @@ struct Range {
 /// The range asked for, or why it is not one (a 400).
 fn range_of(r: &Range) -> Result<(Timestamp, Timestamp), String> {
     let parse = |name: &str, text: &str| {
-        hashsink_twin::profile::parse_time(text).map_err(|e| format!("{name}: {e}"))
+        hashsink_units::parse_time(text).map_err(|e| format!("{name}: {e}"))
     };
     let (from, to) = (parse("from", &r.from)?, parse("to", &r.to)?);
     let span = to.secs_since(from);
@@ -616,7 +616,7 @@ async fn post_payouts(
     body: axum::body::Bytes,
 ) -> Response {
     let payouts = match records(&body, |p: &PayoutBody| {
-        crate::report::payout_of(&p.time, &p.reference, &p.btc, &p.source)
+        hashsink_ledger::coins::payout_of(&p.time, &p.reference, &p.btc, &p.source)
     }) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -633,7 +633,7 @@ async fn post_sales(
     body: axum::body::Bytes,
 ) -> Response {
     let sales = match records(&body, |s: &SaleBody| {
-        crate::report::sale_of(&s.time, &s.reference, &s.btc, &s.fiat, &s.currency)
+        hashsink_ledger::coins::sale_of(&s.time, &s.reference, &s.btc, &s.fiat, &s.currency)
     }) {
         Ok(s) => s,
         Err(r) => return *r,

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use hashsink_clock::ScaledClock;
 use hashsink_core::api::{Refusal, TransportError};
 use hashsink_core::{
     Action, CommandOutcome, Controller, ControllerConfig, Fleet, FleetController, Input, MinerId,
     MinerReport, MinerStatus, OperatorCommand,
 };
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_fleetio::fleet::FleetIo;
 use hashsink_fleetio::{Control, DriverError, MinerState, Telemetry};
 use hashsink_twin::Profile;
@@ -240,7 +240,7 @@ pub struct DaemonSetup {
     pub on_stop: OnStop,
     /// Where the fleet's load and the controller's setpoint are published for the plant (the
     /// Modbus write-back), if anywhere.
-    pub fleet_report: Option<watch::Sender<hashsink_plantio::modbus::FleetReport>>,
+    pub fleet_report: Option<watch::Sender<hashsink_plantio::FleetReport>>,
     /// The ledger, if the site keeps one.
     pub ledger: Option<ledger::Recorder>,
 }
@@ -644,7 +644,7 @@ pub async fn run(
                 }));
             }
             if let Some(report) = &fleet_report {
-                report.send_replace(hashsink_plantio::modbus::FleetReport {
+                report.send_replace(hashsink_plantio::FleetReport {
                     load: Watts(status.fleet_w),
                     setpoint: ctl.allowed(),
                 });

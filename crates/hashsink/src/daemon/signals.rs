@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use hashsink_clock::ScaledClock;
 use hashsink_core::OperatorCommand;
-use hashsink_fleetio::clock::ScaledClock;
 use hashsink_plantio::SignalEvent;
 use hashsink_plantio::iec104::Iec104Source;
-use hashsink_plantio::modbus::{FleetReport, Measure, ModbusSource, PowerUnit, Register, Table};
+use hashsink_plantio::modbus::{Measure, ModbusSource, Register, Table};
 use hashsink_plantio::mqtt::{MqttSource, MqttTls};
 use hashsink_plantio::openadr::OpenAdrSource;
 use hashsink_plantio::openadr::events::EventMapping;
+use hashsink_plantio::{FleetReport, PowerUnit};
 use hashsink_signals::{Judge, Policy, SourceId, SourceRules, TrustConfig};
 use hashsink_units::Watts;
 use serde::Deserialize;

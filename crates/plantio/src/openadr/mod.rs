@@ -16,14 +16,14 @@ pub mod xml;
 
 use std::time::Duration;
 
-use hashsink_fleetio::clock::ScaledClock;
+use hashsink_clock::ScaledClock;
 use hashsink_signals::{Reading, SourceId};
 use hashsink_units::Watts;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::FleetReport;
 use crate::SignalEvent;
-use crate::modbus::FleetReport;
 use events::{EventBook, EventMapping};
 use xml::{FleetPowerReport, Incoming, ReportRequest, UpdateReport};
 

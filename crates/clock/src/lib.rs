@@ -1,4 +1,5 @@
-//! The daemon's clock: wall time, optionally sped up.
+//! The clock of the I/O crates (the daemon, the plant sources, the emulator): wall time,
+//! optionally sped up; and the one process limit they all need raised.
 //!
 //! The controller and the emulator speak [`Timestamp`]s. In production the clock is the wall
 //! clock (speed 1, origin = now). The demo and the end-to-end tests replay a day at 60x: the
@@ -70,6 +71,19 @@ impl ScaledClock {
             let simulated = t.saturating_since(now);
             tokio::time::sleep(self.wall_duration(simulated)).await;
         }
+    }
+}
+
+/// Raises the open-file limit towards `wanted` (a sweep of 10,000 miners holds thousands of
+/// sockets at once). Best effort: without the privilege to raise it, the old limit stays.
+pub fn raise_open_file_limit(wanted: u64) {
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get()
+        && soft < wanted
+        && rlimit::Resource::NOFILE
+            .set(wanted, hard.max(wanted))
+            .is_err()
+    {
+        let _ = rlimit::Resource::NOFILE.set(hard.min(wanted), hard);
     }
 }
 
