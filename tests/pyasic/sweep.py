@@ -1,5 +1,5 @@
 """Times a pyasic telemetry sweep (hashrate and power of every miner) over an address range, for
-`hashsink bench-fleet`. Identification is done first and not timed; prints one JSON line.
+`cargo hashsink-bench fleet`. Identification is done first and not timed; prints one JSON line.
 
 usage: sweep.py FIRST_IP COUNT
 """

@@ -401,6 +401,105 @@ fn invalid(origin: &str, field: &str, message: String) -> FleetError {
     }
 }
 
+/// `v` if it is a positive number, else an error naming the field.
+fn positive(origin: &str, field: &str, v: f64) -> Result<f64, FleetError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(
+            origin,
+            field,
+            format!("{v} must be a positive number"),
+        ))
+    }
+}
+
+/// `v` if it is zero or more, else an error naming the field.
+fn non_negative(origin: &str, field: &str, v: f64) -> Result<f64, FleetError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(origin, field, format!("{v} must be zero or more")))
+    }
+}
+
+/// The most levels a power-target grid or a profile list may have.
+const MAX_LEVELS: usize = 250;
+
+/// The ladder of mining power levels a group's firmware offers, lowest first.
+fn power_levels(
+    origin: &str,
+    g: &GroupConfig,
+    fw: &FirmwareTraits,
+    nameplate: Watts,
+) -> Result<Vec<Watts>, FleetError> {
+    let frac = |f: Option<f64>| f.map(|x| nameplate * x);
+    let limits_given = g.min_power_w.is_some() || g.max_power_w.is_some() || g.step_w.is_some();
+    match fw.control {
+        ControlKind::PowerTarget | ControlKind::Profiles => {
+            let min = (g.min_power_w.map(Watts).or(frac(fw.min_fraction))).expect("table has min");
+            let max = (g.max_power_w.map(Watts).or(frac(fw.max_fraction))).expect("table has max");
+            positive(origin, "min_power_w", min.w())?;
+            positive(origin, "max_power_w", max.w())?;
+            if min >= max {
+                let message = format!("{min} is not below max_power_w {max}");
+                return Err(invalid(origin, "min_power_w", message));
+            }
+            if fw.control == ControlKind::PowerTarget {
+                let default_step = || (nameplate * fw.step_fraction.expect("table has step")).w();
+                let step = positive(origin, "step_w", g.step_w.unwrap_or_else(default_step))?;
+                watt_grid(origin, min, max, step)
+            } else {
+                let n = g.profiles.or(fw.profiles).expect("table has profiles");
+                profile_levels(origin, min, max, n)
+            }
+        }
+        ControlKind::Modes if limits_given => Err(invalid(
+            origin,
+            "min_power_w",
+            "stock firmware has fixed modes; power limits cannot be set".into(),
+        )),
+        ControlKind::Modes => Ok([fw.low_fraction, fw.normal_fraction, fw.high_fraction]
+            .iter()
+            .map(|f| nameplate * f.expect("table has modes"))
+            .collect()),
+        ControlKind::OnOff if limits_given => Err(invalid(
+            origin,
+            "min_power_w",
+            "an on/off miner has no power levels".into(),
+        )),
+        ControlKind::OnOff => Ok(vec![nameplate]),
+    }
+}
+
+/// A power target every `step` watts from `min`, and `max` itself.
+fn watt_grid(origin: &str, min: Watts, max: Watts, step: f64) -> Result<Vec<Watts>, FleetError> {
+    let n = ((max - min).w() / step).floor() as usize;
+    if n > MAX_LEVELS {
+        let message = format!(
+            "{step} W gives {n} levels; use a step of at least {:.0} W",
+            (max - min).w() / MAX_LEVELS as f64
+        );
+        return Err(invalid(origin, "step_w", message));
+    }
+    let mut levels: Vec<Watts> = (0..=n).map(|i| min + Watts(step * i as f64)).collect();
+    if (max - *levels.last().expect("n >= 0")).w() > 1e-6 {
+        levels.push(max);
+    }
+    Ok(levels)
+}
+
+/// `n` profiles evenly spread from `min` to `max`.
+fn profile_levels(origin: &str, min: Watts, max: Watts, n: u32) -> Result<Vec<Watts>, FleetError> {
+    if !(2..=MAX_LEVELS as u32).contains(&n) {
+        let message = format!("{n} must be between 2 and {MAX_LEVELS}");
+        return Err(invalid(origin, "profiles", message));
+    }
+    Ok((0..n)
+        .map(|i| min + (max - min) * (i as f64 / (n - 1) as f64))
+        .collect())
+}
+
 fn build_spec(
     origin: &str,
     g: &GroupConfig,
@@ -408,108 +507,7 @@ fn build_spec(
     model: &crate::catalogue::AsicModel,
 ) -> Result<MinerSpec, FleetError> {
     let nameplate = model.nameplate_power;
-    let frac = |f: Option<f64>| f.map(|x| nameplate * x);
-    let positive = |field: &str, v: f64| -> Result<f64, FleetError> {
-        if v.is_finite() && v > 0.0 {
-            Ok(v)
-        } else {
-            Err(invalid(
-                origin,
-                field,
-                format!("{v} must be a positive number"),
-            ))
-        }
-    };
-    let non_negative = |field: &str, v: f64| -> Result<f64, FleetError> {
-        if v.is_finite() && v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(invalid(origin, field, format!("{v} must be zero or more")))
-        }
-    };
-    let levels: Vec<Watts> = match fw.control {
-        ControlKind::PowerTarget | ControlKind::Profiles => {
-            let min = g
-                .min_power_w
-                .map(Watts)
-                .or(frac(fw.min_fraction))
-                .expect("table has min");
-            let max = g
-                .max_power_w
-                .map(Watts)
-                .or(frac(fw.max_fraction))
-                .expect("table has max");
-            positive("min_power_w", min.w())?;
-            positive("max_power_w", max.w())?;
-            if min >= max {
-                return Err(invalid(
-                    origin,
-                    "min_power_w",
-                    format!("{min} is not below max_power_w {max}"),
-                ));
-            }
-            if fw.control == ControlKind::PowerTarget {
-                let step = positive(
-                    "step_w",
-                    g.step_w.unwrap_or_else(|| {
-                        (nameplate * fw.step_fraction.expect("table has step")).w()
-                    }),
-                )?;
-                let n = ((max - min).w() / step).floor() as usize;
-                if n > 250 {
-                    return Err(invalid(
-                        origin,
-                        "step_w",
-                        format!(
-                            "{step} W gives {n} levels; use a step of at least {:.0} W",
-                            (max - min).w() / 250.0
-                        ),
-                    ));
-                }
-                let mut levels: Vec<Watts> =
-                    (0..=n).map(|i| min + Watts(step * i as f64)).collect();
-                if (max - *levels.last().expect("n >= 0")).w() > 1e-6 {
-                    levels.push(max);
-                }
-                levels
-            } else {
-                let n = g.profiles.or(fw.profiles).expect("table has profiles");
-                if !(2..=250).contains(&n) {
-                    return Err(invalid(
-                        origin,
-                        "profiles",
-                        format!("{n} must be between 2 and 250"),
-                    ));
-                }
-                (0..n)
-                    .map(|i| min + (max - min) * (i as f64 / (n - 1) as f64))
-                    .collect()
-            }
-        }
-        ControlKind::Modes => {
-            if g.min_power_w.is_some() || g.max_power_w.is_some() || g.step_w.is_some() {
-                return Err(invalid(
-                    origin,
-                    "min_power_w",
-                    "stock firmware has fixed modes; power limits cannot be set".into(),
-                ));
-            }
-            [fw.low_fraction, fw.normal_fraction, fw.high_fraction]
-                .iter()
-                .map(|f| nameplate * f.expect("table has modes"))
-                .collect()
-        }
-        ControlKind::OnOff => {
-            if g.min_power_w.is_some() || g.max_power_w.is_some() || g.step_w.is_some() {
-                return Err(invalid(
-                    origin,
-                    "min_power_w",
-                    "an on/off miner has no power levels".into(),
-                ));
-            }
-            vec![nameplate]
-        }
-    };
+    let levels = power_levels(origin, g, fw, nameplate)?;
     let exponent = g
         .hashrate_power_exponent
         .unwrap_or(DEFAULT_HASHRATE_EXPONENT);
@@ -520,10 +518,8 @@ fn build_spec(
             format!("{exponent} must be in (0, 1]"),
         ));
     }
-    let standby = Watts(non_negative(
-        "standby_w",
-        g.standby_w.unwrap_or(fw.standby_w),
-    )?);
+    let standby = non_negative(origin, "standby_w", g.standby_w.unwrap_or(fw.standby_w))?;
+    let standby = Watts(standby);
     if standby >= levels[0] {
         return Err(invalid(
             origin,
@@ -535,12 +531,14 @@ fn build_spec(
         ));
     }
     let secs = |field: &str, v: Option<f64>, default: f64| -> Result<Duration, FleetError> {
-        let v = non_negative(field, v.unwrap_or(default))?;
+        let v = non_negative(origin, field, v.unwrap_or(default))?;
         if v > 86_400.0 {
             return Err(invalid(origin, field, format!("{v} s is more than a day")));
         }
         Ok(Duration::from_secs_f64(v))
     };
+    let ramp =
+        |field: &str, v: Option<f64>, default: f64| positive(origin, field, v.unwrap_or(default));
     let preferred = levels
         .iter()
         .rposition(|&p| p <= nameplate * 1.0001)
@@ -557,13 +555,11 @@ fn build_spec(
         standby,
         wake_delay: secs("wake_delay_s", g.wake_delay_s, fw.wake_delay_s)?,
         setpoint_delay: secs("setpoint_delay_s", g.setpoint_delay_s, fw.setpoint_delay_s)?,
-        ramp_up_w_per_s: positive(
-            "ramp_up_w_per_s",
-            g.ramp_up_w_per_s.unwrap_or(fw.ramp_up_w_per_s),
-        )?,
-        ramp_down_w_per_s: positive(
+        ramp_up_w_per_s: ramp("ramp_up_w_per_s", g.ramp_up_w_per_s, fw.ramp_up_w_per_s)?,
+        ramp_down_w_per_s: ramp(
             "ramp_down_w_per_s",
-            g.ramp_down_w_per_s.unwrap_or(fw.ramp_down_w_per_s),
+            g.ramp_down_w_per_s,
+            fw.ramp_down_w_per_s,
         )?,
         hashrate_exponent: exponent,
     };

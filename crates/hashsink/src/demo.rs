@@ -16,8 +16,12 @@ use hashsink_fleetio::fleet::FleetIo;
 use hashsink_twin::{NuclearMethod, Profile};
 use hashsink_units::{format_time, parse_time};
 
-use crate::daemon::{self, DaemonSetup, OnStop, Status, SurplusFeed};
 use crate::emulate::{self, DEMO_MIX, EmulateArgs};
+use hashsink_core::Fleet;
+use hashsink_daemon::recorder::Recorder;
+use hashsink_daemon::{self as daemon, Daemon, Handle, OnStop, Setup, Status, SurplusSource};
+use hashsink_emulator::Emulator;
+use hashsink_units::Timestamp;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -89,29 +93,12 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     }
     let start = parse_time(&args.start).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
     let clock = ScaledClock::starting_at(start, args.speed);
-    let emulate_args = EmulateArgs {
-        mix: args.mix.clone(),
-        speed: args.speed,
-        faults: args.faults.clone(),
-        rpc_port: 4028,
-        web_port: 80,
-        first_index: args.first_index,
-        mining: false,
-    };
     let say = |s: String| {
         if !args.json {
             println!("{s}");
         }
     };
-    let emulator = Arc::new(emulate::start(&emulate_args, clock).await?);
-    let fleet = {
-        let f = hashsink_core::FleetConfig::build_from_shorthand(
-            &args.mix,
-            &hashsink_core::Catalogue::bundled(),
-        )?;
-        Arc::new(f)
-    };
-    let addrs: Vec<std::net::IpAddr> = emulator.addresses().into_iter().map(Into::into).collect();
+    let (emulator, fleet, addrs) = start_fleet(&args, clock).await?;
     say(format!(
         "hashsink demo: {} emulated miners ({}) on {} .. {}, speaking LuxOS, Braiins OS and stock Antminer protocols",
         fleet.len(),
@@ -120,19 +107,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         addrs[addrs.len() - 1]
     ));
     let duration = Duration::from_secs_f64(args.hours * 3600.0);
-    let nuclear = Profile::nuclear(
-        1.0,
-        NuclearMethod::Excess {
-            export_limit_mw: 1000.0,
-        },
-    )
-    .window(start, duration + Duration::from_secs(4 * 3600));
-    let peak = nuclear.peak().w().max(1.0);
-    let fit = fleet.max_power().w() * 0.9 / peak;
-    let profile = Arc::new(nuclear.scaled(
-        fit,
-        format!("Ontario 2016 generation above demand + 1000 MW exports, scaled so its peak is 90 % of the fleet's {:.0} kW", fleet.max_power().w() / 1e3),
-    ));
+    let profile = night_profile(start, duration, &fleet);
     say(format!(
         "surplus: {} from {} for {} h at {}x ({:.0} s)",
         profile.definition,
@@ -141,84 +116,28 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         args.speed,
         duration.as_secs_f64() / args.speed
     ));
-    let identify_started = Instant::now();
-    let settings = CallSettings {
-        timeout: Duration::from_millis(1500),
-        ..CallSettings::default()
-    };
-    let inventory =
-        daemon::connect::connect(&fleet, &addrs, settings, 256, Duration::from_secs(2), false)
-            .await?;
-    say(format!(
-        "asic-rs identification: {} ({:.1} s)",
-        inventory.report(),
-        identify_started.elapsed().as_secs_f64()
-    ));
-    let io = Arc::new(FleetIo::new(
-        inventory.drivers,
-        256,
-        Duration::from_millis(1500),
-    ));
-    let ready = io.prepare_all().await;
-    tracing::debug!(ready, "drivers prepared (sessions, profile lists)");
-    let controller = ControllerSettings::default()
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let meter_emulator = emulator.clone();
-    let (handle, events, status_tx) = daemon::channels();
+    let io = connect_fleet(&fleet, &addrs, &say).await?;
     let ledger_file = DemoLedger {
         path: args.ledger.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("hashsink-demo-{}.db", std::process::id()))
         }),
         keep: args.ledger.is_some(),
     };
-    let ledger_config = crate::daemon::site::LedgerConfig {
+    let ledger_config = hashsink_daemon::site::LedgerConfig {
         url: ledger_file.path.display().to_string(),
         interval: Duration::from_secs(60),
         keep_miner_intervals: None,
     };
-    let recorder = crate::run_daemon::open_ledger("demo", &fleet, &addrs, &ledger_config, clock)?;
-    if args.listen != "off" {
-        let asked: std::net::SocketAddr = args.listen.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--listen {:?} is not an address like 127.0.0.1:8080 (or off)",
-                args.listen
-            )
-        })?;
-        if !asked.ip().is_loopback() {
-            bail!(
-                "--listen {asked}: the demo's dashboard has no tokens, so it listens on loopback only"
-            );
-        }
-        let listener = match daemon::http::bind(asked) {
-            Ok(l) => l,
-            // The default port is taken: any free one will do.
-            Err(_) if args.listen == DEFAULT_LISTEN => daemon::http::bind((asked.ip(), 0).into())?,
-            Err(e) => return Err(e),
-        };
-        let router = daemon::http::router(daemon::http::ApiSetup {
-            latest: Arc::new(std::sync::Mutex::new(None)),
-            handle: handle.clone(),
-            clock,
-            tokens: Arc::new(crate::daemon::auth::Tokens::default()),
-            ledger: Some((ledger_config.url.clone(), "demo".into())),
-        });
-        let bound = daemon::http::serve(listener, router, None).await?;
-        say(format!(
-            "dashboard: http://{bound}/ (live while the replay runs{})",
-            if args.stay {
-                " and after it, until Ctrl-C"
-            } else {
-                "; --stay keeps it up after"
-            }
-        ));
-    }
-    let setup = DaemonSetup {
+    let recorder = Recorder::open("demo", &fleet, &addrs, &ledger_config, clock.now())?;
+    let meter_emulator = emulator.clone();
+    let (daemon, handle) = Daemon::start(Setup {
         fleet: fleet.clone(),
         io: io.clone(),
-        controller,
+        controller: ControllerSettings::default()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         clock,
-        surplus: SurplusFeed::Replay {
+        surplus: SurplusSource::Replay {
             profile: profile.clone(),
             offset: clock.now().saturating_since(start),
         },
@@ -228,101 +147,38 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         })),
         telemetry_interval: Duration::from_secs_f64(args.telemetry_interval_s),
         on_stop: OnStop::Leave,
-        fleet_report: None,
         ledger: Some(recorder),
-    };
-    // The replay runs for `hours` from when the daemon starts (identification takes a moment).
-    let end = clock.now() + duration;
-    // At the end of the replay: the operator sheds the fleet through the daemon, which keeps
-    // running until the emulator's model shows no miner hashing (or 30 s pass).
-    let shed_events = handle.events.clone();
-    let shed_emulator = emulator.clone();
-    let shed_sent = Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let shed_sent_in_stop = shed_sent.clone();
-    let stop = async move {
-        clock.sleep_until(end).await;
-        *shed_sent_in_stop.lock().unwrap() = Some(Instant::now());
-        let _ = shed_events.send(daemon::Event::Operator(
-            hashsink_core::OperatorCommand::ShedAll,
-            "operator:demo".into(),
-        ));
-        // Until the model has shown no miner hashing for a simulated minute (a command sent just
-        // before the shed may still land and be undone by the controller's read-back), or 30 s.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut empty_since: Option<hashsink_units::Timestamp> = None;
-        while Instant::now() < deadline {
-            let t = shed_emulator.totals();
-            let now = clock.now();
-            if t.mining + t.booting == 0 {
-                let since = *empty_since.get_or_insert(now);
-                if now.saturating_since(since) >= Duration::from_secs(60) {
-                    break;
-                }
-            } else {
-                empty_since = None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let live = !args.json && std::io::stdout().is_terminal();
-    let scale_w = fleet.max_power().w();
-    let offset = clock.now().saturating_since(start);
-    let mut status_rx = handle.status.clone();
-    let view = tokio::spawn(async move {
-        let mut last_line = Instant::now() - Duration::from_secs(60);
-        let mut drawn = false;
-        while status_rx.changed().await.is_ok() {
-            let s = status_rx.borrow().clone();
-            if live {
-                if last_line.elapsed() >= Duration::from_millis(250) {
-                    if drawn {
-                        print!("\x1b[5A");
-                    }
-                    print!("{}", render_live(&s, scale_w, offset));
-                    let _ = std::io::stdout().flush();
-                    drawn = true;
-                    last_line = Instant::now();
-                }
-            } else if last_line.elapsed() >= Duration::from_secs(30) && !args.json {
-                println!("{}", render_line(&s, offset));
-                last_line = Instant::now();
-            }
-        }
     });
-    let status = daemon::run(setup, handle.events.clone(), events, status_tx, stop).await?;
+    if let Some(bound) = serve_dashboard(&args, &handle, clock, &ledger_config.url).await? {
+        let after = if args.stay {
+            " and after it, until Ctrl-C"
+        } else {
+            "; --stay keeps it up after"
+        };
+        say(format!(
+            "dashboard: http://{bound}/ (live while the replay runs{after})"
+        ));
+    }
+    // The replay runs for `hours` from when the daemon starts (identification takes a moment).
+    let shed = ShedAtEnd::default();
+    let stop = shed.clone().run(
+        clock,
+        clock.now() + duration,
+        handle.clone(),
+        emulator.clone(),
+    );
+    let live = !args.json && std::io::stdout().is_terminal();
+    let view = spawn_view(
+        &handle,
+        live,
+        args.json,
+        fleet.max_power().w(),
+        clock.now().saturating_since(start),
+    );
+    let status = daemon.run(stop).await?;
     drop(handle);
     let _ = view.await;
-
-    // The shed: when did each miner receive its sleep (the emulator's own clock), and does a
-    // read-back of every miner confirm it asleep?
-    let shed_at = shed_sent
-        .lock()
-        .unwrap()
-        .expect("the replay ended with a shed");
-    let received: Vec<Duration> = (0..emulator.len() as u32)
-        .filter_map(|i| emulator.sleep_received_at(i))
-        .filter(|t| *t >= shed_at)
-        .map(|t| t - shed_at)
-        .collect();
-    let fan_out = received.iter().max().copied().unwrap_or_default();
-    let sweep = io.sweep().await;
-    let confirmed = sweep
-        .results
-        .iter()
-        .filter(|r| matches!(r, Ok(t) if t.state == hashsink_fleetio::MinerState::Asleep))
-        .count();
-    let confirm_time = shed_at.elapsed();
-    let after = emulator.totals();
-    let report = DemoReport {
-        status: status.clone(),
-        miners: fleet.len(),
-        shed_received: received.len(),
-        shed_confirmed_asleep: confirmed,
-        shed_fan_out_ms: fan_out.as_millis() as u64,
-        shed_confirmed_ms: confirm_time.as_millis() as u64,
-        mining_after_shed: after.mining + after.booting,
-        fleet_w_after_shed: after.power.w(),
-    };
+    let report = check_shed(status, &emulator, &io, shed.sent_at()).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -344,6 +200,225 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     }
     drop(ledger_file);
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The emulated fleet on loopback, its model for the daemon, and its addresses.
+async fn start_fleet(
+    args: &DemoArgs,
+    clock: ScaledClock,
+) -> Result<(Arc<Emulator>, Arc<Fleet>, Vec<std::net::IpAddr>)> {
+    let emulate_args = EmulateArgs {
+        mix: args.mix.clone(),
+        speed: args.speed,
+        faults: args.faults.clone(),
+        rpc_port: 4028,
+        web_port: 80,
+        first_index: args.first_index,
+        mining: false,
+    };
+    let emulator = Arc::new(emulate::start(&emulate_args, clock).await?);
+    let fleet = hashsink_core::FleetConfig::build_from_shorthand(
+        &args.mix,
+        &hashsink_core::Catalogue::bundled(),
+    )?;
+    let addrs = emulator.addresses().into_iter().map(Into::into).collect();
+    Ok((emulator, Arc::new(fleet), addrs))
+}
+
+/// The night of a nuclear unit's surplus from `start`, scaled so that its peak is 90 % of what
+/// the fleet can draw.
+fn night_profile(start: Timestamp, duration: Duration, fleet: &Fleet) -> Arc<Profile> {
+    let nuclear = Profile::nuclear(
+        1.0,
+        NuclearMethod::Excess {
+            export_limit_mw: 1000.0,
+        },
+    )
+    .window(start, duration + Duration::from_secs(4 * 3600));
+    let peak = nuclear.peak().w().max(1.0);
+    let fit = fleet.max_power().w() * 0.9 / peak;
+    Arc::new(nuclear.scaled(
+        fit,
+        format!("Ontario 2016 generation above demand + 1000 MW exports, scaled so its peak is 90 % of the fleet's {:.0} kW", fleet.max_power().w() / 1e3),
+    ))
+}
+
+/// asic-rs identification of the emulated miners, and the drivers prepared.
+async fn connect_fleet(
+    fleet: &Fleet,
+    addrs: &[std::net::IpAddr],
+    say: &dyn Fn(String),
+) -> Result<Arc<FleetIo>> {
+    let identify_started = Instant::now();
+    let settings = CallSettings {
+        timeout: Duration::from_millis(1500),
+        ..CallSettings::default()
+    };
+    let inventory =
+        daemon::connect::connect(fleet, addrs, settings, 256, Duration::from_secs(2), false)
+            .await?;
+    say(format!(
+        "asic-rs identification: {} ({:.1} s)",
+        inventory.report(),
+        identify_started.elapsed().as_secs_f64()
+    ));
+    let io = Arc::new(FleetIo::new(
+        inventory.drivers,
+        256,
+        Duration::from_millis(1500),
+    ));
+    let ready = io.prepare_all().await;
+    tracing::debug!(ready, "drivers prepared (sessions, profile lists)");
+    Ok(io)
+}
+
+/// The dashboard and the API on loopback (another port if the default one is taken), or none
+/// with `--listen off`.
+async fn serve_dashboard(
+    args: &DemoArgs,
+    handle: &Handle,
+    clock: ScaledClock,
+    ledger_url: &str,
+) -> Result<Option<std::net::SocketAddr>> {
+    if args.listen == "off" {
+        return Ok(None);
+    }
+    let asked: std::net::SocketAddr = args.listen.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--listen {:?} is not an address like 127.0.0.1:8080 (or off)",
+            args.listen
+        )
+    })?;
+    if !asked.ip().is_loopback() {
+        bail!(
+            "--listen {asked}: the demo's dashboard has no tokens, so it listens on loopback only"
+        );
+    }
+    let listener = match daemon::http::bind(asked) {
+        Ok(l) => l,
+        // The default port is taken: any free one will do.
+        Err(_) if args.listen == DEFAULT_LISTEN => daemon::http::bind((asked.ip(), 0).into())?,
+        Err(e) => return Err(e),
+    };
+    let router = daemon::http::router(daemon::http::ApiSetup {
+        handle: handle.clone(),
+        clock,
+        tokens: Arc::new(hashsink_daemon::auth::Tokens::default()),
+        ledger: Some((ledger_url.to_string(), "demo".into())),
+    });
+    Ok(Some(daemon::http::serve(listener, router, None).await?))
+}
+
+/// The end of the replay: the operator sheds the fleet through the daemon, which keeps running
+/// until the emulator's model shows no miner hashing for a simulated minute (a command sent
+/// just before the shed may still land and be undone by the controller's read-back), or 30 s.
+#[derive(Clone, Default)]
+struct ShedAtEnd(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl ShedAtEnd {
+    async fn run(
+        self,
+        clock: ScaledClock,
+        end: Timestamp,
+        handle: Handle,
+        emulator: Arc<Emulator>,
+    ) {
+        clock.sleep_until(end).await;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let _ = handle.operator(
+            hashsink_core::OperatorCommand::ShedAll,
+            "operator:demo".into(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut empty_since: Option<Timestamp> = None;
+        while Instant::now() < deadline {
+            let t = emulator.totals();
+            let now = clock.now();
+            if t.mining + t.booting == 0 {
+                let since = *empty_since.get_or_insert(now);
+                if now.saturating_since(since) >= Duration::from_secs(60) {
+                    break;
+                }
+            } else {
+                empty_since = None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// When the shed was sent (the replay always ends with one).
+    fn sent_at(&self) -> Instant {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expect("the replay ended with a shed")
+    }
+}
+
+/// The live view on a terminal (redrawn four times a second), else a line every 30 s.
+fn spawn_view(
+    handle: &Handle,
+    live: bool,
+    json: bool,
+    scale_w: f64,
+    offset: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let mut status_rx = handle.status.clone();
+    tokio::spawn(async move {
+        let mut last_line = Instant::now() - Duration::from_secs(60);
+        let mut drawn = false;
+        while status_rx.changed().await.is_ok() {
+            let s = status_rx.borrow().clone();
+            if live {
+                if last_line.elapsed() >= Duration::from_millis(250) {
+                    if drawn {
+                        print!("\x1b[5A");
+                    }
+                    print!("{}", render_live(&s, scale_w, offset));
+                    let _ = std::io::stdout().flush();
+                    drawn = true;
+                    last_line = Instant::now();
+                }
+            } else if last_line.elapsed() >= Duration::from_secs(30) && !json {
+                println!("{}", render_line(&s, offset));
+                last_line = Instant::now();
+            }
+        }
+    })
+}
+
+/// The shed: when did each miner receive its sleep (the emulator's own clock), and does a
+/// read-back of every miner confirm it asleep?
+async fn check_shed(
+    status: Status,
+    emulator: &Emulator,
+    io: &FleetIo,
+    shed_at: Instant,
+) -> DemoReport {
+    let received: Vec<Duration> = (0..emulator.len() as u32)
+        .filter_map(|i| emulator.sleep_received_at(i))
+        .filter(|t| *t >= shed_at)
+        .map(|t| t - shed_at)
+        .collect();
+    let fan_out = received.iter().max().copied().unwrap_or_default();
+    let sweep = io.sweep().await;
+    let confirmed = sweep
+        .results
+        .iter()
+        .filter(|r| matches!(r, Ok(t) if t.state == hashsink_fleetio::MinerState::Asleep))
+        .count();
+    let confirm_time = shed_at.elapsed();
+    let after = emulator.totals();
+    DemoReport {
+        miners: io.len(),
+        status,
+        shed_received: received.len(),
+        shed_confirmed_asleep: confirmed,
+        shed_fan_out_ms: fan_out.as_millis() as u64,
+        shed_confirmed_ms: confirm_time.as_millis() as u64,
+        mining_after_shed: after.mining + after.booting,
+        fleet_w_after_shed: after.power.w(),
+    }
 }
 
 #[derive(serde::Serialize)]

@@ -10,7 +10,7 @@ use clap::Args;
 use hashsink_core::Catalogue;
 use hashsink_fleetio::discovery::{Family, identify};
 
-use crate::daemon::site::expand_addresses;
+use hashsink_daemon::site::expand_addresses;
 
 #[derive(Args, Debug, Clone)]
 pub struct DiscoverArgs {

@@ -1,13 +1,6 @@
 //! The `hashsink` command: study, simulate, run and account for an ASIC fleet that soaks up a
 //! power surplus.
 
-mod bench;
-mod bench_control;
-mod bench_dashboard;
-mod bench_fleet;
-mod bench_ledger;
-mod bench_signals;
-mod daemon;
 mod demo;
 mod discover;
 mod emulate;
@@ -47,23 +40,6 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Time the twin: a year of the wind profile at several fleet sizes, as a table.
-    Bench {
-        /// Days of the wind profile per row (366 for the full year).
-        #[arg(long, default_value_t = 366.0)]
-        days: f64,
-        /// Fleet sizes in MW of S21 on Braiins OS.
-        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
-        sizes_mw: Vec<f64>,
-    },
-    /// The README's control tables: hashsink, the setpoint dispatch of fleet managers and the
-    /// on/off automation on the same fleets, on the bundled years, stepped surpluses and late
-    /// meters, against the step-following ideal (markdown on stdout; about 10 minutes on 2 cores).
-    BenchControl {
-        /// The bundled years shortened to 30 days (a quick check, not the README's figures).
-        #[arg(long)]
-        quick: bool,
-    },
     /// The first thing to run: an emulated fleet of ~100 miners on loopback, driven over its real
     /// protocols by the daemon through a replayed night of nuclear surplus, with a live view.
     Demo {
@@ -79,56 +55,12 @@ enum Command {
         #[arg(long, default_value = "info")]
         log: String,
     },
-    /// Time the fleet I/O on an emulated LuxOS fleet, side by side with pyasic: telemetry sweep,
-    /// shed, memory.
-    BenchFleet {
-        /// Fleet sizes.
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
-        sizes: Vec<u32>,
-        /// Also time pyasic (pip install pyasic==0.79.0) on the same fleet.
-        #[arg(long)]
-        pyasic: bool,
-        /// hashsink's calls in flight at once.
-        #[arg(long, default_value_t = 1024)]
-        concurrency: usize,
-        /// How long to run the daemon before the shed (it waits 60 s of live signal before it
-        /// wakes miners).
-        #[arg(long, default_value_t = 75)]
-        daemon_secs: u64,
-    },
-    /// Plant-signal benchmark: signal to first miner command, shed fan-out and time to shed
-    /// 95 % of the load, through real MQTT (mosquitto) and Modbus (pymodbus) peers to an
-    /// emulated LuxOS fleet.
-    BenchSignals {
-        /// Emulated miners.
-        #[arg(long, default_value_t = 10_000)]
-        miners: u32,
-    },
-    /// Dashboard benchmark: from a change in an emulated fleet (1 % of the miners rebooted) to
-    /// the daemon's live stream that the dashboard reads, with the fleet read every second.
-    BenchDashboard {
-        /// Fleet sizes (emulated LuxOS miners), comma separated.
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
-        miners: Vec<u32>,
-        /// Changes measured per size.
-        #[arg(long, default_value_t = 10)]
-        trials: u32,
-    },
     /// The energy and production statement from the ledger, per month: energy absorbed and
     /// imported, hours, curtailments and response times, hashes, expected against paid
     /// bitcoin, sales, revenue per MWh.
     Report {
         #[command(flatten)]
         args: report::ReportArgs,
-    },
-    /// Ledger benchmark: write throughput for one-minute intervals of the whole fleet, and a
-    /// month's statement with every miner's totals; SQLite, and PostgreSQL with --postgres.
-    BenchLedger {
-        #[arg(long, default_value_t = 10_000)]
-        miners: u32,
-        /// Also on this PostgreSQL database (postgres://...).
-        #[arg(long)]
-        postgres: Option<String>,
     },
     /// Make an API token: prints the token (give it to its holder) and the `[[api.token]]`
     /// table with its hash (put it in the site file).
@@ -150,16 +82,6 @@ enum Command {
     Study {
         #[command(flatten)]
         args: study::StudyArgs,
-    },
-    /// Study benchmark: Monte Carlo paths per second on the bundled nuclear study, by thread
-    /// count.
-    BenchStudy {
-        /// Paths to value.
-        #[arg(long, default_value_t = 10_000)]
-        paths: usize,
-        /// Horizon, years.
-        #[arg(long, default_value_t = 5.0)]
-        years: f64,
     },
     /// One day of the Bitcoin market from the bundled history: price, difficulty, network
     /// hashrate, fees and hashprice.
@@ -226,56 +148,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Bench { days, sizes_mw } => {
-            print!("{}", bench::run(days, &sizes_mw)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::BenchControl { quick } => {
-            print!(
-                "{}",
-                bench_control::run(quick, std::io::stderr().is_terminal())?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Demo { args } => runtime()?.block_on(demo::run(args)),
         Command::Run { args, log } => {
             init_logging(&log)?;
             runtime()?.block_on(run_daemon::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchFleet {
-            sizes,
-            pyasic,
-            concurrency,
-            daemon_secs,
-        } => {
-            print!(
-                "{}",
-                runtime()?.block_on(bench_fleet::run(&sizes, pyasic, concurrency, daemon_secs))?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::BenchSignals { miners } => {
-            print!("{}", runtime()?.block_on(bench_signals::run(miners))?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::BenchDashboard { miners, trials } => {
-            print!(
-                "{}",
-                runtime()?.block_on(bench_dashboard::run(&miners, trials))?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Report { args } => {
             report::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchLedger { miners, postgres } => {
-            print!("{}", bench_ledger::run(miners, postgres.as_deref())?);
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Token { name, role } => {
-            let (token, hash) = daemon::auth::new_token().map_err(|e| anyhow::anyhow!(e))?;
+            let (token, hash) =
+                hashsink_daemon::auth::new_token().map_err(|e| anyhow::anyhow!(e))?;
             println!("token (give it to {name}; it is not stored anywhere): {token}\n");
             println!("[[api.token]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
             Ok(ExitCode::SUCCESS)
@@ -286,10 +171,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Study { args } => {
             study::run(&args)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::BenchStudy { paths, years } => {
-            print!("{}", study::bench(paths, years)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Market { args } => {

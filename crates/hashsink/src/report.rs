@@ -16,7 +16,7 @@ use hashsink_ledger::statement::{Statement, statements};
 use hashsink_units::Timestamp;
 use hashsink_units::parse_time;
 
-use crate::daemon::site::Site;
+use hashsink_daemon::site::Site;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {

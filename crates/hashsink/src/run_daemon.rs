@@ -1,7 +1,7 @@
 //! `hashsink run --config site.toml`: the daemon against a real fleet.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -13,8 +13,9 @@ use hashsink_twin::{NuclearMethod, Profile};
 use hashsink_units::parse_time;
 use tracing::info;
 
-use crate::daemon::site::{SafeState, Site, SurplusKind};
-use crate::daemon::{self, DaemonSetup, OnStop, SurplusFeed};
+use hashsink_daemon::recorder::Recorder;
+use hashsink_daemon::site::{SafeState, Site, SurplusKind};
+use hashsink_daemon::{self as daemon, Daemon, Handle, OnStop, Setup, SurplusSource};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -89,28 +90,89 @@ pub async fn run(args: RunArgs) -> Result<()> {
     ));
     let ready = io.prepare_all().await;
     tracing::debug!(ready, "drivers prepared (sessions, profile lists)");
-    let (handle, events, status_tx) = daemon::channels();
-    let latest = Arc::new(Mutex::new(None));
-    let (report_tx, report_rx) = tokio::sync::watch::channel(Default::default());
+    let listener = match api_address(&args, &site)? {
+        Some(addr) => {
+            if site.tokens.is_empty() && !addr.ip().is_loopback() {
+                bail!(
+                    "listening on {addr} with no [[api.token]] in the site file would let anyone on the network shed or curtail the fleet: add tokens (`hashsink token`) or listen on 127.0.0.1"
+                );
+            }
+            Some(daemon::http::bind(addr)?)
+        }
+        None => None,
+    };
+    let ledger = match &site.ledger {
+        Some(l) if !args.no_ledger => Some(Recorder::open(
+            &site.name,
+            &site.fleet,
+            &site.addresses,
+            l,
+            clock.now(),
+        )?),
+        _ => None,
+    };
     let surplus = match (surplus_profile, &site.signals) {
-        (Some(p), _) => SurplusFeed::Replay {
+        (Some(p), _) => SurplusSource::Replay {
             profile: Arc::new(p),
             offset: Duration::ZERO,
         },
-        (None, Some(signals)) => {
-            info!(sources = signals.sources.len(), policy = ?signals.trust.policy, "plant signals");
-            SurplusFeed::Judged(daemon::signals::start(
-                signals,
-                clock,
-                report_rx,
-                handle.events.clone(),
-            ))
-        }
-        (None, None) => SurplusFeed::Pushed(latest.clone()),
+        (None, Some(signals)) => SurplusSource::Signals(signals.clone()),
+        (None, None) => SurplusSource::Pushed,
     };
-    // Where the API and dashboard listen: --listen, else [api] listen, else (for an http
-    // surplus) [surplus] listen or 127.0.0.1:8077.
-    let listen: Option<std::net::SocketAddr> = match (&args.listen, site.api_listen) {
+    let (daemon, handle) = Daemon::start(Setup {
+        fleet: site.fleet.clone(),
+        io,
+        controller: site.controller.clone(),
+        clock,
+        surplus,
+        meter: None,
+        telemetry_interval: Duration::from_secs_f64(site.io.telemetry_interval_s),
+        on_stop: match site.safe_state {
+            SafeState::Sleep => OnStop::Sleep,
+            SafeState::Leave => OnStop::Leave,
+        },
+        ledger,
+    });
+    if let Some(listener) = listener {
+        let router = daemon::http::router(daemon::http::ApiSetup {
+            handle: handle.clone(),
+            clock,
+            tokens: Arc::new(site.tokens.clone()),
+            ledger: site
+                .ledger
+                .as_ref()
+                .filter(|_| !args.no_ledger)
+                .map(|l| (l.url.clone(), site.name.clone())),
+        });
+        let bound = daemon::http::serve(listener, router, site.tls.as_ref()).await?;
+        let scheme = if site.tls.is_some() { "https" } else { "http" };
+        info!(%bound, "dashboard: {scheme}://{bound}/  API: {scheme}://{bound}/api/v1/openapi.json");
+    }
+    spawn_shed_signals(handle.clone());
+    if let Some(schedule) = &site.surplus.schedule {
+        spawn_schedule_watch(site.base_dir.join(schedule), handle.clone());
+    }
+    let until = args
+        .for_secs
+        .map(|s| clock.now() + Duration::from_secs_f64(s));
+    let stop = async move {
+        match until {
+            Some(t) => tokio::select! {
+                _ = clock.sleep_until(t) => {}
+                _ = shutdown_signal() => {}
+            },
+            None => shutdown_signal().await,
+        }
+    };
+    let status = daemon.run(stop).await?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(())
+}
+
+/// Where the API and dashboard listen: --listen, else [api] listen, else (for an http surplus)
+/// [surplus] listen or 127.0.0.1:8077; None: nowhere.
+fn api_address(args: &RunArgs, site: &Site) -> Result<Option<std::net::SocketAddr>> {
+    Ok(match (&args.listen, site.api_listen) {
         (Some(a), _) => Some(
             a.parse()
                 .with_context(|| format!("--listen {a:?} is not an address like 127.0.0.1:8077"))?,
@@ -125,125 +187,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 .context("[surplus] listen")?,
         ),
         (None, None) => None,
-    };
-    if let Some(addr) = listen {
-        if site.tokens.is_empty() && !addr.ip().is_loopback() {
-            bail!(
-                "listening on {addr} with no [[api.token]] in the site file would let anyone on the network shed or curtail the fleet: add tokens (`hashsink token`) or listen on 127.0.0.1"
-            );
-        }
-        let listener = daemon::http::bind(addr)?;
-        let router = daemon::http::router(daemon::http::ApiSetup {
-            latest,
-            handle: handle.clone(),
-            clock,
-            tokens: Arc::new(site.tokens.clone()),
-            ledger: site
-                .ledger
-                .as_ref()
-                .filter(|_| !args.no_ledger)
-                .map(|l| (l.url.clone(), site.name.clone())),
-        });
-        let bound = daemon::http::serve(listener, router, site.tls.as_ref()).await?;
-        let scheme = if site.tls.is_some() { "https" } else { "http" };
-        info!(%bound, "dashboard: {scheme}://{bound}/  API: {scheme}://{bound}/api/v1/openapi.json");
-    }
-    let ledger = match &site.ledger {
-        Some(l) if !args.no_ledger => Some(open_ledger(
-            &site.name,
-            &site.fleet,
-            &site.addresses,
-            l,
-            clock,
-        )?),
-        _ => None,
-    };
-    let setup = DaemonSetup {
-        fleet: site.fleet.clone(),
-        io,
-        controller: site.controller.clone(),
-        clock,
-        surplus,
-        meter: None,
-        telemetry_interval: Duration::from_secs_f64(site.io.telemetry_interval_s),
-        on_stop: match site.safe_state {
-            SafeState::Sleep => OnStop::Sleep,
-            SafeState::Leave => OnStop::Leave,
-        },
-        fleet_report: Some(report_tx),
-        ledger,
-    };
-    spawn_shed_signals(handle.events.clone());
-    if let Some(schedule) = &site.surplus.schedule {
-        spawn_schedule_watch(site.base_dir.join(schedule), handle.events.clone());
-    }
-    let until = args
-        .for_secs
-        .map(|s| clock.now() + Duration::from_secs_f64(s));
-    let stop = async move {
-        match until {
-            Some(t) => tokio::select! {
-                _ = clock.sleep_until(t) => {}
-                _ = shutdown_signal() => {}
-            },
-            None => shutdown_signal().await,
-        }
-    };
-    let status = daemon::run(setup, handle.events.clone(), events, status_tx, stop).await?;
-    println!("{}", serde_json::to_string_pretty(&status)?);
-    Ok(())
-}
-
-/// Opens and migrates the ledger, and starts its writer. A ledger that cannot be opened stops
-/// the daemon before it drives anything (set `[ledger] enabled = false` to run without one).
-pub fn open_ledger(
-    site_name: &str,
-    fleet: &hashsink_core::Fleet,
-    addresses: &[std::net::IpAddr],
-    config: &crate::daemon::site::LedgerConfig,
-    clock: ScaledClock,
-) -> Result<crate::daemon::ledger::Recorder> {
-    let shown = if config.url.starts_with("postgres") {
-        config
-            .url
-            .split('@')
-            .next_back()
-            .unwrap_or("postgres")
-            .to_string()
-    } else {
-        config.url.clone()
-    };
-    let mut store = hashsink_ledger::open(&config.url).with_context(|| {
-        format!("[ledger] cannot open {shown} (or set [ledger] enabled = false)")
-    })?;
-    let applied = store
-        .migrate(clock.now())
-        .with_context(|| format!("[ledger] {shown}: migrating the schema"))?;
-    info!(ledger = %shown, migrations = ?applied, interval_s = config.interval.as_secs_f64(), "ledger open");
-    let miners = fleet
-        .miner_ids()
-        .map(|m| {
-            let spec = fleet.spec_of(m);
-            hashsink_ledger::MinerInfo {
-                miner: m.0,
-                address: addresses[m.index()].to_string(),
-                model: spec.model.clone(),
-                firmware: spec.firmware.key().to_string(),
-            }
-        })
-        .collect();
-    let run_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Ok(crate::daemon::ledger::Recorder::start(
-        store,
-        site_name.to_string(),
-        run_ms,
-        config.interval,
-        config.keep_miner_intervals,
-        clock.now(),
-        miners,
-    ))
+    })
 }
 
 fn load_profile(site: &Site) -> Result<Profile> {
@@ -268,7 +212,7 @@ fn load_profile(site: &Site) -> Result<Profile> {
 /// Ctrl-C or SIGTERM (what systemd and container runtimes send).
 /// Loads the day-ahead schedule now and again whenever the file changes (checked every 10 s);
 /// a file that stops parsing is logged and the last good schedule kept.
-fn spawn_schedule_watch(path: PathBuf, events: tokio::sync::mpsc::UnboundedSender<daemon::Event>) {
+fn spawn_schedule_watch(path: PathBuf, daemon: Handle) {
     tokio::spawn(async move {
         let mut seen: Option<std::time::SystemTime> = None;
         loop {
@@ -286,7 +230,7 @@ fn spawn_schedule_watch(path: PathBuf, events: tokio::sync::mpsc::UnboundedSende
                     });
                 match parsed {
                     Ok(blocks) => {
-                        if events.send(daemon::Event::Schedule(blocks)).is_err() {
+                        if daemon.schedule(blocks).is_err() {
                             return;
                         }
                     }
@@ -296,7 +240,7 @@ fn spawn_schedule_watch(path: PathBuf, events: tokio::sync::mpsc::UnboundedSende
                 }
             }
             tokio::time::sleep(Duration::from_secs(10)).await;
-            if events.is_closed() {
+            if daemon.is_closed() {
                 return;
             }
         }
@@ -305,7 +249,7 @@ fn spawn_schedule_watch(path: PathBuf, events: tokio::sync::mpsc::UnboundedSende
 
 /// SIGUSR1 sheds the whole fleet at once (the emergency path, as the HTTP `/shed`); SIGUSR2
 /// resumes, with the staggered reconnection.
-fn spawn_shed_signals(events: tokio::sync::mpsc::UnboundedSender<daemon::Event>) {
+fn spawn_shed_signals(daemon: Handle) {
     use tokio::signal::unix::{SignalKind, signal};
     for (kind, command, what) in [
         (
@@ -319,17 +263,14 @@ fn spawn_shed_signals(events: tokio::sync::mpsc::UnboundedSender<daemon::Event>)
             "SIGUSR2: resume",
         ),
     ] {
-        let events = events.clone();
+        let daemon = daemon.clone();
         match signal(kind) {
             Ok(mut stream) => {
                 tokio::spawn(async move {
                     while stream.recv().await.is_some() {
                         tracing::warn!("{what}");
                         let actor = format!("signal:{}", what.split(':').next().unwrap_or("unix"));
-                        if events
-                            .send(daemon::Event::Operator(command, actor))
-                            .is_err()
-                        {
+                        if daemon.operator(command, actor).is_err() {
                             return;
                         }
                     }

@@ -11,9 +11,9 @@ use hashsink_core::{
     BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig,
     SetpointConfig,
 };
+use hashsink_twin::compare::{self, Comparison, Terms};
 use hashsink_twin::{
-    ControllerChoice, Disturbance, FaultPlan, MeterSettings, NuclearMethod, Profile, RunReport,
-    Scenario, StepSettings,
+    ControllerChoice, MeterSettings, NuclearMethod, Profile, RunReport, StepSettings,
 };
 use hashsink_units::Watts;
 use hashsink_units::format_time;
@@ -236,28 +236,6 @@ impl DisturbArgs {
     }
 }
 
-/// One line on the steps drawn and the meter, if either is in play.
-fn describe_disturbance(drawn: &Disturbance, meter: &MeterSettings) -> Option<String> {
-    let mut parts = Vec::new();
-    if drawn.steps() + drawn.dips() > 0 {
-        parts.push(format!(
-            "with {} lasting steps and {} dips drawn from the seed",
-            drawn.steps(),
-            drawn.dips()
-        ));
-    }
-    if *meter != MeterSettings::default() {
-        parts.push(format!(
-            "read by a meter every {} ms, {} ms late (+0..{} ms), to {} kW",
-            meter.period.map_or(1000, |p| p.as_millis()),
-            meter.delay.as_millis(),
-            meter.jitter.as_millis(),
-            meter.resolution.w() / 1000.0
-        ));
-    }
-    (!parts.is_empty()).then(|| parts.join("; "))
-}
-
 /// The demo's nuclear unit: a quarter of the default 1,200 MW, so that its surplus (peaks of
 /// about 80 MW) both fills the 56 MW demo fleet and falls well below it at night.
 const DEMO_UNIT_MW: f64 = 300.0;
@@ -397,61 +375,43 @@ pub fn execute_on(
     if !(args.noise_pct.is_finite() && (0.0..=50.0).contains(&args.noise_pct)) {
         bail!("--noise-pct {} must be between 0 and 50", args.noise_pct);
     }
-    let fleet = Arc::new(fleet);
-    let start = match &args.start {
-        Some(d) => parse_date(d)?,
-        None => profile.start(),
+    let terms = Terms {
+        fleet: Arc::new(fleet),
+        profile,
+        start: args.start.as_deref().map(parse_date).transpose()?,
+        days: args.days,
+        seed: args.seed,
+        noise_fraction: args.noise_pct / 100.0,
+        faults: args.faults,
+        steps: args.disturb.step_settings()?,
+        meter: args.disturb.meter()?,
+        trace_every: (args.trace.is_some() || args.plot.is_some()).then(|| Duration::from_secs(60)),
     };
-    if start < profile.start() || start >= profile.end() {
-        bail!(
-            "--start {} is outside the profile ({} to {})",
-            format_time(start),
-            format_time(profile.start()),
-            format_time(profile.end())
+    let choices = match args.controller {
+        Which::Hashsink => vec![ControllerChoice::Hashsink(cfg)],
+        Which::Baseline => vec![ControllerChoice::Baseline(BaselineConfig::default())],
+        Which::Setpoint => vec![ControllerChoice::Setpoint(SetpointConfig::same_terms_as(
+            &cfg,
+        ))],
+        Which::Both => vec![
+            ControllerChoice::Hashsink(cfg),
+            ControllerChoice::Baseline(BaselineConfig::default()),
+        ],
+        Which::All => compare::all_three(&cfg),
+    };
+    // The comparison's errors name the option ("start ...", "days ...").
+    let comparison = Comparison::new(terms, choices).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let (mut reports, mut wall) = (Vec::new(), Vec::new());
+    for scenario in &comparison.scenarios {
+        let label = format!(
+            "{} on {}",
+            scenario.controller.name(),
+            comparison.profile.name
         );
-    }
-    let available = profile.end().saturating_since(start);
-    let duration = match args.days {
-        Some(d) if d.is_finite() && d > 0.0 => Duration::from_secs_f64(d * 86_400.0).min(available),
-        Some(d) => bail!("--days {d} must be a positive number"),
-        None => available,
-    };
-    let profile = Arc::new(profile.window(start, duration));
-    let hashsink = ControllerChoice::Hashsink(cfg.clone());
-    let setpoint = ControllerChoice::Setpoint(SetpointConfig::same_terms_as(&cfg));
-    let baseline = ControllerChoice::Baseline(BaselineConfig::default());
-    let choices: Vec<ControllerChoice> = match args.controller {
-        Which::Hashsink => vec![hashsink],
-        Which::Baseline => vec![baseline],
-        Which::Setpoint => vec![setpoint],
-        Which::Both => vec![hashsink, baseline],
-        Which::All => vec![hashsink, setpoint, baseline],
-    };
-    let faults = FaultPlan::random(args.seed, start, duration, fleet.len(), args.faults);
-    let disturbance = Arc::new(match args.disturb.step_settings()? {
-        Some(set) => Disturbance::draw(&set, args.seed, start, duration),
-        None => Disturbance::none(),
-    });
-    let meter = args.disturb.meter()?;
-    let mut reports = Vec::new();
-    let mut wall = Vec::new();
-    for choice in choices {
-        let name = choice.name();
-        let mut scenario = Scenario::new(fleet.clone(), profile.clone(), choice.clone(), duration);
-        scenario.start = start;
-        scenario.seed = args.seed;
-        scenario.noise_fraction = args.noise_pct / 100.0;
-        scenario.faults = faults.clone();
-        scenario.disturbance = disturbance.clone();
-        scenario.meter = meter;
-        if args.trace.is_some() || args.plot.is_some() {
-            scenario.trace_every = Some(Duration::from_secs(60));
-        }
-        let bar = crate::progress::bar(show_progress, &format!("{name} on {}", profile.name));
+        let bar = crate::progress::bar(show_progress, &label);
         let began = Instant::now();
-        let mut report =
-            hashsink_twin::run(&scenario, &mut |f| bar.set_position((f * 1000.0) as u64));
-        report.kpis.shed95_s = hashsink_twin::shed_drill(fleet.clone(), choice, args.seed);
+        let report =
+            compare::run_with_drill(scenario, &mut |f| bar.set_position((f * 1000.0) as u64));
         wall.push(began.elapsed());
         bar.finish_and_clear();
         reports.push(report);
@@ -463,21 +423,20 @@ pub fn execute_on(
     if let Some(path) = &args.plot {
         let title = format!(
             "{} surplus and the load of a {:.0} MW fleet ({} miners)",
-            profile.name,
-            fleet.nameplate_power().mw(),
-            fleet.len()
+            comparison.profile.name,
+            comparison.fleet.nameplate_power().mw(),
+            comparison.fleet.len()
         );
         crate::plot::write_svg(path, &title, &reports)?;
     }
-    let disturbance = describe_disturbance(&disturbance, &meter);
     Ok(Outcome {
-        profile,
-        fleet,
-        start,
-        duration,
+        disturbance: comparison.describe_disturbance(),
+        profile: comparison.profile,
+        fleet: comparison.fleet,
+        start: comparison.start,
+        duration: comparison.duration,
         reports,
         wall,
-        disturbance,
     })
 }
 
@@ -539,7 +498,7 @@ pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
             "absorption_below_ideal_points".into(),
             json!(r.ideal.absorption_pct - r.kpis.absorption_pct),
         );
-        obj.insert("import_over_floor".into(), json!(import_over_floor(r)));
+        obj.insert("import_over_floor".into(), json!(r.import_over_floor()));
         if let Some(stats) = &r.stats {
             obj.insert(
                 "controller_stats".into(),
@@ -616,7 +575,10 @@ pub fn render_table(outcome: &Outcome) -> String {
         ),
         (
             "  over the ideal's (physical floor, x)",
-            |r| import_over_floor(r).map_or("-".into(), |x| format!("{x:.2}")),
+            |r| {
+                r.import_over_floor()
+                    .map_or("-".into(), |x| format!("{x:.2}"))
+            },
             None,
         ),
         (
@@ -712,11 +674,6 @@ pub fn render_table(outcome: &Outcome) -> String {
         }
     }
     out
-}
-
-/// Control import as a multiple of the physical floor (none when the floor is nil).
-pub fn import_over_floor(r: &RunReport) -> Option<f64> {
-    (r.ideal.floor_import_mwh > 1e-9).then(|| r.kpis.control_import_mwh / r.ideal.floor_import_mwh)
 }
 
 /// Speed line for stderr: simulated miner-seconds per wall second.

@@ -363,9 +363,30 @@ fn pct3(p: &Percentiles, f: impl Fn(f64) -> String) -> [String; 3] {
     [p.p10, p.p50, p.p90].map(|v| v.map(&f).unwrap_or_else(|| "-".into()))
 }
 
-/// The whole report.
+/// The whole report: the answer, the surplus, the fleet size, revenue and market, risk, and the
+/// assumptions, each a section of one HTML file.
 pub fn html(r: &StudyReport) -> Result<String> {
     let mut h = String::new();
+    head(&mut h, r);
+    answer(&mut h, r);
+    surplus_and_sizing(&mut h, r)?;
+    revenue_and_market(&mut h, r)?;
+    risk(&mut h, r)?;
+    assumptions(&mut h, r);
+    Ok(h)
+}
+
+/// A chart with its caption.
+fn chart(h: &mut String, svg: String, caption: &str) {
+    let _ = writeln!(
+        h,
+        "<figure class=\"chart\">{svg}<figcaption class=\"note\">{}</figcaption></figure>",
+        escape(caption)
+    );
+}
+
+/// The page's head, style, title and the verdict.
+fn head(h: &mut String, r: &StudyReport) {
     let d = &r.design;
     let verdict = match r.npv_usd.p50 {
         Some(v) if v > 0.0 && r.probability_of_loss < 0.2 => {
@@ -399,6 +420,11 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
         fw = escape(&d.firmware),
         miners = d.miners,
     );
+}
+
+/// The headline figures of the chosen design, P10/P50/P90 over the paths.
+fn answer(h: &mut String, r: &StudyReport) {
+    let d = &r.design;
     let npv = pct3(&r.npv_usd, money);
     let payback = [
         r.payback_years.p10,
@@ -465,13 +491,9 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
         sur = d.surplus_mwh_per_year,
         imp = d.import_mwh_per_year,
     );
-    let chart = |h: &mut String, svg: String, caption: &str| {
-        let _ = writeln!(
-            h,
-            "<figure class=\"chart\">{svg}<figcaption class=\"note\">{}</figcaption></figure>",
-            escape(caption)
-        );
-    };
+}
+
+fn surplus_and_sizing(h: &mut String, r: &StudyReport) -> Result<()> {
     h.push_str("<h2>The surplus</h2>\n");
     let _ = writeln!(
         h,
@@ -481,13 +503,13 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
         r.horizon_years
     );
     chart(
-        &mut h,
+        h,
         load_duration(r)?,
         "Hours of the profile's year with at least a given surplus; the line is the installed fleet.",
     );
     h.push_str("<h2>Fleet size</h2>\n");
     chart(
-        &mut h,
+        h,
         sizing(r)?,
         "Each point is the fleet dispatched through the twin with the daemon's controller, valued on the same market paths.",
     );
@@ -510,7 +532,12 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
             s.probability_of_loss * 100.0
         );
     }
-    h.push_str("</table>\n<h2>Revenue and market</h2>\n");
+    h.push_str("</table>\n");
+    Ok(())
+}
+
+fn revenue_and_market(h: &mut String, r: &StudyReport) -> Result<()> {
+    h.push_str("<h2>Revenue and market</h2>\n");
     let revenue: Vec<Percentiles> = r.monthly.iter().map(|m| m.revenue_usd).collect();
     let hashprice: Vec<Percentiles> = r
         .monthly
@@ -518,7 +545,7 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
         .map(|m| m.hashprice_usd_per_ph_day)
         .collect();
     chart(
-        &mut h,
+        h,
         fan(
             "Monthly mining revenue (market value when mined)",
             "thousand USD",
@@ -528,7 +555,7 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
         "Fan of monthly revenue across the paths.",
     );
     chart(
-        &mut h,
+        h,
         fan("Hashprice", "USD per PH/s per day", 1.0, &hashprice)?,
         "What a PH/s earns a day (before pool fee); the subsidy halves at the next halving.",
     );
@@ -558,10 +585,14 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
         m.start_hashprice_usd_per_ph_day,
         escape(m.next_halving.as_deref().unwrap_or("-"))
     );
+    Ok(())
+}
+
+fn risk(h: &mut String, r: &StudyReport) -> Result<()> {
     h.push_str("<h2>Risk</h2>\n");
-    chart(&mut h, histogram(r)?, "Red: paths that lose money.");
+    chart(h, histogram(r)?, "Red: paths that lose money.");
     chart(
-        &mut h,
+        h,
         tornado(r)?,
         "Each bar moves one input to its low (red) and high (green) value, on the same paths.",
     );
@@ -578,6 +609,11 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
         );
     }
     h.push_str("</table>\n");
+    Ok(())
+}
+
+fn assumptions(h: &mut String, r: &StudyReport) {
+    let d = &r.design;
     let c = &r.costs;
     let _ = write!(
         h,
@@ -622,5 +658,4 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
             .collect::<Vec<_>>()
             .join("<br>"),
     );
-    Ok(h)
 }

@@ -111,7 +111,7 @@ fn nuclear_year_prints_the_kpis_and_beats_the_baseline() {
 
 /// Issue 13's goals on a stepped surplus (a month of the nuclear profile with the default
 /// steps and dips), with an exact meter and with one a second late. (The setpoint reference is
-/// in `hashsink bench-control`'s tables; it is left out here for time.)
+/// in `cargo hashsink-bench control`'s tables; it is left out here for time.)
 #[test]
 fn stepped_surplus_meets_the_goals_against_the_ideal_and_the_references() {
     for delay in ["0", "1000"] {

@@ -89,7 +89,7 @@ fn daemon_follows_the_replayed_surplus_and_a_shed_empties_the_fleet() {
     );
     assert_eq!(report["mining_after_shed"].as_u64().unwrap(), 0, "{report}");
     assert!(
-        // The 1 s goal is measured by `hashsink bench-fleet` on a release build; this is a debug
+        // The 1 s goal is measured by `cargo hashsink-bench fleet` on a release build; this is a debug
         // build sharing two cores with other tests, and stock Antminer sleep is six digest-auth
         // HTTP round trips through asic-rs.
         report["shed_fan_out_ms"].as_u64().unwrap() < 5000,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hashsink_units::{Timestamp, format_time};
+use hashsink_units::{Timestamp, WattHours, format_time};
 
 use crate::{Result, Store};
 
@@ -57,10 +57,11 @@ pub fn statements(
         let m = months.entry(month_of(i.start)).or_default();
         for s in [&mut *m, &mut total] {
             s.intervals += 1;
-            s.energy_mwh += i.fleet_wh / 1e6;
-            s.import_mwh += i.import_wh / 1e6;
-            s.absorbed_mwh += (i.fleet_wh - i.import_wh).max(0.0) / 1e6;
-            s.surplus_mwh += i.surplus_wh.unwrap_or(0.0) / 1e6;
+            let mwh = |wh: f64| WattHours(wh).mwh();
+            s.energy_mwh += mwh(i.fleet_wh);
+            s.import_mwh += mwh(i.import_wh);
+            s.absorbed_mwh += mwh((i.fleet_wh - i.import_wh).max(0.0));
+            s.surplus_mwh += mwh(i.surplus_wh.unwrap_or(0.0));
             if i.mining > 0 {
                 s.hours_mining += i.end.secs_since(i.start) / 3600.0;
             }

@@ -357,14 +357,50 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
         message: e.message().trim().to_string(),
     })?;
     let c = Checker { text, origin };
-    let resolve = |p: &Path| match base {
+    let mut attributions = vec![COIN_METRICS.to_string()];
+    let profile = surplus(&c, &file.surplus, base, &mut attributions)?;
+    let (alternative, default_label) = alternative(&c, &file.alternative, base, &mut attributions)?;
+    let candidates = candidates(&c, &file.models)?;
+    let (sizes_mw, installed_mw, dispatch_miners) =
+        fleet_sizes(&c, &file.fleet, profile.peak().mw())?;
+    let costs = costs(&c, &file.costs)?;
+    let finance = finance(&c, &file.finance)?;
+    let (market, history) = market(&c, &file.market, finance.horizon_years)?;
+    Ok(Inputs {
+        title: file
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("Mining the surplus of {}", profile.definition)),
+        alternative_label: file.alternative.label.clone().unwrap_or(default_label),
+        profile: Arc::new(profile),
+        alternative,
+        candidates,
+        sizes_mw,
+        installed_mw,
+        dispatch_miners,
+        costs,
+        finance,
+        market,
+        history,
+        attributions,
+    })
+}
+
+/// A file name of the study file, relative to its folder.
+fn resolve(base: Option<&Path>, p: &Path) -> PathBuf {
+    match base {
         Some(b) if p.is_relative() => b.join(p),
         _ => p.to_path_buf(),
-    };
-    let mut attributions = vec![COIN_METRICS.to_string()];
+    }
+}
 
-    // The surplus.
-    let s = &file.surplus;
+/// The surplus profile the `[surplus]` table names, checked for gaps, length and content.
+fn surplus(
+    c: &Checker,
+    s: &SurplusSection,
+    base: Option<&Path>,
+    attributions: &mut Vec<String>,
+) -> Result<Profile, StudyError> {
     let allowed = |keys: &[(&str, bool)]| -> Result<(), StudyError> {
         for (k, present) in keys {
             if *present {
@@ -425,7 +461,7 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             let Some(file_name) = &s.file else {
                 return Err(c.err("surplus", "profile", "profile = \"csv\" needs `file = \"surplus.csv\"` with the header timestamp,surplus_mw or timestamp,generation_mw,demand_mw"));
             };
-            let path = resolve(file_name);
+            let path = resolve(base, file_name);
             let csv = std::fs::read_to_string(&path).map_err(|e| {
                 c.err(
                     "surplus",
@@ -475,9 +511,16 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
     if profile.peak().w() <= 0.0 {
         return Err(c.err("surplus", "profile", "the profile has no surplus at all"));
     }
+    Ok(profile)
+}
 
-    // The alternative value of the energy.
-    let a = &file.alternative;
+/// The value of the energy if it is not mined, and the default words for it.
+fn alternative(
+    c: &Checker,
+    a: &AlternativeSection,
+    base: Option<&Path>,
+    attributions: &mut Vec<String>,
+) -> Result<(Alternative, String), StudyError> {
     let set = [
         a.series.is_some(),
         a.file.is_some(),
@@ -513,7 +556,7 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             .into_iter()
             .map(|(t, p)| (t, p * rate))
             .collect();
-        check_prices(&c, &prices, a.allow_negative, "HOEP")?;
+        check_prices(c, &prices, a.allow_negative, "HOEP")?;
         if !attributions.iter().any(|x| x == IESO) {
             attributions.push(IESO.into());
         }
@@ -522,7 +565,7 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             format!("export at the Ontario market price (HOEP 2016, {rate} USD/CAD)"),
         )
     } else if let Some(f) = &a.file {
-        let path = resolve(f);
+        let path = resolve(base, f);
         let csv = std::fs::read_to_string(&path).map_err(|e| {
             c.err(
                 "alternative",
@@ -531,7 +574,7 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             )
         })?;
         let prices = price_series(&csv, &path.display().to_string())?;
-        check_prices(&c, &prices, a.allow_negative, &path.display().to_string())?;
+        check_prices(c, &prices, a.allow_negative, &path.display().to_string())?;
         (
             Alternative::Series(prices),
             format!("the prices in {}", path.display()),
@@ -554,10 +597,14 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             },
         )
     };
+    Ok((alternative, default_label))
+}
 
-    // Candidate models.
+/// The `[[model]]`s, found in the catalogue and priced.
+fn candidates(c: &Checker, models: &[ModelSection]) -> Result<Vec<Candidate>, StudyError> {
+    let (text, origin) = (c.text, c.origin);
     let catalogue = Catalogue::bundled();
-    if file.models.is_empty() {
+    if models.is_empty() {
         return Err(c.err(
             "",
             "model",
@@ -565,7 +612,7 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
         ));
     }
     let mut candidates = Vec::new();
-    for (i, m) in file.models.iter().enumerate() {
+    for (i, m) in models.iter().enumerate() {
         let line = nth_table_line(text, "[[model]]", i);
         let at = |message: String| StudyError {
             origin: format!("{origin}:{line} ([[model]] {})", i + 1),
@@ -594,10 +641,16 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             usd_per_th,
         });
     }
+    Ok(candidates)
+}
 
-    // Fleet sizes.
-    let peak_mw = profile.peak().mw();
-    let sizes_mw = match &file.fleet.sizes_mw {
+/// The sizes to sweep, the size asked for, and the miners each dispatch simulates.
+fn fleet_sizes(
+    c: &Checker,
+    fleet: &FleetSection,
+    peak_mw: f64,
+) -> Result<(Vec<f64>, Option<f64>, u32), StudyError> {
+    let sizes_mw = match &fleet.sizes_mw {
         Some(sizes) => {
             if sizes.is_empty() || sizes.len() > 40 {
                 return Err(c.err("fleet", "sizes_mw", "give 1 to 40 sizes"));
@@ -618,7 +671,7 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
         }
         None => default_sizes(peak_mw),
     };
-    let installed_mw = match file.fleet.installed_mw {
+    let installed_mw = match fleet.installed_mw {
         Some(mw) if mw.is_finite() && mw > 0.0 && mw <= 2.0 * peak_mw => Some(mw),
         Some(mw) => {
             return Err(c.err(
@@ -634,14 +687,16 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
     let dispatch_miners = c.number(
         "fleet",
         "dispatch_miners",
-        file.fleet.dispatch_miners.map(f64::from),
+        fleet.dispatch_miners.map(f64::from),
         100.0,
         (10.0, 5000.0),
         "",
     )? as u32;
+    Ok((sizes_mw, installed_mw, dispatch_miners))
+}
 
-    // Costs and finance.
-    let k = &file.costs;
+/// Costs, each in its range or at its default.
+fn costs(c: &Checker, k: &CostsSection) -> Result<Costs, StudyError> {
     let costs = Costs {
         infrastructure_usd_per_mw: c.number(
             "costs",
@@ -708,7 +763,11 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             " (share of the hardware price recovered at the horizon)",
         )?,
     };
-    let f = &file.finance;
+    Ok(costs)
+}
+
+/// The horizon, discounting and how the coins are sold.
+fn finance(c: &Checker, f: &FinanceSection) -> Result<Finance, StudyError> {
     let horizon_years = c.number(
         "finance",
         "horizon_years",
@@ -751,10 +810,16 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
         sell_share,
         mine_only_when_profitable: f.mine_only_when_profitable.unwrap_or(true),
     };
+    Ok(finance)
+}
 
-    // The market.
+/// The market paths: a Monte Carlo model fitted on the bundled history, or a backtest of it.
+fn market(
+    c: &Checker,
+    m: &MarketSection,
+    horizon_years: f64,
+) -> Result<(MarketMode, Arc<MarketHistory>), StudyError> {
     let history = Arc::new(MarketHistory::bundled());
-    let m = &file.market;
     let last = history.last();
     let start = match &m.start {
         Some(s) => {
@@ -870,25 +935,7 @@ pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Inputs, St
             ));
         }
     };
-
-    Ok(Inputs {
-        title: file
-            .title
-            .clone()
-            .unwrap_or_else(|| format!("Mining the surplus of {}", profile.definition)),
-        alternative_label: a.label.clone().unwrap_or(default_label),
-        profile: Arc::new(profile),
-        alternative,
-        candidates,
-        sizes_mw,
-        installed_mw,
-        dispatch_miners,
-        costs,
-        finance,
-        market,
-        history,
-        attributions,
-    })
+    Ok((market, history))
 }
 
 /// Eight sizes from 5 % to 100 % of the peak, rounded to two significant figures.

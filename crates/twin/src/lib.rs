@@ -7,6 +7,7 @@
 //! step-following ideal on the same readings. The same scenario gives the same report, bit for bit.
 //! Nothing here reads a clock or touches the network.
 
+pub mod compare;
 pub mod disturb;
 pub mod faults;
 pub mod kpi;

@@ -17,17 +17,17 @@ use hashsink_core::{
     ControllerStats, Fleet, FleetController, Input, MinerId, MinerReport, MinerStatus,
     OperatorCommand, Reason, Setpoint, SetpointConfig,
 };
-use hashsink_units::{Timestamp, Watts};
+use hashsink_units::{HashRate, Timestamp, Watts};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::disturb::{Disturbance, IdealFollower, IdealKpis, MeterSettings};
+use crate::disturb::{Disturbance, DisturbanceCursor, IdealFollower, IdealKpis, MeterSettings};
 use crate::faults::{Fault, FaultPlan};
 use crate::kpi::{KpiAccumulator, Kpis};
 use crate::miners::{Mode, SimFleet};
-use crate::profile::Profile;
+use crate::profile::{Profile, ProfileCursor};
 
 /// Which controller drives the fleet.
 #[derive(Clone, Debug)]
@@ -188,6 +188,21 @@ enum Driver {
 }
 
 impl Driver {
+    fn new(choice: &ControllerChoice, fleet: &Arc<Fleet>, start: Timestamp) -> Self {
+        let fleet = fleet.clone();
+        match choice {
+            ControllerChoice::Hashsink(cfg) => {
+                Driver::Hashsink(Box::new(Controller::new(fleet, cfg.clone(), start)))
+            }
+            ControllerChoice::Baseline(cfg) => {
+                Driver::Baseline(Box::new(Baseline::new(fleet, cfg.clone(), start)))
+            }
+            ControllerChoice::Setpoint(cfg) => {
+                Driver::Setpoint(Box::new(Setpoint::new(fleet, cfg.clone(), start)))
+            }
+        }
+    }
+
     fn controller(&mut self) -> &mut dyn FleetController {
         match self {
             Driver::Hashsink(c) => c.as_mut(),
@@ -491,528 +506,678 @@ struct MinerFaults {
 
 /// Runs a scenario; `progress` is called with the share done, now and then.
 pub fn run(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> RunReport {
-    let sc = scenario;
-    let end = sc.start + sc.duration;
-    let fleet = sc.fleet.clone();
-    let mut sim = SimFleet::new(fleet.clone(), sc.start);
-    let mut driver = match &sc.controller {
-        ControllerChoice::Hashsink(cfg) => Driver::Hashsink(Box::new(Controller::new(
-            fleet.clone(),
-            cfg.clone(),
-            sc.start,
-        ))),
-        ControllerChoice::Baseline(cfg) => Driver::Baseline(Box::new(Baseline::new(
-            fleet.clone(),
-            cfg.clone(),
-            sc.start,
-        ))),
-        ControllerChoice::Setpoint(cfg) => Driver::Setpoint(Box::new(Setpoint::new(
-            fleet.clone(),
-            cfg.clone(),
-            sc.start,
-        ))),
-    };
-    let peak = sc.profile.peak();
-    let noise_sigma = peak * sc.noise_fraction;
-    let mut checker = match (&driver, sc.check_invariants) {
-        (Driver::Hashsink(c), true) => {
-            let ControllerChoice::Hashsink(cfg) = &sc.controller else {
-                unreachable!()
-            };
-            Some(Checker::new(
-                Bounds::new(cfg, c, &fleet, noise_sigma, &sc.meter),
+    let mut world = World::new(scenario);
+    while let Some(now) = world.next_time() {
+        world.step(now, progress);
+    }
+    progress(1.0);
+    world.finish()
+}
+
+/// The true surplus: the profile with its steps and dips, read at non-decreasing times.
+struct Truth<'a> {
+    profile: ProfileCursor<'a>,
+    steps: DisturbanceCursor<'a>,
+}
+
+impl Truth<'_> {
+    fn at(&mut self, t: Timestamp) -> Watts {
+        self.profile.at(t) * self.steps.factor(t)
+    }
+}
+
+/// The surplus meter: its AR(1) noise and the readings on their way to the controller.
+struct SurplusMeter {
+    period: Duration,
+    /// The noise's correlation from one reading to the next, and its innovation's share.
+    phi: f64,
+    innovation: f64,
+    sigma: Watts,
+    noise: f64,
+    next: Timestamp,
+    in_flight: VecDeque<InFlight>,
+    /// Readings never overtake each other.
+    last_arrival: Timestamp,
+}
+
+/// The fault episodes in force.
+struct FaultState {
+    miners: Vec<MinerFaults>,
+    /// Miners a fault has touched recently (the checker leaves their draw out).
+    faulty: Vec<u32>,
+    /// Episode boundaries as (time, episode index, starting?), in order.
+    boundaries: Vec<(Timestamp, usize, bool)>,
+    next_boundary: usize,
+    /// Signal faults in force (episode indices).
+    active_signal: Vec<usize>,
+    frozen_value: Option<Watts>,
+    meter_stale: Option<(Timestamp, Watts)>,
+    meter_stale_count: u32,
+}
+
+impl FaultState {
+    fn new(plan: &FaultPlan, miners: usize) -> Self {
+        let mut boundaries: Vec<(Timestamp, usize, bool)> = Vec::new();
+        for (i, e) in plan.episodes.iter().enumerate() {
+            boundaries.push((e.start, i, true));
+            boundaries.push((e.end(), i, false));
+        }
+        boundaries.sort_by_key(|b| (b.0, !b.2, b.1));
+        Self {
+            miners: vec![MinerFaults::default(); miners],
+            faulty: Vec::new(),
+            boundaries,
+            next_boundary: 0,
+            active_signal: Vec::new(),
+            frozen_value: None,
+            meter_stale: None,
+            meter_stale_count: 0,
+        }
+    }
+
+    fn next_boundary_time(&self) -> Option<Timestamp> {
+        self.boundaries.get(self.next_boundary).map(|b| b.0)
+    }
+}
+
+/// What the run records as it goes.
+struct Record {
+    kpi: KpiAccumulator,
+    ideal: IdealFollower,
+    counts: CommandCounts,
+    /// An operator shed under way: when, and the running load then.
+    shed_open: Option<(Timestamp, Watts)>,
+    shed_times: Vec<f64>,
+    trace: Vec<TraceRow>,
+    next_trace: Timestamp,
+    buckets: Vec<EnergyBucket>,
+    samples: u64,
+    progress_every: u64,
+}
+
+/// A run in progress: the fleet, the controller under test, the meters, the faults and what is
+/// recorded. [`World::step`] handles everything due at one instant, in a fixed order.
+struct World<'a> {
+    sc: &'a Scenario,
+    end: Timestamp,
+    fleet: Arc<Fleet>,
+    sim: SimFleet,
+    driver: Driver,
+    checker: Option<Checker>,
+    max_level: Vec<u8>,
+    rng: ChaCha8Rng,
+    truth: Truth<'a>,
+    meter: SurplusMeter,
+    faults: FaultState,
+    operator: Vec<(Timestamp, OperatorCommand)>,
+    next_op: usize,
+    next_sample: Timestamp,
+    next_poll: Timestamp,
+    /// Reports and outcomes waiting for the controller.
+    reports: Vec<(Timestamp, MinerReport)>,
+    outcomes: Vec<(Timestamp, CommandOutcome)>,
+    record: Record,
+}
+
+impl<'a> World<'a> {
+    fn new(sc: &'a Scenario) -> Self {
+        let fleet = sc.fleet.clone();
+        let driver = Driver::new(&sc.controller, &fleet, sc.start);
+        let sigma = sc.profile.peak() * sc.noise_fraction;
+        let checker = match (&driver, &sc.controller, sc.check_invariants) {
+            (Driver::Hashsink(c), ControllerChoice::Hashsink(cfg), true) => Some(Checker::new(
+                Bounds::new(cfg, c, &fleet, sigma, &sc.meter),
                 fleet.len(),
                 sc.start,
-            ))
+            )),
+            _ => None,
+        };
+        let period = sc.meter.period.unwrap_or(sc.sample_period);
+        let phi = (-period.as_secs_f64() / 60.0).exp();
+        let mut operator = sc.operator.clone();
+        operator.sort_by_key(|o| o.0);
+        let total_samples = (sc.duration.as_secs_f64() / sc.sample_period.as_secs_f64()).max(1.0);
+        let buckets = match sc.energy_buckets {
+            Some(b) => {
+                let n = (sc.duration.as_secs_f64() / b.as_secs_f64())
+                    .ceil()
+                    .max(1.0);
+                vec![EnergyBucket::default(); n as usize]
+            }
+            None => Vec::new(),
+        };
+        let tolerance = fleet.max_power() * sc.tolerance_fraction;
+        Self {
+            sc,
+            end: sc.start + sc.duration,
+            sim: SimFleet::new(fleet.clone(), sc.start),
+            driver,
+            checker,
+            max_level: fleet.specs.iter().map(|s| s.max_level()).collect(),
+            rng: ChaCha8Rng::seed_from_u64(sc.seed),
+            truth: Truth {
+                profile: sc.profile.cursor(),
+                steps: sc.disturbance.cursor(),
+            },
+            meter: SurplusMeter {
+                period,
+                phi,
+                innovation: (1.0 - phi * phi).sqrt(),
+                sigma,
+                noise: 0.0,
+                next: sc.start,
+                in_flight: VecDeque::new(),
+                last_arrival: sc.start,
+            },
+            faults: FaultState::new(&sc.faults, fleet.len()),
+            operator,
+            next_op: 0,
+            next_sample: sc.start,
+            next_poll: sc.start + sc.poll_interval,
+            reports: Vec::new(),
+            outcomes: Vec::new(),
+            record: Record {
+                kpi: KpiAccumulator::new(fleet.max_power(), tolerance),
+                ideal: IdealFollower::new(&fleet),
+                counts: CommandCounts::default(),
+                shed_open: None,
+                shed_times: Vec::new(),
+                trace: Vec::new(),
+                next_trace: sc.start,
+                buckets,
+                samples: 0,
+                progress_every: ((total_samples / 200.0) as u64).max(1),
+            },
+            fleet,
         }
-        _ => None,
-    };
-    let max_level: Vec<u8> = fleet.specs.iter().map(|s| s.max_level()).collect();
-    let mut kpi = KpiAccumulator::new(fleet.max_power(), fleet.max_power() * sc.tolerance_fraction);
-    let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
-    let meter_period = sc.meter.period.unwrap_or(sc.sample_period);
-    let phi = (-meter_period.as_secs_f64() / 60.0).exp();
-    let innovation = (1.0 - phi * phi).sqrt();
-    let mut noise = 0.0f64;
-    let mut truth_at = {
-        let mut profile = sc.profile.cursor();
-        let mut steps = sc.disturbance.cursor();
-        // The true surplus: the profile with its steps and dips (read at non-decreasing times).
-        move |t: Timestamp| profile.at(t) * steps.factor(t)
-    };
-    let mut next_meter = sc.start;
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut last_arrival = sc.start;
-    let mut ideal = IdealFollower::new(&fleet);
-    let mut miner_faults = vec![MinerFaults::default(); fleet.len()];
-    let mut faulty: Vec<u32> = Vec::new();
-    // Fault boundaries as (time, episode index, starting?)
-    let mut boundaries: Vec<(Timestamp, usize, bool)> = Vec::new();
-    for (i, e) in sc.faults.episodes.iter().enumerate() {
-        boundaries.push((e.start, i, true));
-        boundaries.push((e.end(), i, false));
     }
-    boundaries.sort_by_key(|b| (b.0, !b.2, b.1));
-    let mut next_boundary = 0;
-    let mut active_signal: Vec<usize> = Vec::new();
-    let mut frozen_value: Option<Watts> = None;
-    let mut meter_stale: Option<(Timestamp, Watts)> = None;
-    let mut meter_stale_count = 0u32;
-    let mut operator: Vec<(Timestamp, OperatorCommand)> = sc.operator.clone();
-    operator.sort_by_key(|o| o.0);
-    let mut next_op = 0;
-    let mut next_sample = sc.start;
-    let mut next_poll = sc.start + sc.poll_interval;
-    let mut counts = CommandCounts::default();
-    let mut shed_open: Option<(Timestamp, Watts)> = None;
-    let mut shed_times = Vec::new();
-    let total_samples = (sc.duration.as_secs_f64() / sc.sample_period.as_secs_f64()).max(1.0);
-    let progress_every = ((total_samples / 200.0) as u64).max(1);
-    let mut samples = 0u64;
-    let mut reports: Vec<(Timestamp, MinerReport)> = Vec::new();
-    let mut outcomes: Vec<(Timestamp, CommandOutcome)> = Vec::new();
-    let mut trace = Vec::new();
-    let mut next_trace = sc.start;
-    let mut buckets: Vec<EnergyBucket> = match sc.energy_buckets {
-        Some(b) => vec![
-            EnergyBucket::default();
-            (sc.duration.as_secs_f64() / b.as_secs_f64())
-                .ceil()
-                .max(1.0) as usize
-        ],
-        None => Vec::new(),
-    };
 
-    loop {
-        let mut now = next_sample;
-        if let Some(t) = sim.next_event_time() {
-            now = now.min(t);
-        }
-        if let Some(t) = driver.controller().poll_timeout() {
-            now = now.min(t);
-        }
-        if let Some(&(t, ..)) = boundaries.get(next_boundary) {
-            now = now.min(t);
-        }
-        if let Some(&(t, _)) = operator.get(next_op) {
-            now = now.min(t);
-        }
-        now = now.min(next_meter);
-        if let Some(r) = in_flight.front() {
-            now = now.min(r.arrival);
-        }
-        if now > end {
-            break;
-        }
+    /// The next instant something is due, or none once the run is over.
+    fn next_time(&mut self) -> Option<Timestamp> {
+        let due = [
+            Some(self.next_sample),
+            self.sim.next_event_time(),
+            self.driver.controller().poll_timeout(),
+            self.faults.next_boundary_time(),
+            self.operator.get(self.next_op).map(|o| o.0),
+            Some(self.meter.next),
+            self.meter.in_flight.front().map(|r| r.arrival),
+        ];
+        let now = due
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the next sample is always due");
+        (now <= self.end).then_some(now)
+    }
 
-        // 1. Miner physics up to now; reports from finished ramps.
-        while let Some(done) = sim.process_next(now) {
-            if let Some(m) = done {
-                if miner_faults[m as usize].silent == 0 {
-                    reports.push((
-                        now,
-                        MinerReport {
-                            miner: MinerId(m),
-                            at: now,
-                            status: status_of(&sim, m, now),
-                        },
-                    ));
-                }
+    /// Everything due at `now`, in order: miner physics, faults, operator commands, the surplus
+    /// meter, the fleet meter with KPIs and invariants, the poller, the controller's deadlines,
+    /// and its commands carried out.
+    fn step(&mut self, now: Timestamp, progress: &mut dyn FnMut(f64)) {
+        self.advance_miners(now);
+        self.apply_faults(now);
+        self.apply_operator(now);
+        if now >= self.meter.next {
+            self.read_surplus(now);
+        }
+        self.deliver_readings(now);
+        if now == self.next_sample {
+            self.sample(now, progress);
+        }
+        if now >= self.next_poll {
+            self.poll_silent(now);
+        }
+        if self
+            .driver
+            .controller()
+            .poll_timeout()
+            .is_some_and(|t| t <= now)
+        {
+            self.driver.controller().handle_timeout(now);
+        }
+        self.carry_out_commands(now);
+        if let Some((t0, load0)) = self.record.shed_open
+            && self.sim.running_power(now) <= load0 * 0.05
+        {
+            self.record.shed_times.push(now.secs_since(t0));
+            self.record.shed_open = None;
+        }
+    }
+
+    /// Miner physics up to now; reports from finished ramps.
+    fn advance_miners(&mut self, now: Timestamp) {
+        while let Some(done) = self.sim.process_next(now) {
+            if let Some(m) = done
+                && self.faults.miners[m as usize].silent == 0
+            {
+                self.report(now, m);
             }
         }
-        for (t, r) in reports.drain(..) {
-            driver.controller().handle_input(t, Input::Miner(r));
+        for (t, r) in self.reports.drain(..) {
+            self.driver.controller().handle_input(t, Input::Miner(r));
         }
+    }
 
-        // 2. Fault episodes starting or ending now.
-        while let Some(&(t, i, starting)) = boundaries.get(next_boundary) {
+    fn report(&mut self, now: Timestamp, m: u32) {
+        let status = status_of(&self.sim, m, now);
+        let report = MinerReport {
+            miner: MinerId(m),
+            at: now,
+            status,
+        };
+        self.reports.push((now, report));
+    }
+
+    /// Fault episodes starting or ending now.
+    fn apply_faults(&mut self, now: Timestamp) {
+        while let Some(&(t, i, starting)) = self.faults.boundaries.get(self.faults.next_boundary) {
             if t > now {
                 break;
             }
-            next_boundary += 1;
-            let episode = &sc.faults.episodes[i];
+            self.faults.next_boundary += 1;
+            let episode = &self.sc.faults.episodes[i];
             match episode.fault {
                 Fault::MinerSilent | Fault::MinerIgnores | Fault::MinerReboot => {
-                    for &m in &episode.miners {
-                        let f = &mut miner_faults[m as usize];
-                        match (episode.fault, starting) {
-                            (Fault::MinerSilent, true) => f.silent += 1,
-                            (Fault::MinerSilent, false) => f.silent -= 1,
-                            (Fault::MinerIgnores, true) => f.ignores += 1,
-                            (Fault::MinerIgnores, false) => f.ignores -= 1,
-                            (Fault::MinerReboot, true)
-                                if sim.miners[m as usize].mode != Mode::Booting =>
-                            {
-                                sim.reboot(m, now)
-                            }
-                            _ => {}
-                        }
-                        if f.faulty_until < now {
-                            faulty.push(m);
-                        }
-                        let recover = checker
-                            .as_ref()
-                            .map_or(Duration::ZERO, |c| c.bounds.miner_recover);
-                        f.faulty_until = f.faulty_until.max(episode.end() + recover);
-                    }
+                    self.miner_fault(now, i, starting)
                 }
                 Fault::MeterStale => {
+                    let f = &mut self.faults;
                     if starting {
-                        meter_stale_count += 1;
+                        f.meter_stale_count += 1;
                     } else {
-                        meter_stale_count -= 1;
+                        f.meter_stale_count -= 1;
                     }
-                    if meter_stale_count == 0 {
-                        meter_stale = None;
+                    if f.meter_stale_count == 0 {
+                        f.meter_stale = None;
                     }
                 }
-                _ => {
-                    if starting {
-                        active_signal.push(i);
-                        if episode.fault == Fault::SurplusFrozen {
-                            frozen_value.get_or_insert(truth_at(now) + Watts(noise));
-                        }
-                    } else {
-                        active_signal.retain(|&j| j != i);
-                        if !active_signal
-                            .iter()
-                            .any(|&j| sc.faults.episodes[j].fault == Fault::SurplusFrozen)
-                        {
-                            frozen_value = None;
-                        }
-                    }
-                    if let Some(c) = checker.as_mut() {
-                        c.signal_fault_until =
-                            c.signal_fault_until.max(if starting { end } else { now });
-                        if !starting && !active_signal.is_empty() {
-                            c.signal_fault_until = end;
-                        }
-                    }
-                }
+                _ => self.signal_fault(now, i, starting),
             }
         }
+    }
 
-        // 3. Operator commands.
-        while let Some(&(t, cmd)) = operator.get(next_op) {
+    fn miner_fault(&mut self, now: Timestamp, i: usize, starting: bool) {
+        let episode = &self.sc.faults.episodes[i];
+        let recover = (self.checker.as_ref()).map_or(Duration::ZERO, |c| c.bounds.miner_recover);
+        for &m in &episode.miners {
+            let f = &mut self.faults.miners[m as usize];
+            match (episode.fault, starting) {
+                (Fault::MinerSilent, true) => f.silent += 1,
+                (Fault::MinerSilent, false) => f.silent -= 1,
+                (Fault::MinerIgnores, true) => f.ignores += 1,
+                (Fault::MinerIgnores, false) => f.ignores -= 1,
+                (Fault::MinerReboot, true) if self.sim.miners[m as usize].mode != Mode::Booting => {
+                    self.sim.reboot(m, now)
+                }
+                _ => {}
+            }
+            if f.faulty_until < now {
+                self.faults.faulty.push(m);
+            }
+            f.faulty_until = f.faulty_until.max(episode.end() + recover);
+        }
+    }
+
+    fn signal_fault(&mut self, now: Timestamp, i: usize, starting: bool) {
+        let episodes = &self.sc.faults.episodes;
+        let f = &mut self.faults;
+        if starting {
+            f.active_signal.push(i);
+            if episodes[i].fault == Fault::SurplusFrozen {
+                let noise = Watts(self.meter.noise);
+                f.frozen_value.get_or_insert(self.truth.at(now) + noise);
+            }
+        } else {
+            f.active_signal.retain(|&j| j != i);
+            let frozen = |&j: &usize| episodes[j].fault == Fault::SurplusFrozen;
+            if !f.active_signal.iter().any(frozen) {
+                f.frozen_value = None;
+            }
+        }
+        if let Some(c) = self.checker.as_mut() {
+            c.signal_fault_until = c
+                .signal_fault_until
+                .max(if starting { self.end } else { now });
+            if !starting && !f.active_signal.is_empty() {
+                c.signal_fault_until = self.end;
+            }
+        }
+    }
+
+    /// Scripted operator commands due now.
+    fn apply_operator(&mut self, now: Timestamp) {
+        while let Some(&(t, cmd)) = self.operator.get(self.next_op) {
             if t > now {
                 break;
             }
-            next_op += 1;
+            self.next_op += 1;
             if cmd == OperatorCommand::ShedAll {
-                shed_open = Some((now, sim.running_power(now)));
-                if let Some(c) = checker.as_mut() {
+                self.record.shed_open = Some((now, self.sim.running_power(now)));
+                if let Some(c) = self.checker.as_mut() {
                     c.shed_deadline = Some(now + c.bounds.shed_within);
                 }
             }
-            driver.controller().handle_input(now, Input::Operator(cmd));
+            self.driver
+                .controller()
+                .handle_input(now, Input::Operator(cmd));
         }
+    }
 
-        // 4. The surplus meter: a measurement every meter period, delivered after its delay.
-        if now >= next_meter {
-            let truth = truth_at(now);
-            if noise_sigma.w() > 0.0 {
-                let z: f64 = StandardNormal.sample(&mut rng);
-                noise = phi * noise + noise_sigma.w() * innovation * z;
-            }
-            let mut value = Some(sc.meter.quantise(truth + Watts(noise)));
-            let mut good = true;
-            let mut clock_offset_ms = 0;
-            for &i in &active_signal {
-                let e = &sc.faults.episodes[i];
-                match e.fault {
-                    Fault::SignalLoss => value = None,
-                    // Off for 15 s, on for 15 s.
-                    Fault::SignalFlapping
-                        if (now.saturating_since(e.start).as_secs() / 15) % 2 == 0 =>
-                    {
-                        value = None
-                    }
-                    Fault::SurplusFrozen => {
-                        value = value.map(|_| frozen_value.unwrap_or(Watts::ZERO));
-                        good = false;
-                    }
-                    Fault::ClockStep(offset) => {
-                        clock_offset_ms = offset * 1000;
-                        good = false;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(value) = value {
-                let jitter = if sc.meter.jitter.is_zero() {
-                    Duration::ZERO
-                } else {
-                    let ms = sc.meter.jitter.as_millis() as f64;
-                    Duration::from_millis((rng.random::<f64>() * ms) as u64)
-                };
-                // Readings never overtake each other.
-                let arrival = (now + sc.meter.delay + jitter).max(last_arrival);
-                last_arrival = arrival;
-                in_flight.push_back(InFlight {
-                    arrival,
-                    value,
-                    good,
-                    clock_offset_ms,
-                });
-            }
-            next_meter = now + meter_period;
+    /// The surplus meter takes a reading (with noise and any signal fault) and sends it on its
+    /// way, to arrive after its delay.
+    fn read_surplus(&mut self, now: Timestamp) {
+        let truth = self.truth.at(now);
+        let m = &mut self.meter;
+        if m.sigma.w() > 0.0 {
+            let z: f64 = StandardNormal.sample(&mut self.rng);
+            m.noise = m.phi * m.noise + m.sigma.w() * m.innovation * z;
         }
-        // Readings reach the controller stamped on arrival (as a Modbus or IEC 104 reading is:
-        // neither carries its measurement time), plus any clock step of the source.
-        while in_flight.front().is_some_and(|r| r.arrival <= now) {
-            let r = in_flight.pop_front().expect("peeked");
-            if r.good {
-                if let Some(c) = checker.as_mut() {
-                    c.last_good_reading = now;
+        let mut value = Some(self.sc.meter.quantise(truth + Watts(m.noise)));
+        let mut good = true;
+        let mut clock_offset_ms = 0;
+        for &i in &self.faults.active_signal {
+            let e = &self.sc.faults.episodes[i];
+            match e.fault {
+                Fault::SignalLoss => value = None,
+                // Off for 15 s, on for 15 s.
+                Fault::SignalFlapping
+                    if (now.saturating_since(e.start).as_secs() / 15) % 2 == 0 =>
+                {
+                    value = None
                 }
+                Fault::SurplusFrozen => {
+                    value = value.map(|_| self.faults.frozen_value.unwrap_or(Watts::ZERO));
+                    good = false;
+                }
+                Fault::ClockStep(offset) => {
+                    clock_offset_ms = offset * 1000;
+                    good = false;
+                }
+                _ => {}
             }
-            ideal.reading(now, r.value);
-            driver.controller().handle_input(
-                now,
-                Input::Surplus {
-                    at: Timestamp(now.as_millis() + r.clock_offset_ms),
-                    available: r.value,
-                },
-            );
         }
-
-        // 5. The fleet meter, KPIs and invariants.
-        if now == next_sample {
-            let truth = truth_at(now);
-            let running = sim.running_power(now);
-            let standby = sim.standby_power(now);
-            let measured = running + standby;
-            let meter = if meter_stale_count > 0 {
-                *meter_stale.get_or_insert((now, measured))
+        if let Some(value) = value {
+            let jitter = if self.sc.meter.jitter.is_zero() {
+                Duration::ZERO
             } else {
-                (now, measured)
+                let ms = self.sc.meter.jitter.as_millis() as f64;
+                Duration::from_millis((self.rng.random::<f64>() * ms) as u64)
             };
-            driver.controller().handle_input(
-                now,
-                Input::FleetPower {
-                    at: meter.0,
-                    measured: meter.1,
-                },
-            );
-
-            let hashrate = sim.hashrate(now);
-            if let Some(every) = sc.trace_every {
-                if now >= next_trace {
-                    let (allowed, planned, faulted) = match &driver {
-                        Driver::Hashsink(c) => {
-                            (c.allowed().mw(), c.planned_load().mw(), c.faulted() as u32)
-                        }
-                        Driver::Baseline(_) | Driver::Setpoint(_) => (f64::NAN, f64::NAN, 0),
-                    };
-                    trace.push(TraceRow {
-                        t: now,
-                        surplus_mw: truth.mw(),
-                        allowed_mw: allowed,
-                        running_mw: running.mw(),
-                        standby_mw: standby.mw(),
-                        hashrate_phs: hashrate.phs(),
-                        faulted,
-                        planned_mw: planned,
-                    });
-                    next_trace = now + every;
-                }
-            }
-            kpi.add(sc.sample_period, truth, running, standby, hashrate);
-            ideal.add(now, sc.sample_period, truth);
-            if let Some(len) = sc.energy_buckets {
-                let i = (now.secs_since(sc.start) / len.as_secs_f64()) as usize;
-                if let Some(b) = buckets.get_mut(i) {
-                    let hours = sc.sample_period.as_secs_f64() / 3600.0;
-                    let load = running + standby;
-                    b.surplus_mwh += truth.mw() * hours;
-                    b.absorbed_mwh += load.min(truth).mw() * hours;
-                    b.import_mwh += (load - truth).positive_part().mw() * hours;
-                    b.ph_hours += hashrate.phs() * hours;
-                }
-            }
-            faulty.retain(|&m| miner_faults[m as usize].faulty_until >= now);
-            if let Some(c) = checker.as_mut() {
-                let faulty_running: Watts = faulty
-                    .iter()
-                    .filter(|&&m| sim.miners[m as usize].mode != Mode::Asleep)
-                    .map(|&m| sim.miner_power(m, now))
-                    .sum();
-                c.on_sample(
-                    now,
-                    truth,
-                    (running - faulty_running).positive_part(),
-                    standby,
-                );
-            }
-            samples += 1;
-            if samples % progress_every == 0 {
-                progress(now.secs_since(sc.start) / sc.duration.as_secs_f64());
-            }
-            next_sample = now + sc.sample_period;
+            let arrival = (now + self.sc.meter.delay + jitter).max(m.last_arrival);
+            m.last_arrival = arrival;
+            m.in_flight.push_back(InFlight {
+                arrival,
+                value,
+                good,
+                clock_offset_ms,
+            });
         }
+        m.next = now + m.period;
+    }
 
-        // Silent miners: the poller finds them unreachable.
-        if now >= next_poll {
-            for &m in &faulty {
-                if miner_faults[m as usize].silent > 0 {
-                    driver.controller().handle_input(
-                        now,
-                        Input::Miner(MinerReport {
-                            miner: MinerId(m),
-                            at: now,
-                            status: MinerStatus::Unreachable,
-                        }),
-                    );
-                }
+    /// Readings reach the controller stamped on arrival (as a Modbus or IEC 104 reading is:
+    /// neither carries its measurement time), plus any clock step of the source.
+    fn deliver_readings(&mut self, now: Timestamp) {
+        while self
+            .meter
+            .in_flight
+            .front()
+            .is_some_and(|r| r.arrival <= now)
+        {
+            let r = self.meter.in_flight.pop_front().expect("peeked");
+            if r.good
+                && let Some(c) = self.checker.as_mut()
+            {
+                c.last_good_reading = now;
             }
-            next_poll = now + sc.poll_interval;
+            self.record.ideal.reading(now, r.value);
+            let at = Timestamp(now.as_millis() + r.clock_offset_ms);
+            let reading = Input::Surplus {
+                at,
+                available: r.value,
+            };
+            self.driver.controller().handle_input(now, reading);
         }
+    }
 
-        // 6. The controller's own deadlines and cadence.
-        if driver.controller().poll_timeout().is_some_and(|t| t <= now) {
-            driver.controller().handle_timeout(now);
+    /// The fleet meter, the KPIs, the trace and buckets, and the invariants.
+    fn sample(&mut self, now: Timestamp, progress: &mut dyn FnMut(f64)) {
+        let truth = self.truth.at(now);
+        let running = self.sim.running_power(now);
+        let standby = self.sim.standby_power(now);
+        let measured = running + standby;
+        let f = &mut self.faults;
+        let (at, measured) = if f.meter_stale_count > 0 {
+            *f.meter_stale.get_or_insert((now, measured))
+        } else {
+            (now, measured)
+        };
+        let fleet_power = Input::FleetPower { at, measured };
+        self.driver.controller().handle_input(now, fleet_power);
+        let hashrate = self.sim.hashrate(now);
+        self.trace(now, truth, running, standby, hashrate);
+        let (sc, record) = (self.sc, &mut self.record);
+        record
+            .kpi
+            .add(sc.sample_period, truth, running, standby, hashrate);
+        record.ideal.add(now, sc.sample_period, truth);
+        if let Some(len) = sc.energy_buckets {
+            let i = (now.secs_since(sc.start) / len.as_secs_f64()) as usize;
+            if let Some(b) = record.buckets.get_mut(i) {
+                let hours = sc.sample_period.as_secs_f64() / 3600.0;
+                let load = running + standby;
+                b.surplus_mwh += truth.mw() * hours;
+                b.absorbed_mwh += load.min(truth).mw() * hours;
+                b.import_mwh += (load - truth).positive_part().mw() * hours;
+                b.ph_hours += hashrate.phs() * hours;
+            }
         }
+        self.check(now, truth, running, standby);
+        self.record.samples += 1;
+        if self.record.samples % self.record.progress_every == 0 {
+            progress(now.secs_since(sc.start) / sc.duration.as_secs_f64());
+        }
+        self.next_sample = now + sc.sample_period;
+    }
 
-        // 7. Commands meet the miners.
-        loop {
-            while let Some(cmd) = driver.controller().poll_command() {
-                let m = cmd.miner.0;
-                if let Some(c) = checker.as_mut() {
-                    c.on_command(
-                        now,
-                        &cmd,
-                        max_level[fleet.miner_spec[m as usize].0 as usize],
-                    );
-                }
-                match cmd.action {
-                    Action::SetLevel(_) => counts.set_level += 1,
-                    Action::Wake(_) => counts.wake += 1,
-                    Action::Sleep => counts.sleep += 1,
-                    Action::Query => counts.query += 1,
-                }
-                let f = miner_faults[m as usize];
-                if f.silent > 0 {
-                    if cmd.action == Action::Query {
-                        reports.push((
-                            now,
-                            MinerReport {
-                                miner: cmd.miner,
-                                at: now,
-                                status: MinerStatus::Unreachable,
-                            },
-                        ));
-                    } else {
-                        outcomes.push((
-                            now,
-                            CommandOutcome {
-                                id: cmd.id,
-                                miner: cmd.miner,
-                                result: Err(TransportError::Timeout),
-                            },
-                        ));
-                    }
-                    continue;
-                }
-                if cmd.action.is_write() {
-                    // The transport delivered it: every write gets an outcome, as in the daemon.
-                    outcomes.push((
-                        now,
-                        CommandOutcome {
-                            id: cmd.id,
-                            miner: cmd.miner,
-                            result: Ok(Ok(())),
-                        },
-                    ));
-                }
-                let settled = match cmd.action {
-                    Action::Query => true,
-                    _ if f.ignores > 0 => false,
-                    Action::Sleep => sim.command_sleep(m, now),
-                    Action::Wake(l) => sim.command_wake(m, l, now),
-                    Action::SetLevel(l) => sim.command_level(m, l, now),
+    fn trace(
+        &mut self,
+        now: Timestamp,
+        truth: Watts,
+        running: Watts,
+        standby: Watts,
+        hashrate: HashRate,
+    ) {
+        let Some(every) = self.sc.trace_every else {
+            return;
+        };
+        if now < self.record.next_trace {
+            return;
+        }
+        let (allowed, planned, faulted) = match &self.driver {
+            Driver::Hashsink(c) => (c.allowed().mw(), c.planned_load().mw(), c.faulted() as u32),
+            Driver::Baseline(_) | Driver::Setpoint(_) => (f64::NAN, f64::NAN, 0),
+        };
+        self.record.trace.push(TraceRow {
+            t: now,
+            surplus_mw: truth.mw(),
+            allowed_mw: allowed,
+            running_mw: running.mw(),
+            standby_mw: standby.mw(),
+            hashrate_phs: hashrate.phs(),
+            faulted,
+            planned_mw: planned,
+        });
+        self.record.next_trace = now + every;
+    }
+
+    /// The invariants at this sample, leaving out what faulty miners draw.
+    fn check(&mut self, now: Timestamp, truth: Watts, running: Watts, standby: Watts) {
+        let f = &mut self.faults;
+        f.faulty
+            .retain(|&m| f.miners[m as usize].faulty_until >= now);
+        let Some(c) = self.checker.as_mut() else {
+            return;
+        };
+        let sim = &self.sim;
+        let faulty_running: Watts = (f.faulty.iter())
+            .filter(|&&m| sim.miners[m as usize].mode != Mode::Asleep)
+            .map(|&m| sim.miner_power(m, now))
+            .sum();
+        c.on_sample(
+            now,
+            truth,
+            (running - faulty_running).positive_part(),
+            standby,
+        );
+    }
+
+    /// Silent miners: the poller finds them unreachable.
+    fn poll_silent(&mut self, now: Timestamp) {
+        for &m in &self.faults.faulty {
+            if self.faults.miners[m as usize].silent > 0 {
+                let report = MinerReport {
+                    miner: MinerId(m),
+                    at: now,
+                    status: MinerStatus::Unreachable,
                 };
-                if settled {
-                    reports.push((
-                        now,
-                        MinerReport {
-                            miner: cmd.miner,
-                            at: now,
-                            status: status_of(&sim, m, now),
-                        },
-                    ));
-                }
+                self.driver
+                    .controller()
+                    .handle_input(now, Input::Miner(report));
             }
-            if reports.is_empty() && outcomes.is_empty() {
+        }
+        self.next_poll = now + self.sc.poll_interval;
+    }
+
+    /// Commands meet the miners; what they answer goes back to the controller, whose further
+    /// commands are carried out in turn, until it has nothing more to say.
+    fn carry_out_commands(&mut self, now: Timestamp) {
+        loop {
+            while let Some(cmd) = self.driver.controller().poll_command() {
+                self.carry_out(now, cmd);
+            }
+            if self.reports.is_empty() && self.outcomes.is_empty() {
                 break;
             }
-            for (t, r) in reports.drain(..) {
-                driver.controller().handle_input(t, Input::Miner(r));
+            for (t, r) in self.reports.drain(..) {
+                self.driver.controller().handle_input(t, Input::Miner(r));
             }
-            for (t, o) in outcomes.drain(..) {
-                driver.controller().handle_input(t, Input::Outcome(o));
-            }
-        }
-
-        if let Some((t0, load0)) = shed_open {
-            if sim.running_power(now) <= load0 * 0.05 {
-                shed_times.push(now.secs_since(t0));
-                shed_open = None;
-            }
-        }
-    }
-    progress(1.0);
-    if std::env::var_os("HASHSINK_TWIN_DUMP").is_some() {
-        if let Driver::Hashsink(c) = &driver {
-            for m in 0..fleet.len() as u32 {
-                if sim.miners[m as usize].mode != Mode::Asleep {
-                    eprintln!(
-                        "miner {m}: twin {:?} {:.0} W; controller {}",
-                        sim.miners[m as usize].mode,
-                        sim.miner_power(m, end).w(),
-                        c.describe_miner(MinerId(m))
-                    );
-                }
+            for (t, o) in self.outcomes.drain(..) {
+                self.driver.controller().handle_input(t, Input::Outcome(o));
             }
         }
     }
 
-    if let (Some(c), Driver::Hashsink(ctrl)) = (checker.as_mut(), &driver) {
-        if let Err(e) = ctrl.check_accounting() {
+    fn carry_out(&mut self, now: Timestamp, cmd: Command) {
+        let m = cmd.miner.0;
+        if let Some(c) = self.checker.as_mut() {
+            let model = self.fleet.miner_spec[m as usize].0 as usize;
+            c.on_command(now, &cmd, self.max_level[model]);
+        }
+        let counts = &mut self.record.counts;
+        match cmd.action {
+            Action::SetLevel(_) => counts.set_level += 1,
+            Action::Wake(_) => counts.wake += 1,
+            Action::Sleep => counts.sleep += 1,
+            Action::Query => counts.query += 1,
+        }
+        let outcome = |result| {
+            let (id, miner) = (cmd.id, cmd.miner);
+            (now, CommandOutcome { id, miner, result })
+        };
+        let f = self.faults.miners[m as usize];
+        if f.silent > 0 {
+            if cmd.action == Action::Query {
+                let status = MinerStatus::Unreachable;
+                let report = MinerReport {
+                    miner: cmd.miner,
+                    at: now,
+                    status,
+                };
+                self.reports.push((now, report));
+            } else {
+                self.outcomes.push(outcome(Err(TransportError::Timeout)));
+            }
+            return;
+        }
+        if cmd.action.is_write() {
+            // The transport delivered it: every write gets an outcome, as in the daemon.
+            self.outcomes.push(outcome(Ok(Ok(()))));
+        }
+        let settled = match cmd.action {
+            Action::Query => true,
+            _ if f.ignores > 0 => false,
+            Action::Sleep => self.sim.command_sleep(m, now),
+            Action::Wake(l) => self.sim.command_wake(m, l, now),
+            Action::SetLevel(l) => self.sim.command_level(m, l, now),
+        };
+        if settled {
+            self.report(now, m);
+        }
+    }
+
+    /// The report: KPIs, the ideal, the invariants (with the controller's own accounting
+    /// checked at the end), the shed times.
+    fn finish(mut self) -> RunReport {
+        let (sc, end, fleet) = (self.sc, self.end, self.fleet.clone());
+        if std::env::var_os("HASHSINK_TWIN_DUMP").is_some() {
+            self.dump_running(end);
+        }
+        if let (Some(c), Driver::Hashsink(ctrl)) = (self.checker.as_mut(), &self.driver)
+            && let Err(e) = ctrl.check_accounting()
+        {
             c.violate(end, format!("controller accounting drifted: {e}"));
         }
+        let wakes: u64 = self.sim.miners.iter().map(|m| m.wakes as u64).sum();
+        let record = self.record;
+        let shed95 = (!record.shed_times.is_empty())
+            .then(|| record.shed_times.iter().cloned().fold(0.0, f64::max));
+        let stats = match &self.driver {
+            Driver::Hashsink(c) => Some(c.stats().clone()),
+            Driver::Baseline(_) | Driver::Setpoint(_) => None,
+        };
+        let (violations, violation_count) = self
+            .checker
+            .map(|c| (c.violations, c.count))
+            .unwrap_or_default();
+        let counts = record.counts;
+        let commands = counts.set_level + counts.wake + counts.sleep;
+        let kpis = record.kpi.finish(wakes, fleet.len(), commands, shed95);
+        RunReport {
+            ideal: record.ideal.finish(kpis.reachable_mwh),
+            controller: sc.controller.name().to_string(),
+            kpis,
+            command_counts: counts,
+            surplus_drops_per_day: record.kpi.surplus_drops_per_day(),
+            violations,
+            violation_count,
+            shed_times_s: record.shed_times,
+            events: self.sim.events_processed,
+            miner_seconds: fleet.len() as f64 * sc.duration.as_secs_f64(),
+            stats,
+            trace: record.trace,
+            buckets: record.buckets,
+        }
     }
-    let wakes: u64 = sim.miners.iter().map(|m| m.wakes as u64).sum();
-    let shed95 = if shed_times.is_empty() {
-        None
-    } else {
-        Some(shed_times.iter().cloned().fold(0.0, f64::max))
-    };
-    let stats = match &driver {
-        Driver::Hashsink(c) => Some(c.stats().clone()),
-        Driver::Baseline(_) | Driver::Setpoint(_) => None,
-    };
-    let (violations, violation_count) =
-        checker.map(|c| (c.violations, c.count)).unwrap_or_default();
-    let kpis = kpi.finish(
-        wakes,
-        fleet.len(),
-        counts.set_level + counts.wake + counts.sleep,
-        shed95,
-    );
-    RunReport {
-        ideal: ideal.finish(kpis.reachable_mwh),
-        controller: sc.controller.name().to_string(),
-        kpis,
-        command_counts: counts,
-        surplus_drops_per_day: kpi.surplus_drops_per_day(),
-        violations,
-        violation_count,
-        shed_times_s: shed_times,
-        events: sim.events_processed,
-        miner_seconds: fleet.len() as f64 * sc.duration.as_secs_f64(),
-        stats,
-        trace,
-        buckets,
+
+    /// Every miner still drawing at the end, as the twin and the controller see it (debugging:
+    /// `HASHSINK_TWIN_DUMP=1`).
+    fn dump_running(&self, end: Timestamp) {
+        let Driver::Hashsink(c) = &self.driver else {
+            return;
+        };
+        for m in 0..self.fleet.len() as u32 {
+            let miner = &self.sim.miners[m as usize];
+            if miner.mode != Mode::Asleep {
+                eprintln!(
+                    "miner {m}: twin {:?} {:.0} W; controller {}",
+                    miner.mode,
+                    self.sim.miner_power(m, end).w(),
+                    c.describe_miner(MinerId(m))
+                );
+            }
+        }
     }
 }
 

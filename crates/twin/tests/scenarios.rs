@@ -121,7 +121,7 @@ fn seeded_fault_scenarios_with_stock_firmware_keep_the_invariants() {
 /// The same scenarios with steps and dips on the surplus and a plant meter that reads it late,
 /// now and then and coarsely (issue 13). Fast firmware only: stock firmware restarts its 40 s
 /// mode change on every new command, so a surplus that steps again within it cannot be followed
-/// within one reaction (measured by `hashsink bench-steps`, not asserted).
+/// within one reaction (measured by `cargo hashsink-bench control`, not asserted).
 #[test]
 fn seeded_stepped_scenarios_with_a_late_meter_keep_the_invariants() {
     check_stepped(2000..2060, &FAST, MARGIN);

@@ -206,8 +206,17 @@ impl Mul<Duration> for Watts {
 
 impl WattHours {
     #[inline]
+    pub fn from_kwh(kwh: f64) -> Self {
+        Self(kwh * 1e3)
+    }
+    #[inline]
     pub fn from_mwh(mwh: f64) -> Self {
         Self(mwh * 1e6)
+    }
+    /// The energy in joules (what Prometheus counts energy in).
+    #[inline]
+    pub fn joules(self) -> f64 {
+        self.0 * 3600.0
     }
     #[inline]
     pub fn wh(self) -> f64 {

@@ -81,6 +81,31 @@ const MAX_ACK_WAIT: Duration = Duration::from_secs(600);
 /// the fleet chase its noise.
 const JITTER_DEADBAND_FACTOR: f64 = 8.0;
 
+/// A miner reported asleep is believed asleep while it draws at most this many times its
+/// modelled standby plus `ASLEEP_SLACK` (fans and control boards vary from unit to unit; a
+/// miner that still hashes draws far more).
+const ASLEEP_STANDBY_FACTOR: f64 = 2.0;
+const ASLEEP_SLACK: Watts = Watts(50.0);
+/// A mining miner is at its level while its draw is within this share of the level plus
+/// `LEVEL_SLACK` (the firmware's own regulation and the PSU's reading error), and draws too
+/// much above it.
+const LEVEL_TOLERANCE: f64 = 0.1;
+const LEVEL_SLACK: Watts = Watts(100.0);
+/// Drifts from a confirmed command are counted over this window...
+const DRIFT_WINDOW: Duration = Duration::from_secs(3600);
+/// ... and this many in it mark the miner disobedient (one drift is a firmware's autotuner
+/// or a reboot; three an hour is a miner that does not keep what it is told).
+const DRIFTS_TO_FAULT: u8 = 3;
+/// A write whose effect no report shows after its settle time, a read-back and this many
+/// attempts marks the miner disobedient (it answers but does not act).
+const UNCONFIRMED_ATTEMPTS: u8 = 2;
+/// A write the transport fails or the firmware refuses this many times marks the miner
+/// unreachable or refusing (one more than for an unconfirmed write: a network blip is common).
+const FAILED_ATTEMPTS: u8 = 3;
+/// Added to a slow model's gain in an urgent cut so that every fast model steps down first:
+/// larger than any hashrate-per-watt gain.
+const SLOW_PENALTY: f64 = 1e9;
+
 /// The reason a sleep carries: a dispatch sleep inside the miner's minimum on-time is forced
 /// ([`Reason::Protect`]); operator, fail-safe and reconcile sleeps keep their own reason.
 fn sleep_reason(reason: Reason, voluntary: bool) -> Reason {
@@ -351,37 +376,78 @@ pub struct Controller {
     stats: ControllerStats,
 }
 
+impl SpecState {
+    /// A model's state with none of its miners placed yet.
+    fn new(s: &crate::fleet::MinerSpec, fill_fraction: f64) -> Self {
+        let delta: Vec<f64> = s.levels.iter().map(|p| (*p - s.standby).w()).collect();
+        let gain_up = (0..s.levels.len())
+            .map(|l| match s.levels.get(l + 1) {
+                Some(next) => {
+                    (s.level_hashrate[l + 1] - s.level_hashrate[l]).ths()
+                        / (*next - s.levels[l]).w()
+                }
+                None => 0.0,
+            })
+            .collect();
+        SpecState {
+            running: vec![Vec::new(); s.levels.len()],
+            run_order: VecDeque::new(),
+            asleep: VecDeque::new(),
+            dipped: VecDeque::new(),
+            waking: VecDeque::new(),
+            delta,
+            gain_up,
+            preferred: fill_level(s, fill_fraction),
+            standby: s.standby,
+            wake_delay: s.wake_delay,
+            fast: s.cut_reaction() <= FAST_REACTION,
+        }
+    }
+}
+
+impl Slot {
+    /// A miner believed asleep since `since` (long enough ago to be woken at once), its state
+    /// unconfirmed, so that the first plan change always sends a command.
+    fn asleep(spec: u16, since: Timestamp, start: Timestamp) -> Self {
+        Slot {
+            spec,
+            plan: Plan::Asleep,
+            commanded: None,
+            epoch: 0,
+            since,
+            ready_at: start,
+            pos: 0,
+            queued: false,
+            in_raise_queue: false,
+            reason: Reason::Dispatch,
+            pending: None,
+            queried: false,
+            query: None,
+            verify_after: start,
+            verify_window: Duration::ZERO,
+            sent_at: start,
+            acked: false,
+            reports_count_from: start,
+            attempts: 0,
+            drifts: 0,
+            drift_window_start: start,
+            unreachable_since: None,
+            last_power: None,
+            fault: None,
+            assumed: Watts::ZERO,
+            rewoken_at: None,
+            rewake: false,
+            may_draw: Watts::ZERO,
+            settled: None,
+        }
+    }
+}
+
 impl Controller {
     /// A controller for `fleet`, all miners assumed asleep and unverified until they report.
     pub fn new(fleet: Arc<Fleet>, cfg: ControllerConfig, start: Timestamp) -> Self {
-        let mut specs: Vec<SpecState> = fleet
-            .specs
-            .iter()
-            .map(|s| {
-                let delta: Vec<f64> = s.levels.iter().map(|p| (*p - s.standby).w()).collect();
-                let gain_up = (0..s.levels.len())
-                    .map(|l| match s.levels.get(l + 1) {
-                        Some(next) => {
-                            (s.level_hashrate[l + 1] - s.level_hashrate[l]).ths()
-                                / (*next - s.levels[l]).w()
-                        }
-                        None => 0.0,
-                    })
-                    .collect();
-                SpecState {
-                    running: vec![Vec::new(); s.levels.len()],
-                    run_order: VecDeque::new(),
-                    asleep: VecDeque::new(),
-                    dipped: VecDeque::new(),
-                    waking: VecDeque::new(),
-                    delta,
-                    gain_up,
-                    preferred: fill_level(s, cfg.fill_fraction),
-                    standby: s.standby,
-                    wake_delay: s.wake_delay,
-                    fast: s.cut_reaction() <= FAST_REACTION,
-                }
-            })
+        let mut specs: Vec<SpecState> = (fleet.specs.iter())
+            .map(|s| SpecState::new(s, cfg.fill_fraction))
             .collect();
         let by_efficiency = fleet.specs_by_efficiency();
         let mut routine_cut_order = by_efficiency.clone();
@@ -397,37 +463,7 @@ impl Controller {
             let spec = &mut specs[spec_id.0 as usize];
             spec.asleep.push_back((i as u32, 0));
             base_standby += spec.standby;
-            slots.push(Slot {
-                spec: spec_id.0,
-                plan: Plan::Asleep,
-                commanded: None,
-                epoch: 0,
-                since: long_ago,
-                ready_at: start,
-                pos: 0,
-                queued: false,
-                in_raise_queue: false,
-                reason: Reason::Dispatch,
-                pending: None,
-                queried: false,
-                query: None,
-                verify_after: start,
-                verify_window: Duration::ZERO,
-                sent_at: start,
-                acked: false,
-                reports_count_from: start,
-                attempts: 0,
-                drifts: 0,
-                drift_window_start: start,
-                unreachable_since: None,
-                last_power: None,
-                fault: None,
-                assumed: Watts::ZERO,
-                rewoken_at: None,
-                rewake: false,
-                may_draw: Watts::ZERO,
-                settled: None,
-            });
+            slots.push(Slot::asleep(spec_id.0, long_ago, start));
         }
         let fleet_max = fleet.max_power();
         let margin = cfg.margin.max(fleet_max * cfg.margin_fraction);
@@ -1059,7 +1095,11 @@ impl Controller {
                     };
                     if let Some(l) = spec.highest_above(floor) {
                         // Fast-reacting specs first, then the least hashrate per watt.
-                        let slow_penalty = if urgent && !spec.fast { 1e9 } else { 0.0 };
+                        let slow_penalty = if urgent && !spec.fast {
+                            SLOW_PENALTY
+                        } else {
+                            0.0
+                        };
                         let gain = spec.gain_up[l as usize - 1] + slow_penalty;
                         if best.is_none_or(|(g, _, _)| gain < g) {
                             best = Some((gain, s, l));
@@ -1603,11 +1643,11 @@ impl Controller {
         let spec = &self.fleet.specs[slot.spec as usize];
         match (slot.commanded, status) {
             (Some(Target::Sleep), MinerStatus::Asleep { power }) => {
-                *power <= spec.standby * 2.0 + Watts(50.0)
+                *power <= spec.standby * ASLEEP_STANDBY_FACTOR + ASLEEP_SLACK
             }
             (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => {
                 let want = spec.level_power(l);
-                (*power - want).abs() <= want * 0.1 + Watts(100.0)
+                (*power - want).abs() <= want * LEVEL_TOLERANCE + LEVEL_SLACK
             }
             _ => false,
         }
@@ -1620,10 +1660,10 @@ impl Controller {
         match (slot.commanded, status) {
             (Some(Target::Sleep), MinerStatus::Mining { .. }) => true,
             (Some(Target::Sleep), MinerStatus::Asleep { power }) => {
-                *power > spec.standby * 2.0 + Watts(50.0)
+                *power > spec.standby * ASLEEP_STANDBY_FACTOR + ASLEEP_SLACK
             }
             (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => {
-                *power > spec.level_power(l) * 1.1 + Watts(100.0)
+                *power > spec.level_power(l) * (1.0 + LEVEL_TOLERANCE) + LEVEL_SLACK
             }
             (Some(Target::Level(_)), MinerStatus::Asleep { .. }) => true,
             _ => false,
@@ -1676,12 +1716,12 @@ impl Controller {
         let settled = slot.pending.is_none() && at >= slot.reports_count_from;
         if settled && self.draws_too_much(m, &status) {
             let slot = &mut self.slots[m as usize];
-            if now.saturating_since(slot.drift_window_start) > Duration::from_secs(3600) {
+            if now.saturating_since(slot.drift_window_start) > DRIFT_WINDOW {
                 slot.drift_window_start = now;
                 slot.drifts = 0;
             }
             slot.drifts += 1;
-            if slot.drifts >= 3 {
+            if slot.drifts >= DRIFTS_TO_FAULT {
                 self.fault(m, FaultKind::Disobedient, now);
             } else {
                 self.forget_command(m);
@@ -1736,7 +1776,7 @@ impl Controller {
                 slot.attempts += 1;
                 slot.pending = None;
                 slot.reports_count_from = slot.reports_count_from.min(now);
-                if slot.attempts >= 2 {
+                if slot.attempts >= UNCONFIRMED_ATTEMPTS {
                     self.fault(miner, FaultKind::Disobedient, now);
                 } else {
                     self.forget_command(miner);
@@ -1902,7 +1942,7 @@ impl FleetController for Controller {
                 if outcome.result != Ok(Ok(())) {
                     slot.attempts += 1;
                     slot.pending = None;
-                    if slot.attempts >= 3 {
+                    if slot.attempts >= FAILED_ATTEMPTS {
                         let kind = if outcome.result.is_err() {
                             FaultKind::Unreachable
                         } else {

@@ -1,4 +1,4 @@
-//! `hashsink bench-signals`: the plant-signal path end to end, per source kind (MQTT through a
+//! `hashsink-bench signals`: the plant-signal path end to end, per source kind (MQTT through a
 //! real mosquitto broker, Modbus TCP through a real pymodbus server polled every 10 ms). This
 //! process plays the plant (it writes the surplus and the trip flag to the peer) and hosts the
 //! emulated LuxOS fleet on a runtime of its own, so that both ends are read on one clock; the
@@ -191,7 +191,7 @@ async fn one_kind(
         kind.split(' ').next().unwrap_or("x")
     ));
     let daemon = KillOnDrop(
-        Command::new(std::env::current_exe()?)
+        Command::new(crate::product::hashsink()?)
             .args(["run", "--config"])
             .arg(&path)
             .args(["--listen", STATUS, "--log", "info"])

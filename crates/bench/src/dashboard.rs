@@ -1,4 +1,4 @@
-//! `hashsink bench-dashboard`: how long a change in the fleet takes to reach the dashboard.
+//! `hashsink-bench dashboard`: how long a change in the fleet takes to reach the dashboard.
 //! This process hosts an emulated LuxOS fleet (on a runtime of its own) and plays the plant
 //! (it POSTs twice the fleet's nameplate as the surplus every second, so that the fleet settles at
 //! its top level); the daemon is `hashsink run`
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::bench_signals::{KillOnDrop, fleet_of, start_fleet, wait_port};
+use crate::signals::{KillOnDrop, fleet_of, start_fleet, wait_port};
 
 const API: &str = "127.0.0.1:18934";
 
@@ -71,22 +71,32 @@ struct Row {
     stream_ms: Vec<f64>,
 }
 
-async fn one_size(
-    miners: u32,
-    first_index: u32,
-    trials: u32,
-    dir: &std::path::Path,
-) -> Result<Row> {
-    let emulator = start_fleet(miners, first_index)?;
-    let (nameplate, addresses) = fleet_of(&emulator, miners)?;
+/// Streamed statuses: when each arrived (wall), its arrival in ms since the epoch, the status.
+type Statuses = tokio::sync::mpsc::UnboundedReceiver<(Instant, i64, serde_json::Value)>;
+
+/// The next streamed status, or why there is none.
+async fn next_status(rx: &mut Statuses) -> Result<(Instant, i64, serde_json::Value)> {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .map_err(|_| anyhow!("no status streamed for 30 s"))?
+        .ok_or_else(|| anyhow!("the stream ended"))
+}
+
+/// How late a status reached the stream's reader: its arrival less its own time, ms.
+fn stream_delay(arrived_ms: i64, s: &serde_json::Value) -> f64 {
+    (arrived_ms - s["now_ms"].as_i64().unwrap_or(arrived_ms)) as f64
+}
+
+/// `hashsink run` on the emulated fleet, its API at `API`, its log in `dir`.
+fn start_daemon(miners: u32, addresses: &str, dir: &std::path::Path) -> Result<KillOnDrop> {
     let site = format!(
         "[site]\nname = \"bench\"\n\n[surplus]\nsource = \"http\"\n\n[io]\ntelemetry_interval_s = 1\n\n[ledger]\nurl = \"ledger-{miners}.db\"\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [{}]\n",
         addresses
     );
     let path = dir.join(format!("site-{miners}.toml"));
     std::fs::write(&path, site)?;
-    let _daemon = KillOnDrop(
-        Command::new(std::env::current_exe()?)
+    let daemon = KillOnDrop(
+        Command::new(crate::product::hashsink()?)
             .args(["run", "--config"])
             .arg(&path)
             .args(["--listen", API, "--log", "warn"])
@@ -98,6 +108,94 @@ async fn one_size(
             .context("start hashsink run")?,
     );
     wait_port(18934, "the daemon's API")?;
+    Ok(daemon)
+}
+
+/// Waits for every miner mining (the daemon wakes the fleet from sleep); the last status.
+async fn all_mining(rx: &mut Statuses, miners: u32) -> Result<serde_json::Value> {
+    let t0 = Instant::now();
+    loop {
+        let (_, _, s) = next_status(rx).await?;
+        let mining = s["mining"].as_u64().unwrap_or(0);
+        if mining == u64::from(miners) {
+            return Ok(s);
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            bail!("the fleet did not come up in 300 s: {mining} of {miners} mining");
+        }
+    }
+}
+
+/// Each change starts from a settled fleet: every miner mining, none booting (the last change's
+/// miners have booted again), the load steady within 0.02 % over 4 statuses (a fleet still
+/// ramping up would hide the drop). Returns the settled load, with the queue drained so that
+/// the next status read is a fresh one.
+async fn settled_load(rx: &mut Statuses, miners: u32, stream_ms: &mut Vec<f64>) -> Result<f64> {
+    let settle = Instant::now();
+    let mut steady = 0;
+    let mut previous = f64::NAN;
+    loop {
+        let (_, arrived_ms, s) = next_status(rx).await?;
+        stream_ms.push(stream_delay(arrived_ms, &s));
+        let fleet = s["fleet_w"].as_f64().unwrap_or(0.0);
+        let settled = s["mining"].as_u64() == Some(u64::from(miners))
+            && s["booting"] == 0
+            && (fleet - previous).abs() <= fleet * 0.0002;
+        previous = fleet;
+        steady = if settled { steady + 1 } else { 0 };
+        if steady >= 4 {
+            let mut fleet = fleet;
+            while let Ok((_, _, s)) = rx.try_recv() {
+                fleet = s["fleet_w"].as_f64().unwrap_or(fleet);
+            }
+            return Ok(fleet);
+        }
+        if settle.elapsed() > Duration::from_secs(300) {
+            bail!("the fleet did not settle in 300 s (every miner mining at a steady load)");
+        }
+    }
+}
+
+/// From a change to the first status whose load shows it (`visible_drop` gone) and the first
+/// that counts `rebooted` miners booting, ms; none if not within 15 s.
+async fn watch_change(
+    rx: &mut Statuses,
+    changed: Instant,
+    fleet_before: f64,
+    visible_drop: f64,
+    rebooted: u32,
+    stream_ms: &mut Vec<f64>,
+) -> (Option<f64>, Option<f64>) {
+    let (mut load_seen, mut state_seen) = (None, None);
+    while changed.elapsed() < Duration::from_secs(15) && state_seen.is_none() {
+        let Ok(Some((arrived, arrived_ms, s))) =
+            tokio::time::timeout(Duration::from_secs(15), rx.recv()).await
+        else {
+            break;
+        };
+        stream_ms.push(stream_delay(arrived_ms, &s));
+        let since = arrived.duration_since(changed).as_secs_f64() * 1000.0;
+        if load_seen.is_none()
+            && s["fleet_w"].as_f64().unwrap_or(f64::MAX) <= fleet_before - visible_drop
+        {
+            load_seen = Some(since);
+        }
+        if s["booting"].as_u64().unwrap_or(0) >= u64::from(rebooted) {
+            state_seen = Some(since);
+        }
+    }
+    (load_seen, state_seen)
+}
+
+async fn one_size(
+    miners: u32,
+    first_index: u32,
+    trials: u32,
+    dir: &std::path::Path,
+) -> Result<Row> {
+    let emulator = start_fleet(miners, first_index)?;
+    let (nameplate, addresses) = fleet_of(&emulator, miners)?;
+    let _daemon = start_daemon(miners, &addresses, dir)?;
     // The plant: a surplus above the nameplate, every second.
     let plant = tokio::spawn(async move {
         let client = reqwest::Client::new();
@@ -112,23 +210,7 @@ async fn one_size(
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(read_stream(tx));
-    // Ready: every miner mining (the daemon wakes the fleet from sleep).
-    let t0 = Instant::now();
-    let mut last;
-    loop {
-        let (_, _, s) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .map_err(|_| anyhow!("no status streamed for 30 s"))?
-            .ok_or_else(|| anyhow!("the stream ended"))?;
-        let mining = s["mining"].as_u64().unwrap_or(0);
-        last = s;
-        if mining == u64::from(miners) {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(300) {
-            bail!("the fleet did not come up in 300 s: {mining} of {miners} mining");
-        }
-    }
+    let last = all_mining(&mut rx, miners).await?;
     let per_trial = (miners / 100).max(1);
     let (mut load_ms, mut state_ms, mut stream_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut missed_load, mut missed_states) = (0, 0);
@@ -138,36 +220,7 @@ async fn one_size(
         if next_miner + per_trial > miners {
             break;
         }
-        // Each change starts from a settled fleet: every miner mining, none booting (the last
-        // change's miners have booted again), the load steady within 0.02 % over 4 statuses (a
-        // fleet still ramping up would hide the drop).
-        let settle = Instant::now();
-        let mut steady = 0;
-        let mut previous = f64::NAN;
-        let mut fleet_before = loop {
-            let (_, arrived_ms, s) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-                .await
-                .map_err(|_| anyhow!("no status streamed for 30 s"))?
-                .ok_or_else(|| anyhow!("the stream ended"))?;
-            stream_ms.push((arrived_ms - s["now_ms"].as_i64().unwrap_or(arrived_ms)) as f64);
-            let fleet = s["fleet_w"].as_f64().unwrap_or(0.0);
-            let settled = s["mining"].as_u64() == Some(u64::from(miners))
-                && s["booting"] == 0
-                && (fleet - previous).abs() <= fleet * 0.0002;
-            previous = fleet;
-            steady = if settled { steady + 1 } else { 0 };
-            if steady >= 4 {
-                // Drain what is queued so that the next status read is a fresh one.
-                let mut fleet = fleet;
-                while let Ok((_, _, s)) = rx.try_recv() {
-                    fleet = s["fleet_w"].as_f64().unwrap_or(fleet);
-                }
-                break fleet;
-            }
-            if settle.elapsed() > Duration::from_secs(300) {
-                bail!("the fleet did not settle in 300 s (every miner mining at a steady load)");
-            }
-        };
+        let mut fleet_before = settled_load(&mut rx, miners, &mut stream_ms).await?;
         // A change comes at any moment, not just after a status: a pseudo-random pause first.
         pause = pause
             .wrapping_mul(6364136223846793005)
@@ -183,25 +236,15 @@ async fn one_size(
             emulator.reboot(i);
         }
         next_miner += per_trial;
-        let (mut load_seen, mut state_seen) = (None, None);
-        while changed.elapsed() < Duration::from_secs(15) && state_seen.is_none() {
-            match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
-                Ok(Some((arrived, arrived_ms, s))) => {
-                    stream_ms
-                        .push((arrived_ms - s["now_ms"].as_i64().unwrap_or(arrived_ms)) as f64);
-                    let since = arrived.duration_since(changed).as_secs_f64() * 1000.0;
-                    if load_seen.is_none()
-                        && s["fleet_w"].as_f64().unwrap_or(f64::MAX) <= fleet_before - visible_drop
-                    {
-                        load_seen = Some(since);
-                    }
-                    if s["booting"].as_u64().unwrap_or(0) >= u64::from(per_trial) {
-                        state_seen = Some(since);
-                    }
-                }
-                _ => break,
-            }
-        }
+        let (load_seen, state_seen) = watch_change(
+            &mut rx,
+            changed,
+            fleet_before,
+            visible_drop,
+            per_trial,
+            &mut stream_ms,
+        )
+        .await;
         match load_seen {
             Some(l) => load_ms.push(l),
             None => missed_load += 1,

@@ -1,4 +1,4 @@
-//! `hashsink bench`: how fast the twin runs a long profile, by fleet size, as a table.
+//! `hashsink-bench twin`: how fast the twin runs a long profile, by fleet size, as a table.
 //!
 //! Speed goals live here rather than in timed tests: the numbers depend on the machine.
 
@@ -6,7 +6,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::simulate::{self, SimulateArgs, Which};
+use std::sync::Arc;
+
+use hashsink_core::{Catalogue, ControllerConfig, FleetConfig};
+use hashsink_twin::compare::{self, Comparison, Terms};
+use hashsink_twin::{ControllerChoice, Profile};
+
+/// The bundled wind plant's export cap, MW (`simulate`'s default): output above it is surplus.
+const WIND_EXPORT_CAP_MW: f64 = 500.0;
 
 /// Runs the hashsink controller on the wind profile for each fleet size and returns the table.
 pub fn run(days: f64, sizes_mw: &[f64]) -> Result<String> {
@@ -17,18 +24,23 @@ pub fn run(days: f64, sizes_mw: &[f64]) -> Result<String> {
         "MW", "miners", "wall s", "miner-steps/s", "events/s", "commands", "absorption"
     ));
     for &mw in sizes_mw {
-        let mut args = SimulateArgs::demo(days, 0);
-        args.profile = "wind".into();
-        args.fleet = format!("s21:{mw}MW:braiins-os");
-        args.controller = Which::Hashsink;
+        let fleet = FleetConfig::build_from_shorthand(
+            &format!("s21:{mw}MW:braiins-os"),
+            &Catalogue::bundled(),
+        )?;
+        let terms = Terms {
+            days: Some(days),
+            ..Terms::plain(Arc::new(fleet), Profile::wind(WIND_EXPORT_CAP_MW))
+        };
+        let hashsink = vec![ControllerChoice::Hashsink(ControllerConfig::default())];
+        let comparison = Comparison::new(terms, hashsink).map_err(|e| anyhow::anyhow!(e))?;
         let began = Instant::now();
-        let outcome = simulate::execute(&args, false)?;
+        let r = compare::run_with_drill(&comparison.scenarios[0], &mut |_| {});
         let wall = began.elapsed().as_secs_f64();
-        let r = &outcome.reports[0];
         out.push_str(&format!(
             "{:>8} {:>8} {:>10.1} {:>16.3e} {:>14.3e} {:>14} {:>11.3}%\n",
             mw,
-            outcome.fleet.len(),
+            comparison.fleet.len(),
             wall,
             r.miner_seconds / wall,
             r.events as f64 / wall,

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
+use hashsink_units::WattHours;
+
 use super::Status;
 
 type GaugeF = Gauge<f64, AtomicU64>;
@@ -38,7 +40,7 @@ fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, 
 pub fn render(status: &Status) -> String {
     let mut r = Registry::with_prefix("hashsink");
     let k = &status.kpis;
-    const J_PER_KWH: f64 = 3.6e6;
+    let joules = |kwh: f64| WattHours::from_kwh(kwh).joules();
     if let Some(s) = status.surplus_w {
         gauge(
             &mut r,
@@ -74,28 +76,28 @@ pub fn render(status: &Status) -> String {
         "fleet_energy",
         "Energy the fleet drew since start",
         Some(Unit::Joules),
-        k.fleet_kwh * J_PER_KWH,
+        joules(k.fleet_kwh),
     );
     counter(
         &mut r,
         "absorbed_energy",
         "Energy drawn from the surplus since start",
         Some(Unit::Joules),
-        k.absorbed_kwh * J_PER_KWH,
+        joules(k.absorbed_kwh),
     );
     counter(
         &mut r,
         "import_energy",
         "Energy drawn above the surplus since start",
         Some(Unit::Joules),
-        k.import_kwh * J_PER_KWH,
+        joules(k.import_kwh),
     );
     counter(
         &mut r,
         "surplus_energy",
         "Energy the surplus offered since start",
         Some(Unit::Joules),
-        k.surplus_kwh * J_PER_KWH,
+        joules(k.surplus_kwh),
     );
     counter(
         &mut r,
@@ -198,7 +200,7 @@ mod grafana {
     #[test]
     fn the_grafana_dashboard_queries_only_exported_metrics() {
         let json: serde_json::Value =
-            serde_json::from_str(include_str!("../../../../deploy/grafana-dashboard.json"))
+            serde_json::from_str(include_str!("../../../deploy/grafana-dashboard.json"))
                 .expect("deploy/grafana-dashboard.json is JSON");
         let mut status = super::Status {
             surplus_w: Some(1.0),

@@ -13,7 +13,7 @@ use hashsink_ledger::{
     Batch, CommandRecord, EventRecord, Interval, MinerInfo, MinerInterval, Outcome, Store,
 };
 use hashsink_market::MarketHistory;
-use hashsink_units::Timestamp;
+use hashsink_units::{Timestamp, Watts};
 use tracing::{error, info, warn};
 
 /// What the writer thread takes.
@@ -165,6 +165,58 @@ fn state_name(s: &MinerStatus) -> &'static str {
 }
 
 impl Recorder {
+    /// Opens and migrates the site's ledger and starts its writer. A ledger that cannot be
+    /// opened stops the daemon before it drives anything (the error says how to run without
+    /// one: `[ledger] enabled = false`).
+    pub fn open(
+        site_name: &str,
+        fleet: &hashsink_core::Fleet,
+        addresses: &[std::net::IpAddr],
+        config: &crate::site::LedgerConfig,
+        now: Timestamp,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let shown = if config.url.starts_with("postgres") {
+            let host = config.url.split('@').next_back();
+            host.unwrap_or("postgres").to_string()
+        } else {
+            config.url.clone()
+        };
+        let mut store = hashsink_ledger::open(&config.url).with_context(|| {
+            format!("[ledger] cannot open {shown} (or set [ledger] enabled = false)")
+        })?;
+        let applied = store
+            .migrate(now)
+            .with_context(|| format!("[ledger] {shown}: migrating the schema"))?;
+        info!(ledger = %shown, migrations = ?applied, interval_s = config.interval.as_secs_f64(), "ledger open");
+        let miners = fleet
+            .miner_ids()
+            .map(|m| {
+                let spec = fleet.spec_of(m);
+                MinerInfo {
+                    miner: m.0,
+                    address: addresses[m.index()].to_string(),
+                    model: spec.model.clone(),
+                    firmware: spec.firmware.key().to_string(),
+                }
+            })
+            .collect();
+        // This run's id: the wall clock's, whatever the daemon's clock reads.
+        let run_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let (interval, keep) = (config.interval, config.keep_miner_intervals);
+        Ok(Self::start(
+            store,
+            site_name.to_string(),
+            run_ms,
+            interval,
+            keep,
+            now,
+            miners,
+        ))
+    }
+
     /// Starts the writer thread on `store` (migrated already). `run_ms` tells this daemon run's
     /// commands from another's.
     pub fn start(
@@ -211,32 +263,32 @@ impl Recorder {
         &mut self,
         now: Timestamp,
         last: &[MinerStatus],
-        fleet_w: f64,
-        surplus_w: Option<f64>,
-        standby_w: f64,
+        fleet: Watts,
+        surplus: Option<Watts>,
+        standby: Watts,
         faulted: &dyn Fn(usize) -> bool,
     ) {
         while self.last_t < now {
             let end = self.end();
             let upto = now.min(end);
-            let hours = upto.secs_since(self.last_t).max(0.0) / 3600.0;
+            let dt = upto.saturating_since(self.last_t);
             for (acc, s) in self.miners.iter_mut().zip(last) {
                 match s {
                     MinerStatus::Mining { power, hashrate } => {
-                        acc.energy_wh += power.w() * hours;
-                        acc.hashes_th += hashrate.ths() * hours * 3600.0;
+                        acc.energy_wh += power.over(dt).wh();
+                        acc.hashes_th += hashrate.over(dt).th();
                     }
                     MinerStatus::Booting { power } | MinerStatus::Asleep { power } => {
-                        acc.energy_wh += power.w() * hours;
+                        acc.energy_wh += power.over(dt).wh();
                     }
                     MinerStatus::Unreachable => {}
                 }
             }
-            self.fleet_wh += fleet_w * hours;
-            match surplus_w {
+            self.fleet_wh += fleet.over(dt).wh();
+            match surplus {
                 Some(s) => {
-                    self.surplus_wh += s * hours;
-                    self.import_wh += (fleet_w - s.max(standby_w)).max(0.0) * hours;
+                    self.surplus_wh += s.over(dt).wh();
+                    self.import_wh += (fleet - s.max(standby)).positive_part().over(dt).wh();
                 }
                 None => self.surplus_missing = true,
             }

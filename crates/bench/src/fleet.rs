@@ -1,4 +1,4 @@
-//! `hashsink bench-fleet`: the fleet I/O against an emulated LuxOS fleet in a separate process,
+//! `hashsink-bench fleet`: the fleet I/O against an emulated LuxOS fleet in a separate process,
 //! side by side with pyasic on the same fleet. Per fleet size: asic-rs identification, the
 //! telemetry sweep (best of 3) and pyasic's on the same miners, then the daemon itself for 75 s
 //! (controller, sweeps every 5 s, commands), then a shed of the miners that run: time until the
@@ -20,7 +20,7 @@ use hashsink_fleetio::fleet::FleetIo;
 use hashsink_fleetio::{Control, MinerState};
 use hashsink_twin::Profile;
 
-use crate::daemon::{DaemonSetup, OnStop, SurplusFeed};
+use hashsink_daemon::{Daemon, OnStop, Setup, SurplusSource};
 
 const FIRST_INDEX: u32 = 20_000;
 
@@ -34,7 +34,7 @@ pub async fn run(
         "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon run: mining, commands, last sweep | shed: running miners acked (fan-out) | all confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in sizes {
-        let exe = std::env::current_exe()?;
+        let exe = crate::product::hashsink()?;
         let mut emulator = Command::new(exe)
             .args([
                 "emulate",
@@ -73,7 +73,7 @@ pub async fn run(
             &Catalogue::bundled(),
         )?);
         let identify_start = Instant::now();
-        let inventory = crate::daemon::connect::connect(
+        let inventory = hashsink_daemon::connect::connect(
             &fleet,
             &addrs,
             settings,
@@ -112,32 +112,25 @@ pub async fn run(
             clock.now(),
             Duration::from_secs(3600),
         );
-        let (handle, events, status_tx) = crate::daemon::channels();
-        let setup = DaemonSetup {
+        let (daemon, handle) = Daemon::start(Setup {
             fleet: fleet.clone(),
             io: io.clone(),
             controller: ControllerSettings::default()
                 .validate()
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             clock,
-            surplus: SurplusFeed::Replay {
+            surplus: SurplusSource::Replay {
                 profile: Arc::new(profile),
                 offset: Duration::ZERO,
             },
             meter: None,
             telemetry_interval: Duration::from_secs(5),
             on_stop: OnStop::Leave,
-            fleet_report: None,
             ledger: None,
-        };
-        let status = crate::daemon::run(
-            setup,
-            handle.events.clone(),
-            events,
-            status_tx,
-            tokio::time::sleep(Duration::from_secs(daemon_secs)),
-        )
-        .await?;
+        });
+        let status = daemon
+            .run(tokio::time::sleep(Duration::from_secs(daemon_secs)))
+            .await?;
         drop(handle);
         // The shed goes to the miners that run, as the controller's does (it knows which from
         // its telemetry; here a sweep just before, not timed).

@@ -1,4 +1,4 @@
-//! `hashsink bench-ledger`: the ledger's write throughput for a fleet writing one-minute
+//! `hashsink-bench ledger`: the ledger's write throughput for a fleet writing one-minute
 //! intervals (rows a second, and the share of one core that a minute's interval takes), and the
 //! time to build a month's statement with every miner's totals. SQLite always (a temporary
 //! file); PostgreSQL too with `--postgres URL` (a database it may fill: it writes into a schema

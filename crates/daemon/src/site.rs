@@ -27,7 +27,7 @@ pub struct SiteFile {
     #[serde(rename = "group", default)]
     pub groups: Vec<toml::Spanned<SiteGroup>>,
     #[serde(rename = "signal", default)]
-    pub signals: Vec<toml::Spanned<crate::daemon::signals::SignalFile>>,
+    pub signals: Vec<toml::Spanned<crate::signals::SignalTable>>,
     #[serde(default)]
     pub ledger: LedgerSection,
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct ApiSection {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     #[serde(rename = "token")]
-    pub tokens: Vec<toml::Spanned<crate::daemon::auth::TokenFile>>,
+    pub tokens: Vec<toml::Spanned<crate::auth::TokenFile>>,
 }
 
 /// `[ledger]`: where energy, hashes, coins and every command are recorded.
@@ -188,6 +188,249 @@ pub struct SiteGroup {
     pub setpoint_delay_s: Option<f64>,
 }
 
+impl IoSection {
+    fn check(&self, origin: &str) -> Result<()> {
+        if !(50..=60_000).contains(&self.timeout_ms) {
+            bail!(
+                "{origin}: [io] timeout_ms = {} must be between 50 and 60000",
+                self.timeout_ms
+            );
+        }
+        if !(1..=65_536).contains(&self.concurrency) {
+            bail!(
+                "{origin}: [io] concurrency = {} must be between 1 and 65536",
+                self.concurrency
+            );
+        }
+        if !(self.telemetry_interval_s.is_finite()
+            && (0.1..=3600.0).contains(&self.telemetry_interval_s))
+        {
+            bail!(
+                "{origin}: [io] telemetry_interval_s = {} must be between 0.1 and 3600",
+                self.telemetry_interval_s
+            );
+        }
+        Ok(())
+    }
+}
+
+impl SurplusSection {
+    /// The keys its source needs, the schedule file, the unit's size.
+    fn check(&self, origin: &str, base_dir: &Path) -> Result<()> {
+        match self.source {
+            SurplusKind::Replay if self.profile.is_none() => {
+                bail!(
+                    "{origin}: [surplus] source = \"replay\" needs `profile` (nuclear, wind or a CSV path)"
+                )
+            }
+            SurplusKind::Http => {
+                let listen = self.listen.as_deref().unwrap_or("127.0.0.1:8077");
+                listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| anyhow!("{origin}: [surplus] listen = {listen:?} is not an address like 127.0.0.1:8077"))?;
+            }
+            _ => {}
+        }
+        if let Some(schedule) = &self.schedule {
+            let path = base_dir.join(schedule);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow!(
+                    "{origin}: [surplus] schedule = {schedule:?}: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            hashsink_signals::schedule::parse_schedule(&text, &path.display().to_string())
+                .map_err(|e| anyhow!("{e} (the [surplus] schedule of {origin})"))?;
+        }
+        if let Some(mw) = self.unit_mw
+            && !(mw.is_finite() && mw > 0.0)
+        {
+            bail!("{origin}: [surplus] unit_mw = {mw} must be a positive number of MW");
+        }
+        Ok(())
+    }
+}
+
+/// The `[[signal]]` tables, read only with `source = "signals"`.
+fn signals(
+    tables: Vec<toml::Spanned<crate::signals::SignalTable>>,
+    surplus: &SurplusSection,
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<Option<crate::signals::SignalsSetup>> {
+    let signal_lines: Vec<usize> = tables
+        .iter()
+        .map(|s| line_of(text, s.span().start))
+        .collect();
+    let signal_files: Vec<_> = tables.into_iter().map(|s| s.into_inner()).collect();
+    Ok(match surplus.source {
+        SurplusKind::Signals => {
+            let policy = crate::signals::parse_policy(surplus.policy.as_deref())
+                .map_err(|e| anyhow!("{origin}: [surplus] {e}"))?;
+            Some(
+                crate::signals::validate(
+                    signal_files,
+                    base_dir,
+                    &|i| format!("{origin}:{} ([[signal]] {})", signal_lines[i], i + 1),
+                    policy,
+                    surplus.disagreement_mw,
+                )
+                .map_err(|e| anyhow!("{e}"))?,
+            )
+        }
+        _ if !signal_files.is_empty() => bail!(
+            "{origin}:{}: [[signal]] tables are read only with [surplus] source = \"signals\"",
+            signal_lines[0]
+        ),
+        _ => None,
+    })
+}
+
+/// The `[[group]]`s: every address once, the fleet built from the catalogue, and only
+/// firmware with a network driver.
+fn groups(
+    tables: Vec<toml::Spanned<SiteGroup>>,
+    text: &str,
+    origin: &str,
+) -> Result<(Fleet, Vec<IpAddr>)> {
+    let catalogue = Catalogue::bundled();
+    let mut groups = Vec::new();
+    let mut addresses = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for g in tables {
+        let at = format!("{origin}:{}", line_of(text, g.span().start));
+        let g = g.into_inner();
+        let mut ips = Vec::new();
+        for a in &g.addresses {
+            ips.extend(expand_addresses(a).map_err(|e| anyhow!("{at}: addresses: {e}"))?);
+        }
+        if ips.is_empty() {
+            bail!("{at}: the group has no addresses");
+        }
+        for ip in &ips {
+            if !seen.insert(*ip) {
+                bail!("{at}: address {ip} is listed twice");
+            }
+        }
+        groups.push((
+            at,
+            GroupConfig {
+                model: g.model.clone(),
+                count: Some(ips.len() as u32),
+                firmware: g.firmware,
+                min_power_w: g.min_power_w,
+                max_power_w: g.max_power_w,
+                standby_w: g.standby_w,
+                wake_delay_s: g.wake_delay_s,
+                setpoint_delay_s: g.setpoint_delay_s,
+                ..GroupConfig::default()
+            },
+        ));
+        addresses.extend(ips);
+    }
+    let fleet = hashsink_core::build_fleet(&groups, &catalogue).map_err(|e| anyhow!("{e}"))?;
+    for id in fleet.miner_ids() {
+        let fw = fleet.spec_of(id).firmware;
+        if !matches!(
+            fw,
+            FirmwareKind::Luxos | FirmwareKind::BraiinsOs | FirmwareKind::StockAntminer
+        ) {
+            bail!(
+                "{origin}: firmware {} has no network driver yet; hashsink run drives luxos, braiins-os and stock-antminer",
+                fw.key()
+            );
+        }
+    }
+    Ok((fleet, addresses))
+}
+
+impl LedgerSection {
+    fn validate(&self, origin: &str, base_dir: &Path) -> Result<Option<LedgerConfig>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let l = self;
+        if !(l.interval_s.is_finite() && (1.0..=3600.0).contains(&l.interval_s)) {
+            bail!(
+                "{origin}: [ledger] interval_s = {} must be between 1 and 3600 seconds",
+                l.interval_s
+            );
+        }
+        if l.url.trim().is_empty() {
+            bail!(
+                "{origin}: [ledger] url is empty: give a file name, a postgres:// URL, or enabled = false"
+            );
+        }
+        let url = if l.url.starts_with("postgres://") || l.url.starts_with("postgresql://") {
+            l.url.clone()
+        } else {
+            let path = l.url.strip_prefix("sqlite://").unwrap_or(&l.url);
+            base_dir.join(path).display().to_string()
+        };
+        let keep = l.keep_miner_intervals_days;
+        if !(keep.is_finite() && (0.0..=36_500.0).contains(&keep)) {
+            bail!(
+                "{origin}: [ledger] keep_miner_intervals_days = {keep} must be between 0 (keep all) and 36500"
+            );
+        }
+        Ok(Some(LedgerConfig {
+            url,
+            interval: Duration::from_secs_f64(l.interval_s),
+            keep_miner_intervals: (keep > 0.0).then(|| Duration::from_secs_f64(keep * 86_400.0)),
+        }))
+    }
+}
+
+impl ApiSection {
+    /// The tokens, the address to listen on, and the TLS files.
+    fn validate(
+        &self,
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+    ) -> Result<(
+        crate::auth::Tokens,
+        Option<std::net::SocketAddr>,
+        Option<TlsFiles>,
+    )> {
+        let token_files: Vec<crate::auth::TokenFile> =
+            self.tokens.iter().map(|t| t.get_ref().clone()).collect();
+        let token_lines: Vec<usize> = self
+            .tokens
+            .iter()
+            .map(|t| line_of(text, t.span().start))
+            .collect();
+        let tokens = crate::auth::Tokens::new(&token_files, &|i| {
+            format!("{origin}:{} ([[api.token]] {})", token_lines[i], i + 1)
+        })
+        .map_err(|e| anyhow!(e))?;
+        let api_listen = match &self.listen {
+            Some(l) => Some(l.parse().map_err(|_| {
+                anyhow!("{origin}: [api] listen = {l:?} is not an address like 127.0.0.1:8077")
+            })?),
+            None => None,
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (base_dir.join(cert), base_dir.join(key));
+                for (name, p) in [("tls_cert", &cert), ("tls_key", &key)] {
+                    if !p.is_file() {
+                        bail!(
+                            "{origin}: [api] {name} = {} is not a file (PEM, relative to the site file)",
+                            p.display()
+                        );
+                    }
+                }
+                Some(TlsFiles { cert, key })
+            }
+            _ => bail!("{origin}: [api] needs both tls_cert and tls_key (PEM files), or neither"),
+        };
+        Ok((tokens, api_listen, tls))
+    }
+}
+
 /// A validated site.
 pub struct Site {
     pub name: String,
@@ -200,16 +443,16 @@ pub struct Site {
     pub io: IoSection,
     pub controller: ControllerConfig,
     /// The plant signal sources (source = "signals").
-    pub signals: Option<crate::daemon::signals::SignalsSetup>,
+    pub signals: Option<crate::signals::SignalsSetup>,
     /// The folder of the site file (CSV paths are relative to it).
     pub base_dir: std::path::PathBuf,
     pub ledger: Option<LedgerConfig>,
     /// The endpoint's tokens (none: open, loopback only).
-    pub tokens: crate::daemon::auth::Tokens,
+    pub tokens: crate::auth::Tokens,
     /// `[api] listen`, checked.
     pub api_listen: Option<std::net::SocketAddr>,
     /// `[api] tls_cert` and `tls_key`, resolved against the site file's folder.
-    pub tls: Option<crate::daemon::http::TlsFiles>,
+    pub tls: Option<TlsFiles>,
 }
 
 impl Site {
@@ -237,204 +480,12 @@ impl Site {
             .controller
             .validate()
             .map_err(|e| anyhow!("{origin}: [controller] {e}"))?;
-        let io = file.io;
-        if !(50..=60_000).contains(&io.timeout_ms) {
-            bail!(
-                "{origin}: [io] timeout_ms = {} must be between 50 and 60000",
-                io.timeout_ms
-            );
-        }
-        if !(1..=65_536).contains(&io.concurrency) {
-            bail!(
-                "{origin}: [io] concurrency = {} must be between 1 and 65536",
-                io.concurrency
-            );
-        }
-        if !(io.telemetry_interval_s.is_finite()
-            && (0.1..=3600.0).contains(&io.telemetry_interval_s))
-        {
-            bail!(
-                "{origin}: [io] telemetry_interval_s = {} must be between 0.1 and 3600",
-                io.telemetry_interval_s
-            );
-        }
-        match file.surplus.source {
-            SurplusKind::Replay if file.surplus.profile.is_none() => {
-                bail!(
-                    "{origin}: [surplus] source = \"replay\" needs `profile` (nuclear, wind or a CSV path)"
-                )
-            }
-            SurplusKind::Http => {
-                let listen = file.surplus.listen.as_deref().unwrap_or("127.0.0.1:8077");
-                listen
-                    .parse::<std::net::SocketAddr>()
-                    .map_err(|_| anyhow!("{origin}: [surplus] listen = {listen:?} is not an address like 127.0.0.1:8077"))?;
-            }
-            _ => {}
-        }
-        let signal_lines: Vec<usize> = file
-            .signals
-            .iter()
-            .map(|s| line_of(text, s.span().start))
-            .collect();
-        let signal_files: Vec<_> = file.signals.into_iter().map(|s| s.into_inner()).collect();
-        let signals = match file.surplus.source {
-            SurplusKind::Signals => {
-                let policy = crate::daemon::signals::parse_policy(file.surplus.policy.as_deref())
-                    .map_err(|e| anyhow!("{origin}: [surplus] {e}"))?;
-                Some(
-                    crate::daemon::signals::validate(
-                        signal_files,
-                        &base_dir,
-                        &|i| format!("{origin}:{} ([[signal]] {})", signal_lines[i], i + 1),
-                        policy,
-                        file.surplus.disagreement_mw,
-                    )
-                    .map_err(|e| anyhow!("{e}"))?,
-                )
-            }
-            _ if !signal_files.is_empty() => bail!(
-                "{origin}:{}: [[signal]] tables are read only with [surplus] source = \"signals\"",
-                signal_lines[0]
-            ),
-            _ => None,
-        };
-        if let Some(schedule) = &file.surplus.schedule {
-            let path = base_dir.join(schedule);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                anyhow!(
-                    "{origin}: [surplus] schedule = {schedule:?}: cannot read {}: {e}",
-                    path.display()
-                )
-            })?;
-            hashsink_signals::schedule::parse_schedule(&text, &path.display().to_string())
-                .map_err(|e| anyhow!("{e} (the [surplus] schedule of {origin})"))?;
-        }
-        if let Some(mw) = file.surplus.unit_mw
-            && !(mw.is_finite() && mw > 0.0)
-        {
-            bail!("{origin}: [surplus] unit_mw = {mw} must be a positive number of MW");
-        }
-        let catalogue = Catalogue::bundled();
-        let mut groups = Vec::new();
-        let mut addresses = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for g in file.groups {
-            let at = format!("{origin}:{}", line_of(text, g.span().start));
-            let g = g.into_inner();
-            let mut ips = Vec::new();
-            for a in &g.addresses {
-                ips.extend(expand_addresses(a).map_err(|e| anyhow!("{at}: addresses: {e}"))?);
-            }
-            if ips.is_empty() {
-                bail!("{at}: the group has no addresses");
-            }
-            for ip in &ips {
-                if !seen.insert(*ip) {
-                    bail!("{at}: address {ip} is listed twice");
-                }
-            }
-            groups.push((
-                at,
-                GroupConfig {
-                    model: g.model.clone(),
-                    count: Some(ips.len() as u32),
-                    firmware: g.firmware,
-                    min_power_w: g.min_power_w,
-                    max_power_w: g.max_power_w,
-                    standby_w: g.standby_w,
-                    wake_delay_s: g.wake_delay_s,
-                    setpoint_delay_s: g.setpoint_delay_s,
-                    ..GroupConfig::default()
-                },
-            ));
-            addresses.extend(ips);
-        }
-        let fleet = hashsink_core::build_fleet(&groups, &catalogue).map_err(|e| anyhow!("{e}"))?;
-        for id in fleet.miner_ids() {
-            let fw = fleet.spec_of(id).firmware;
-            if !matches!(
-                fw,
-                FirmwareKind::Luxos | FirmwareKind::BraiinsOs | FirmwareKind::StockAntminer
-            ) {
-                bail!(
-                    "{origin}: firmware {} has no network driver yet; hashsink run drives luxos, braiins-os and stock-antminer",
-                    fw.key()
-                );
-            }
-        }
-        let ledger = if file.ledger.enabled {
-            let l = &file.ledger;
-            if !(l.interval_s.is_finite() && (1.0..=3600.0).contains(&l.interval_s)) {
-                bail!(
-                    "{origin}: [ledger] interval_s = {} must be between 1 and 3600 seconds",
-                    l.interval_s
-                );
-            }
-            if l.url.trim().is_empty() {
-                bail!(
-                    "{origin}: [ledger] url is empty: give a file name, a postgres:// URL, or enabled = false"
-                );
-            }
-            let url = if l.url.starts_with("postgres://") || l.url.starts_with("postgresql://") {
-                l.url.clone()
-            } else {
-                let path = l.url.strip_prefix("sqlite://").unwrap_or(&l.url);
-                base_dir.join(path).display().to_string()
-            };
-            let keep = l.keep_miner_intervals_days;
-            if !(keep.is_finite() && (0.0..=36_500.0).contains(&keep)) {
-                bail!(
-                    "{origin}: [ledger] keep_miner_intervals_days = {keep} must be between 0 (keep all) and 36500"
-                );
-            }
-            Some(LedgerConfig {
-                url,
-                interval: Duration::from_secs_f64(l.interval_s),
-                keep_miner_intervals: (keep > 0.0)
-                    .then(|| Duration::from_secs_f64(keep * 86_400.0)),
-            })
-        } else {
-            None
-        };
-        let token_files: Vec<crate::daemon::auth::TokenFile> = file
-            .api
-            .tokens
-            .iter()
-            .map(|t| t.get_ref().clone())
-            .collect();
-        let token_lines: Vec<usize> = file
-            .api
-            .tokens
-            .iter()
-            .map(|t| line_of(text, t.span().start))
-            .collect();
-        let tokens = crate::daemon::auth::Tokens::new(&token_files, &|i| {
-            format!("{origin}:{} ([[api.token]] {})", token_lines[i], i + 1)
-        })
-        .map_err(|e| anyhow!(e))?;
-        let api_listen = match &file.api.listen {
-            Some(l) => Some(l.parse().map_err(|_| {
-                anyhow!("{origin}: [api] listen = {l:?} is not an address like 127.0.0.1:8077")
-            })?),
-            None => None,
-        };
-        let tls = match (&file.api.tls_cert, &file.api.tls_key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let (cert, key) = (base_dir.join(cert), base_dir.join(key));
-                for (name, p) in [("tls_cert", &cert), ("tls_key", &key)] {
-                    if !p.is_file() {
-                        bail!(
-                            "{origin}: [api] {name} = {} is not a file (PEM, relative to the site file)",
-                            p.display()
-                        );
-                    }
-                }
-                Some(crate::daemon::http::TlsFiles { cert, key })
-            }
-            _ => bail!("{origin}: [api] needs both tls_cert and tls_key (PEM files), or neither"),
-        };
+        file.io.check(origin)?;
+        file.surplus.check(origin, &base_dir)?;
+        let signals = signals(file.signals, &file.surplus, text, origin, &base_dir)?;
+        let (fleet, addresses) = groups(file.groups, text, origin)?;
+        let ledger = file.ledger.validate(origin, &base_dir)?;
+        let (tokens, api_listen, tls) = file.api.validate(text, origin, &base_dir)?;
         Ok(Site {
             tokens,
             api_listen,
@@ -446,7 +497,7 @@ impl Site {
             fleet: Arc::new(fleet),
             addresses,
             surplus: file.surplus,
-            io,
+            io: file.io,
             controller,
             signals,
             base_dir,
@@ -498,17 +549,24 @@ pub fn expand_addresses(entry: &str) -> Result<Vec<IpAddr>, String> {
         .map_err(|_| format!("{entry:?} is not an IP address, a CIDR block or a range a-b"))
 }
 
+/// TLS for the endpoint: PEM certificate chain and private key (`[api] tls_cert`, `tls_key`).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::signals::Source;
+    use crate::signals::Source;
     use hashsink_plantio::modbus::{Measure, RegisterType, Table};
 
     #[test]
     fn the_signals_example_parses_into_judged_sources() {
         let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let site = Site::parse(
-            include_str!("../../../../examples/site-signals.toml"),
+            include_str!("../../../examples/site-signals.toml"),
             "examples/site-signals.toml",
             examples.clone(),
         )
@@ -523,7 +581,7 @@ mod tests {
         )
         .unwrap();
         let e = Site::parse(
-            include_str!("../../../../examples/site-signals.toml"),
+            include_str!("../../../examples/site-signals.toml"),
             "site.toml",
             dir.clone(),
         )
@@ -614,7 +672,7 @@ mod tests {
         let e = bad(
             "name = \"s\"\nkind = \"modbus\"\naddress = \"127.0.0.1:502\"\nmax_mw = 5\nsurplus_ioa = 3\n",
         );
-        assert!(e.contains("iec104 setting"), "{e}");
+        assert!(e.contains("unknown field `surplus_ioa`"), "{e}");
         let e = bad(
             "name = \"u\"\nkind = \"openadr\"\naddress = \"https://vtn:8443/OpenADR2/Simple/2.0b\"\nven_name = \"v\"\nmax_mw = 5\n",
         );
@@ -629,11 +687,17 @@ mod tests {
         let e = bad(
             "name = \"u\"\nkind = \"openadr\"\naddress = \"http://vtn:8080/\"\nven_name = \"v\"\nmax_mw = 5\ntopic = \"x\"\n",
         );
-        assert!(e.contains("not an openadr setting"), "{e}");
+        assert!(
+            e.contains("kind = \"openadr\": unknown field `topic`"),
+            "{e}"
+        );
         let e = bad(
             "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:1883\"\ntopic = \"p\"\nmax_mw = 5\nven_name = \"v\"\n",
         );
-        assert!(e.contains("openadr setting"), "{e}");
+        assert!(
+            e.contains("unknown field `ven_name`") && e.contains("topic"),
+            "{e}"
+        );
         let e = bad(
             "name = \"m\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:1883\"\ntopic = \"plant/#\"\nmax_mw = 5\n",
         );

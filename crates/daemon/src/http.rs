@@ -7,11 +7,12 @@
 //! actions an operator's (`auth.rs`), and each action is recorded with who made it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::auth::{Denied, Role, Tokens};
 use super::live::History;
-use super::{DaemonHandle, Event};
+use crate::Handle;
+use crate::site::TlsFiles;
 use axum::Extension;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -26,8 +27,7 @@ use serde_json::json;
 
 #[derive(Clone)]
 struct Api {
-    latest: Arc<Mutex<Option<(Timestamp, Watts)>>>,
-    handle: DaemonHandle,
+    handle: Handle,
     clock: ScaledClock,
     tokens: Arc<Tokens>,
     /// The ledger's URL and the site's name in it, if the site keeps one.
@@ -677,17 +677,18 @@ async fn post_surplus(State(api): State<Api>, body: axum::body::Bytes) -> Respon
         ));
     }
     let now = api.clock.now();
-    *api.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, Watts(body.available_w)));
+    if api
+        .handle
+        .push_surplus(now, Watts(body.available_w))
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    }
     axum::Json(json!({"accepted_w": body.available_w, "at_ms": now.as_millis()})).into_response()
 }
 
 async fn operator(api: &Api, actor: Actor, cmd: OperatorCommand) -> Response {
-    if api
-        .handle
-        .events
-        .send(Event::Operator(cmd, actor.0))
-        .is_err()
-    {
+    if api.handle.operator(cmd, actor.0).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
     axum::Json(json!({"accepted": format!("{cmd:?}")})).into_response()
@@ -713,9 +714,7 @@ async fn post_curtail(
 
 /// What the endpoint serves from: the daemon's handles, the clock, who may call, the ledger.
 pub struct ApiSetup {
-    /// Where `POST /surplus` puts the surplus (read when the site's source is `http`).
-    pub latest: Arc<Mutex<Option<(Timestamp, Watts)>>>,
-    pub handle: DaemonHandle,
+    pub handle: Handle,
     pub clock: ScaledClock,
     pub tokens: Arc<Tokens>,
     /// The ledger's URL and the site's name in it, if the site keeps one.
@@ -726,7 +725,6 @@ pub fn router(setup: ApiSetup) -> Router {
     let history = Arc::new(History::default());
     history.follow(setup.handle.status.clone());
     let api = Api {
-        latest: setup.latest,
         handle: setup.handle,
         clock: setup.clock,
         tokens: setup.tokens,
@@ -833,13 +831,6 @@ pub fn router(setup: ApiSetup) -> Router {
         .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(api)
-}
-
-/// TLS for the endpoint: PEM certificate chain and private key (`[api] tls_cert`, `tls_key`).
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
 }
 
 /// Binds the endpoint's address (port 0 picks one), before anything is built to serve it.

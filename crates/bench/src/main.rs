@@ -1,0 +1,162 @@
+//! `hashsink-bench`: the project's benchmarks, apart from the shipping `hashsink` binary. Each
+//! prints the table the README shows; speed and memory goals live here, not in timed tests.
+//! Run them with `cargo hashsink-bench COMMAND` (an alias for a release build of this crate).
+//! The fleet, signal and dashboard benchmarks drive the product binary as a separate process:
+//! it is built beside this one first (`product`).
+
+mod control;
+mod dashboard;
+mod fleet;
+mod ledger;
+mod product;
+mod signals;
+mod study;
+mod twin;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hashsink-bench",
+    about = "hashsink's benchmarks: each prints the table the README shows."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time the twin: a year of the wind profile at several fleet sizes, as a table.
+    Twin {
+        /// Days of the wind profile per row (366 for the full year).
+        #[arg(long, default_value_t = 366.0)]
+        days: f64,
+        /// Fleet sizes in MW of S21 on Braiins OS.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+        sizes_mw: Vec<f64>,
+    },
+    /// The README's control tables: hashsink, the setpoint dispatch of fleet managers and the
+    /// on/off automation on the same fleets, on the bundled years, stepped surpluses and late
+    /// meters, against the step-following ideal (markdown on stdout; about 5 minutes on 2 cores).
+    Control {
+        /// The bundled years shortened to 30 days (a quick check, not the README's figures).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Time the fleet I/O on an emulated LuxOS fleet, side by side with pyasic: telemetry sweep,
+    /// shed, memory.
+    Fleet {
+        /// Fleet sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        sizes: Vec<u32>,
+        /// Also time pyasic (pip install pyasic==0.79.0) on the same fleet.
+        #[arg(long)]
+        pyasic: bool,
+        /// hashsink's calls in flight at once.
+        #[arg(long, default_value_t = 1024)]
+        concurrency: usize,
+        /// How long to run the daemon before the shed (it waits 60 s of live signal before it
+        /// wakes miners).
+        #[arg(long, default_value_t = 75)]
+        daemon_secs: u64,
+    },
+    /// Plant-signal benchmark: signal to first miner command, shed fan-out and time to shed
+    /// 95 % of the load, through real MQTT (mosquitto) and Modbus (pymodbus) peers to an
+    /// emulated LuxOS fleet.
+    Signals {
+        /// Emulated miners.
+        #[arg(long, default_value_t = 10_000)]
+        miners: u32,
+    },
+    /// Dashboard benchmark: from a change in an emulated fleet (1 % of the miners rebooted) to
+    /// the daemon's live stream that the dashboard reads, with the fleet read every second.
+    Dashboard {
+        /// Fleet sizes (emulated LuxOS miners), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        miners: Vec<u32>,
+        /// Changes measured per size.
+        #[arg(long, default_value_t = 10)]
+        trials: u32,
+    },
+    /// Ledger benchmark: write throughput for one-minute intervals of the whole fleet, and a
+    /// month's statement with every miner's totals; SQLite, and PostgreSQL with --postgres.
+    Ledger {
+        #[arg(long, default_value_t = 10_000)]
+        miners: u32,
+        /// Also on this PostgreSQL database (postgres://...).
+        #[arg(long)]
+        postgres: Option<String>,
+    },
+    /// Study benchmark: Monte Carlo paths per second on the bundled nuclear study, by thread
+    /// count.
+    Study {
+        /// Paths to value.
+        #[arg(long, default_value_t = 10_000)]
+        paths: usize,
+        /// Horizon, years.
+        #[arg(long, default_value_t = 5.0)]
+        years: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Twin { days, sizes_mw } => {
+            print!("{}", twin::run(days, &sizes_mw)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Control { quick } => {
+            print!("{}", control::run(quick, std::io::stderr().is_terminal())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fleet {
+            sizes,
+            pyasic,
+            concurrency,
+            daemon_secs,
+        } => {
+            print!(
+                "{}",
+                runtime()?.block_on(fleet::run(&sizes, pyasic, concurrency, daemon_secs))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Signals { miners } => {
+            print!("{}", runtime()?.block_on(signals::run(miners))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dashboard { miners, trials } => {
+            print!("{}", runtime()?.block_on(dashboard::run(&miners, trials))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger { miners, postgres } => {
+            print!("{}", ledger::run(miners, postgres.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Study { paths, years } => {
+            print!("{}", study::run(paths, years)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
