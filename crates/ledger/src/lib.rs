@@ -12,6 +12,7 @@ pub mod coins;
 pub mod conformance;
 pub mod postgres;
 pub mod schema;
+pub mod sql;
 pub mod sqlite;
 pub mod statement;
 

@@ -8,6 +8,7 @@ use hashsink_units::Timestamp;
 use postgres::{Client, NoTls, Row};
 
 use crate::schema::CREATE_VERSIONS;
+use crate::sql;
 use crate::{
     AuditRow, Batch, CommandRecord, EventRecord, IntervalRow, MinerInfo, MinerTotal, Payout,
     Result, Sale, Store,
@@ -59,7 +60,7 @@ impl Store for PgStore {
                 tx.batch_execute(sql)?;
             }
             tx.execute(
-                "INSERT INTO schema_migrations (version, description, applied_ms) VALUES ($1, $2, $3)",
+                sql::RECORD_MIGRATION,
                 &[&(*version as i32), description, &now.as_millis()],
             )?;
             tx.commit()?;
@@ -79,23 +80,14 @@ impl Store for PgStore {
         if !exists {
             return Ok(0);
         }
-        let v: i32 = self
-            .client
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                &[],
-            )?
-            .get(0);
+        let v: i32 = self.client.query_one(sql::MAX_VERSION, &[])?.get(0);
         Ok(u(v))
     }
 
     fn write(&mut self, site: &str, run_ms: i64, batch: &Batch) -> Result<()> {
         let mut tx = self.client.transaction()?;
         if !batch.miners.is_empty() {
-            let stmt = tx.prepare(
-                "INSERT INTO miners (site, miner, address, model, firmware) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (site, miner) DO UPDATE SET address = excluded.address, model = excluded.model, firmware = excluded.firmware",
-            )?;
+            let stmt = tx.prepare(sql::UPSERT_MINER)?;
             for m in &batch.miners {
                 tx.execute(
                     &stmt,
@@ -103,10 +95,7 @@ impl Store for PgStore {
                 )?;
             }
         }
-        let interval = tx.prepare(
-            "INSERT INTO intervals (site, start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, difficulty, mining, asleep, faulted)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
-        )?;
+        let interval = tx.prepare(sql::INSERT_INTERVAL)?;
         for i in &batch.intervals {
             let new = tx.execute(
                 &interval,
@@ -186,9 +175,7 @@ impl Store for PgStore {
             )?;
         }
         if !batch.events.is_empty() {
-            let stmt = tx.prepare(
-                "INSERT INTO events (site, run_ms, seq, at_ms, kind, actor, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )?;
+            let stmt = tx.prepare(sql::INSERT_EVENT)?;
             for e in &batch.events {
                 tx.execute(
                     &stmt,
@@ -213,7 +200,7 @@ impl Store for PgStore {
         let mut new = 0;
         for p in payouts {
             new += tx.execute(
-                "INSERT INTO payouts (site, reference, at_ms, sat, source) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                sql::INSERT_PAYOUT,
                 &[&site, &p.reference, &p.at.as_millis(), &p.sat, &p.source],
             )? as usize;
         }
@@ -226,8 +213,15 @@ impl Store for PgStore {
         let mut new = 0;
         for s in sales {
             new += tx.execute(
-                "INSERT INTO sales (site, reference, at_ms, sat, fiat_minor, currency) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[&site, &s.reference, &s.at.as_millis(), &s.sat, &s.fiat_minor, &s.currency],
+                sql::INSERT_SALE,
+                &[
+                    &site,
+                    &s.reference,
+                    &s.at.as_millis(),
+                    &s.sat,
+                    &s.fiat_minor,
+                    &s.currency,
+                ],
             )? as usize;
         }
         tx.commit()?;
@@ -243,8 +237,7 @@ impl Store for PgStore {
         Ok(self
             .client
             .query(
-                "SELECT start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, mining, asleep, faulted
-                 FROM intervals WHERE site = $1 AND start_ms >= $2 AND start_ms < $3 ORDER BY start_ms",
+                sql::SELECT_INTERVALS,
                 &[&site, &from.as_millis(), &to.as_millis()],
             )?
             .iter()
@@ -303,10 +296,7 @@ impl Store for PgStore {
     fn miners(&mut self, site: &str) -> Result<Vec<MinerInfo>> {
         Ok(self
             .client
-            .query(
-                "SELECT miner, address, model, firmware FROM miners WHERE site = $1 ORDER BY miner",
-                &[&site],
-            )?
+            .query(sql::SELECT_MINERS, &[&site])?
             .iter()
             .map(|r| MinerInfo {
                 miner: u(r.get(0)),
@@ -321,8 +311,7 @@ impl Store for PgStore {
         Ok(self
             .client
             .query(
-                "SELECT seq, at_ms, kind, actor, detail FROM events
-                 WHERE site = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms, run_ms, seq",
+                sql::SELECT_EVENTS,
                 &[&site, &from.as_millis(), &to.as_millis()],
             )?
             .iter()
@@ -340,9 +329,7 @@ impl Store for PgStore {
         Ok(self
             .client
             .query(
-                "SELECT c.run_ms, c.id, c.at_ms, c.miner, c.action, c.reason, c.actor, o.at_ms, o.result
-                 FROM commands c LEFT JOIN command_outcomes o ON o.site = c.site AND o.run_ms = c.run_ms AND o.id = c.id
-                 WHERE c.site = $1 AND c.at_ms >= $2 AND c.at_ms < $3 ORDER BY c.at_ms, c.run_ms, c.id",
+                sql::SELECT_AUDIT,
                 &[&site, &from.as_millis(), &to.as_millis()],
             )?
             .iter()
@@ -369,8 +356,7 @@ impl Store for PgStore {
         Ok(self
             .client
             .query(
-                "SELECT reference, at_ms, sat, source FROM payouts
-                 WHERE site = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms, reference",
+                sql::SELECT_PAYOUTS,
                 &[&site, &from.as_millis(), &to.as_millis()],
             )?
             .iter()
@@ -384,18 +370,17 @@ impl Store for PgStore {
     }
 
     fn prune_miner_intervals(&mut self, site: &str, before: Timestamp) -> Result<usize> {
-        Ok(self.client.execute(
-            "DELETE FROM miner_intervals WHERE site = $1 AND start_ms < $2",
-            &[&site, &before.as_millis()],
-        )? as usize)
+        Ok(self
+            .client
+            .execute(sql::DELETE_MINER_INTERVALS, &[&site, &before.as_millis()])?
+            as usize)
     }
 
     fn sales(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sale>> {
         Ok(self
             .client
             .query(
-                "SELECT reference, at_ms, sat, fiat_minor, currency FROM sales
-                 WHERE site = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms, reference",
+                sql::SELECT_SALES,
                 &[&site, &from.as_millis(), &to.as_millis()],
             )?
             .iter()

@@ -8,6 +8,7 @@ use hashsink_units::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::schema::CREATE_VERSIONS;
+use crate::sql;
 use crate::{
     AuditRow, Batch, CommandRecord, EventRecord, IntervalRow, LedgerError, MinerInfo, MinerTotal,
     Payout, Result, Sale, Store,
@@ -55,7 +56,7 @@ impl Store for SqliteStore {
                 tx.execute_batch(sql)?;
             }
             tx.execute(
-                "INSERT INTO schema_migrations (version, description, applied_ms) VALUES (?1, ?2, ?3)",
+                sql::RECORD_MIGRATION,
                 params![version, description, now.as_millis()],
             )?;
             tx.commit()?;
@@ -76,27 +77,17 @@ impl Store for SqliteStore {
         if exists.is_none() {
             return Ok(0);
         }
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self.conn.query_row(sql::MAX_VERSION, [], |r| r.get(0))?)
     }
 
     fn write(&mut self, site: &str, run_ms: i64, batch: &Batch) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut miner = tx.prepare(
-                "INSERT INTO miners (site, miner, address, model, firmware) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (site, miner) DO UPDATE SET address = excluded.address, model = excluded.model, firmware = excluded.firmware",
-            )?;
+            let mut miner = tx.prepare(sql::UPSERT_MINER)?;
             for m in &batch.miners {
                 miner.execute(params![site, m.miner, m.address, m.model, m.firmware])?;
             }
-            let mut interval = tx.prepare(
-                "INSERT INTO intervals (site, start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, difficulty, mining, asleep, faulted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING",
-            )?;
+            let mut interval = tx.prepare(sql::INSERT_INTERVAL)?;
             let mut per_miner = tx.prepare(
                 "INSERT INTO miner_intervals (site, start_ms, miner, energy_wh, hashes_th, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
@@ -174,10 +165,7 @@ impl Store for SqliteStore {
                     o.result
                 ])?;
             }
-            let mut event = tx.prepare(
-                "INSERT INTO events (site, run_ms, seq, at_ms, kind, actor, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            )?;
+            let mut event = tx.prepare(sql::INSERT_EVENT)?;
             for e in &batch.events {
                 event.execute(params![
                     site,
@@ -198,9 +186,7 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         let mut new = 0;
         {
-            let mut stmt = tx.prepare(
-                "INSERT INTO payouts (site, reference, at_ms, sat, source) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-            )?;
+            let mut stmt = tx.prepare(sql::INSERT_PAYOUT)?;
             for p in payouts {
                 new += stmt.execute(params![
                     site,
@@ -219,9 +205,7 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         let mut new = 0;
         {
-            let mut stmt = tx.prepare(
-                "INSERT INTO sales (site, reference, at_ms, sat, fiat_minor, currency) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            )?;
+            let mut stmt = tx.prepare(sql::INSERT_SALE)?;
             for s in sales {
                 new += stmt.execute(params![
                     site,
@@ -243,10 +227,7 @@ impl Store for SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<IntervalRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT start_ms, end_ms, surplus_wh, fleet_wh, import_wh, hashes_th, expected_sat, mining, asleep, faulted
-             FROM intervals WHERE site = ?1 AND start_ms >= ?2 AND start_ms < ?3 ORDER BY start_ms",
-        )?;
+        let mut stmt = self.conn.prepare(sql::SELECT_INTERVALS)?;
         let rows = stmt.query_map(params![site, from.as_millis(), to.as_millis()], |r| {
             Ok(IntervalRow {
                 start: ts(r.get(0)?),
@@ -309,9 +290,7 @@ impl Store for SqliteStore {
     }
 
     fn miners(&mut self, site: &str) -> Result<Vec<MinerInfo>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT miner, address, model, firmware FROM miners WHERE site = ?1 ORDER BY miner",
-        )?;
+        let mut stmt = self.conn.prepare(sql::SELECT_MINERS)?;
         let rows = stmt.query_map(params![site], |r| {
             Ok(MinerInfo {
                 miner: r.get(0)?,
@@ -324,10 +303,7 @@ impl Store for SqliteStore {
     }
 
     fn events(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<EventRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, at_ms, kind, actor, detail FROM events
-             WHERE site = ?1 AND at_ms >= ?2 AND at_ms < ?3 ORDER BY at_ms, run_ms, seq",
-        )?;
+        let mut stmt = self.conn.prepare(sql::SELECT_EVENTS)?;
         let rows = stmt.query_map(params![site, from.as_millis(), to.as_millis()], |r| {
             Ok(EventRecord {
                 seq: r.get::<_, i64>(0)? as u64,
@@ -341,11 +317,7 @@ impl Store for SqliteStore {
     }
 
     fn audit(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AuditRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT c.run_ms, c.id, c.at_ms, c.miner, c.action, c.reason, c.actor, o.at_ms, o.result
-             FROM commands c LEFT JOIN command_outcomes o ON o.site = c.site AND o.run_ms = c.run_ms AND o.id = c.id
-             WHERE c.site = ?1 AND c.at_ms >= ?2 AND c.at_ms < ?3 ORDER BY c.at_ms, c.run_ms, c.id",
-        )?;
+        let mut stmt = self.conn.prepare(sql::SELECT_AUDIT)?;
         let rows = stmt.query_map(params![site, from.as_millis(), to.as_millis()], |r| {
             let outcome_at: Option<i64> = r.get(7)?;
             let result: Option<String> = r.get(8)?;
@@ -366,10 +338,7 @@ impl Store for SqliteStore {
     }
 
     fn payouts(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Payout>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT reference, at_ms, sat, source FROM payouts
-             WHERE site = ?1 AND at_ms >= ?2 AND at_ms < ?3 ORDER BY at_ms, reference",
-        )?;
+        let mut stmt = self.conn.prepare(sql::SELECT_PAYOUTS)?;
         let rows = stmt.query_map(params![site, from.as_millis(), to.as_millis()], |r| {
             Ok(Payout {
                 reference: r.get(0)?,
@@ -383,16 +352,13 @@ impl Store for SqliteStore {
 
     fn prune_miner_intervals(&mut self, site: &str, before: Timestamp) -> Result<usize> {
         Ok(self.conn.execute(
-            "DELETE FROM miner_intervals WHERE site = ?1 AND start_ms < ?2",
+            sql::DELETE_MINER_INTERVALS,
             params![site, before.as_millis()],
         )?)
     }
 
     fn sales(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sale>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT reference, at_ms, sat, fiat_minor, currency FROM sales
-             WHERE site = ?1 AND at_ms >= ?2 AND at_ms < ?3 ORDER BY at_ms, reference",
-        )?;
+        let mut stmt = self.conn.prepare(sql::SELECT_SALES)?;
         let rows = stmt.query_map(params![site, from.as_millis(), to.as_millis()], |r| {
             Ok(Sale {
                 reference: r.get(0)?,
