@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use crate::config::{Candidate, Costs, Inputs};
 use crate::dispatch::Dispatch;
 use crate::finance::{Economics, evaluate};
+use crate::report::{Percentiles, Progress, Risk, Sensitivity, Stage, inputs_fit, share};
 use crate::stages::{Detail, PathSource, capex_of};
-use crate::{Percentiles, Progress, Risk, Sensitivity, Stage, inputs_fit, share};
 
 /// Paths the sensitivity and risk cases are valued on, at most.
 const CASE_PATHS: usize = 2000;

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::config::{Candidate, Inputs, MarketMode, StudyError};
 use crate::dispatch::{self, Dispatch, dispatch};
 use crate::finance::{Economics, MONTH_DAYS, PathOutcome, breakeven_hashprice, evaluate};
-use crate::{
+use crate::report::{
     Design, MarketReport, MonthBand, Percentiles, Progress, Risk, Sensitivity, Stage, StudyReport,
     SweepRow, Timings, inputs_fit, quantile_sorted, share,
 };

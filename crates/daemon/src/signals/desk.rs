@@ -170,3 +170,78 @@ impl SignalDesk {
         Some((kind, why.join("; ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hashsink_signals::{Policy, Reading, SourceRules};
+    use hashsink_units::Watts;
+
+    use super::*;
+
+    fn desk() -> SignalDesk {
+        let rules = |name: &str| SourceRules {
+            name: name.into(),
+            max_age: Duration::from_secs(5),
+            min: Watts::ZERO,
+            max: Watts::from_mw(10.0),
+            max_step: None,
+            jump_confirmations: 1,
+        };
+        SignalDesk::new(TrustConfig {
+            sources: vec![rules("meter"), rules("scada")],
+            policy: Policy::Minimum,
+            disagreement: None,
+            max_future_skew: Duration::from_secs(2),
+        })
+    }
+
+    fn reading(source: u16, at: Timestamp, mw: f64) -> SignalEvent {
+        SignalEvent::Reading(Reading {
+            source: SourceId(source),
+            at,
+            watts: mw * 1e6,
+        })
+    }
+
+    #[test]
+    fn a_trip_acts_when_it_changes_and_a_first_clear_lifts_nothing() {
+        let mut d = desk();
+        let now = Timestamp::from_secs(1_000);
+        let trip = |set| SignalEvent::Trip(SourceId(1), set);
+        assert_eq!(d.on_event(now, trip(false)), SignalAction::None);
+        let shed = SignalAction::Operator(OperatorCommand::ShedAll, "plant:scada".into());
+        assert_eq!(d.on_event(now, trip(true)), shed);
+        // Reported again on every poll: not a new shed.
+        assert_eq!(d.on_event(now, trip(true)), SignalAction::None);
+        let resume = SignalAction::Operator(OperatorCommand::Resume, "plant:scada".into());
+        assert_eq!(d.on_event(now, trip(false)), resume);
+        assert_eq!(d.on_event(now, trip(false)), SignalAction::None);
+    }
+
+    #[test]
+    fn trusted_readings_are_fed_at_once_and_the_lowest_source_holds_the_fleet_down() {
+        let mut d = desk();
+        let now = Timestamp::from_secs(1_000);
+        assert_eq!(d.on_event(now, reading(0, now, 4.0)), SignalAction::FeedNow);
+        assert_eq!(d.on_event(now, reading(1, now, 3.0)), SignalAction::FeedNow);
+        let available = d.verdict(now).available.map(|(_, w)| w);
+        assert_eq!(available, Some(Watts::from_mw(3.0)));
+        // Out of range: rejected, not fed; the source's older reading still stands.
+        assert_eq!(d.on_event(now, reading(1, now, 50.0)), SignalAction::None);
+        let failed = SignalEvent::Failed(SourceId(0), "connection refused".into());
+        assert_eq!(d.on_event(now, failed), SignalAction::None);
+        let mut status = Status::default();
+        let verdict = d.verdict(now);
+        // The first verdict of the run is shown, not recorded as a change.
+        assert_eq!(d.show(&verdict, &mut status), None);
+        assert!(!status.signals[0].trusted, "{:?}", status.signals);
+        let later = now + Duration::from_secs(10);
+        let stale = d.verdict(later);
+        assert!(stale.available.is_none());
+        let (kind, why) = d.show(&stale, &mut status).expect("the signal was lost");
+        assert_eq!(kind, "signal-lost");
+        assert!(why.contains("meter") && why.contains("scada"), "{why}");
+    }
+}
