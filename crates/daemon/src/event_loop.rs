@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::live::{self, MinerEntry, MinersView, RecentEvents};
+use crate::readings::{self, Malformed};
 use crate::recorder::Recorder;
 use crate::signals::{SignalAction, SignalDesk, SignalsSetup, start_sources};
 use crate::status::{FaultedMiner, FleetCount, Status};
@@ -212,6 +213,8 @@ pub struct Daemon {
     publish: Publisher,
     /// Each miner's last report.
     last: Vec<MinerStatus>,
+    /// The malformed reading last logged per miner (logged again when the reason changes).
+    malformed_logged: Vec<Option<Malformed>>,
     status: Status,
     /// What the whole fleet draws asleep.
     standby: Watts,
@@ -303,6 +306,7 @@ impl Daemon {
                 telemetry_unpublished: false,
                 status_at: Instant::now(),
             },
+            malformed_logged: vec![None; last.len()],
             last,
             status: Status {
                 mode: "follow",
@@ -455,6 +459,20 @@ impl Daemon {
                     let address = self.io.driver(miner as usize).address();
                     debug!(miner, %address, error = %e, "no telemetry");
                 }
+                if let Err(why) = self.admit(miner, &result) {
+                    // A reading it cannot use is no answer to the controller; the status and
+                    // the ledger keep the miner's last good one.
+                    let status = MinerStatus::Unreachable;
+                    let report = MinerReport {
+                        miner: MinerId(miner),
+                        at,
+                        status,
+                    };
+                    self.ctl.handle_input(now, Input::Miner(report));
+                    self.note_malformed(miner, why);
+                    return;
+                }
+                self.malformed_logged[miner as usize] = None;
                 let status = to_status(&result);
                 self.last[miner as usize] = status;
                 self.publish.telemetry_unpublished = true;
@@ -491,6 +509,29 @@ impl Daemon {
                 // Publish the sweep's last readings now, not at the next tick.
                 self.next_tick = self.next_tick.min(now);
             }
+        }
+    }
+
+    /// Checks a reading at the door (`readings::admit`).
+    fn admit(&self, miner: u32, result: &Result<Telemetry, DriverError>) -> Result<(), Malformed> {
+        match result {
+            Ok(t) => readings::admit(self.fleet.spec_of(MinerId(miner)), t),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Counts a malformed reading by reason, and logs it once per miner until the reason changes
+    /// or a good reading comes.
+    fn note_malformed(&mut self, miner: u32, why: Malformed) {
+        *self
+            .status
+            .malformed_readings
+            .entry(why.key().to_string())
+            .or_default() += 1;
+        if self.malformed_logged[miner as usize] != Some(why) {
+            self.malformed_logged[miner as usize] = Some(why);
+            let address = self.io.driver(miner as usize).address();
+            warn!(miner, %address, reason = %why, "malformed reading set aside: the miner's last good reading stands");
         }
     }
 
@@ -557,6 +598,7 @@ impl Daemon {
         let Some(l) = self.ledger.as_mut() else {
             return;
         };
+        (self.status.ledger_set_aside, self.status.ledger_lost) = l.set_aside();
         let ctl = &self.ctl;
         l.tick(
             now,

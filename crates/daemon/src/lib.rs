@@ -18,6 +18,7 @@ mod event_loop;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod readings;
 pub mod recorder;
 pub mod signals;
 pub mod site;

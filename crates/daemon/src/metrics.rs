@@ -147,6 +147,32 @@ pub fn render(status: &Status) -> String {
             trusted,
         );
     }
+    let malformed = Family::<Vec<(String, String)>, Counter<f64>>::default();
+    for reason in crate::readings::REASONS {
+        let n = status.malformed_readings.get(reason).copied().unwrap_or(0);
+        malformed
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc_by(n as f64);
+    }
+    r.register(
+        "malformed_readings",
+        "Miner readings refused at the door (the miner's last good reading stands), by reason",
+        malformed,
+    );
+    counter(
+        &mut r,
+        "ledger_batches_set_aside",
+        "Ledger batches the database refused, kept in the quarantine file",
+        None,
+        status.ledger_set_aside as f64,
+    );
+    counter(
+        &mut r,
+        "ledger_batches_lost",
+        "Ledger batches neither the database nor the quarantine file could take",
+        None,
+        status.ledger_lost as f64,
+    );
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);

@@ -3,8 +3,16 @@
 //! 12:01, ...), collects every command, outcome and event as it happens, and hands batches to a
 //! writer thread that owns the store. The control loop never waits on the database: a batch
 //! that fails to write is kept and retried, and the writer is flushed and joined when the
-//! daemon stops. Each committed interval is logged ("ledger: interval committed").
+//! daemon stops. Each committed interval is logged ("ledger: interval committed"). A batch the
+//! database refuses (a constraint, a value it cannot store) is set aside in the quarantine file
+//! (JSON lines, with why) and never blocks the batches after it; the writer's queue is bounded,
+//! and what overflows is set aside too. What was set aside, and what could not even be, is
+//! counted (`Recorder::set_aside`) and logged.
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -55,6 +63,59 @@ impl Reward {
     }
 }
 
+/// Rows the writer keeps queued while the database fails (about 200 one-minute intervals of a
+/// 10,000-miner fleet); beyond that the oldest batches are set aside.
+const MAX_QUEUED_ROWS: usize = 2_000_000;
+
+/// Where refused and overflowing batches go, and how many did.
+#[derive(Clone)]
+pub struct SetAside {
+    path: PathBuf,
+    /// Batches written to the quarantine file.
+    kept: Arc<AtomicU64>,
+    /// Batches lost: neither written to the database nor to the file.
+    lost: Arc<AtomicU64>,
+}
+
+impl SetAside {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            kept: Arc::default(),
+            lost: Arc::default(),
+        }
+    }
+
+    /// (batches set aside in the file, batches lost).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.kept.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Appends the batch to the quarantine file with why; counts it lost if even that fails.
+    fn keep(&self, site: &str, run_ms: i64, batch: &Batch, why: &str) {
+        let line = serde_json::json!({"site": site, "run_ms": run_ms, "why": why, "batch": batch});
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        let path = self.path.display();
+        match written {
+            Ok(()) => {
+                self.kept.fetch_add(1, Ordering::Relaxed);
+                error!(%path, rows = batch.rows(), %why, "ledger: batch set aside in the quarantine file; the batches after it go on");
+            }
+            Err(e) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                error!(%path, rows = batch.rows(), %why, error = %e, "ledger: batch lost: the quarantine file cannot be written either");
+            }
+        }
+    }
+}
+
 /// How often a failing write is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Tries a failing database gets once the daemon is stopping, before the rest is given up.
@@ -63,7 +124,13 @@ const TRIES_AT_STOP: u32 = 10;
 /// The writer thread: writes batches in order, keeps a batch that fails and tries it again every
 /// second, prunes when asked; at `Stop` (or when the daemon is gone) it writes what is queued,
 /// giving a failing database `TRIES_AT_STOP` more tries so that the daemon's stop never hangs.
-fn write_until_stopped(store: &mut dyn Store, site: &str, run_ms: i64, rx: &mpsc::Receiver<Msg>) {
+fn write_until_stopped(
+    store: &mut dyn Store,
+    site: &str,
+    run_ms: i64,
+    rx: &mpsc::Receiver<Msg>,
+    aside: &SetAside,
+) {
     let mut queue: std::collections::VecDeque<Batch> = Default::default();
     let mut stopping = false;
     let mut tries_at_stop = 0;
@@ -95,9 +162,18 @@ fn write_until_stopped(store: &mut dyn Store, site: &str, run_ms: i64, rx: &mpsc
             }
         }
         while let Some(b) = queue.front() {
-            if let Err(e) = store.write(site, run_ms, b) {
-                error!(error = %e, queued = queue.len(), "ledger: write failed; kept, retrying");
-                break;
+            match store.write(site, run_ms, b) {
+                Ok(()) => {}
+                Err(e) if e.is_permanent() => {
+                    let why = format!("the database refused it: {e}");
+                    aside.keep(site, run_ms, b, &why);
+                    queue.pop_front();
+                    continue;
+                }
+                Err(e) => {
+                    error!(error = %e, queued = queue.len(), "ledger: write failed; kept, retrying");
+                    break;
+                }
             }
             for i in &b.intervals {
                 info!(
@@ -109,6 +185,18 @@ fn write_until_stopped(store: &mut dyn Store, site: &str, run_ms: i64, rx: &mpsc
             }
             queue.pop_front();
         }
+        let mut rows: usize = queue.iter().map(Batch::rows).sum();
+        while rows > MAX_QUEUED_ROWS
+            && let Some(b) = queue.pop_front()
+        {
+            rows -= b.rows();
+            aside.keep(
+                site,
+                run_ms,
+                &b,
+                "the database kept failing and the queue is full",
+            );
+        }
         if stopping {
             if queue.is_empty() {
                 return;
@@ -117,8 +205,11 @@ fn write_until_stopped(store: &mut dyn Store, site: &str, run_ms: i64, rx: &mpsc
             if tries_at_stop >= TRIES_AT_STOP {
                 error!(
                     batches = queue.len(),
-                    "ledger: the database kept failing at stop; these records are lost"
+                    "ledger: the database kept failing at stop; the queued batches are set aside"
                 );
+                for b in &queue {
+                    aside.keep(site, run_ms, b, "the database kept failing at stop");
+                }
                 return;
             }
             std::thread::sleep(RETRY);
@@ -145,6 +236,8 @@ pub struct Recorder {
     fleet_wh: f64,
     import_wh: f64,
     reward: Reward,
+    /// Where refused batches go, and the counts.
+    aside: SetAside,
     pending: Batch,
     seq: u64,
     keep_miner_intervals: Option<Duration>,
@@ -206,19 +299,16 @@ impl Recorder {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let (interval, keep) = (config.interval, config.keep_miner_intervals);
+        let aside = SetAside::new(config.quarantine.clone());
+        let site = site_name.to_string();
         Ok(Self::start(
-            store,
-            site_name.to_string(),
-            run_ms,
-            interval,
-            keep,
-            now,
-            miners,
+            store, site, run_ms, interval, keep, now, miners, aside,
         ))
     }
 
     /// Starts the writer thread on `store` (migrated already). `run_ms` tells this daemon run's
     /// commands from another's.
+    #[allow(clippy::too_many_arguments, reason = "what a writer needs, named")]
     pub fn start(
         mut store: Box<dyn Store>,
         site: String,
@@ -227,11 +317,13 @@ impl Recorder {
         keep_miner_intervals: Option<Duration>,
         now: Timestamp,
         miners: Vec<MinerInfo>,
+        aside: SetAside,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Msg>();
+        let writer_aside = aside.clone();
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || write_until_stopped(store.as_mut(), &site, run_ms, &rx))
+            .spawn(move || write_until_stopped(store.as_mut(), &site, run_ms, &rx, &writer_aside))
             .expect("start the ledger writer thread");
         let n = miners.len();
         let mut rec = Self {
@@ -246,6 +338,7 @@ impl Recorder {
             fleet_wh: 0.0,
             import_wh: 0.0,
             reward: Reward::bundled(),
+            aside,
             pending: Batch::default(),
             seq: 0,
             keep_miner_intervals,
@@ -394,6 +487,11 @@ impl Recorder {
         }
     }
 
+    /// (batches set aside in the quarantine file, batches lost) so far.
+    pub fn set_aside(&self) -> (u64, u64) {
+        self.aside.counts()
+    }
+
     /// Whether commands or events are waiting (flushed every few seconds).
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -411,5 +509,65 @@ impl Recorder {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hashsink_ledger::sqlite::SqliteStore;
+
+    use super::*;
+
+    fn interval(minute: i64, fleet_wh: f64) -> Interval {
+        Interval {
+            start: Timestamp::from_secs(minute * 60),
+            end: Timestamp::from_secs(minute * 60 + 60),
+            surplus_wh: Some(1000.0),
+            fleet_wh,
+            import_wh: 0.0,
+            hashes_th: 1.0,
+            expected_sat: 1.0,
+            difficulty: Some(1.0),
+            mining: 1,
+            asleep: 0,
+            faulted: 0,
+            miners: Vec::new(),
+        }
+    }
+
+    /// A real SQLite refuses a NaN (NOT NULL): that batch is set aside with why, and the batch
+    /// after it is written, not held up behind it.
+    #[test]
+    fn a_batch_the_database_refuses_is_set_aside_and_the_next_one_commits() {
+        let dir = std::env::temp_dir().join(format!("hashsink-quarantine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("ledger.db");
+        let mut store = SqliteStore::open(&db).unwrap();
+        store.migrate(Timestamp::from_secs(0)).unwrap();
+        let quarantine = dir.join("ledger.db.quarantine.jsonl");
+        let _ = std::fs::remove_file(&quarantine);
+        let aside = SetAside::new(quarantine.clone());
+        let (tx, rx) = mpsc::channel();
+        for (minute, wh) in [(1, f64::NAN), (2, 500.0)] {
+            let batch = Batch {
+                intervals: vec![interval(minute, wh)],
+                ..Batch::default()
+            };
+            tx.send(Msg::Write(batch)).unwrap();
+        }
+        tx.send(Msg::Stop).unwrap();
+        write_until_stopped(&mut store, "site", 1, &rx, &aside);
+        assert_eq!(aside.counts(), (1, 0));
+        let rows = store
+            .intervals("site", Timestamp::from_secs(0), Timestamp::from_secs(3600))
+            .unwrap();
+        assert_eq!(rows.len(), 1, "the batch after the refused one is written");
+        assert_eq!(rows[0].fleet_wh, 500.0);
+        let kept = std::fs::read_to_string(&quarantine).unwrap();
+        assert_eq!(kept.lines().count(), 1);
+        let line: serde_json::Value = serde_json::from_str(kept.trim()).unwrap();
+        assert!(line["why"].as_str().unwrap().contains("refused"), "{line}");
+        assert_eq!(line["batch"]["intervals"][0]["start"], 60_000);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -82,6 +82,9 @@ pub struct LedgerConfig {
     pub interval: Duration,
     /// How long per-miner interval rows are kept (None: forever).
     pub keep_miner_intervals: Option<Duration>,
+    /// Where batches the database refuses are set aside (JSON lines): beside a SQLite file,
+    /// else in the site file's folder.
+    pub quarantine: std::path::PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,12 +365,14 @@ impl LedgerSection {
                 "{origin}: [ledger] url is empty: give a file name, a postgres:// URL, or enabled = false"
             );
         }
-        let url = if l.url.starts_with("postgres://") || l.url.starts_with("postgresql://") {
-            l.url.clone()
-        } else {
-            let path = l.url.strip_prefix("sqlite://").unwrap_or(&l.url);
-            base_dir.join(path).display().to_string()
-        };
+        let (url, quarantine) =
+            if l.url.starts_with("postgres://") || l.url.starts_with("postgresql://") {
+                (l.url.clone(), base_dir.join("ledger-quarantine.jsonl"))
+            } else {
+                let path = base_dir.join(l.url.strip_prefix("sqlite://").unwrap_or(&l.url));
+                let quarantine = quarantine_beside(&path);
+                (path.display().to_string(), quarantine)
+            };
         let keep = l.keep_miner_intervals_days;
         if !(keep.is_finite() && (0.0..=36_500.0).contains(&keep)) {
             bail!(
@@ -376,10 +381,18 @@ impl LedgerSection {
         }
         Ok(Some(LedgerConfig {
             url,
+            quarantine,
             interval: Duration::from_secs_f64(l.interval_s),
             keep_miner_intervals: (keep > 0.0).then(|| Duration::from_secs_f64(keep * 86_400.0)),
         }))
     }
+}
+
+/// The quarantine file beside a SQLite ledger: `ledger.db` -> `ledger.db.quarantine.jsonl`.
+pub fn quarantine_beside(ledger: &Path) -> std::path::PathBuf {
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(".quarantine.jsonl");
+    name.into()
 }
 
 impl ApiSection {

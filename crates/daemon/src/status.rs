@@ -41,6 +41,12 @@ pub struct Status {
     pub curtail_w: Option<f64>,
     /// Who gave the operator command in force ("" while following the surplus).
     pub mode_by: String,
+    /// Miner readings refused at the door, by reason (see `readings.rs`).
+    pub malformed_readings: std::collections::BTreeMap<String, u64>,
+    /// Ledger batches the database refused, set aside in the quarantine file.
+    pub ledger_set_aside: u64,
+    /// Ledger batches lost (not even the quarantine file could take them).
+    pub ledger_lost: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -75,7 +75,7 @@ struct DemoLedger {
 impl Drop for DemoLedger {
     fn drop(&mut self) {
         if !self.keep {
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", ".quarantine.jsonl"] {
                 let mut p = self.path.clone().into_os_string();
                 p.push(suffix);
                 let _ = std::fs::remove_file(p);
@@ -125,6 +125,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     };
     let ledger_config = hashsink_daemon::site::LedgerConfig {
         url: ledger_file.path.display().to_string(),
+        quarantine: hashsink_daemon::site::quarantine_beside(&ledger_file.path),
         interval: Duration::from_secs(60),
         keep_miner_intervals: None,
     };

@@ -34,8 +34,31 @@ pub enum LedgerError {
 
 pub type Result<T> = std::result::Result<T, LedgerError>;
 
+impl LedgerError {
+    /// Whether writing the same rows again would fail again: the database refused what they hold
+    /// (a constraint, a value it cannot store), as opposed to being unreachable or busy. Such a
+    /// batch is set aside instead of retried, so that it never blocks the batches after it.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TypeMismatch
+                    | rusqlite::ErrorCode::TooBig
+            ),
+            LedgerError::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => true,
+            // SQLSTATE class 22 (data exception) and 23 (integrity constraint violation).
+            LedgerError::Postgres(e) => e
+                .code()
+                .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
+            LedgerError::Invalid(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// One accounting interval of the whole site (default one minute).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Interval {
     pub start: Timestamp,
     pub end: Timestamp,
@@ -55,7 +78,7 @@ pub struct Interval {
     pub miners: Vec<MinerInterval>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MinerInterval {
     pub miner: u32,
     pub energy_wh: f64,
@@ -64,7 +87,7 @@ pub struct MinerInterval {
     pub state: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MinerInfo {
     pub miner: u32,
     pub address: String,
@@ -73,7 +96,7 @@ pub struct MinerInfo {
 }
 
 /// A command as sent: the audit log's line.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CommandRecord {
     pub id: u64,
     pub at: Timestamp,
@@ -85,14 +108,14 @@ pub struct CommandRecord {
     pub actor: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Outcome {
     pub id: u64,
     pub at: Timestamp,
     pub result: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EventRecord {
     pub seq: u64,
     pub at: Timestamp,
@@ -103,7 +126,7 @@ pub struct EventRecord {
 }
 
 /// Coins a pool paid, in satoshis; `reference` (the pool's payout id or transaction id) keys it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Payout {
     pub reference: String,
     pub at: Timestamp,
@@ -112,7 +135,7 @@ pub struct Payout {
 }
 
 /// Coins sold: satoshis for fiat in minor units (cents).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Sale {
     pub reference: String,
     pub at: Timestamp,
@@ -122,7 +145,7 @@ pub struct Sale {
 }
 
 /// What one transaction writes.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Batch {
     pub miners: Vec<MinerInfo>,
     pub intervals: Vec<Interval>,
@@ -155,7 +178,7 @@ impl Batch {
 }
 
 /// A site interval as read back (without its miners).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct IntervalRow {
     pub start: Timestamp,
     pub end: Timestamp,
@@ -170,7 +193,7 @@ pub struct IntervalRow {
 }
 
 /// One miner's totals over a period.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MinerTotal {
     pub miner: u32,
     pub energy_wh: f64,
@@ -180,7 +203,7 @@ pub struct MinerTotal {
 }
 
 /// A command with its outcome, if one came.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AuditRow {
     pub command: CommandRecord,
     pub run_ms: i64,
