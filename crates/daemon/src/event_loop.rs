@@ -89,7 +89,8 @@ enum IoEvent {
         at: Timestamp,
         result: Result<Telemetry, DriverError>,
     },
-    Outcome(CommandOutcome),
+    /// A command's outcome, with what the firmware or the transport said when it failed.
+    Outcome(CommandOutcome, Option<String>),
     SweepDone {
         took: Duration,
         answered: usize,
@@ -213,6 +214,8 @@ pub struct Daemon {
     publish: Publisher,
     /// Each miner's last report.
     last: Vec<MinerStatus>,
+    /// Each miner's last failed command, in the firmware's words (until one succeeds).
+    refusals: Arc<std::collections::BTreeMap<u32, String>>,
     /// The malformed reading last logged per miner (logged again when the reason changes).
     malformed_logged: Vec<Option<Malformed>>,
     status: Status,
@@ -273,6 +276,7 @@ impl Daemon {
             at_ms: start.as_millis(),
             directory: directory.clone(),
             live: last.iter().map(|s| live_of(s, None)).collect(),
+            refusals: Arc::default(),
         }));
         let recent = Arc::new(RecentEvents::default());
         let handle = Handle {
@@ -307,6 +311,7 @@ impl Daemon {
                 status_at: Instant::now(),
             },
             malformed_logged: vec![None; last.len()],
+            refusals: Arc::default(),
             last,
             status: Status {
                 mode: "follow",
@@ -483,22 +488,7 @@ impl Daemon {
                 };
                 self.ctl.handle_input(now, Input::Miner(report));
             }
-            IoEvent::Outcome(outcome) => {
-                if let Some(l) = self.ledger.as_mut()
-                    && self.audited.remove(&outcome.id.0)
-                {
-                    l.outcome(hashsink_ledger::Outcome {
-                        id: outcome.id.0,
-                        at: now,
-                        result: outcome_text(&outcome.result),
-                    });
-                }
-                if outcome.result != Ok(Ok(())) {
-                    let address = self.io.driver(outcome.miner.index()).address();
-                    warn!(miner = outcome.miner.0, %address, result = ?outcome.result, "command failed");
-                }
-                self.ctl.handle_input(now, Input::Outcome(outcome));
-            }
+            IoEvent::Outcome(outcome, why) => self.on_outcome(now, outcome, why),
             IoEvent::SweepDone { took, answered } => {
                 self.sweeping = false;
                 self.status.last_sweep_ms = took.as_millis() as u64;
@@ -510,6 +500,42 @@ impl Daemon {
                 self.next_tick = self.next_tick.min(now);
             }
         }
+    }
+
+    /// A command's outcome: to the ledger's audit, and when it failed, with the firmware's or
+    /// the transport's own words, to the log, the miner's view and the counts by reason.
+    fn on_outcome(&mut self, now: Timestamp, outcome: CommandOutcome, why: Option<String>) {
+        let mut text = outcome_text(&outcome.result);
+        let miner = outcome.miner.0;
+        match failure_kind(&outcome.result) {
+            None => {
+                if self.refusals.contains_key(&miner) {
+                    Arc::make_mut(&mut self.refusals).remove(&miner);
+                }
+            }
+            Some(kind) => {
+                let why = why.unwrap_or_default();
+                let address = self.io.driver(outcome.miner.index()).address();
+                warn!(miner, %address, result = kind, %why, "command failed");
+                *self
+                    .status
+                    .command_failures
+                    .entry(kind.to_string())
+                    .or_default() += 1;
+                text = format!("{text}: {why}");
+                Arc::make_mut(&mut self.refusals).insert(miner, text.clone());
+            }
+        }
+        if let Some(l) = self.ledger.as_mut()
+            && self.audited.remove(&outcome.id.0)
+        {
+            l.outcome(hashsink_ledger::Outcome {
+                id: outcome.id.0,
+                at: now,
+                result: text,
+            });
+        }
+        self.ctl.handle_input(now, Input::Outcome(outcome));
     }
 
     /// Checks a reading at the door (`readings::admit`).
@@ -630,6 +656,7 @@ impl Daemon {
                 at_ms: now.as_millis(),
                 directory: self.publish.directory.clone(),
                 live,
+                refusals: self.refusals.clone(),
             }));
         }
         self.publish.fleet_report.send_replace(FleetReport {
@@ -717,8 +744,10 @@ impl Daemon {
                 command.id,
             );
             self.inflight.spawn(async move {
-                let result = to_outcome(apply.await);
-                let _ = tx.send(IoEvent::Outcome(CommandOutcome { id, miner, result }));
+                let applied = apply.await;
+                let why = applied.as_ref().err().map(ToString::to_string);
+                let result = to_outcome(applied);
+                let _ = tx.send(IoEvent::Outcome(CommandOutcome { id, miner, result }, why));
             });
         }
         if let Some((started, before)) = self.shed_timer.take() {
@@ -752,7 +781,7 @@ impl Daemon {
                     miner,
                     result: Ok(Ok(())),
                 };
-                let _ = tx.send(IoEvent::Outcome(outcome));
+                let _ = tx.send(IoEvent::Outcome(outcome, None));
             }
         });
     }
@@ -907,6 +936,19 @@ fn to_outcome(r: Result<(), DriverError>) -> Result<Result<(), Refusal>, Transpo
         Err(DriverError::Timeout(_)) => Err(TransportError::Timeout),
         Err(DriverError::Connect(_)) => Err(TransportError::Refused),
         Err(DriverError::Malformed(_)) => Err(TransportError::Malformed),
+    }
+}
+
+/// A failed outcome's kind, as the counts by reason label it (none: it was applied).
+fn failure_kind(r: &Result<Result<(), Refusal>, TransportError>) -> Option<&'static str> {
+    match r {
+        Ok(Ok(())) => None,
+        Ok(Err(Refusal::Rejected)) => Some("rejected"),
+        Ok(Err(Refusal::Unsupported)) => Some("unsupported"),
+        Ok(Err(Refusal::Busy)) => Some("busy"),
+        Err(TransportError::Timeout) => Some("timeout"),
+        Err(TransportError::Refused) => Some("connection_refused"),
+        Err(TransportError::Malformed) => Some("malformed_reply"),
     }
 }
 

@@ -247,8 +247,13 @@ struct MinersQuery {
 fn miner_json(
     entry: &super::live::MinerEntry,
     live: Option<&super::live::MinerLive>,
+    refusal: Option<&String>,
 ) -> serde_json::Value {
     let mut v = serde_json::to_value(entry).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        // The last command it failed, in the firmware's words (null once one succeeds).
+        obj.insert("last_refusal".into(), json!(refusal));
+    }
     if let (Some(obj), Some(l)) = (v.as_object_mut(), live) {
         obj.insert("state".into(), json!(l.state));
         obj.insert("power_w".into(), json!(l.power_w));
@@ -311,7 +316,7 @@ async fn get_miners(State(api): State<Api>, Query(q): Query<MinersQuery>) -> Res
                     Keep::State(s) => l.state == s,
                 }
         })
-        .map(|(e, l)| miner_json(e, Some(l)))
+        .map(|(e, l)| miner_json(e, Some(l), view.refusals.get(&e.id)))
         .collect();
     let total = matched.len();
     let page: Vec<serde_json::Value> = matched
@@ -355,7 +360,9 @@ async fn get_miner(State(api): State<Api>, Path(id): Path<u32>) -> Response {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let now = json!({"miner": miner_json(&view.directory[i], view.live.get(i))});
+    let entry = &view.directory[i];
+    let refusal = view.refusals.get(&entry.id);
+    let now = json!({"miner": miner_json(entry, view.live.get(i), refusal)});
     if api.ledger.is_none() {
         return axum::Json(now).into_response();
     }

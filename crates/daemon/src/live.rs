@@ -45,6 +45,9 @@ pub struct MinersView {
     pub at_ms: i64,
     pub directory: Arc<Vec<MinerEntry>>,
     pub live: Vec<MinerLive>,
+    /// Each miner's last failed command, in the firmware's or the transport's words (until a
+    /// command to it succeeds).
+    pub refusals: Arc<std::collections::BTreeMap<u32, String>>,
 }
 
 /// One thing that happened, as the event log and the dashboard show it.

@@ -147,6 +147,17 @@ pub fn render(status: &Status) -> String {
             trusted,
         );
     }
+    let failures = Family::<Vec<(String, String)>, Counter<f64>>::default();
+    for (kind, n) in &status.command_failures {
+        failures
+            .get_or_create(&vec![("kind".to_string(), kind.clone())])
+            .inc_by(*n as f64);
+    }
+    r.register(
+        "command_failures",
+        "Write commands that failed, by kind (the log and the audit have the firmware's words)",
+        failures,
+    );
     let malformed = Family::<Vec<(String, String)>, Counter<f64>>::default();
     for reason in crate::readings::REASONS {
         let n = status.malformed_readings.get(reason).copied().unwrap_or(0);

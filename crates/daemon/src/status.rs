@@ -41,6 +41,8 @@ pub struct Status {
     pub curtail_w: Option<f64>,
     /// Who gave the operator command in force ("" while following the surplus).
     pub mode_by: String,
+    /// Commands that failed, by kind (rejected, unsupported, busy, timeout, ...).
+    pub command_failures: std::collections::BTreeMap<String, u64>,
     /// Miner readings refused at the door, by reason (see `readings.rs`).
     pub malformed_readings: std::collections::BTreeMap<String, u64>,
     /// Ledger batches the database refused, set aside in the quarantine file.

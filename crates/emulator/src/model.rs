@@ -38,7 +38,13 @@ pub enum Fault {
     Garbage,
     /// Acknowledges commands and does not carry them out.
     IgnoresCommands,
+    /// LuxOS with ATM (its autotuner) on: it owns the profile, so `profileset` is refused with
+    /// the firmware's reason; `curtail sleep|wakeup` still works. Other firmware: no effect.
+    AtmOn,
 }
+
+/// What the emulated LuxOS answers to `profileset` while ATM is on.
+pub const ATM_REFUSAL: &str = "Cannot change profile while ATM is enabled: disable ATM first";
 
 pub(crate) struct MinerSide {
     pub fault: Fault,

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::HANG_FOR;
 use hashsink_core::MinerSpec;
 
-use crate::model::{Dialect, Fault, Shared, Snapshot, World, nearest_level};
+use crate::model::{ATM_REFUSAL, Dialect, Fault, Shared, Snapshot, World, nearest_level};
 
 const MAX_REQUEST: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -550,6 +550,9 @@ fn luxos_session(
                     401,
                     &format!("Invalid curtail mode '{other}': use sleep or wakeup"),
                 ),
+                (_, _) if world.side[index as usize].fault == Fault::AtmOn => {
+                    error(dialect, snap, 38, ATM_REFUSAL)
+                }
                 (_, profile) => match lux_profile_level(spec, profile) {
                     Some(level) => {
                         world.set_level(index, level, now);

@@ -20,7 +20,8 @@ pub struct EmulateArgs {
     pub speed: f64,
     /// Misbehaving miners, as percentages of the fleet: `hang=5,garbage=5,ignore=2,slow=2`
     /// (hang: never answers; garbage: malformed JSON; ignore: acknowledges commands and does not
-    /// carry them out; slow: answers after 0.3 s).
+    /// carry them out; slow: answers after 0.3 s; atm: LuxOS with ATM on, which refuses
+    /// `profileset` and obeys `curtail`).
     #[arg(long, default_value = "")]
     pub faults: String,
     /// cgminer API port.
@@ -77,8 +78,9 @@ pub fn parse_faults(spec: &str) -> Result<Vec<(Fault, f64)>> {
             "garbage" => Fault::Garbage,
             "ignore" => Fault::IgnoresCommands,
             "slow" => Fault::Slow(std::time::Duration::from_millis(300)),
+            "atm" => Fault::AtmOn,
             other => anyhow::bail!(
-                "--faults: unknown fault {other:?}; use hang, garbage, ignore or slow"
+                "--faults: unknown fault {other:?}; use hang, garbage, ignore, slow or atm"
             ),
         };
         out.push((fault, pct));

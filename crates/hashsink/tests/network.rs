@@ -456,3 +456,53 @@ fn discover_finds_the_emulated_miners_and_writes_site_groups() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+#[test]
+fn a_refused_command_is_explained_in_the_firmwares_words() {
+    // 20 LuxOS miners, 4 of them with ATM on: they refuse `profileset` with the firmware's
+    // reason and obey `curtail`. The reason must reach the audit log, not only "rejected".
+    let dir = std::env::temp_dir().join(format!("hashsink-atm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("ledger.db");
+    let report = demo_json(&[
+        "--speed",
+        "240",
+        "--hours",
+        "1",
+        "--start",
+        "2016-05-02T04:00:00Z",
+        "--mix",
+        "s19xp:20:luxos",
+        "--faults",
+        "atm=20",
+        "--first-index",
+        "9000",
+        "--listen",
+        "off",
+        "--ledger",
+        db.to_str().unwrap(),
+    ]);
+    let failures = &report["status"]["command_failures"];
+    assert!(
+        failures["rejected"].as_u64().unwrap_or(0) > 0,
+        "the ATM miners' refusals are counted by kind: {report}"
+    );
+    use hashsink_ledger::Store;
+    let mut ledger = hashsink_ledger::sqlite::SqliteStore::open(&db).expect("the ledger");
+    let all = (
+        hashsink_units::Timestamp::from_millis(0),
+        hashsink_units::Timestamp::from_millis(i64::MAX),
+    );
+    let audit = ledger.audit("demo", all.0, all.1).unwrap();
+    let refused: Vec<&str> = audit
+        .iter()
+        .filter_map(|a| a.outcome.as_ref().map(|o| o.1.as_str()))
+        .filter(|r| r.starts_with("refused"))
+        .collect();
+    assert!(!refused.is_empty(), "no refusal in the audit log");
+    assert!(
+        refused.iter().all(|r| r.contains("ATM is enabled")),
+        "each refusal carries the firmware's own message: {refused:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
