@@ -38,6 +38,9 @@ pub enum Fault {
     Garbage,
     /// Acknowledges commands and does not carry them out.
     IgnoresCommands,
+    /// Reports ten times the power it draws (a firmware's unit or scaling bug); what it really
+    /// draws, and the site meter, are unchanged.
+    TenfoldPower,
     /// LuxOS with ATM (its autotuner) on: it owns the profile, so `profileset` is refused with
     /// the firmware's reason; `curtail sleep|wakeup` still works. Other firmware: no effect.
     AtmOn,
@@ -243,9 +246,12 @@ impl Snapshot {
 
 impl World {
     pub fn snapshot(&self, spec: &MinerSpec, index: u32, now: Timestamp) -> Snapshot {
-        let reading = self.sim.reading(index, now);
+        let mut reading = self.sim.reading(index, now);
         let side = &self.side[index as usize];
         let load = (reading.power / spec.nameplate_power).clamp(0.0, 1.3);
+        if side.fault == Fault::TenfoldPower {
+            reading.power = reading.power * 10.0;
+        }
         Snapshot {
             now,
             reading,

@@ -60,7 +60,9 @@ async fn faults(
             "{\"miner_stats\": {\"real_hashrate\": [\u{1}",
         )
             .into_response(),
-        Fault::None | Fault::IgnoresCommands | Fault::AtmOn => next.run(request).await,
+        Fault::None | Fault::IgnoresCommands | Fault::AtmOn | Fault::TenfoldPower => {
+            next.run(request).await
+        }
     }
 }
 

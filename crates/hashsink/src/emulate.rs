@@ -21,7 +21,7 @@ pub struct EmulateArgs {
     /// Misbehaving miners, as percentages of the fleet: `hang=5,garbage=5,ignore=2,slow=2`
     /// (hang: never answers; garbage: malformed JSON; ignore: acknowledges commands and does not
     /// carry them out; slow: answers after 0.3 s; atm: LuxOS with ATM on, which refuses
-    /// `profileset` and obeys `curtail`).
+    /// `profileset` and obeys `curtail`; tenfold: reports ten times the power it draws).
     #[arg(long, default_value = "")]
     pub faults: String,
     /// cgminer API port.
@@ -79,8 +79,9 @@ pub fn parse_faults(spec: &str) -> Result<Vec<(Fault, f64)>> {
             "ignore" => Fault::IgnoresCommands,
             "slow" => Fault::Slow(std::time::Duration::from_millis(300)),
             "atm" => Fault::AtmOn,
+            "tenfold" => Fault::TenfoldPower,
             other => anyhow::bail!(
-                "--faults: unknown fault {other:?}; use hang, garbage, ignore, slow or atm"
+                "--faults: unknown fault {other:?}; use hang, garbage, ignore, slow, atm or tenfold"
             ),
         };
         out.push((fault, pct));

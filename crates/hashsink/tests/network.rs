@@ -457,11 +457,17 @@ fn discover_finds_the_emulated_miners_and_writes_site_groups() {
     }
 }
 
-#[test]
-fn a_refused_command_is_explained_in_the_firmwares_words() {
-    // 20 LuxOS miners, 4 of them with ATM on: they refuse `profileset` with the firmware's
-    // reason and obey `curtail`. The reason must reach the audit log, not only "rejected".
-    let dir = std::env::temp_dir().join(format!("hashsink-atm-{}", std::process::id()));
+/// An hour of the demo's night at 240x on 20 LuxOS S19 XP with `faults`, its ledger kept:
+/// (the final report, the ledger, the whole time span, the folder to remove).
+fn quirky_demo(
+    faults: &str,
+    first_index: &str,
+) -> (
+    Value,
+    hashsink_ledger::sqlite::SqliteStore,
+    std::path::PathBuf,
+) {
+    let dir = std::env::temp_dir().join(format!("hashsink-{faults}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("ledger.db");
     let report = demo_json(&[
@@ -474,26 +480,36 @@ fn a_refused_command_is_explained_in_the_firmwares_words() {
         "--mix",
         "s19xp:20:luxos",
         "--faults",
-        "atm=20",
+        faults,
         "--first-index",
-        "9000",
+        first_index,
         "--listen",
         "off",
         "--ledger",
         db.to_str().unwrap(),
     ]);
+    let ledger = hashsink_ledger::sqlite::SqliteStore::open(&db).expect("the ledger");
+    (report, ledger, dir)
+}
+
+/// All of time, for ledger reads.
+const ALL: (hashsink_units::Timestamp, hashsink_units::Timestamp) = (
+    hashsink_units::Timestamp::from_millis(0),
+    hashsink_units::Timestamp::from_millis(i64::MAX),
+);
+
+#[test]
+fn a_refused_command_is_explained_in_the_firmwares_words() {
+    // 4 of 20 LuxOS miners with ATM on: they refuse `profileset` with the firmware's reason
+    // and obey `curtail`. The reason must reach the audit log, not only "rejected".
+    let (report, mut ledger, dir) = quirky_demo("atm=20", "9000");
     let failures = &report["status"]["command_failures"];
     assert!(
         failures["rejected"].as_u64().unwrap_or(0) > 0,
         "the ATM miners' refusals are counted by kind: {report}"
     );
     use hashsink_ledger::Store;
-    let mut ledger = hashsink_ledger::sqlite::SqliteStore::open(&db).expect("the ledger");
-    let all = (
-        hashsink_units::Timestamp::from_millis(0),
-        hashsink_units::Timestamp::from_millis(i64::MAX),
-    );
-    let audit = ledger.audit("demo", all.0, all.1).unwrap();
+    let audit = ledger.audit("demo", ALL.0, ALL.1).unwrap();
     let refused: Vec<&str> = audit
         .iter()
         .filter_map(|a| a.outcome.as_ref().map(|o| o.1.as_str()))
@@ -504,5 +520,39 @@ fn a_refused_command_is_explained_in_the_firmwares_words() {
         refused.iter().all(|r| r.contains("ATM is enabled")),
         "each refusal carries the firmware's own message: {refused:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn readings_ten_times_the_truth_are_refused_at_the_door() {
+    // 4 of 20 LuxOS miners report ten times the power they draw. Those readings are refused
+    // (counted as implausible) and never reach the ledger: no miner's energy there is above
+    // what a miner at full power draws over the run.
+    let (report, mut ledger, dir) = quirky_demo("tenfold=20", "9250");
+    let malformed = &report["status"]["malformed_readings"];
+    assert!(
+        malformed["implausible"].as_u64().unwrap_or(0) > 0,
+        "the tenfold readings are counted: {report}"
+    );
+    use hashsink_ledger::Store;
+    let intervals = ledger.intervals("demo", ALL.0, ALL.1).unwrap();
+    let hours: f64 = intervals
+        .iter()
+        .map(|i| i.end.secs_since(i.start) / 3600.0)
+        .sum();
+    // An S19 XP draws at most about 3.3 kW (its highest profile); with margin, 4 kW.
+    let most_wh = 4000.0 * hours;
+    let span = (intervals[0].start, intervals[intervals.len() - 1].end);
+    let totals = ledger.miner_totals("demo", span.0, span.1).unwrap();
+    assert_eq!(totals.len(), 20);
+    for t in &totals {
+        assert!(
+            t.energy_wh <= most_wh,
+            "miner {} has {} Wh over {hours:.2} h: a tenfold reading reached the ledger",
+            t.miner,
+            t.energy_wh
+        );
+    }
+    assert!(totals.iter().any(|t| t.energy_wh > 0.0));
     let _ = std::fs::remove_dir_all(&dir);
 }
