@@ -414,16 +414,11 @@ pub fn run(quick: bool, show_progress: bool) -> Result<String> {
     Ok(out)
 }
 
-/// The share of cases done, on stderr when it is a terminal.
+/// The share of cases done (per mille), on stderr when it is a terminal.
 fn progress_bar(show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
+    if show {
+        indicatif::ProgressBar::new(1000)
+    } else {
+        indicatif::ProgressBar::hidden()
     }
-    let bar = indicatif::ProgressBar::new(1000);
-    let style =
-        indicatif::ProgressStyle::with_template("control cases {wide_bar} {percent}% {eta}");
-    if let Ok(style) = style {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hashsink_clock::ScaledClock;
-use hashsink_core::{Catalogue, ControllerSettings, FleetConfig};
+use hashsink_core::{Catalogue, ControllerConfig, FleetConfig};
 use hashsink_fleetio::firmwares::CallSettings;
 use hashsink_fleetio::fleet::FleetIo;
 use hashsink_fleetio::{Control, MinerState};
@@ -115,9 +115,7 @@ pub async fn run(
         let (daemon, handle) = Daemon::start(Setup {
             fleet: fleet.clone(),
             io: io.clone(),
-            controller: ControllerSettings::default()
-                .validate()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            controller: ControllerConfig::default(),
             clock,
             surplus: SurplusSource::Replay {
                 profile: Arc::new(profile),

@@ -214,8 +214,10 @@ pub struct Daemon {
     publish: Publisher,
     /// Each miner's last report.
     last: Vec<MinerStatus>,
-    /// Each miner's last failed command, in the firmware's words (until one succeeds).
-    refusals: Arc<std::collections::BTreeMap<u32, String>>,
+    /// Each miner's last failed command, in the firmware's words (until one succeeds); copied
+    /// into the miners' view when it is published, if it changed.
+    refusals: std::collections::BTreeMap<u32, String>,
+    refusals_changed: bool,
     /// The malformed reading last logged per miner (logged again when the reason changes).
     malformed_logged: Vec<Option<Malformed>>,
     status: Status,
@@ -311,7 +313,8 @@ impl Daemon {
                 status_at: Instant::now(),
             },
             malformed_logged: vec![None; last.len()],
-            refusals: Arc::default(),
+            refusals: Default::default(),
+            refusals_changed: false,
             last,
             status: Status {
                 mode: "follow",
@@ -508,11 +511,7 @@ impl Daemon {
         let mut text = outcome_text(&outcome.result);
         let miner = outcome.miner.0;
         match failure_kind(&outcome.result) {
-            None => {
-                if self.refusals.contains_key(&miner) {
-                    Arc::make_mut(&mut self.refusals).remove(&miner);
-                }
-            }
+            None => self.refusals_changed |= self.refusals.remove(&miner).is_some(),
             Some(kind) => {
                 let why = why.unwrap_or_default();
                 let address = self.io.driver(outcome.miner.index()).address();
@@ -523,7 +522,8 @@ impl Daemon {
                     .entry(kind.to_string())
                     .or_default() += 1;
                 text = format!("{text}: {why}");
-                Arc::make_mut(&mut self.refusals).insert(miner, text.clone());
+                self.refusals.insert(miner, text.clone());
+                self.refusals_changed = true;
             }
         }
         if let Some(l) = self.ledger.as_mut()
@@ -652,11 +652,16 @@ impl Daemon {
             let live = (self.last.iter().enumerate())
                 .map(|(i, s)| live_of(s, self.ctl.fault_of(MinerId(i as u32))))
                 .collect();
+            let refusals = if std::mem::take(&mut self.refusals_changed) {
+                Arc::new(self.refusals.clone())
+            } else {
+                self.publish.miners.borrow().refusals.clone()
+            };
             self.publish.miners.send_replace(Arc::new(MinersView {
                 at_ms: now.as_millis(),
                 directory: self.publish.directory.clone(),
                 live,
-                refusals: self.refusals.clone(),
+                refusals,
             }));
         }
         self.publish.fleet_report.send_replace(FleetReport {

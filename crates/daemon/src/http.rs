@@ -100,49 +100,58 @@ async fn ledger_read(
     }
 }
 
-async fn get_intervals(State(api): State<Api>, Query(range): Query<Range>) -> Response {
-    let (from, to) = match range_of(&range) {
+/// The ledger's rows in `range` as a JSON array: `rows` reads them, `row` writes each.
+async fn ranged_read<T, R, W>(api: &Api, range: &Range, rows: R, row: W) -> Response
+where
+    R: FnOnce(
+            &mut dyn hashsink_ledger::Store,
+            &str,
+            Timestamp,
+            Timestamp,
+        ) -> hashsink_ledger::Result<Vec<T>>
+        + Send
+        + 'static,
+    W: Fn(T) -> serde_json::Value + Send + 'static,
+{
+    let (from, to) = match range_of(range) {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
-    ledger_read(&api, move |store, site| {
+    ledger_read(api, move |store, site| {
+        let rows = rows(store, site, from, to)?;
         Ok(serde_json::Value::Array(
-            store
-                .intervals(site, from, to)?
-                .into_iter()
-                .map(|i| {
-                    json!({
-                        "start_ms": i.start.as_millis(),
-                        "end_ms": i.end.as_millis(),
-                        "surplus_wh": i.surplus_wh,
-                        "fleet_wh": i.fleet_wh,
-                        "import_wh": i.import_wh,
-                        "hashes_th": i.hashes_th,
-                        "expected_sat": i.expected_sat,
-                        "mining": i.mining,
-                        "asleep": i.asleep,
-                        "faulted": i.faulted,
-                    })
-                })
-                .collect(),
+            rows.into_iter().map(row).collect(),
         ))
     })
     .await
 }
 
-async fn get_events(State(api): State<Api>, Query(range): Query<Range>) -> Response {
-    let (from, to) = match range_of(&range) {
-        Ok(r) => r,
-        Err(e) => return bad_request(e),
+async fn get_intervals(State(api): State<Api>, Query(range): Query<Range>) -> Response {
+    let read = |store: &mut dyn hashsink_ledger::Store, site: &str, from, to| {
+        store.intervals(site, from, to)
     };
-    ledger_read(&api, move |store, site| {
-        Ok(serde_json::Value::Array(
-            store
-                .events(site, from, to)?
-                .into_iter()
-                .map(|e| json!({"at_ms": e.at.as_millis(), "kind": e.kind, "actor": e.actor, "detail": e.detail}))
-                .collect(),
-        ))
+    ranged_read(&api, &range, read, |i| {
+        json!({
+            "start_ms": i.start.as_millis(),
+            "end_ms": i.end.as_millis(),
+            "surplus_wh": i.surplus_wh,
+            "fleet_wh": i.fleet_wh,
+            "import_wh": i.import_wh,
+            "hashes_th": i.hashes_th,
+            "expected_sat": i.expected_sat,
+            "mining": i.mining,
+            "asleep": i.asleep,
+            "faulted": i.faulted,
+        })
+    })
+    .await
+}
+
+async fn get_events(State(api): State<Api>, Query(range): Query<Range>) -> Response {
+    let read =
+        |store: &mut dyn hashsink_ledger::Store, site: &str, from, to| store.events(site, from, to);
+    ranged_read(&api, &range, read, |e| {
+        json!({"at_ms": e.at.as_millis(), "kind": e.kind, "actor": e.actor, "detail": e.detail})
     })
     .await
 }

@@ -36,6 +36,48 @@ fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, 
     }
 }
 
+/// What failed: commands by kind, readings refused at the door by reason, ledger batches set
+/// aside or lost.
+fn register_failures(r: &mut Registry, status: &Status) {
+    let failures = Family::<Vec<(String, String)>, Counter<f64>>::default();
+    for (kind, n) in &status.command_failures {
+        failures
+            .get_or_create(&vec![("kind".to_string(), kind.clone())])
+            .inc_by(*n as f64);
+    }
+    r.register(
+        "command_failures",
+        "Write commands that failed, by kind (the log and the audit have the firmware's words)",
+        failures,
+    );
+    let malformed = Family::<Vec<(String, String)>, Counter<f64>>::default();
+    for reason in crate::readings::REASONS {
+        let n = status.malformed_readings.get(reason).copied().unwrap_or(0);
+        malformed
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc_by(n as f64);
+    }
+    r.register(
+        "malformed_readings",
+        "Miner readings refused at the door (the miner's last good reading stands), by reason",
+        malformed,
+    );
+    counter(
+        r,
+        "ledger_batches_set_aside",
+        "Ledger batches the database refused, kept in the quarantine file",
+        None,
+        status.ledger_set_aside as f64,
+    );
+    counter(
+        r,
+        "ledger_batches_lost",
+        "Ledger batches neither the database nor the quarantine file could take",
+        None,
+        status.ledger_lost as f64,
+    );
+}
+
 /// The exposition of one status.
 pub fn render(status: &Status) -> String {
     let mut r = Registry::with_prefix("hashsink");
@@ -147,43 +189,7 @@ pub fn render(status: &Status) -> String {
             trusted,
         );
     }
-    let failures = Family::<Vec<(String, String)>, Counter<f64>>::default();
-    for (kind, n) in &status.command_failures {
-        failures
-            .get_or_create(&vec![("kind".to_string(), kind.clone())])
-            .inc_by(*n as f64);
-    }
-    r.register(
-        "command_failures",
-        "Write commands that failed, by kind (the log and the audit have the firmware's words)",
-        failures,
-    );
-    let malformed = Family::<Vec<(String, String)>, Counter<f64>>::default();
-    for reason in crate::readings::REASONS {
-        let n = status.malformed_readings.get(reason).copied().unwrap_or(0);
-        malformed
-            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
-            .inc_by(n as f64);
-    }
-    r.register(
-        "malformed_readings",
-        "Miner readings refused at the door (the miner's last good reading stands), by reason",
-        malformed,
-    );
-    counter(
-        &mut r,
-        "ledger_batches_set_aside",
-        "Ledger batches the database refused, kept in the quarantine file",
-        None,
-        status.ledger_set_aside as f64,
-    );
-    counter(
-        &mut r,
-        "ledger_batches_lost",
-        "Ledger batches neither the database nor the quarantine file could take",
-        None,
-        status.ledger_lost as f64,
-    );
+    register_failures(&mut r, status);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);
@@ -207,6 +213,9 @@ mod tests {
         };
         s.kpis.fleet_kwh = 2.0;
         s.kpis.hashes_eh = 0.5;
+        s.command_failures.insert("rejected".into(), 4);
+        s.malformed_readings.insert("implausible".into(), 3);
+        s.ledger_set_aside = 2;
         s.signals.push(super::super::SignalStatus {
             name: "export meter".into(),
             trusted: true,
@@ -223,6 +232,10 @@ mod tests {
             "hashsink_commands_total 42.0",
             "hashsink_miners{state=\"asleep\"} 7",
             "hashsink_signal_trusted{source=\"export meter\"} 1",
+            "hashsink_command_failures_total{kind=\"rejected\"} 4.0",
+            "hashsink_malformed_readings_total{reason=\"implausible\"} 3.0",
+            "hashsink_malformed_readings_total{reason=\"negative\"} 0.0",
+            "hashsink_ledger_batches_set_aside_total 2.0",
             "# TYPE hashsink_fleet_energy_joules counter",
             "# UNIT hashsink_fleet_energy_joules joules",
         ] {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 use hashsink_clock::ScaledClock;
-use hashsink_core::ControllerSettings;
+use hashsink_core::ControllerConfig;
 use hashsink_fleetio::firmwares::CallSettings;
 use hashsink_fleetio::fleet::FleetIo;
 use hashsink_twin::{NuclearMethod, Profile};
@@ -134,9 +134,7 @@ pub async fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     let (daemon, handle) = Daemon::start(Setup {
         fleet: fleet.clone(),
         io: io.clone(),
-        controller: ControllerSettings::default()
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        controller: ControllerConfig::default(),
         clock,
         surplus: SurplusSource::Replay {
             profile: profile.clone(),

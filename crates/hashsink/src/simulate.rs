@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use hashsink_core::{
-    BaselineConfig, Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig,
-    SetpointConfig,
-};
+use hashsink_core::{Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig};
 use hashsink_twin::compare::{self, Comparison, Terms};
 use hashsink_twin::{
     ControllerChoice, MeterSettings, NuclearMethod, Profile, RunReport, StepSettings,
@@ -387,18 +384,18 @@ pub fn execute_on(
         meter: args.disturb.meter()?,
         trace_every: (args.trace.is_some() || args.plot.is_some()).then(|| Duration::from_secs(60)),
     };
-    let choices = match args.controller {
-        Which::Hashsink => vec![ControllerChoice::Hashsink(cfg)],
-        Which::Baseline => vec![ControllerChoice::Baseline(BaselineConfig::default())],
-        Which::Setpoint => vec![ControllerChoice::Setpoint(SetpointConfig::same_terms_as(
-            &cfg,
-        ))],
-        Which::Both => vec![
-            ControllerChoice::Hashsink(cfg),
-            ControllerChoice::Baseline(BaselineConfig::default()),
-        ],
-        Which::All => compare::all_three(&cfg),
+    let wanted: &[&str] = match args.controller {
+        Which::Hashsink => &["hashsink"],
+        Which::Baseline => &["baseline"],
+        Which::Setpoint => &["setpoint"],
+        Which::Both => &["hashsink", "baseline"],
+        Which::All => &["hashsink", "setpoint", "baseline"],
     };
+    // The three on the same terms, in their order, less those not asked for.
+    let choices: Vec<ControllerChoice> = compare::all_three(&cfg)
+        .into_iter()
+        .filter(|c| wanted.contains(&c.name()))
+        .collect();
     // The comparison's errors name the option ("start ...", "days ...").
     let comparison = Comparison::new(terms, choices).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let (mut reports, mut wall) = (Vec::new(), Vec::new());

@@ -143,29 +143,17 @@ impl SignalDesk {
         if had == Some(has) {
             return None;
         }
+        // Each source and why it is not trusted: for the log and the event alike.
+        let why: Vec<String> = (status.signals.iter())
+            .map(|s| format!("{}: {}", s.name, s.reason.as_deref().unwrap_or("trusted")))
+            .collect();
         if has {
-            let trusted: Vec<&String> = status
-                .signals
-                .iter()
-                .filter(|s| s.trusted)
-                .map(|s| &s.name)
-                .collect();
-            info!(sources = ?trusted, "surplus signal trusted");
+            info!(sources = ?why, "surplus signal trusted");
         } else {
-            let reasons: Vec<String> = status
-                .signals
-                .iter()
-                .map(|s| format!("{}: {}", s.name, s.reason.as_deref().unwrap_or("-")))
-                .collect();
-            warn!(reasons = ?reasons, "no trusted surplus signal: the fleet goes to the fail-safe load");
+            warn!(reasons = ?why, "no trusted surplus signal: the fleet goes to the fail-safe load");
         }
         // The first verdict of the run is logged, not recorded as a change.
         had?;
-        let why: Vec<String> = status
-            .signals
-            .iter()
-            .map(|s| format!("{}: {}", s.name, s.reason.as_deref().unwrap_or("trusted")))
-            .collect();
         let kind = if has { "signal-back" } else { "signal-lost" };
         Some((kind, why.join("; ")))
     }
