@@ -13,14 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, ControllerConfig, FleetConfig};
 use hashsink_fleetio::firmwares::CallSettings;
 use hashsink_fleetio::fleet::FleetIo;
 use hashsink_fleetio::{Control, MinerState};
-use hashsink_twin::Profile;
-
-use hashsink_daemon::{Daemon, OnStop, Setup, SurplusSource};
 
 const FIRST_INDEX: u32 = 20_000;
 
@@ -106,30 +102,15 @@ pub async fn run(
         };
         // The daemon for `daemon_secs` (the controller waits 30 s of live signal, then 30 s of
         // confirmation, before it wakes miners): half the fleet's power available, sweeps every 5 s.
-        let clock = ScaledClock::wall();
-        let profile = Profile::constant(
+        let daemon = crate::restart::daemon(
+            &fleet,
+            &io,
             fleet.max_power() * 0.5,
-            clock.now(),
-            Duration::from_secs(3600),
+            &ControllerConfig::default(),
         );
-        let (daemon, handle) = Daemon::start(Setup {
-            fleet: fleet.clone(),
-            io: io.clone(),
-            controller: ControllerConfig::default(),
-            clock,
-            surplus: SurplusSource::Replay {
-                profile: Arc::new(profile),
-                offset: Duration::ZERO,
-            },
-            meter: None,
-            telemetry_interval: Duration::from_secs(5),
-            on_stop: OnStop::Leave,
-            ledger: None,
-        });
         let status = daemon
             .run(tokio::time::sleep(Duration::from_secs(daemon_secs)))
             .await?;
-        drop(handle);
         // The shed goes to the miners that run, as the controller's does (it knows which from
         // its telemetry; here a sweep just before, not timed).
         let before = io.sweep().await;

@@ -9,6 +9,7 @@ mod dashboard;
 mod fleet;
 mod ledger;
 mod product;
+mod restart;
 mod signals;
 mod study;
 mod twin;
@@ -92,6 +93,17 @@ enum Command {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Restart under load: a daemon stopped with `safe_state = "leave"` and started again at
+    /// once on an emulated LuxOS fleet that mines at full load; the fleet's draw through the
+    /// restart against what it was.
+    Restart {
+        /// Fleet sizes (emulated LuxOS miners), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        sizes: Vec<u32>,
+        /// How long each of the two daemons runs.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     /// Study benchmark: Monte Carlo paths per second on the bundled nuclear study, by thread
     /// count.
     Study {
@@ -146,6 +158,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ledger { miners, postgres } => {
             print!("{}", ledger::run(miners, postgres.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restart { sizes, secs } => {
+            print!("{}", runtime()?.block_on(restart::run(&sizes, secs))?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Study { paths, years } => {

@@ -43,6 +43,9 @@ pub enum OperatorCommand {
     Exclude(MinerId),
     /// Put an excluded miner back under control (it starts asleep).
     Include(MinerId),
+    /// Offer power levels again to every miner used on/off because it refused them (an
+    /// operator turned an autotuner off, say): the next level change tries them.
+    Reprobe,
 }
 
 /// A miner's state as read from it.
@@ -107,6 +110,9 @@ pub enum Action {
     Sleep,
     /// Start hashing at this level.
     Wake(u8),
+    /// Start hashing at whatever level the firmware holds, without setting one: how a miner
+    /// that refuses power levels (an autotuner owns them) is used, on/off.
+    Resume,
     /// Read the miner's state now (check-after-write). Not a write; not rate-limited.
     Query,
 }
@@ -114,6 +120,11 @@ pub enum Action {
 impl Action {
     pub fn is_write(self) -> bool {
         !matches!(self, Action::Query)
+    }
+
+    /// Whether the action starts a sleeping miner hashing.
+    pub fn wakes(self) -> bool {
+        matches!(self, Action::Wake(_) | Action::Resume)
     }
 }
 
@@ -140,6 +151,9 @@ pub enum Refusal {
     Unsupported,
     Busy,
     Rejected,
+    /// The miner refused the power level (a profile, a power target, a mode) but may still
+    /// obey sleep and wake: an autotuner or a locked tuner owns its level.
+    LevelRefused,
 }
 
 /// The miner could not be reached.

@@ -19,12 +19,13 @@ pub mod setpoint;
 
 pub use api::{
     Action, Command, CommandId, CommandOutcome, FleetController, Input, MinerReport, MinerStatus,
-    OperatorCommand, Reason,
+    OperatorCommand, Reason, Refusal,
 };
 pub use baseline::{Baseline, BaselineConfig};
 pub use catalogue::{AsicModel, Catalogue};
 pub use controller::{
-    Controller, ControllerConfig, ControllerSettings, ControllerStats, FaultKind, SignalState,
+    ControlUse, Controller, ControllerConfig, ControllerSettings, ControllerStats, FaultKind,
+    SignalState,
 };
 pub use firmware::{ControlKind, FirmwareKind};
 pub use fleet::{

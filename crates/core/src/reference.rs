@@ -93,6 +93,7 @@ impl OperatorState {
             OperatorCommand::Resume => *self = Self::default(),
             OperatorCommand::CurtailTo(w) => self.curtail = Some(w),
             OperatorCommand::Exclude(_) | OperatorCommand::Include(_) => {}
+            OperatorCommand::Reprobe => {}
         }
         cmd == OperatorCommand::ShedAll
     }

@@ -353,7 +353,7 @@ mod tests {
                 power[c.miner.index()] = match c.action {
                     Action::Sleep => spec.standby,
                     Action::Wake(l) | Action::SetLevel(l) => spec.level_power(l),
-                    Action::Query => power[c.miner.index()],
+                    Action::Query | Action::Resume => power[c.miner.index()],
                 };
                 sent.push((s, c));
             }

@@ -13,8 +13,8 @@ use anyhow::Result;
 use hashsink_clock::ScaledClock;
 use hashsink_core::api::{Refusal, TransportError};
 use hashsink_core::{
-    Action, CommandOutcome, Controller, ControllerConfig, FaultKind, Fleet, FleetController, Input,
-    MinerId, MinerReport, MinerStatus, OperatorCommand, Reason,
+    Action, CommandOutcome, ControlUse, Controller, ControllerConfig, FaultKind, Fleet,
+    FleetController, Input, MinerId, MinerReport, MinerStatus, OperatorCommand, Reason,
 };
 use hashsink_fleetio::fleet::FleetIo;
 use hashsink_fleetio::{Control, DriverError, MinerState, Telemetry};
@@ -217,6 +217,9 @@ pub struct Daemon {
     /// Each miner's last failed command, in the firmware's words (until one succeeds); copied
     /// into the miners' view when it is published, if it changed.
     refusals: std::collections::BTreeMap<u32, String>,
+    /// Why each miner used on/off is: the firmware's refusal of a level (until a re-probe
+    /// gives it levels again). Published with `refusals`.
+    on_off_why: std::collections::BTreeMap<u32, String>,
     refusals_changed: bool,
     /// The malformed reading last logged per miner (logged again when the reason changes).
     malformed_logged: Vec<Option<Malformed>>,
@@ -277,8 +280,12 @@ impl Daemon {
         let (miners_tx, miners) = watch::channel(Arc::new(MinersView {
             at_ms: start.as_millis(),
             directory: directory.clone(),
-            live: last.iter().map(|s| live_of(s, None)).collect(),
+            live: last
+                .iter()
+                .map(|s| live_of(s, None, ControlUse::Levels))
+                .collect(),
             refusals: Arc::default(),
+            on_off_why: Arc::default(),
         }));
         let recent = Arc::new(RecentEvents::default());
         let handle = Handle {
@@ -314,6 +321,7 @@ impl Daemon {
             },
             malformed_logged: vec![None; last.len()],
             refusals: Default::default(),
+            on_off_why: Default::default(),
             refusals_changed: false,
             last,
             status: Status {
@@ -351,6 +359,7 @@ impl Daemon {
             speed = self.clock.speed(),
             "daemon started"
         );
+        self.adopt_fleet().await;
         loop {
             let next_tick = self.next_tick;
             let wake_at = self
@@ -406,6 +415,10 @@ impl Daemon {
         let status = &mut self.status;
         match command {
             OperatorCommand::Exclude(_) | OperatorCommand::Include(_) => {}
+            OperatorCommand::Reprobe => {
+                self.on_off_why.clear();
+                self.refusals_changed = true;
+            }
             OperatorCommand::Resume => {
                 self.overridden = false;
                 (status.mode, status.curtail_w) = ("follow", None);
@@ -481,6 +494,9 @@ impl Daemon {
                     return;
                 }
                 self.malformed_logged[miner as usize] = None;
+                if result.as_ref().is_ok_and(|t| t.level_owned) {
+                    self.level_owned(now, MinerId(miner));
+                }
                 let status = to_status(&result);
                 self.last[miner as usize] = status;
                 self.publish.telemetry_unpublished = true;
@@ -503,6 +519,53 @@ impl Daemon {
                 self.next_tick = self.next_tick.min(now);
             }
         }
+    }
+
+    /// Reads every miner once and hands what they are doing to the controller as its plan
+    /// (`Controller::adopt`), so that a restart under load does not sleep a running fleet. A
+    /// reading refused at the door counts as no answer (that miner is told to sleep).
+    async fn adopt_fleet(&mut self) {
+        let at = self.clock.now();
+        let mut read = vec![MinerStatus::Unreachable; self.fleet.len()];
+        let (mut refused, mut owned) = (Vec::new(), Vec::new());
+        let took = self
+            .io
+            .sweep_each(|miner, result| match self.admit(miner as u32, &result) {
+                Ok(()) => {
+                    read[miner] = to_status(&result);
+                    if result.is_ok_and(|t| t.level_owned) {
+                        owned.push(MinerId(miner as u32));
+                    }
+                }
+                Err(why) => refused.push((miner as u32, why)),
+            })
+            .await;
+        for (miner, why) in refused {
+            self.note_malformed(miner, why);
+        }
+        let adopted = self.ctl.adopt(at, &read);
+        for miner in owned {
+            self.level_owned(at, miner);
+        }
+        let count = FleetCount::of(&read);
+        self.last = read;
+        self.publish.telemetry_unpublished = true;
+        let detail = format!(
+            "taken over as found: {} mining ({:.1} kW above standby kept), {} asleep, {} booting \
+             or silent (told to sleep); read in {} ms",
+            count.mining,
+            adopted.w() / 1000.0,
+            count.asleep,
+            count.booting + count.unreachable,
+            took.as_millis()
+        );
+        info!(
+            mining = count.mining,
+            asleep = count.asleep,
+            kw = adopted.w() / 1000.0,
+            "fleet adopted"
+        );
+        self.note(at, "adopt", "daemon", detail);
     }
 
     /// A command's outcome: to the ledger's audit, and when it failed, with the firmware's or
@@ -532,10 +595,46 @@ impl Daemon {
             l.outcome(hashsink_ledger::Outcome {
                 id: outcome.id.0,
                 at: now,
-                result: text,
+                result: text.clone(),
             });
         }
+        let level_refused = outcome.result == Ok(Err(Refusal::LevelRefused));
+        let was = self.ctl.control_of(outcome.miner);
         self.ctl.handle_input(now, Input::Outcome(outcome));
+        if level_refused && was == ControlUse::Levels {
+            self.on_degraded(now, outcome.miner, text);
+        }
+    }
+
+    /// A miner says its firmware sets its own level (LuxOS with ATM on): used on/off before a
+    /// level is ever refused.
+    fn level_owned(&mut self, now: Timestamp, miner: MinerId) {
+        if self.ctl.control_of(miner) == ControlUse::Levels {
+            self.ctl.use_on_off(miner, now);
+            let why = "reports that its firmware sets its own level (LuxOS ATM on)".to_string();
+            self.on_degraded(now, miner, why);
+        }
+    }
+
+    /// A miner refused a power level and the controller now uses it on/off: said once, in the
+    /// log, the event log and the miner's view.
+    fn on_degraded(&mut self, now: Timestamp, miner: MinerId, text: String) {
+        if self.ctl.control_of(miner) != ControlUse::OnOff {
+            return;
+        }
+        let address = self.io.driver(miner.index()).address();
+        let every = self.ctl.config().reprobe;
+        info!(miner = miner.0, %address, why = %text, reprobe_s = every.as_secs(),
+            "miner refuses power levels: used on/off at the level its firmware holds");
+        let detail = format!(
+            "miner {} ({address}) {text}: used on/off at the level its firmware holds; \
+             levels offered again every {} s or on request",
+            miner.0,
+            every.as_secs()
+        );
+        self.note(now, "on-off", "controller", detail);
+        self.on_off_why.insert(miner.0, text);
+        self.refusals_changed = true;
     }
 
     /// Checks a reading at the door (`readings::admit`).
@@ -649,19 +748,35 @@ impl Daemon {
             .is_none_or(|t| t.elapsed() >= MINERS_VIEW_EVERY)
         {
             self.publish.miners_at = Some(Instant::now());
-            let live = (self.last.iter().enumerate())
-                .map(|(i, s)| live_of(s, self.ctl.fault_of(MinerId(i as u32))))
+            let live: Vec<live::MinerLive> = (self.last.iter().enumerate())
+                .map(|(i, s)| {
+                    let m = MinerId(i as u32);
+                    live_of(s, self.ctl.fault_of(m), self.ctl.control_of(m))
+                })
                 .collect();
-            let refusals = if std::mem::take(&mut self.refusals_changed) {
-                Arc::new(self.refusals.clone())
+            self.status.miners_by_control.clear();
+            for l in &live {
+                *self
+                    .status
+                    .miners_by_control
+                    .entry(l.control.label())
+                    .or_default() += 1;
+            }
+            let (refusals, on_off_why) = if std::mem::take(&mut self.refusals_changed) {
+                (
+                    Arc::new(self.refusals.clone()),
+                    Arc::new(self.on_off_why.clone()),
+                )
             } else {
-                self.publish.miners.borrow().refusals.clone()
+                let view = self.publish.miners.borrow();
+                (view.refusals.clone(), view.on_off_why.clone())
             };
             self.publish.miners.send_replace(Arc::new(MinersView {
                 at_ms: now.as_millis(),
                 directory: self.publish.directory.clone(),
                 live,
                 refusals,
+                on_off_why,
             }));
         }
         self.publish.fleet_report.send_replace(FleetReport {
@@ -736,6 +851,7 @@ impl Daemon {
                     continue;
                 }
                 Action::Sleep => Control::Sleep,
+                Action::Resume => Control::Resume,
                 Action::SetLevel(level) | Action::Wake(level) => Control::Run {
                     level,
                     watts: self.fleet.spec_of(miner).level_power(level),
@@ -804,6 +920,7 @@ impl Daemon {
             action: match (command.action, control) {
                 (Action::Wake(l), _) => format!("wake level {l}"),
                 (_, Control::Run { level, .. }) => format!("level {level}"),
+                (_, Control::Resume) => "wake at its own level".into(),
                 (_, Control::Sleep) => "sleep".into(),
             },
             reason: format!("{:?}", command.reason).to_lowercase(),
@@ -899,10 +1016,14 @@ pub fn describe_operator(
             "include",
             format!("miner {} ({}) back under control", m.0, address(m)),
         ),
+        OperatorCommand::Reprobe => (
+            "reprobe",
+            "power levels offered again to every miner used on/off".into(),
+        ),
     }
 }
 
-fn live_of(s: &MinerStatus, fault: Option<FaultKind>) -> live::MinerLive {
+fn live_of(s: &MinerStatus, fault: Option<FaultKind>, control: ControlUse) -> live::MinerLive {
     let (state, power_w, hashrate_ths) = match s {
         MinerStatus::Mining { power, hashrate } => {
             (live::LiveState::Mining, power.w(), hashrate.ths())
@@ -916,6 +1037,7 @@ fn live_of(s: &MinerStatus, fault: Option<FaultKind>) -> live::MinerLive {
         power_w,
         hashrate_ths,
         fault,
+        control,
     }
 }
 
@@ -937,6 +1059,7 @@ fn to_outcome(r: Result<(), DriverError>) -> Result<Result<(), Refusal>, Transpo
     match r {
         Ok(()) => Ok(Ok(())),
         Err(DriverError::Rejected(_)) => Ok(Err(Refusal::Rejected)),
+        Err(DriverError::LevelRefused(_)) => Ok(Err(Refusal::LevelRefused)),
         Err(DriverError::Unsupported(_)) => Ok(Err(Refusal::Unsupported)),
         Err(DriverError::Timeout(_)) => Err(TransportError::Timeout),
         Err(DriverError::Connect(_)) => Err(TransportError::Refused),
@@ -949,6 +1072,7 @@ fn failure_kind(r: &Result<Result<(), Refusal>, TransportError>) -> Option<&'sta
     match r {
         Ok(Ok(())) => None,
         Ok(Err(Refusal::Rejected)) => Some("rejected"),
+        Ok(Err(Refusal::LevelRefused)) => Some("level_refused"),
         Ok(Err(Refusal::Unsupported)) => Some("unsupported"),
         Ok(Err(Refusal::Busy)) => Some("busy"),
         Err(TransportError::Timeout) => Some("timeout"),

@@ -253,17 +253,15 @@ struct MinersQuery {
     offset: Option<usize>,
 }
 
-fn miner_json(
-    entry: &super::live::MinerEntry,
-    live: Option<&super::live::MinerLive>,
-    refusal: Option<&String>,
-) -> serde_json::Value {
+/// Miner `i` of the view as the API shows it.
+fn miner_json(view: &super::live::MinersView, i: usize) -> serde_json::Value {
+    let entry = &view.directory[i];
     let mut v = serde_json::to_value(entry).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
         // The last command it failed, in the firmware's words (null once one succeeds).
-        obj.insert("last_refusal".into(), json!(refusal));
+        obj.insert("last_refusal".into(), json!(view.refusals.get(&entry.id)));
     }
-    if let (Some(obj), Some(l)) = (v.as_object_mut(), live) {
+    if let (Some(obj), Some(l)) = (v.as_object_mut(), view.live.get(i)) {
         obj.insert("state".into(), json!(l.state));
         obj.insert("power_w".into(), json!(l.power_w));
         obj.insert("hashrate_ths".into(), json!(l.hashrate_ths));
@@ -272,6 +270,9 @@ fn miner_json(
             "excluded".into(),
             json!(l.fault == Some(hashsink_core::FaultKind::Excluded)),
         );
+        // How the controller uses it (levels, on_off, none) and why.
+        obj.insert("control".into(), json!(l.control));
+        obj.insert("control_why".into(), json!(view.control_why(i)));
     }
     v
 }
@@ -312,7 +313,8 @@ async fn get_miners(State(api): State<Api>, Query(q): Query<MinersQuery>) -> Res
         .directory
         .iter()
         .zip(view.live.iter())
-        .filter(|(e, l)| {
+        .enumerate()
+        .filter(|(_, (e, l))| {
             (needle.is_empty()
                 || e.address.to_lowercase().contains(&needle)
                 || e.model.to_lowercase().contains(&needle)
@@ -325,7 +327,7 @@ async fn get_miners(State(api): State<Api>, Query(q): Query<MinersQuery>) -> Res
                     Keep::State(s) => l.state == s,
                 }
         })
-        .map(|(e, l)| miner_json(e, Some(l), view.refusals.get(&e.id)))
+        .map(|(i, _)| miner_json(&view, i))
         .collect();
     let total = matched.len();
     let page: Vec<serde_json::Value> = matched
@@ -369,9 +371,7 @@ async fn get_miner(State(api): State<Api>, Path(id): Path<u32>) -> Response {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let entry = &view.directory[i];
-    let refusal = view.refusals.get(&entry.id);
-    let now = json!({"miner": miner_json(entry, view.live.get(i), refusal)});
+    let now = json!({"miner": miner_json(&view, i)});
     if api.ledger.is_none() {
         return axum::Json(now).into_response();
     }
@@ -753,6 +753,9 @@ pub fn router(setup: ApiSetup) -> Router {
     let resume = |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
         operator(&api, actor, OperatorCommand::Resume).await
     };
+    let reprobe = |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
+        operator(&api, actor, OperatorCommand::Reprobe).await
+    };
     let status =
         |State(api): State<Api>| async move { axum::Json(api.handle.status.borrow().clone()) };
     // Entering coins takes a larger body (up to 1,000 records).
@@ -817,6 +820,7 @@ pub fn router(setup: ApiSetup) -> Router {
         )
         .route("/api/v1/fleet", get(get_fleet))
         .route("/api/v1/miners", get(get_miners))
+        .route("/api/v1/miners/reprobe", post(reprobe))
         .route("/api/v1/miners/{id}", get(get_miner))
         .route("/api/v1/miners/{id}/exclude", post(post_exclude))
         .route("/api/v1/miners/{id}/include", post(post_include))

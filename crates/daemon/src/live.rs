@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use hashsink_core::FaultKind;
+use hashsink_core::{ControlUse, FaultKind};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -28,6 +28,8 @@ pub struct MinerLive {
     pub power_w: f64,
     pub hashrate_ths: f64,
     pub fault: Option<FaultKind>,
+    /// How the controller uses it: every level, on/off, or not at all.
+    pub control: ControlUse,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,6 +50,27 @@ pub struct MinersView {
     /// Each miner's last failed command, in the firmware's or the transport's words (until a
     /// command to it succeeds).
     pub refusals: Arc<std::collections::BTreeMap<u32, String>>,
+    /// Why a miner is used on/off: the firmware's refusal of a power level.
+    pub on_off_why: Arc<std::collections::BTreeMap<u32, String>>,
+}
+
+impl MinersView {
+    /// Why miner `i` is used as it is (none for a miner used with every level).
+    pub fn control_why(&self, i: usize) -> Option<String> {
+        let id = self.directory.get(i)?.id;
+        let live = self.live.get(i)?;
+        match live.control {
+            ControlUse::Levels => None,
+            ControlUse::OnOff => Some(self.on_off_why.get(&id).cloned().unwrap_or_else(|| {
+                "its firmware has one power level: it is slept and woken".into()
+            })),
+            ControlUse::None => Some(match (live.fault, self.refusals.get(&id)) {
+                (Some(f), Some(r)) => format!("routed around ({f:?}); last refusal: {r}"),
+                (Some(f), None) => format!("routed around ({f:?})"),
+                (None, _) => "routed around".into(),
+            }),
+        }
+    }
 }
 
 /// One thing that happened, as the event log and the dashboard show it.

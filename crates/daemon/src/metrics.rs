@@ -36,6 +36,23 @@ fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, 
     }
 }
 
+/// Miners by how the controller uses them.
+fn register_control(r: &mut Registry, status: &Status) {
+    let by_control = Family::<Vec<(String, String)>, Gauge>::default();
+    for kind in hashsink_core::ControlUse::ALL {
+        let n = status.miners_by_control.get(kind.label()).copied();
+        by_control
+            .get_or_create(&vec![("control".to_string(), kind.label().to_string())])
+            .set(i64::from(n.unwrap_or(0)));
+    }
+    r.register(
+        "miners_by_control",
+        "Miners by how the controller uses them: every power level, on/off (refused levels \
+         or has one), none (routed around)",
+        by_control,
+    );
+}
+
 /// What failed: commands by kind, readings refused at the door by reason, ledger batches set
 /// aside or lost.
 fn register_failures(r: &mut Registry, status: &Status) {
@@ -190,6 +207,7 @@ pub fn render(status: &Status) -> String {
         );
     }
     register_failures(&mut r, status);
+    register_control(&mut r, status);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);
@@ -216,6 +234,7 @@ mod tests {
         s.command_failures.insert("rejected".into(), 4);
         s.malformed_readings.insert("implausible".into(), 3);
         s.ledger_set_aside = 2;
+        s.miners_by_control.insert("on_off", 5);
         s.signals.push(super::super::SignalStatus {
             name: "export meter".into(),
             trusted: true,
@@ -236,6 +255,8 @@ mod tests {
             "hashsink_malformed_readings_total{reason=\"implausible\"} 3.0",
             "hashsink_malformed_readings_total{reason=\"negative\"} 0.0",
             "hashsink_ledger_batches_set_aside_total 2.0",
+            "hashsink_miners_by_control{control=\"on_off\"} 5",
+            "hashsink_miners_by_control{control=\"levels\"} 0",
             "# TYPE hashsink_fleet_energy_joules counter",
             "# UNIT hashsink_fleet_energy_joules joules",
         ] {

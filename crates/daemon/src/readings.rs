@@ -96,6 +96,7 @@ mod tests {
             state,
             power: Watts(w),
             power_estimated: false,
+            level_owned: false,
             hashrate: HashRate::from_ths(ths),
             board_temp_c: None,
             chip_temp_c: None,

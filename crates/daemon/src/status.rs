@@ -23,6 +23,9 @@ pub struct Status {
     pub faulted: u32,
     /// Of those, the ones an operator excluded.
     pub excluded: u32,
+    /// Miners by how the controller uses them: "levels", "on_off" (they refused levels, or
+    /// have one), "none" (routed around).
+    pub miners_by_control: std::collections::BTreeMap<&'static str, u32>,
     /// The miners routed around for a fault, with why (the first 100).
     pub faulted_miners: Vec<FaultedMiner>,
     pub commands: u64,

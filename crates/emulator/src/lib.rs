@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use model::Shared;
-pub use model::{Dialect, Fault};
+pub use model::{ATM_REFUSAL, Dialect, Fault, TUNER_LOCKED_REFUSAL};
 
 /// Where the emulated miners listen.
 #[derive(Clone, Copy, Debug)]
@@ -175,6 +175,11 @@ impl Emulator {
 
     pub fn dialect(&self, index: u32) -> Dialect {
         self.shared.dialect(index)
+    }
+
+    /// How miner `index` misbehaves (`Fault::None`: it does not).
+    pub fn fault(&self, index: u32) -> Fault {
+        self.shared.fault(index)
     }
 
     /// Makes miner `index` misbehave from now on.

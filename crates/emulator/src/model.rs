@@ -44,10 +44,18 @@ pub enum Fault {
     /// LuxOS with ATM (its autotuner) on: it owns the profile, so `profileset` is refused with
     /// the firmware's reason; `curtail sleep|wakeup` still works. Other firmware: no effect.
     AtmOn,
+    /// Braiins OS with its tuner locked (a fixed power target set by its owner): a new power
+    /// target is refused with the firmware's reason; pause and resume still work. Other
+    /// firmware: no effect.
+    TunerLocked,
 }
 
 /// What the emulated LuxOS answers to `profileset` while ATM is on.
 pub const ATM_REFUSAL: &str = "Cannot change profile while ATM is enabled: disable ATM first";
+
+/// What the emulated Braiins OS answers to a power target while its tuner is locked.
+pub const TUNER_LOCKED_REFUSAL: &str =
+    "Power target is locked by the tuner configuration; unlock the tuner to change it";
 
 pub(crate) struct MinerSide {
     pub fault: Fault,
@@ -227,6 +235,7 @@ pub(crate) struct Snapshot {
     pub board_temp_c: f64,
     pub chip_temp_c: f64,
     pub fan_rpm: u32,
+    pub fault: Fault,
 }
 
 impl Snapshot {
@@ -262,6 +271,7 @@ impl World {
             board_temp_c: (25.0 + 40.0 * load).round(),
             chip_temp_c: (30.0 + 45.0 * load).round(),
             fan_rpm: (1500.0 + 4500.0 * load).round() as u32,
+            fault: side.fault,
         }
     }
 

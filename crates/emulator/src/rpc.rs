@@ -425,7 +425,7 @@ impl Ask<'_> {
                     "Model": kind, "OS": "LuxOS", "ASC Count": 3,
                     "CurtailMode": if snap.sleep_requested { "Sleep" } else { "None" },
                     "Profile": lux_profile_name(snap.level),
-                    "IsAtmEnabled": false, "IsTuning": false, "IsPowerSupplyOn": true,
+                    "IsAtmEnabled": snap.fault == Fault::AtmOn, "IsTuning": false, "IsPowerSupplyOn": true,
                     "MACAddr": mac(index), "Hostname": format!("luxos-{index}"), "IPAddr": crate::miner_address(shared.first_index + index).to_string(),
                     "NameplateTHS": spec.nameplate_hashrate.ths(),
                 }]),

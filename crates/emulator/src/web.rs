@@ -60,9 +60,11 @@ async fn faults(
             "{\"miner_stats\": {\"real_hashrate\": [\u{1}",
         )
             .into_response(),
-        Fault::None | Fault::IgnoresCommands | Fault::AtmOn | Fault::TenfoldPower => {
-            next.run(request).await
-        }
+        Fault::None
+        | Fault::IgnoresCommands
+        | Fault::AtmOn
+        | Fault::TenfoldPower
+        | Fault::TunerLocked => next.run(request).await,
     }
 }
 
@@ -212,6 +214,13 @@ async fn braiins_power_target(
         )
             .into_response();
     };
+    if miner.shared.fault(miner.index) == Fault::TunerLocked {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"message": crate::model::TUNER_LOCKED_REFUSAL})),
+        )
+            .into_response();
+    }
     let (min, max) = (spec.min_power().w(), spec.max_power().w());
     if !(min..=max).contains(&watt) {
         return (

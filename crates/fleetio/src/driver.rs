@@ -24,6 +24,9 @@ pub struct Telemetry {
     /// The firmware does not report its draw (older stock Antminer firmware): `power` is the
     /// rated draw of its work mode (or standby), not a measurement.
     pub power_estimated: bool,
+    /// The firmware says it sets its own power level (LuxOS with ATM on: `IsAtmEnabled` in
+    /// its `config`): a level written to it would be refused.
+    pub level_owned: bool,
     pub hashrate: HashRate,
     pub board_temp_c: Option<f64>,
     pub chip_temp_c: Option<f64>,
@@ -38,6 +41,9 @@ pub enum Control {
     /// Hash at this rung of the miner's power ladder (`watts` is the rung's power; `level` its
     /// index, which is what mode-based firmware needs).
     Run { level: u8, watts: Watts },
+    /// Start hashing at whatever level the firmware holds, without setting one (a miner whose
+    /// level an autotuner owns, used on/off).
+    Resume,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +56,10 @@ pub enum DriverError {
     Malformed(String),
     #[error("the miner refused: {0}")]
     Rejected(String),
+    /// The miner refused the power level (profile, power target, mode); it may still obey
+    /// sleep and wake.
+    #[error("the miner refused the power level: {0}")]
+    LevelRefused(String),
     #[error("not supported by this firmware: {0}")]
     Unsupported(String),
 }

@@ -235,10 +235,15 @@ impl MinerDriver for LuxOsDriver {
             .and_then(Value::as_str)
             .is_some_and(|m| !m.eq_ignore_ascii_case("none"));
         let temps = section(&reply, "temps").ok();
+        let level_owned = config
+            .pointer("/CONFIG/0/IsAtmEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         Ok(Telemetry {
             state: state_of(curtailed, ghs),
             power: Watts(watts),
             power_estimated: false,
+            level_owned,
             hashrate: HashRate::from_ths(ghs / 1000.0),
             board_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Board")),
             chip_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Chip")),
@@ -254,9 +259,12 @@ impl MinerDriver for LuxOsDriver {
     async fn apply(&self, control: Control) -> Result<(), DriverError> {
         match control {
             Control::Sleep => self.curtail(true).await,
+            Control::Resume => self.curtail(false).await,
             Control::Run { watts, .. } => {
                 let profile = self.profile_for(watts).await?;
-                self.privileged("profileset", &profile).await?;
+                self.privileged("profileset", &profile)
+                    .await
+                    .map_err(level_refused)?;
                 self.curtail(false).await
             }
         }
@@ -395,6 +403,7 @@ impl MinerDriver for BraiinsDriver {
             state: state_of(matches!(status, 3 | 4), ghs),
             power: Watts(watts),
             power_estimated: false,
+            level_owned: false,
             hashrate: HashRate::from_ths(ghs / 1000.0),
             board_temp_c: None,
             chip_temp_c: None,
@@ -413,6 +422,11 @@ impl MinerDriver for BraiinsDriver {
             Control::Sleep => with_timeout(timeout, async move { boxed(miner.pause(None).await) })
                 .await
                 .map(|_| ()),
+            Control::Resume => {
+                with_timeout(timeout, async move { boxed(miner.resume(None).await) })
+                    .await
+                    .map(|_| ())
+            }
             Control::Run { watts, .. } => {
                 let m = miner.clone();
                 let limit = measurements::Power::from_watts(watts.w().round());
@@ -420,7 +434,8 @@ impl MinerDriver for BraiinsDriver {
                     timeout,
                     async move { boxed(m.set_power_limit(limit).await) },
                 )
-                .await?;
+                .await
+                .map_err(level_refused)?;
                 with_timeout(timeout, async move { boxed(miner.resume(None).await) })
                     .await
                     .map(|_| ())
@@ -536,6 +551,11 @@ impl MinerDriver for AntminerDriver {
                 let m = miner.clone();
                 accepted(with_timeout(timeout, async move { boxed(m.pause(None).await) }).await?)
             }
+            (Control::Resume, Some(miner)) => {
+                let m = miner.clone();
+                accepted(with_timeout(timeout, async move { boxed(m.resume(None).await) }).await?)
+            }
+            (Control::Resume, None) => self.set_mode("0").await,
             (Control::Run { level, .. }, Some(miner)) if level == self.normal_level => {
                 let m = miner.clone();
                 accepted(with_timeout(timeout, async move { boxed(m.resume(None).await) }).await?)
@@ -547,9 +567,26 @@ impl MinerDriver for AntminerDriver {
                     std::cmp::Ordering::Equal => "0",
                     std::cmp::Ordering::Greater => "2",
                 };
-                self.set_mode(mode).await
+                let result = self.set_mode(mode).await;
+                // Firmware without the low and high modes refuses those, not the miner.
+                if level == self.normal_level {
+                    result
+                } else {
+                    result.map_err(level_refused)
+                }
             }
         }
+    }
+}
+
+/// The firmware's "no" to a level write is a refusal of the level, not of the miner: it may
+/// still obey sleep and wake. Transport failures stay what they are.
+fn level_refused(e: DriverError) -> DriverError {
+    match e {
+        DriverError::Rejected(why) | DriverError::Unsupported(why) => {
+            DriverError::LevelRefused(why)
+        }
+        other => other,
     }
 }
 
@@ -610,6 +647,7 @@ pub fn antminer_telemetry(
         state,
         power,
         power_estimated,
+        level_owned: false,
         hashrate: HashRate::from_ths(ghs / 1000.0),
         board_temp_c: number_at(stats, "/STATS/1/temp1"),
         chip_temp_c: number_at(stats, "/STATS/1/temp2_1"),

@@ -42,6 +42,10 @@ pub struct DemoArgs {
     /// `hashsink emulate --help`). The daemon routes around them.
     #[arg(long, default_value = "")]
     pub faults: String,
+    /// Quirks of real firmware, e.g. `atm=30,locked=20` (percent of the miners of that
+    /// firmware; see `hashsink emulate --help`). The daemon uses such miners on/off.
+    #[arg(long, default_value = "")]
+    pub quirks: String,
     /// Print the final status as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -210,6 +214,7 @@ async fn start_fleet(
         mix: args.mix.clone(),
         speed: args.speed,
         faults: args.faults.clone(),
+        quirks: args.quirks.clone(),
         rpc_port: 4028,
         web_port: 80,
         first_index: args.first_index,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, FleetConfig};
-use hashsink_emulator::{Emulator, Fault, Listen, subnets_for};
+use hashsink_emulator::{Dialect, Emulator, Fault, Listen, subnets_for};
 
 #[derive(Args, Debug, Clone)]
 pub struct EmulateArgs {
@@ -24,6 +24,12 @@ pub struct EmulateArgs {
     /// `profileset` and obeys `curtail`; tenfold: reports ten times the power it draws).
     #[arg(long, default_value = "")]
     pub faults: String,
+    /// Quirks of real firmware, as percentages of the miners of that firmware:
+    /// `atm=30,locked=20` (atm: LuxOS with ATM on, which refuses `profileset` and obeys
+    /// `curtail`; locked: Braiins OS with its tuner locked, which refuses a power target and
+    /// obeys pause and resume). Placed after `--faults`, never on a miner that has one.
+    #[arg(long, default_value = "")]
+    pub quirks: String,
     /// cgminer API port.
     #[arg(long, default_value_t = 4028)]
     pub rpc_port: u16,
@@ -52,28 +58,67 @@ pub async fn start(args: &EmulateArgs, clock: ScaledClock) -> Result<Emulator> {
     };
     let emulator = Emulator::start(Arc::new(fleet), clock, listen).await?;
     place_faults(&emulator, &parse_faults(&args.faults)?);
+    place_quirks(&emulator, &parse_quirks(&args.quirks)?);
     if args.mining {
         emulator.wake_all();
     }
     Ok(emulator)
 }
 
-/// Parses `hang=5,garbage=5,ignore=2,slow=2` into (fault, percent) pairs.
-pub fn parse_faults(spec: &str) -> Result<Vec<(Fault, f64)>> {
+/// `NAME=PERCENT` pairs, comma separated, as `flag` takes them.
+fn percentages<'a>(flag: &str, spec: &'a str) -> Result<Vec<(&'a str, f64)>> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, pct) = part
             .split_once('=')
-            .with_context(|| format!("--faults: {part:?} is not NAME=PERCENT (e.g. hang=5)"))?;
+            .with_context(|| format!("{flag}: {part:?} is not NAME=PERCENT (e.g. hang=5)"))?;
         let pct: f64 = pct
             .trim()
             .parse()
             .ok()
             .filter(|p: &f64| (0.0..=100.0).contains(p))
             .with_context(|| {
-                format!("--faults: {pct:?} in {part:?} is not a percentage between 0 and 100")
+                format!("{flag}: {pct:?} in {part:?} is not a percentage between 0 and 100")
             })?;
-        let fault = match name.trim() {
+        out.push((name.trim(), pct));
+    }
+    Ok(out)
+}
+
+/// Parses `atm=30,locked=20` into (quirk, the firmware it belongs to, percent of that
+/// firmware's miners).
+pub fn parse_quirks(spec: &str) -> Result<Vec<(Fault, Dialect, f64)>> {
+    let mut out = Vec::new();
+    for (name, pct) in percentages("--quirks", spec)? {
+        let (fault, dialect) = match name {
+            "atm" => (Fault::AtmOn, Dialect::LuxOs),
+            "locked" => (Fault::TunerLocked, Dialect::BraiinsOs),
+            other => anyhow::bail!("--quirks: unknown quirk {other:?}; use atm or locked"),
+        };
+        out.push((fault, dialect, pct));
+    }
+    Ok(out)
+}
+
+/// Gives each quirk to its share of its firmware's miners, spread evenly through them, never
+/// to a miner that already misbehaves. Deterministic.
+pub fn place_quirks(emulator: &Emulator, quirks: &[(Fault, Dialect, f64)]) {
+    for &(fault, dialect, pct) in quirks {
+        let theirs: Vec<u32> = (0..emulator.len() as u32)
+            .filter(|&i| emulator.dialect(i) == dialect && emulator.fault(i) == Fault::None)
+            .collect();
+        let count = (theirs.len() as f64 * pct / 100.0).round() as usize;
+        for j in 0..count {
+            emulator.set_fault(theirs[j * theirs.len() / count], fault);
+        }
+    }
+}
+
+/// Parses `hang=5,garbage=5,ignore=2,slow=2` into (fault, percent) pairs.
+pub fn parse_faults(spec: &str) -> Result<Vec<(Fault, f64)>> {
+    let mut out = Vec::new();
+    for (name, pct) in percentages("--faults", spec)? {
+        let fault = match name {
             "hang" => Fault::Hang,
             "garbage" => Fault::Garbage,
             "ignore" => Fault::IgnoresCommands,

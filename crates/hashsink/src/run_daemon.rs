@@ -79,15 +79,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } else {
         tracing::warn!("{report}");
     }
-    if args.check {
-        println!("{}: valid; {report}", args.config.display());
-        return Ok(());
-    }
     let io = Arc::new(FleetIo::new(
         inventory.drivers,
         site.io.concurrency,
         site.io_timeout(),
     ));
+    if args.check {
+        println!("{}: valid; {report}", args.config.display());
+        println!("{}", describe_controls(&site.fleet, &io).await);
+        return Ok(());
+    }
     let ready = io.prepare_all().await;
     tracing::debug!(ready, "drivers prepared (sessions, profile lists)");
     let listener = match api_address(&args, &site)? {
@@ -294,4 +295,44 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => info!("Ctrl-C: stopping"),
         _ = term.recv() => info!("SIGTERM: stopping"),
     }
+}
+
+/// What one read of every miner says about how each can be used: every power level, on/off
+/// (one level, or its firmware sets its own: LuxOS with ATM on), or not at all (no answer).
+/// A refusal the read cannot foresee (a Braiins tuner locked) is learnt at the first write.
+async fn describe_controls(fleet: &hashsink_core::Fleet, io: &FleetIo) -> String {
+    let sweep = io.sweep().await;
+    let (mut levels, mut one_level, mut owned, mut silent) = (0, 0, Vec::new(), Vec::new());
+    for (i, result) in sweep.results.iter().enumerate() {
+        let address = io.driver(i).address();
+        match result {
+            Err(e) => silent.push(format!("{address} ({e})")),
+            Ok(t) if t.level_owned => owned.push(address.to_string()),
+            Ok(_) if fleet.spec_of(hashsink_core::MinerId(i as u32)).levels.len() == 1 => {
+                one_level += 1
+            }
+            Ok(_) => levels += 1,
+        }
+    }
+    let mut out = format!(
+        "controls: {levels} with every power level; {} on/off ({one_level} with one level, {} \
+         whose firmware sets its own level); {} not usable (no answer)",
+        one_level + owned.len(),
+        owned.len(),
+        silent.len()
+    );
+    for (what, list) in [
+        ("sets its own level (ATM on)", &owned),
+        ("no answer", &silent),
+    ] {
+        if !list.is_empty() {
+            let shown: Vec<&str> = list.iter().take(10).map(String::as_str).collect();
+            let more = list.len().saturating_sub(shown.len());
+            out += &format!("\n  {what}: {}", shown.join(", "));
+            if more > 0 {
+                out += &format!(" and {more} more");
+            }
+        }
+    }
+    out + "\n  a level a firmware refuses at run time (a locked tuner) moves that miner to on/off"
 }

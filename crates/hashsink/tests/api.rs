@@ -268,11 +268,27 @@ fn each_role_does_exactly_what_it_should_and_hostile_requests_get_a_4xx() {
             Some(viewer),
             "",
         );
-        if reply.contains(r#""matched":1"#) {
+        if reply.contains(r#""matched":1"#) && reply.contains(r#""control":"none""#) {
+            // Not used, and why.
+            assert!(
+                reply.contains(r#""control_why":"routed around (Excluded)"#),
+                "{reply}"
+            );
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(5), "{reply}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // No miner answers here: the others are routed around as unreachable, and say so.
+    let (_, reply) = request(listen, "GET", "/api/v1/miners/0", Some(viewer), "");
+    assert!(
+        reply.contains(r#""control_why":"routed around (Unreachable); last refusal: failed"#),
+        "{reply}"
+    );
+    // Offering levels again to the miners used on/off: an operator's action.
+    for (token, code) in [(viewer, 403), (operator, 200)] {
+        let (got, reply) = request(listen, "POST", "/api/v1/miners/reprobe", Some(token), "");
+        assert_eq!(got, code, "{reply}");
     }
     // Coins: only an admin enters them; each record is checked; a reference counts once.
     let payout = r#"[{"time": "2026-11-02T00:00:00Z", "reference": "pool-tx-1", "btc": "0.00120000", "source": "ocean"}]"#;

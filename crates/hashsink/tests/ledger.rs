@@ -51,7 +51,15 @@ fn start(site: &std::path::Path, extra: &[&str]) -> (std::process::Child, mpsc::
 
 #[test]
 fn kill_9_at_any_moment_loses_no_committed_interval() {
-    let _emulator = common::emulate(&["--first-index", "5750", "--mix", "s19xp:10:luxos"]);
+    // The miners start mining: the daemon adopts them and, with no surplus pushed, brings them
+    // to the fail-safe load, so the controller has commands for the audit log.
+    let _emulator = common::emulate(&[
+        "--mining",
+        "--first-index",
+        "5750",
+        "--mix",
+        "s19xp:10:luxos",
+    ]);
     let dir = std::env::temp_dir().join(format!("hashsink-ledger-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let site = dir.join("site.toml");

@@ -457,20 +457,21 @@ fn discover_finds_the_emulated_miners_and_writes_site_groups() {
     }
 }
 
-/// An hour of the demo's night at 240x on 20 LuxOS S19 XP with `faults`, its ledger kept:
-/// (the final report, the ledger, the whole time span, the folder to remove).
+/// An hour of the demo's night at 240x on 20 miners of `mix` with `flags` (faults, quirks),
+/// its ledger kept: (the final report, the ledger, the folder to remove).
 fn quirky_demo(
-    faults: &str,
+    mix: &str,
+    flags: &[&str],
     first_index: &str,
 ) -> (
     Value,
     hashsink_ledger::sqlite::SqliteStore,
     std::path::PathBuf,
 ) {
-    let dir = std::env::temp_dir().join(format!("hashsink-{faults}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hashsink-{first_index}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("ledger.db");
-    let report = demo_json(&[
+    let mut args = vec![
         "--speed",
         "240",
         "--hours",
@@ -478,16 +479,16 @@ fn quirky_demo(
         "--start",
         "2016-05-02T04:00:00Z",
         "--mix",
-        "s19xp:20:luxos",
-        "--faults",
-        faults,
+        mix,
         "--first-index",
         first_index,
         "--listen",
         "off",
         "--ledger",
         db.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(flags);
+    let report = demo_json(&args);
     let ledger = hashsink_ledger::sqlite::SqliteStore::open(&db).expect("the ledger");
     (report, ledger, dir)
 }
@@ -498,28 +499,69 @@ const ALL: (hashsink_units::Timestamp, hashsink_units::Timestamp) = (
     hashsink_units::Timestamp::from_millis(i64::MAX),
 );
 
-#[test]
-fn a_refused_command_is_explained_in_the_firmwares_words() {
-    // 4 of 20 LuxOS miners with ATM on: they refuse `profileset` with the firmware's reason
-    // and obey `curtail`. The reason must reach the audit log, not only "rejected".
-    let (report, mut ledger, dir) = quirky_demo("atm=20", "9000");
-    let failures = &report["status"]["command_failures"];
-    assert!(
-        failures["rejected"].as_u64().unwrap_or(0) > 0,
-        "the ATM miners' refusals are counted by kind: {report}"
-    );
+/// The audit log's refusals of a quirky demo: each must carry the firmware's own words.
+fn refusals_in_audit(ledger: &mut hashsink_ledger::sqlite::SqliteStore) -> Vec<String> {
     use hashsink_ledger::Store;
     let audit = ledger.audit("demo", ALL.0, ALL.1).unwrap();
-    let refused: Vec<&str> = audit
+    audit
         .iter()
-        .filter_map(|a| a.outcome.as_ref().map(|o| o.1.as_str()))
+        .filter_map(|a| a.outcome.as_ref().map(|o| o.1.clone()))
         .filter(|r| r.starts_with("refused"))
+        .collect()
+}
+
+/// The share of the surplus a demo absorbed.
+fn absorption(report: &Value) -> f64 {
+    let kpis = &report["status"]["kpis"];
+    kpis["absorbed_kwh"].as_f64().unwrap_or(0.0) / kpis["surplus_kwh"].as_f64().unwrap_or(1.0)
+}
+
+/// The miners of a quirky demo that the controller used on/off, and that it routed around.
+fn by_control(report: &Value) -> (u64, u64) {
+    let status = &report["status"];
+    let on_off = status["miners_by_control"]["on_off"].as_u64().unwrap_or(0);
+    (on_off, status["faulted"].as_u64().unwrap_or(u64::MAX))
+}
+
+#[test]
+fn luxos_with_atm_on_is_used_on_off_from_its_own_report() {
+    // 6 of 20 LuxOS miners with ATM on: their `config` says so (`IsAtmEnabled`), they would
+    // refuse `profileset` with the firmware's reason and they obey `curtail`. They are used
+    // on/off from the first reading, before any level is refused, and not faulted.
+    let (report, mut ledger, dir) = quirky_demo("s19xp:20:luxos", &["--quirks", "atm=30"], "9000");
+    assert_eq!(by_control(&report), (6, 0), "{report}");
+    let failures = &report["status"]["command_failures"];
+    assert_eq!(failures["level_refused"].as_u64(), None, "{report}");
+    use hashsink_ledger::Store;
+    let events = ledger.events("demo", ALL.0, ALL.1).unwrap();
+    let on_off: Vec<&str> = (events.iter())
+        .filter(|e| e.kind == "on-off")
+        .map(|e| e.detail.as_str())
         .collect();
-    assert!(!refused.is_empty(), "no refusal in the audit log");
+    // Once per miner, and again after each re-probe (every hour) while ATM stays on.
+    let miners: std::collections::BTreeSet<&str> =
+        on_off.iter().filter_map(|d| d.split(" (").next()).collect();
+    assert_eq!(miners.len(), 6, "{on_off:?}");
+    assert!(on_off.iter().all(|d| d.contains("ATM on")), "{on_off:?}");
+    let absorbed = absorption(&report);
+    assert!(absorbed > 0.9, "absorbed {absorbed}: {report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn braiins_with_its_tuner_locked_is_used_on_off() {
+    // 4 of 20 Braiins OS miners refuse a power target (the tuner is locked) and obey pause and
+    // resume: used on/off, none routed around, the firmware's words in the audit log.
+    let (report, mut ledger, dir) =
+        quirky_demo("s21:20:braiins-os", &["--quirks", "locked=20"], "9500");
+    assert_eq!(by_control(&report), (4, 0), "{report}");
+    let refused = refusals_in_audit(&mut ledger);
     assert!(
-        refused.iter().all(|r| r.contains("ATM is enabled")),
-        "each refusal carries the firmware's own message: {refused:?}"
+        !refused.is_empty() && refused.iter().all(|r| r.contains("locked")),
+        "{refused:?}"
     );
+    let absorbed = absorption(&report);
+    assert!(absorbed > 0.9, "absorbed {absorbed}: {report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -528,7 +570,8 @@ fn readings_ten_times_the_truth_are_refused_at_the_door() {
     // 4 of 20 LuxOS miners report ten times the power they draw. Those readings are refused
     // (counted as implausible) and never reach the ledger: no miner's energy there is above
     // what a miner at full power draws over the run.
-    let (report, mut ledger, dir) = quirky_demo("tenfold=20", "9250");
+    let (report, mut ledger, dir) =
+        quirky_demo("s19xp:20:luxos", &["--faults", "tenfold=20"], "9250");
     let malformed = &report["status"]["malformed_readings"];
     assert!(
         malformed["implausible"].as_u64().unwrap_or(0) > 0,
@@ -555,4 +598,41 @@ fn readings_ten_times_the_truth_are_refused_at_the_door() {
     }
     assert!(totals.iter().any(|t| t.energy_wh > 0.0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_check_says_how_each_miner_can_be_used() {
+    // 2 of 4 LuxOS miners with ATM on: `run --check` reads them and says they are used on/off,
+    // and why, before the daemon ever runs.
+    let _emulator = emulate(&[
+        "--first-index",
+        "9750",
+        "--mix",
+        "s19xp:4:luxos",
+        "--quirks",
+        "atm=50",
+    ]);
+    let dir = std::env::temp_dir().join(format!("hashsink-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("site.toml");
+    std::fs::write(&path, "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.39.1-127.1.39.4\"]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(["run", "--check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("controls: 2 with every power level; 2 on/off (0 with one level, 2 whose firmware sets its own level); 0 not usable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sets its own level (ATM on): 127.1.39."),
+        "{text}"
+    );
 }

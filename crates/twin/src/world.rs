@@ -366,7 +366,7 @@ impl Checker {
             _ => {}
         }
         match cmd.action {
-            Action::Wake(_) => {
+            Action::Wake(_) | Action::Resume => {
                 if let Some((slept, why)) = self.last_sleep[m] {
                     let asleep = now.saturating_since(slept);
                     let early = asleep < self.bounds.min_off;
@@ -1078,7 +1078,7 @@ impl<'a> World<'a> {
         let counts = &mut self.record.counts;
         match cmd.action {
             Action::SetLevel(_) => counts.set_level += 1,
-            Action::Wake(_) => counts.wake += 1,
+            Action::Wake(_) | Action::Resume => counts.wake += 1,
             Action::Sleep => counts.sleep += 1,
             Action::Query => counts.query += 1,
         }
@@ -1110,6 +1110,10 @@ impl<'a> World<'a> {
             _ if f.ignores > 0 => false,
             Action::Sleep => self.sim.command_sleep(m, now),
             Action::Wake(l) => self.sim.command_wake(m, l, now),
+            Action::Resume => {
+                let held = self.sim.miners[m as usize].level;
+                self.sim.command_wake(m, held, now)
+            }
             Action::SetLevel(l) => self.sim.command_level(m, l, now),
         };
         if settled {

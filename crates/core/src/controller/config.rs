@@ -74,6 +74,9 @@ pub struct ControllerSettings {
     pub silent_after_s: f64,
     /// How often a faulted miner is asked again to sleep.
     pub fault_retry_s: f64,
+    /// How often a miner that refused power levels (and is used on/off) is offered levels
+    /// again: an operator may have turned its autotuner off. Zero: only on operator request.
+    pub reprobe_s: f64,
     /// Measured fleet power above the controller's own account by more than this share of
     /// fleet maximum, for `meter_grace_s`, is treated as load it cannot control.
     pub meter_tolerance_fraction: f64,
@@ -107,6 +110,7 @@ impl Default for ControllerSettings {
             verify_grace_s: 15.0,
             silent_after_s: 60.0,
             fault_retry_s: 600.0,
+            reprobe_s: 3600.0,
             meter_tolerance_fraction: 0.01,
             meter_grace_s: 15.0,
         }
@@ -148,6 +152,8 @@ pub struct ControllerConfig {
     pub verify_grace: Duration,
     pub silent_after: Duration,
     pub fault_retry: Duration,
+    /// Zero: never on a timer.
+    pub reprobe: Duration,
     pub meter_tolerance_fraction: f64,
     pub meter_grace: Duration,
 }
@@ -257,6 +263,7 @@ impl ControllerSettings {
             verify_grace: secs("verify_grace_s", self.verify_grace_s)?,
             silent_after: secs("silent_after_s", self.silent_after_s)?,
             fault_retry: secs("fault_retry_s", self.fault_retry_s)?.max(Duration::from_secs(1)),
+            reprobe: secs("reprobe_s", self.reprobe_s)?,
             meter_tolerance_fraction: fraction(
                 "meter_tolerance_fraction",
                 self.meter_tolerance_fraction,

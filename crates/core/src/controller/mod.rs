@@ -58,6 +58,7 @@ pub use config::{ControllerConfig, ControllerSettings, SettingsError};
 
 use crate::api::{
     Action, Command, CommandId, FleetController, Input, MinerStatus, OperatorCommand, Reason,
+    Refusal,
 };
 use crate::fleet::{Fleet, MinerId};
 use crate::rate_limit::TokenBucket;
@@ -148,6 +149,31 @@ enum Target {
     Level(u8),
 }
 
+/// How a miner is used, as learnt from what it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlUse {
+    /// Every rung of its power ladder.
+    Levels,
+    /// Asleep or hashing at whatever level its firmware holds: its firmware has one level, or
+    /// refused the levels (an autotuner owns them) and obeys sleep and wake.
+    OnOff,
+    /// Not used: routed around (see [`FaultKind`]).
+    None,
+}
+
+impl ControlUse {
+    pub const ALL: [ControlUse; 3] = [ControlUse::Levels, ControlUse::OnOff, ControlUse::None];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ControlUse::Levels => "levels",
+            ControlUse::OnOff => "on_off",
+            ControlUse::None => "none",
+        }
+    }
+}
+
 /// Why a miner is routed around.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum FaultKind {
@@ -212,6 +238,8 @@ struct Slot {
     may_draw: Watts,
     /// The last target a report confirmed (none: not known).
     settled: Option<Target>,
+    /// When it was last moved to on/off use (it refused a level).
+    on_off_since: Timestamp,
 }
 
 #[derive(Debug)]
@@ -236,6 +264,15 @@ struct SpecState {
     wake_delay: Duration,
     /// Whether a cut on this spec takes effect within the fast-reaction limit.
     fast: bool,
+    /// The fleet's spec these miners are (a model's on/off state shares its model's spec).
+    model: u16,
+    /// For a model with several levels: the state its miners move to when they refuse levels,
+    /// one level at the model's nameplate power ("whatever the firmware holds").
+    on_off: Option<u16>,
+    /// For such an on/off state: the model's full state, where a re-probe moves them back.
+    full: Option<u16>,
+    /// The most a miner of this model draws (its top level).
+    max_power: Watts,
 }
 
 impl SpecState {
@@ -284,6 +321,8 @@ pub struct ControllerStats {
     pub recoveries: u64,
     pub rejected_readings: u64,
     pub signal_losses: u64,
+    /// Miners moved to on/off use because they refused a power level.
+    pub degraded: u64,
 }
 
 /// A fall of the surplus that may yet prove short (see `ControllerConfig::short_dip`).
@@ -303,8 +342,19 @@ struct Reading {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Deadline {
-    Verify { miner: u32, id: u64 },
-    Retry { miner: u32, epoch: u32 },
+    Verify {
+        miner: u32,
+        id: u64,
+    },
+    Retry {
+        miner: u32,
+        epoch: u32,
+    },
+    /// A miner used on/off since `since` is offered levels again.
+    Reprobe {
+        miner: u32,
+        since: Timestamp,
+    },
 }
 
 /// The surplus-following controller. See the module documentation.
@@ -356,6 +406,8 @@ pub struct Controller {
     dip: Option<Dip>,
     signal: SignalState,
     allowed_at_loss: Watts,
+    /// A running fleet taken over at start: when, and the load it drew (see `adopt`).
+    adopted: Option<(Timestamp, Watts)>,
     forecast: Vec<(Timestamp, Watts)>,
     meter: Option<(Timestamp, Watts)>,
     excess_since: Option<Timestamp>,
@@ -378,7 +430,7 @@ pub struct Controller {
 
 impl SpecState {
     /// A model's state with none of its miners placed yet.
-    fn new(s: &crate::fleet::MinerSpec, fill_fraction: f64) -> Self {
+    fn new(s: &crate::fleet::MinerSpec, model: u16, fill_fraction: f64) -> Self {
         let delta: Vec<f64> = s.levels.iter().map(|p| (*p - s.standby).w()).collect();
         let gain_up = (0..s.levels.len())
             .map(|l| match s.levels.get(l + 1) {
@@ -401,7 +453,36 @@ impl SpecState {
             standby: s.standby,
             wake_delay: s.wake_delay,
             fast: s.cut_reaction() <= FAST_REACTION,
+            model,
+            on_off: None,
+            full: None,
+            max_power: s.max_power(),
         }
+    }
+
+    /// The on/off state of a model with several levels: its one level is the model's nameplate
+    /// level, which is what a firmware that owns its level runs near, and where a re-probe
+    /// puts the miner back on the full ladder without a change of plan.
+    fn on_off_of(&self, s: &crate::fleet::MinerSpec, full: u16) -> Self {
+        let np = s.preferred_level as usize;
+        SpecState {
+            running: vec![Vec::new()],
+            run_order: VecDeque::new(),
+            asleep: VecDeque::new(),
+            dipped: VecDeque::new(),
+            waking: VecDeque::new(),
+            delta: vec![self.delta[np]],
+            gain_up: vec![0.0],
+            preferred: 0,
+            on_off: None,
+            full: Some(full),
+            ..*self
+        }
+    }
+
+    /// Power at `level`.
+    fn level_power(&self, level: u8) -> Watts {
+        self.standby + Watts(self.delta[level as usize])
     }
 }
 
@@ -439,6 +520,7 @@ impl Slot {
             rewake: false,
             may_draw: Watts::ZERO,
             settled: None,
+            on_off_since: start,
         }
     }
 }
@@ -446,10 +528,21 @@ impl Slot {
 impl Controller {
     /// A controller for `fleet`, all miners assumed asleep and unverified until they report.
     pub fn new(fleet: Arc<Fleet>, cfg: ControllerConfig, start: Timestamp) -> Self {
-        let mut specs: Vec<SpecState> = (fleet.specs.iter())
-            .map(|s| SpecState::new(s, cfg.fill_fraction))
+        let mut specs: Vec<SpecState> = (fleet.specs.iter().enumerate())
+            .map(|(i, s)| SpecState::new(s, i as u16, cfg.fill_fraction))
             .collect();
-        let by_efficiency = fleet.specs_by_efficiency();
+        for (i, spec) in fleet.specs.iter().enumerate() {
+            if spec.levels.len() > 1 {
+                let on_off = specs[i].on_off_of(spec, i as u16);
+                specs[i].on_off = Some(specs.len() as u16);
+                specs.push(on_off);
+            }
+        }
+        // A model's on/off state sits right after it in every order: same efficiency, same
+        // reaction.
+        let by_efficiency: Vec<usize> = (fleet.specs_by_efficiency().into_iter())
+            .flat_map(|s| std::iter::once(s).chain(specs[s].on_off.map(usize::from)))
+            .collect();
         let mut routine_cut_order = by_efficiency.clone();
         routine_cut_order.reverse();
         let mut urgent_cut_order = routine_cut_order.clone();
@@ -475,6 +568,7 @@ impl Controller {
             .map(|s| s.cut_reaction())
             .max()
             .unwrap_or_default();
+
         let cut_reaction = if specs.iter().any(|s| s.fast) {
             FAST_REACTION
         } else {
@@ -518,6 +612,7 @@ impl Controller {
             dip: None,
             signal: SignalState::Waiting,
             allowed_at_loss: Watts::ZERO,
+            adopted: None,
             forecast: Vec::new(),
             meter: None,
             excess_since: None,
@@ -547,6 +642,60 @@ impl Controller {
 
     pub fn config(&self) -> &ControllerConfig {
         &self.cfg
+    }
+
+    /// Takes over a running fleet: each miner's state as read at `now` (a restart, an
+    /// upgrade) becomes its plan and its confirmed command, so nothing is sent to a miner
+    /// already where the plan wants it. A mining miner is planned at the level nearest its
+    /// draw; one that did not answer is still told to sleep. Until the first trusted reading
+    /// of the surplus the adopted load is held, falling to the fail-safe load within
+    /// `failsafe_within` (as if the signal had been lost at `now`); from then on the fleet is
+    /// corrected within the usual rise and fall limits. Returns the adopted load above
+    /// standby.
+    pub fn adopt(&mut self, now: Timestamp, reports: &[MinerStatus]) -> Watts {
+        assert!(
+            self.signal == SignalState::Waiting && self.stats.commands == 0,
+            "a fleet is adopted before the controller has acted"
+        );
+        for (m, status) in reports.iter().enumerate().take(self.slots.len()) {
+            match *status {
+                MinerStatus::Mining { power, .. } => self.adopt_running(m as u32, now, power),
+                MinerStatus::Asleep { .. } => {
+                    let slot = &mut self.slots[m];
+                    slot.commanded = Some(Target::Sleep);
+                    slot.settled = Some(Target::Sleep);
+                }
+                // Booting or silent: told to sleep (their draw is not known yet).
+                MinerStatus::Booting { .. } | MinerStatus::Unreachable => {}
+            }
+        }
+        self.adopted = Some((now, self.planned_load()));
+        self.plan_run
+    }
+
+    fn adopt_running(&mut self, m: u32, now: Timestamp, power: Watts) {
+        let s = self.slots[m as usize].spec as usize;
+        let level = (0..self.specs[s].delta.len())
+            .min_by(|&a, &b| {
+                let d = |l: usize| (self.specs[s].level_power(l as u8) - power).abs();
+                d(a).w().total_cmp(&d(b).w())
+            })
+            .unwrap_or(0) as u8;
+        let delta = Watts(self.specs[s].delta[level as usize]);
+        let standby = self.specs[s].standby;
+        let slot = &mut self.slots[m as usize];
+        slot.plan = Plan::Running(level);
+        slot.commanded = Some(Target::Level(level));
+        slot.settled = Some(Target::Level(level));
+        // Running for long enough: it may be slept at once if the surplus needs it.
+        slot.since = now - (self.cfg.min_on + Duration::from_secs(1));
+        slot.epoch = slot.epoch.wrapping_add(1);
+        let epoch = slot.epoch;
+        self.plan_run += delta;
+        self.committed += delta;
+        self.bucket_push(m, level);
+        self.specs[s].run_order.push_back((m, epoch));
+        self.set_may_draw(m, delta.max((power - standby).positive_part()));
     }
     pub fn stats(&self) -> &ControllerStats {
         &self.stats
@@ -874,7 +1023,14 @@ impl Controller {
         };
         let failsafe = self.cfg.failsafe_load;
         let (mut allowed, mut ahead) = match self.signal {
-            SignalState::Waiting => (Watts::ZERO, Watts::ZERO),
+            // An adopted fleet is held, then brought to the fail-safe load, as after a loss.
+            SignalState::Waiting => match self.adopted {
+                Some((since, load)) => {
+                    let a = self.towards_failsafe(now, since, load);
+                    (a, a)
+                }
+                None => (Watts::ZERO, Watts::ZERO),
+            },
             SignalState::Good => {
                 let r = fresh.expect("good signal has a reading");
                 let age = now.secs_since(r.at).max(0.0);
@@ -886,14 +1042,7 @@ impl Controller {
                 (allowed, ahead)
             }
             SignalState::Lost { since } => {
-                let within = self.cfg.failsafe_within.as_secs_f64();
-                let progress = if within > 0.0 {
-                    (now.secs_since(since) / within).clamp(0.0, 1.0)
-                } else {
-                    1.0
-                };
-                let target = self.allowed_at_loss + (failsafe - self.allowed_at_loss) * progress;
-                let a = target.max(failsafe).min(self.allowed_at_loss.max(failsafe));
+                let a = self.towards_failsafe(now, since, self.allowed_at_loss);
                 (a, a)
             }
             SignalState::Recovering { .. } => {
@@ -924,6 +1073,20 @@ impl Controller {
         let max_wake = self.max_wake_delay.as_secs_f64();
         ahead = ahead.min(allowed + Watts(self.max_rise_w_per_s * max_wake.max(dt)));
         (allowed, ahead)
+    }
+
+    /// The load allowed `now` on the way from `from` (at `since`) to the fail-safe load, which
+    /// is reached `failsafe_within` after `since`.
+    fn towards_failsafe(&self, now: Timestamp, since: Timestamp, from: Watts) -> Watts {
+        let failsafe = self.cfg.failsafe_load;
+        let within = self.cfg.failsafe_within.as_secs_f64();
+        let progress = if within > 0.0 {
+            (now.secs_since(since) / within).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let target = from + (failsafe - from) * progress;
+        target.max(failsafe).min(from.max(failsafe))
     }
 
     /// Keeps `dip` up to date with the surplus-driven allowed load of this tick (before any
@@ -1357,7 +1520,11 @@ impl Controller {
                 Some(Action::SetLevel(l))
             }
             (Plan::Waking(l) | Plan::Running(l), Some(Target::Sleep) | None) => {
-                Some(Action::Wake(l))
+                if self.specs[slot.spec as usize].full.is_some() {
+                    Some(Action::Resume)
+                } else {
+                    Some(Action::Wake(l))
+                }
             }
         }
     }
@@ -1419,6 +1586,7 @@ impl Controller {
                 Action::Wake(l) | Action::SetLevel(l) => {
                     self.slots[m as usize].settled == Some(Target::Level(l))
                 }
+                Action::Resume => self.slots[m as usize].settled == Some(Target::Level(0)),
                 _ => false,
             };
             if self.slots[m as usize].pending.is_some() && !cancels {
@@ -1432,6 +1600,7 @@ impl Controller {
             }
             let (limit, new) = match action {
                 Action::Wake(l) => (self.allowed_ahead, self.spec_delta(m, l)),
+                Action::Resume => (self.allowed_ahead, self.spec_delta(m, 0)),
                 Action::SetLevel(l) => (self.allowed_now + self.plan_wake, self.spec_delta(m, l)),
                 _ => (Watts(f64::INFINITY), Watts::ZERO),
             };
@@ -1454,6 +1623,7 @@ impl Controller {
             Action::SetLevel(l) | Action::Wake(l) => {
                 self.spec_delta(m, l) > self.commanded_delta(m)
             }
+            Action::Resume => self.spec_delta(m, 0) > self.commanded_delta(m),
             _ => false,
         }
     }
@@ -1462,8 +1632,8 @@ impl Controller {
         let id = CommandId(self.next_id);
         self.next_id += 1;
         let old = self.commanded_delta(m);
-        let s = self.slots[m as usize].spec as usize;
-        let spec = &self.fleet.specs[s];
+        let state = &self.specs[self.slots[m as usize].spec as usize];
+        let spec = &self.fleet.specs[state.model as usize];
         let (target, settle) = match action {
             Action::Sleep => {
                 let from = self.slots[m as usize]
@@ -1474,11 +1644,15 @@ impl Controller {
                     spec.setpoint_delay + spec.ramp_time(from, spec.standby),
                 )
             }
-            Action::Wake(l) => {
+            Action::Wake(_) | Action::Resume => {
+                let l = match action {
+                    Action::Wake(l) => l,
+                    _ => 0,
+                };
                 self.slots[m as usize].ready_at = now + spec.wake_delay;
                 (
                     Some(Target::Level(l)),
-                    spec.wake_delay + spec.ramp_time(spec.standby, spec.level_power(l)),
+                    spec.wake_delay + spec.ramp_time(spec.standby, state.level_power(l)),
                 )
             }
             Action::SetLevel(l) => {
@@ -1489,7 +1663,7 @@ impl Controller {
                 let boot_left = self.slots[m as usize].ready_at.saturating_since(now);
                 (
                     Some(Target::Level(l)),
-                    boot_left + spec.setpoint_delay + spec.ramp_time(from, spec.level_power(l)),
+                    boot_left + spec.setpoint_delay + spec.ramp_time(from, state.level_power(l)),
                 )
             }
             Action::Query => (self.slots[m as usize].commanded, Duration::ZERO),
@@ -1497,10 +1671,10 @@ impl Controller {
         let slot = &mut self.slots[m as usize];
         let reason = match action {
             Action::Query => Reason::Reconcile,
-            Action::Wake(_) if slot.rewake && slot.reason == Reason::Dispatch => Reason::Rewake,
+            a if a.wakes() && slot.rewake && slot.reason == Reason::Dispatch => Reason::Rewake,
             _ => slot.reason,
         };
-        if matches!(action, Action::Wake(_)) {
+        if action.wakes() {
             slot.rewake = false;
             if reason == Reason::Rewake {
                 slot.rewoken_at = Some(now);
@@ -1509,9 +1683,7 @@ impl Controller {
         // Dwell counts from when the miner was actually told, not from when it was planned.
         // A re-sent sleep (start-up, drift) does not restart the off-time; any wake restarts the
         // on-time, since it may really start the machine.
-        if matches!(action, Action::Wake(_))
-            || (action == Action::Sleep && reason != Reason::Reconcile)
-        {
+        if action.wakes() || (action == Action::Sleep && reason != Reason::Reconcile) {
             slot.since = now;
         }
         if action.is_write() {
@@ -1617,6 +1789,117 @@ impl Controller {
         )));
     }
 
+    /// Moves a miner between its model's full state and its on/off state, keeping its plan, its
+    /// command and the running sums: a level maps to the on/off level and back to the model's
+    /// nameplate level, which draws the same.
+    fn switch_state(&mut self, m: u32, to: u16) {
+        let from = self.slots[m as usize].spec as usize;
+        let nameplate = self.fleet.specs[self.specs[from].model as usize].preferred_level;
+        let old_committed = self.commanded_delta(m);
+        match self.slots[m as usize].plan {
+            Plan::Running(l) => {
+                self.bucket_remove(m, l);
+                self.plan_run -= Watts(self.specs[from].delta[l as usize]);
+            }
+            Plan::Waking(l) => self.plan_wake -= Watts(self.specs[from].delta[l as usize]),
+            Plan::Asleep | Plan::Faulted => {}
+        }
+        let level = if self.specs[to as usize].full.is_some() {
+            0
+        } else {
+            nameplate
+        };
+        let retarget = |t: Option<Target>| match t {
+            Some(Target::Level(_)) => Some(Target::Level(level)),
+            other => other,
+        };
+        let slot = &mut self.slots[m as usize];
+        slot.spec = to;
+        slot.epoch = slot.epoch.wrapping_add(1);
+        slot.commanded = retarget(slot.commanded);
+        slot.settled = retarget(slot.settled);
+        let epoch = slot.epoch;
+        let to = to as usize;
+        match slot.plan {
+            Plan::Running(_) => {
+                slot.plan = Plan::Running(level);
+                self.plan_run += Watts(self.specs[to].delta[level as usize]);
+                self.bucket_push(m, level);
+                self.specs[to].run_order.push_back((m, epoch));
+            }
+            Plan::Waking(_) => {
+                slot.plan = Plan::Waking(level);
+                self.plan_wake += Watts(self.specs[to].delta[level as usize]);
+                self.specs[to].waking.push_back((m, epoch));
+            }
+            Plan::Asleep => self.specs[to].asleep.push_back((m, epoch)),
+            Plan::Faulted => {}
+        }
+        let committed = self.commanded_delta(m);
+        self.committed += committed - old_committed;
+        let may_draw = self.slots[m as usize].may_draw.max(committed);
+        self.set_may_draw(m, may_draw);
+    }
+
+    /// The miner refused a power level: from now on it is used on/off at whatever level its
+    /// firmware holds (until a re-probe offers it levels again).
+    fn degrade_to_on_off(&mut self, m: u32, now: Timestamp) {
+        let Some(on_off) = self.specs[self.slots[m as usize].spec as usize].on_off else {
+            return;
+        };
+        self.switch_state(m, on_off);
+        self.slots[m as usize].on_off_since = now;
+        self.stats.degraded += 1;
+        if !self.cfg.reprobe.is_zero() {
+            let deadline = Deadline::Reprobe {
+                miner: m,
+                since: now,
+            };
+            self.deadlines
+                .push(Reverse((now + self.cfg.reprobe, deadline)));
+        }
+    }
+
+    /// Offers levels again to every miner used on/off: its next level change tries them, and a
+    /// refusal puts it back on/off.
+    fn reprobe(&mut self) {
+        for m in 0..self.slots.len() as u32 {
+            self.reprobe_one(m);
+        }
+    }
+
+    fn reprobe_one(&mut self, m: u32) {
+        if let Some(full) = self.specs[self.slots[m as usize].spec as usize].full {
+            self.switch_state(m, full);
+        }
+    }
+
+    /// Uses a miner on/off from now on because its firmware says it sets its own level (read,
+    /// not refused: LuxOS reports ATM on). Re-probed like a refusal.
+    pub fn use_on_off(&mut self, miner: MinerId, now: Timestamp) {
+        let m = miner.0;
+        if self
+            .slots
+            .get(m as usize)
+            .is_some_and(|s| s.plan != Plan::Faulted)
+        {
+            self.degrade_to_on_off(m, now);
+        }
+    }
+
+    /// How a miner is used now.
+    pub fn control_of(&self, miner: MinerId) -> ControlUse {
+        let slot = &self.slots[miner.index()];
+        let spec = &self.specs[slot.spec as usize];
+        if slot.plan == Plan::Faulted {
+            ControlUse::None
+        } else if spec.full.is_some() || spec.delta.len() == 1 {
+            ControlUse::OnOff
+        } else {
+            ControlUse::Levels
+        }
+    }
+
     fn recover(&mut self, m: u32, now: Timestamp) {
         let s = self.slots[m as usize].spec as usize;
         let slot = &mut self.slots[m as usize];
@@ -1640,10 +1923,14 @@ impl Controller {
 
     fn matches(&self, m: u32, status: &MinerStatus) -> bool {
         let slot = &self.slots[m as usize];
-        let spec = &self.fleet.specs[slot.spec as usize];
+        let spec = &self.specs[slot.spec as usize];
         match (slot.commanded, status) {
             (Some(Target::Sleep), MinerStatus::Asleep { power }) => {
                 *power <= spec.standby * ASLEEP_STANDBY_FACTOR + ASLEEP_SLACK
+            }
+            // Used on/off: hashing at whatever level its firmware chose is what it was told.
+            (Some(Target::Level(_)), MinerStatus::Mining { power, .. }) if spec.full.is_some() => {
+                *power <= spec.max_power * (1.0 + LEVEL_TOLERANCE) + LEVEL_SLACK
             }
             (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => {
                 let want = spec.level_power(l);
@@ -1656,11 +1943,14 @@ impl Controller {
     /// A settled miner's report that shows it drawing more than it was told to.
     fn draws_too_much(&self, m: u32, status: &MinerStatus) -> bool {
         let slot = &self.slots[m as usize];
-        let spec = &self.fleet.specs[slot.spec as usize];
+        let spec = &self.specs[slot.spec as usize];
         match (slot.commanded, status) {
             (Some(Target::Sleep), MinerStatus::Mining { .. }) => true,
             (Some(Target::Sleep), MinerStatus::Asleep { power }) => {
                 *power > spec.standby * ASLEEP_STANDBY_FACTOR + ASLEEP_SLACK
+            }
+            (Some(Target::Level(_)), MinerStatus::Mining { power, .. }) if spec.full.is_some() => {
+                *power > spec.max_power * (1.0 + LEVEL_TOLERANCE) + LEVEL_SLACK
             }
             (Some(Target::Level(l)), MinerStatus::Mining { power, .. }) => {
                 *power > spec.level_power(l) * (1.0 + LEVEL_TOLERANCE) + LEVEL_SLACK
@@ -1780,6 +2070,12 @@ impl Controller {
                     self.fault(miner, FaultKind::Disobedient, now);
                 } else {
                     self.forget_command(miner);
+                }
+            }
+            Deadline::Reprobe { miner, since } => {
+                // Not if it has been offered levels (and refused them) again since.
+                if self.slots[miner as usize].on_off_since == since {
+                    self.reprobe_one(miner);
                 }
             }
             Deadline::Retry { miner, epoch } => {
@@ -1939,6 +2235,15 @@ impl FleetController for Controller {
                     self.verify_no_earlier_than(m, pending, after);
                     return;
                 }
+                let spec = &self.specs[slot.spec as usize];
+                if outcome.result == Ok(Err(Refusal::LevelRefused)) && spec.on_off.is_some() {
+                    // It keeps its level to itself but may obey sleep and wake: use it so,
+                    // and send the wanted state again as a wake without a level.
+                    slot.pending = None;
+                    self.forget_command(m);
+                    self.degrade_to_on_off(m, now);
+                    return;
+                }
                 if outcome.result != Ok(Ok(())) {
                     slot.attempts += 1;
                     slot.pending = None;
@@ -1989,6 +2294,7 @@ impl FleetController for Controller {
                     self.send(m, Action::Sleep, now);
                 }
                 OperatorCommand::Exclude(_) | OperatorCommand::Include(_) => {}
+                OperatorCommand::Reprobe => self.reprobe(),
             },
         }
     }

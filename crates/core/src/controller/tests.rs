@@ -24,6 +24,11 @@ struct Harness {
     power: Vec<Watts>,
     disobedient: Vec<u32>,
     silent: Vec<u32>,
+    /// Miners whose firmware owns its level (LuxOS with ATM on): a level is refused, a wake
+    /// without one runs at the nameplate level, sleep works.
+    own_level: Vec<u32>,
+    /// Miners that refuse every write.
+    refusing: Vec<u32>,
     sent: Vec<(Timestamp, Command)>,
     /// Wakes in progress: (miner, ready at, power).
     booting: Vec<(u32, Timestamp, Watts)>,
@@ -44,6 +49,8 @@ impl Harness {
             power,
             disobedient: Vec::new(),
             silent: Vec::new(),
+            own_level: Vec::new(),
+            refusing: Vec::new(),
             sent: Vec::new(),
             booting: Vec::new(),
         }
@@ -102,6 +109,30 @@ impl Harness {
                 self.ctrl.handle_input(now, Input::Outcome(outcome));
                 continue;
             }
+            let refusal = match cmd.action {
+                _ if self.refusing.contains(&m) && cmd.action.is_write() => Some(Refusal::Rejected),
+                Action::SetLevel(_) | Action::Wake(_) if self.own_level.contains(&m) => {
+                    Some(Refusal::LevelRefused)
+                }
+                _ => None,
+            };
+            if let Some(refusal) = refusal {
+                let outcome = CommandOutcome {
+                    id: cmd.id,
+                    miner: cmd.miner,
+                    result: Ok(Err(refusal)),
+                };
+                self.ctrl.handle_input(now, Input::Outcome(outcome));
+                continue;
+            }
+            let cmd = match cmd.action {
+                // Its firmware's own level: the nameplate one here.
+                Action::Resume => Command {
+                    action: Action::Wake(self.fleet.spec_of(cmd.miner).preferred_level),
+                    ..cmd
+                },
+                _ => cmd,
+            };
             if cmd.action.is_write() {
                 // Delivered: every write gets an outcome (the daemon's and the twin's contract).
                 let outcome = CommandOutcome {
@@ -135,7 +166,7 @@ impl Harness {
                     Action::Wake(l) | Action::SetLevel(l) => {
                         self.power[m as usize] = spec.level_power(l)
                     }
-                    Action::Query => {}
+                    Action::Query | Action::Resume => {}
                 }
             }
             let p = self.power[m as usize];
@@ -506,7 +537,7 @@ fn verification_counts_from_the_acknowledgement() {
                     Action::Wake(l) | Action::SetLevel(l) => {
                         power[m as usize] = spec.level_power(l)
                     }
-                    Action::Query => {}
+                    Action::Query | Action::Resume => {}
                 }
                 ctrl.handle_input(
                     t(s),
@@ -1099,4 +1130,181 @@ fn a_lower_fill_fraction_runs_more_miners_at_a_lower_power() {
         ..Default::default()
     };
     assert_eq!(bad.validate().unwrap_err().field, "fill_fraction");
+}
+
+#[test]
+fn a_miner_that_refuses_levels_is_used_on_off() {
+    let mut h = Harness::new("s19xp:10:luxos", quick());
+    h.own_level = vec![1, 4, 7];
+    let nameplate = h.fleet.specs[0].nameplate_power;
+    // Room for every miner at nameplate, then for about half the fleet at some level.
+    let full = nameplate * 10.0 + Watts::from_kw(5.0);
+    let half = nameplate * 5.3;
+    h.run(0, 300, |_| Some(full));
+    for m in 0..10 {
+        let want = if h.own_level.contains(&m) {
+            ControlUse::OnOff
+        } else {
+            ControlUse::Levels
+        };
+        assert_eq!(h.ctrl.control_of(MinerId(m)), want, "miner {m}");
+        assert_eq!(h.ctrl.fault_of(MinerId(m)), None, "miner {m}");
+        assert!(
+            h.power[m as usize] > nameplate * 0.9,
+            "miner {m} is not mining"
+        );
+    }
+    assert!(h.ctrl.stats().degraded >= 3);
+    let resumes = |h: &Harness, m: u32| {
+        (h.sent.iter())
+            .filter(|(_, c)| c.miner.0 == m && c.action == Action::Resume)
+            .count()
+    };
+    assert!(resumes(&h, 1) >= 1 && resumes(&h, 0) == 0);
+    // A fall: the fleet follows it, the on/off miners by sleeping, never above the surplus.
+    for s in 300..900 {
+        h.step(t(s), Some(half));
+        if s > 310 {
+            assert!(h.load() <= half, "at {s}: {} above {half}", h.load());
+        }
+    }
+    assert!(h.load() > half * 0.8, "{} far below {half}", h.load());
+    for m in &h.own_level {
+        let sent = h.sent.iter().filter(|(_, c)| c.miner.0 == *m);
+        assert!(
+            sent.clone()
+                .all(|(at, c)| *at < t(300) || !matches!(c.action, Action::SetLevel(_))),
+            "miner {m} was sent a level after it refused one"
+        );
+    }
+}
+
+#[test]
+fn levels_are_offered_again_on_request_and_on_a_timer() {
+    let cfg = ControllerSettings {
+        min_on_s: 60.0,
+        min_off_s: 60.0,
+        wake_confirm_s: 5.0,
+        reprobe_s: 600.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let mut h = Harness::new("s19xp:4:luxos", cfg);
+    h.own_level = vec![2];
+    let nameplate = h.fleet.specs[0].nameplate_power;
+    h.run(0, 200, |_| Some(nameplate * 4.0 + Watts::from_kw(1.0)));
+    assert_eq!(h.ctrl.control_of(MinerId(2)), ControlUse::OnOff);
+    // The operator turned ATM off and asks: levels again, and they are taken.
+    h.own_level.clear();
+    h.ctrl
+        .handle_input(t(200), Input::Operator(OperatorCommand::Reprobe));
+    assert_eq!(h.ctrl.control_of(MinerId(2)), ControlUse::Levels);
+    h.run(200, 500, |s| {
+        Some(nameplate * (3.0 + (s % 100) as f64 / 100.0))
+    });
+    assert_eq!(h.ctrl.control_of(MinerId(2)), ControlUse::Levels);
+    // ATM on again: refused at the next level change, on/off again; the timer offers levels
+    // again 600 s after that refusal, and the next level change tries one.
+    h.own_level = vec![2];
+    let varying = |s: i64| Some(nameplate * (2.5 + (s % 50) as f64 / 50.0));
+    h.run(500, 800, varying);
+    assert_eq!(h.ctrl.control_of(MinerId(2)), ControlUse::OnOff);
+    assert_eq!(h.ctrl.fault_of(MinerId(2)), None);
+    h.run(800, 1600, varying);
+    let level_tries: Vec<i64> = (h.sent.iter())
+        .filter(|(at, c)| {
+            c.miner.0 == 2
+                && *at >= t(500)
+                && matches!(c.action, Action::SetLevel(_) | Action::Wake(_))
+        })
+        .map(|(at, _)| at.as_millis() / 1000 - T0)
+        .collect();
+    assert!(
+        level_tries.len() >= 2 && level_tries[level_tries.len() - 1] >= level_tries[0] + 600,
+        "levels tried at {level_tries:?}: none 600 s after the refusal"
+    );
+    assert!(
+        level_tries.windows(2).all(|w| w[1] >= w[0] + 600),
+        "levels tried more often than every 600 s: {level_tries:?}"
+    );
+}
+
+#[test]
+fn a_miner_that_refuses_wake_too_is_faulted() {
+    let mut h = Harness::new("s19xp:4:luxos", quick());
+    h.own_level = vec![3];
+    h.refusing = vec![3];
+    let nameplate = h.fleet.specs[0].nameplate_power;
+    h.run(0, 300, |_| Some(nameplate * 4.0 + Watts::from_kw(1.0)));
+    assert_eq!(h.ctrl.fault_of(MinerId(3)), Some(FaultKind::Refusing));
+    assert_eq!(h.ctrl.control_of(MinerId(3)), ControlUse::None);
+}
+
+/// A harness whose miners all mine at their nameplate level, taken over by a new controller.
+fn adopted(spec: &str) -> (Harness, Watts) {
+    let mut h = Harness::new(spec, quick());
+    let reports: Vec<MinerStatus> = (h.fleet.miner_ids())
+        .map(|m| {
+            let s = h.fleet.spec_of(m);
+            MinerStatus::Mining {
+                power: s.level_power(s.preferred_level),
+                hashrate: HashRate(1.0),
+            }
+        })
+        .collect();
+    for (m, r) in reports.iter().enumerate() {
+        h.power[m] = r.power().unwrap();
+    }
+    h.ctrl.adopt(t(0), &reports);
+    let load = h.load();
+    (h, load)
+}
+
+#[test]
+fn a_running_fleet_is_taken_over_without_a_bump() {
+    let (mut h, load) = adopted("s21:20,s19jpro:10:stock-antminer");
+    // The surplus is what the fleet draws plus the margin: nothing needs to move.
+    let surplus = load + h.ctrl.margin() + Watts(10.0);
+    for s in 0..600 {
+        h.step(t(s), Some(surplus));
+        assert!(h.load() >= load * 0.97, "at {s}: {} from {load}", h.load());
+    }
+    assert!(
+        h.sent.iter().all(|(_, c)| c.action == Action::Query),
+        "commands to an adopted fleet that needed none: {:?}",
+        &h.sent[..h.sent.len().min(5)]
+    );
+    // A fall: the fleet follows it down at once, modulating first.
+    let lower = load * 0.8;
+    for s in 600..700 {
+        h.step(t(s), Some(lower));
+    }
+    assert!(h.load() <= lower && h.load() > lower * 0.9, "{}", h.load());
+}
+
+#[test]
+fn an_adopted_fleet_without_a_surplus_reading_goes_to_the_failsafe_load_in_time() {
+    let (mut h, load) = adopted("s21:20");
+    let within = h.ctrl.config().failsafe_within.as_secs() as i64;
+    let failsafe = h.ctrl.config().failsafe_load;
+    let standby: Watts = h
+        .fleet
+        .miner_ids()
+        .map(|m| h.fleet.spec_of(m).standby)
+        .sum();
+    // Not shed at once: brought down over `failsafe_within`, as after a lost signal.
+    h.step(t(1), None);
+    let step = (load - failsafe) * (2.0 / within as f64);
+    assert!(
+        h.load() >= load - step,
+        "not held at first: {} from {load}",
+        h.load()
+    );
+    h.run(2, within + 2, |_| None);
+    assert!(
+        h.load() <= failsafe.max(standby) + Watts(1.0),
+        "{} above the fail-safe load {failsafe} after {within} s",
+        h.load()
+    );
 }

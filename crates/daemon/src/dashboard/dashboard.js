@@ -272,6 +272,9 @@ async function refreshMiners() {
     for (const v of [r.id, r.address, r.model, r.firmware, r.state, power(r.power_w), r.hashrate_ths.toFixed(1), r.fault || ""]) {
       tr.appendChild(el("td", {}, String(v)));
     }
+    // How the controller uses it, and why (a refused level, a fault) on hover.
+    const control = { levels: "levels", on_off: "on/off", none: "none" }[r.control] || "";
+    tr.appendChild(el("td", r.control_why ? { title: r.control_why, class: "control-" + r.control } : {}, control));
     const td = el("td");
     const b = el("button", { type: "button", class: "miner-action" }, r.excluded ? "Include" : "Exclude");
     b.disabled = !canAct();
