@@ -9,6 +9,7 @@ mod dashboard;
 mod fleet;
 mod ledger;
 mod product;
+mod quirks;
 mod restart;
 mod signals;
 mod study;
@@ -93,6 +94,17 @@ enum Command {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// The demo's night with the quirks of real firmware beside the same night without: ATM
+    /// on and tuner locked (absorption, import), bad readings (the ledger, the miners' readings
+    /// against the site meter). Three `hashsink demo` runs.
+    Quirks {
+        /// Hours of the night.
+        #[arg(long, default_value_t = 4.0)]
+        hours: f64,
+        /// Clock speed of each demo.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+    },
     /// Restart under load: a daemon stopped with `safe_state = "leave"` and started again at
     /// once on an emulated LuxOS fleet that mines at full load; the fleet's draw through the
     /// restart against what it was.
@@ -158,6 +170,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ledger { miners, postgres } => {
             print!("{}", ledger::run(miners, postgres.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quirks { hours, speed } => {
+            print!("{}", quirks::run(hours, speed)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Restart { sizes, secs } => {

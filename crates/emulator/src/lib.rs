@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use model::Shared;
-pub use model::{ATM_REFUSAL, Dialect, Fault, TUNER_LOCKED_REFUSAL};
+pub use model::{ATM_REFUSAL, Dialect, Fault, SESSION_LIFETIME, TUNER_LOCKED_REFUSAL};
 
 /// Where the emulated miners listen.
 #[derive(Clone, Copy, Debug)]
@@ -196,6 +196,11 @@ impl Emulator {
     /// Wakes every miner at its firmware's default level, as if an operator had.
     pub fn wake_all(&self) {
         self.shared.wake_all();
+    }
+
+    /// Wakes miner `index` at its firmware's default level, as if an operator had.
+    pub fn wake(&self, index: u32) {
+        self.shared.wake_one(index);
     }
 
     /// What the fleet draws and hashes right now, by the model (the site meter's view).

@@ -48,7 +48,23 @@ pub enum Fault {
     /// target is refused with the firmware's reason; pause and resume still work. Other
     /// firmware: no effect.
     TunerLocked,
+    /// LuxOS whose session expires `SESSION_LIFETIME` after logon (emulator clock): a
+    /// privileged command then gets "Invalid session id" until the client logs on again.
+    SessionExpires,
+    /// Stock Antminer firmware that reports no draw at all (no `chain_power`, `power` or `watt`
+    /// in its stats). Other firmware: no effect.
+    NoPowerField,
+    /// Wakes at three times its firmware's wake delay (reports booting meanwhile).
+    SlowWake,
+    /// Reports its draw as "nan", "inf", a negative number and ten times the truth, in turn
+    /// (10 s of the emulator's clock each), and the truth one slot in five.
+    BadReadings,
+    /// Told to sleep, reports itself asleep (curtailed) and keeps hashing at its full draw.
+    AsleepDrawing,
 }
+
+/// How long an emulated LuxOS session lasts with `Fault::SessionExpires`.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(180);
 
 /// What the emulated LuxOS answers to `profileset` while ATM is on.
 pub const ATM_REFUSAL: &str = "Cannot change profile while ATM is enabled: disable ATM first";
@@ -64,6 +80,8 @@ pub(crate) struct MinerSide {
     pub sleep_requested: bool,
     pub sleep_received: Option<Instant>,
     pub lux_session: Option<String>,
+    /// When the session was opened (for `Fault::SessionExpires`).
+    pub session_opened: Timestamp,
     /// Braiins OS power target (W); the level it maps to is in the model.
     pub power_target: Option<f64>,
     /// Stock Antminer work mode ("0" normal, "1" sleep, "2" high, "3" low).
@@ -77,6 +95,8 @@ pub(crate) struct World {
     pub last: Timestamp,
     /// The first command any miner took since the last `mark_commands` (for benchmarks).
     pub first_command_since_mark: Option<Instant>,
+    /// Wakes held back by `Fault::SlowWake`: (when they start, miner, level).
+    pub slow_wakes: Vec<(Timestamp, u32, u8)>,
 }
 
 pub(crate) struct Shared {
@@ -103,6 +123,7 @@ impl Shared {
                 sleep_requested: true,
                 sleep_received: None,
                 lux_session: None,
+                session_opened: now,
                 power_target: None,
                 booted_at: now - Duration::from_secs(3600),
                 commands: 0,
@@ -115,6 +136,7 @@ impl Shared {
                 side,
                 last: now,
                 first_command_since_mark: None,
+                slow_wakes: Vec::new(),
             }),
             fleet,
             dialects,
@@ -144,6 +166,7 @@ impl Shared {
         let now = self.clock.now().max(world.last);
         world.last = now;
         while world.sim.process_next(now).is_some() {}
+        world.start_slow_wakes(now);
         (world, now)
     }
 
@@ -162,6 +185,12 @@ impl Shared {
         side.sleep_requested = false;
         side.power_target = None;
         side.booted_at = now;
+    }
+
+    pub fn wake_one(&self, index: u32) {
+        let (mut world, now) = self.world();
+        let level = self.spec(index).preferred_level;
+        world.wake(index, level, now);
     }
 
     pub fn wake_all(&self) {
@@ -245,6 +274,22 @@ impl Snapshot {
     pub fn watts(&self) -> f64 {
         self.reading.power.w()
     }
+
+    /// The draw as the firmware writes it in a reply: a whole number of watts, or with
+    /// `Fault::BadReadings` what a broken sensor or formatter writes.
+    pub fn watts_json(&self) -> serde_json::Value {
+        let w = self.watts().round();
+        if self.fault != Fault::BadReadings {
+            return serde_json::json!(w as i64);
+        }
+        match self.now.as_millis().div_euclid(10_000).rem_euclid(5) {
+            0 => serde_json::json!("nan"),
+            1 => serde_json::json!("inf"),
+            2 => serde_json::json!(-(w as i64) - 1),
+            3 => serde_json::json!(w as i64 * 10),
+            _ => serde_json::json!(w as i64),
+        }
+    }
     pub fn unix_secs(&self) -> i64 {
         self.now.as_millis().div_euclid(1000)
     }
@@ -260,6 +305,9 @@ impl World {
         let load = (reading.power / spec.nameplate_power).clamp(0.0, 1.3);
         if side.fault == Fault::TenfoldPower {
             reading.power = reading.power * 10.0;
+        }
+        if side.fault == Fault::AsleepDrawing && side.sleep_requested {
+            reading.mode = Mode::Asleep;
         }
         Snapshot {
             now,
@@ -286,6 +334,10 @@ impl World {
             return;
         }
         side.sleep_requested = true;
+        self.slow_wakes.retain(|w| w.1 != index);
+        if side.fault == Fault::AsleepDrawing {
+            return;
+        }
         self.sim.command_sleep(index, now);
     }
 
@@ -302,7 +354,35 @@ impl World {
             side.booted_at = now;
         }
         side.sleep_requested = false;
+        let asleep = self.sim.miners[index as usize].mode == Mode::Asleep;
+        if side.fault == Fault::SlowWake && asleep {
+            // Twice the wake delay before it starts, then the model's own: three times in all.
+            if !self.slow_wakes.iter().any(|w| w.1 == index) {
+                let spec_delay = self
+                    .sim
+                    .fleet
+                    .spec_of(hashsink_core::MinerId(index))
+                    .wake_delay;
+                self.slow_wakes.push((now + spec_delay * 2, index, level));
+            }
+            return;
+        }
         self.sim.command_wake(index, level, now);
+    }
+
+    /// Starts the wakes `Fault::SlowWake` held back, once they are due.
+    fn start_slow_wakes(&mut self, now: Timestamp) {
+        if self.slow_wakes.is_empty() {
+            return;
+        }
+        let due: Vec<(Timestamp, u32, u8)> = (self.slow_wakes.iter())
+            .filter(|w| w.0 <= now)
+            .copied()
+            .collect();
+        self.slow_wakes.retain(|w| w.0 > now);
+        for (at, index, level) in due {
+            self.sim.command_wake(index, level, at.min(now));
+        }
     }
 
     /// Changes the running level; an asleep miner stores it for its next wake.

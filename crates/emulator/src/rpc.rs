@@ -311,10 +311,14 @@ impl Ask<'_> {
                     board.insert(format!("temp2_{b}"), json!(snap.chip_temp_c));
                     board.insert(format!("chain_power{b}"), json!(round2(snap.watts() / 3.0)));
                 }
-                board.insert(
-                    "chain_power".into(),
-                    json!(format!("{:.0} W", snap.watts())),
-                );
+                // Older stock firmware reports no draw at all.
+                if snap.fault != Fault::NoPowerField {
+                    let watts = match snap.watts_json() {
+                        Value::String(s) => s,
+                        number => number.to_string(),
+                    };
+                    board.insert("chain_power".into(), json!(format!("{watts} W")));
+                }
                 with_status(
                     dialect,
                     snap,
@@ -388,7 +392,7 @@ impl Ask<'_> {
                 311,
                 "Power usage",
                 "POWER",
-                json!([{"PSU": false, "Watts": snap.watts().round() as i64}]),
+                json!([{"PSU": false, "Watts": snap.watts_json()}]),
             ),
             "tunerstatus" if dialect == Dialect::BraiinsOs => with_status(
                 dialect,
@@ -397,7 +401,7 @@ impl Ask<'_> {
                 "Tuner Status",
                 "TUNERSTATUS",
                 json!([{
-                    "ApproximateMinerPowerConsumption": snap.watts().round() as i64,
+                    "ApproximateMinerPowerConsumption": snap.watts_json(),
                     "PowerLimit": snap.power_target.unwrap_or(spec.nameplate_power.w()).round() as i64,
                     "TunerChainStatus": [],
                 }]),
@@ -487,6 +491,7 @@ fn luxos_session(
                 None => {
                     let id = shared.new_session();
                     side.lux_session = Some(id.clone());
+                    side.session_opened = now;
                     id
                 }
             };
@@ -515,7 +520,13 @@ fn luxos_session(
                     ));
                 }
             };
-            if world.side[index as usize].lux_session.as_deref() != Some(token) {
+            let side = &mut world.side[index as usize];
+            let expired = side.fault == Fault::SessionExpires
+                && now.saturating_since(side.session_opened) > crate::model::SESSION_LIFETIME;
+            if expired {
+                side.lux_session = None;
+            }
+            if side.lux_session.as_deref() != Some(token) {
                 return Some(error(dialect, snap, 45, "Invalid session id"));
             }
             match (command, arg) {

@@ -64,7 +64,12 @@ async fn faults(
         | Fault::IgnoresCommands
         | Fault::AtmOn
         | Fault::TenfoldPower
-        | Fault::TunerLocked => next.run(request).await,
+        | Fault::TunerLocked
+        | Fault::SessionExpires
+        | Fault::NoPowerField
+        | Fault::SlowWake
+        | Fault::BadReadings
+        | Fault::AsleepDrawing => next.run(request).await,
     }
 }
 
@@ -187,7 +192,7 @@ async fn braiins_stats(State(miner): State<Miner>, headers: HeaderMap) -> Respon
             "nominal_hashrate": {"gigahash_per_second": spec.level_hashrate[snap.level as usize].ths() * 1000.0},
         },
         "power_stats": {
-            "approximated_consumption": {"watt": snap.watts().round() as i64},
+            "approximated_consumption": {"watt": snap.watts_json()},
             "efficiency": {"joule_per_terahash": if ghs > 0.0 { snap.watts() / (ghs / 1000.0) } else { 0.0 }},
         },
         "pool_stats": {"accepted_shares": 0, "rejected_shares": 0},

@@ -249,3 +249,58 @@ async fn faults_come_back_as_errors_and_never_hold_up_the_others() {
     assert_ne!(t.state, MinerState::Asleep, "a rebooted miner boots: {t:?}");
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_quirks_answer_as_real_firmware_does() {
+    // 600x: a stock Antminer's 180 s boot is 0.3 s; a LuxOS session of 180 s the same.
+    let (emulator, fleet, io) = fleet_and_drivers(600.0, 6500).await;
+    emulator.set_fault(0, Fault::AtmOn);
+    emulator.set_fault(1, Fault::SessionExpires);
+    emulator.set_fault(2, Fault::TunerLocked);
+    emulator.set_fault(3, Fault::BadReadings);
+    emulator.set_fault(4, Fault::NoPowerField);
+    emulator.set_fault(5, Fault::SlowWake);
+    let run = |i: usize| {
+        let spec = fleet.spec_of(MinerId(i as u32));
+        Control::Run {
+            level: spec.preferred_level,
+            watts: spec.level_power(spec.preferred_level),
+        }
+    };
+    // LuxOS with ATM on says so, refuses a profile in its own words, and wakes without one.
+    assert!(io.read(0).await.unwrap().level_owned);
+    match io.apply(0, run(0)).await {
+        Err(DriverError::LevelRefused(why)) => assert!(why.contains("ATM"), "{why}"),
+        other => panic!("ATM on: {other:?}"),
+    }
+    io.apply(0, Control::Resume).await.unwrap();
+    // Braiins OS with its tuner locked: the same, in its words.
+    match io.apply(2, run(2)).await {
+        Err(DriverError::LevelRefused(why)) => assert!(why.contains("locked"), "{why}"),
+        other => panic!("tuner locked: {other:?}"),
+    }
+    io.apply(2, Control::Resume).await.unwrap();
+    // A LuxOS session that expired is opened again by the driver: the command goes through.
+    io.apply(1, Control::Sleep).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    io.apply(1, run(1)).await.unwrap();
+    // Stock firmware without a power reading: its work mode's rated draw, marked estimated.
+    let t = io.read(4).await.unwrap();
+    assert!(t.power_estimated, "{t:?}");
+    // A slow wake: booting at twice the table's delay, mining by four times.
+    io.apply(5, run(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(io.read(5).await.unwrap().state, MinerState::Booting);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(io.read(5).await.unwrap().state, MinerState::Mining);
+    // Bad readings: "nan", "inf", negative and tenfold in turn, over 50 s of its clock.
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        seen.push(io.read(3).await.unwrap().power.w());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen.iter().any(|w| w.is_nan()), "{seen:?}");
+    assert!(seen.iter().any(|w| w.is_infinite()), "{seen:?}");
+    assert!(seen.iter().any(|w| *w < 0.0), "{seen:?}");
+    emulator.shutdown().await;
+}

@@ -24,10 +24,14 @@ pub struct EmulateArgs {
     /// `profileset` and obeys `curtail`; tenfold: reports ten times the power it draws).
     #[arg(long, default_value = "")]
     pub faults: String,
-    /// Quirks of real firmware, as percentages of the miners of that firmware:
-    /// `atm=30,locked=20` (atm: LuxOS with ATM on, which refuses `profileset` and obeys
-    /// `curtail`; locked: Braiins OS with its tuner locked, which refuses a power target and
-    /// obeys pause and resume). Placed after `--faults`, never on a miner that has one.
+    /// Quirks of real firmware, as percentages of the miners of that firmware: atm (LuxOS with
+    /// ATM on: says so, refuses `profileset`, obeys `curtail`), locked (Braiins OS with its
+    /// tuner locked: refuses a power target, obeys pause and resume), session (LuxOS session
+    /// expires every 3 minutes), nopower (stock firmware reports no draw); or of the whole
+    /// fleet: slowwake (wakes at 3x the firmware's delay), badread (draw reported as "nan",
+    /// "inf", negative or 10x in turn), asleepdraw (told to sleep, says so and keeps hashing),
+    /// mining (already mining at start). E.g. `atm=30,locked=20`. Placed after `--faults`,
+    /// never on a miner that has one.
     #[arg(long, default_value = "")]
     pub quirks: String,
     /// cgminer API port.
@@ -85,31 +89,70 @@ fn percentages<'a>(flag: &str, spec: &'a str) -> Result<Vec<(&'a str, f64)>> {
     Ok(out)
 }
 
-/// Parses `atm=30,locked=20` into (quirk, the firmware it belongs to, percent of that
-/// firmware's miners).
-pub fn parse_quirks(spec: &str) -> Result<Vec<(Fault, Dialect, f64)>> {
+/// A quirk of real firmware that the emulator can give a share of its miners.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Quirk {
+    /// A standing misbehaviour of the miners of one firmware (`None`: any firmware).
+    Fault(Fault, Option<Dialect>),
+    /// Already mining when the daemon starts.
+    Mining,
+}
+
+/// The quirks `--quirks` takes: its name, what it is, and what `--help` says of it.
+pub const QUIRKS: [(&str, Quirk); 8] = [
+    ("atm", Quirk::Fault(Fault::AtmOn, Some(Dialect::LuxOs))),
+    (
+        "locked",
+        Quirk::Fault(Fault::TunerLocked, Some(Dialect::BraiinsOs)),
+    ),
+    (
+        "session",
+        Quirk::Fault(Fault::SessionExpires, Some(Dialect::LuxOs)),
+    ),
+    (
+        "nopower",
+        Quirk::Fault(Fault::NoPowerField, Some(Dialect::StockAntminer)),
+    ),
+    ("slowwake", Quirk::Fault(Fault::SlowWake, None)),
+    ("badread", Quirk::Fault(Fault::BadReadings, None)),
+    ("asleepdraw", Quirk::Fault(Fault::AsleepDrawing, None)),
+    ("mining", Quirk::Mining),
+];
+
+/// Parses `atm=30,locked=20` into (quirk, percent of the miners it applies to).
+pub fn parse_quirks(spec: &str) -> Result<Vec<(Quirk, f64)>> {
     let mut out = Vec::new();
     for (name, pct) in percentages("--quirks", spec)? {
-        let (fault, dialect) = match name {
-            "atm" => (Fault::AtmOn, Dialect::LuxOs),
-            "locked" => (Fault::TunerLocked, Dialect::BraiinsOs),
-            other => anyhow::bail!("--quirks: unknown quirk {other:?}; use atm or locked"),
+        let Some(&(_, quirk)) = QUIRKS.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = QUIRKS.iter().map(|(n, _)| *n).collect();
+            anyhow::bail!("--quirks: unknown quirk {name:?}; use {}", names.join(", "));
         };
-        out.push((fault, dialect, pct));
+        out.push((quirk, pct));
     }
     Ok(out)
 }
 
-/// Gives each quirk to its share of its firmware's miners, spread evenly through them, never
-/// to a miner that already misbehaves. Deterministic.
-pub fn place_quirks(emulator: &Emulator, quirks: &[(Fault, Dialect, f64)]) {
-    for &(fault, dialect, pct) in quirks {
+/// Gives each quirk to its share of the miners it applies to (its firmware's, or all), spread
+/// evenly through them; a misbehaviour never goes to a miner that already has one.
+/// Deterministic.
+pub fn place_quirks(emulator: &Emulator, quirks: &[(Quirk, f64)]) {
+    for &(quirk, pct) in quirks {
         let theirs: Vec<u32> = (0..emulator.len() as u32)
-            .filter(|&i| emulator.dialect(i) == dialect && emulator.fault(i) == Fault::None)
+            .filter(|&i| match quirk {
+                Quirk::Fault(_, dialect) => {
+                    dialect.is_none_or(|d| emulator.dialect(i) == d)
+                        && emulator.fault(i) == Fault::None
+                }
+                Quirk::Mining => true,
+            })
             .collect();
         let count = (theirs.len() as f64 * pct / 100.0).round() as usize;
         for j in 0..count {
-            emulator.set_fault(theirs[j * theirs.len() / count], fault);
+            let index = theirs[j * theirs.len() / count];
+            match quirk {
+                Quirk::Fault(fault, _) => emulator.set_fault(index, fault),
+                Quirk::Mining => emulator.wake(index),
+            }
         }
     }
 }

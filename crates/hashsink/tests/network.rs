@@ -636,3 +636,158 @@ fn run_check_says_how_each_miner_can_be_used() {
         "{text}"
     );
 }
+
+#[test]
+fn an_expiring_luxos_session_is_renewed_without_a_failed_command() {
+    // 10 of 20 LuxOS miners drop their session every 3 minutes of the emulator's clock: the
+    // driver logs on again and repeats the command, so none fails and none is faulted.
+    let (report, _ledger, dir) =
+        quirky_demo("s19xp:20:luxos", &["--quirks", "session=50"], "10000");
+    let status = &report["status"];
+    assert!(status["commands"].as_u64().unwrap_or(0) > 100, "{report}");
+    assert_eq!(
+        status["command_failures"],
+        serde_json::json!({}),
+        "{report}"
+    );
+    assert_eq!(status["faulted"], 0, "{report}");
+    assert!(absorption(&report) > 0.9, "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn stock_firmware_without_a_power_reading_is_counted_at_its_rated_draw() {
+    // 10 of 20 stock S19j Pro report no draw: their work mode's rated draw stands in for it
+    // (marked estimated), nothing is refused at the door, and the ledger's per-miner energy
+    // adds up to the site meter's within 2 %.
+    let (report, mut ledger, dir) = quirky_demo(
+        "s19jpro:20:stock-antminer",
+        &["--quirks", "nopower=50"],
+        "10250",
+    );
+    let status = &report["status"];
+    assert_eq!(
+        status["malformed_readings"],
+        serde_json::json!({}),
+        "{report}"
+    );
+    assert_eq!(status["faulted"], 0, "{report}");
+    let (per_miner, metered) = ledger_energy(&mut ledger);
+    assert!(metered > 0.0);
+    assert!(
+        (per_miner - metered).abs() <= 0.02 * metered,
+        "per-miner {per_miner} Wh against the meter's {metered} Wh"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ledger's energy over the whole run: (the miners' own readings, the site meter's).
+fn ledger_energy(ledger: &mut hashsink_ledger::sqlite::SqliteStore) -> (f64, f64) {
+    use hashsink_ledger::Store;
+    let intervals = ledger.intervals("demo", ALL.0, ALL.1).unwrap();
+    let metered: f64 = intervals.iter().map(|i| i.fleet_wh).sum();
+    let span = (intervals[0].start, intervals[intervals.len() - 1].end);
+    let totals = ledger.miner_totals("demo", span.0, span.1).unwrap();
+    (totals.iter().map(|t| t.energy_wh).sum(), metered)
+}
+
+#[test]
+fn a_slow_waking_miner_is_waited_for_not_faulted() {
+    // 5 of 20 stock S19j Pro take three times the firmware table's wake delay (9 minutes): a
+    // miner that reports booting is on its way, so it is judged again later, not faulted.
+    let (report, mut ledger, dir) = quirky_demo(
+        "s19jpro:20:stock-antminer",
+        &["--quirks", "slowwake=25"],
+        "10500",
+    );
+    assert_eq!(report["status"]["faulted"], 0, "{report}");
+    // Not told again either: a wake sent again is a reconcile.
+    use hashsink_ledger::Store;
+    let audit = ledger.audit("demo", ALL.0, ALL.1).unwrap();
+    let again: Vec<_> = (audit.iter())
+        .filter(|a| a.command.action.starts_with("wake") && a.command.reason == "reconcile")
+        .map(|a| a.command.miner)
+        .collect();
+    assert!(again.is_empty(), "woken again: {again:?}");
+    assert!(absorption(&report) > 0.8, "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nan_inf_negative_and_tenfold_readings_are_refused_and_the_ledger_keeps_up() {
+    // 2 of 20 LuxOS miners report their draw as "nan", "inf", negative and ten times the truth
+    // in turn. Each kind is refused at the door and counted; every interval is committed, none
+    // set aside; the miners' own readings add up to the site meter's within 1 %.
+    let (report, mut ledger, dir) =
+        quirky_demo("s19xp:20:luxos", &["--quirks", "badread=10"], "10750");
+    let status = &report["status"];
+    for reason in ["not_a_number", "negative", "implausible"] {
+        assert!(
+            status["malformed_readings"][reason].as_u64().unwrap_or(0) > 0,
+            "{reason}: {report}"
+        );
+    }
+    assert_eq!(status["ledger_set_aside"], 0, "{report}");
+    assert_eq!(status["ledger_lost"], 0, "{report}");
+    use hashsink_ledger::Store;
+    let intervals = ledger.intervals("demo", ALL.0, ALL.1).unwrap();
+    assert!(
+        intervals.len() >= 59,
+        "{} intervals in an hour",
+        intervals.len()
+    );
+    for w in intervals.windows(2) {
+        assert_eq!(w[0].end, w[1].start, "a gap in the ledger");
+    }
+    let (per_miner, metered) = ledger_energy(&mut ledger);
+    assert!(
+        (per_miner - metered).abs() <= 0.01 * metered,
+        "per-miner {per_miner} Wh against the meter's {metered} Wh"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_miner_that_reports_asleep_while_hashing_is_routed_around_with_its_draw() {
+    // 2 of 20 LuxOS miners say they sleep when told to and keep hashing. Their draw is real
+    // load: the controller sees them drift from the sleep, routes them around as disobedient
+    // and makes room for what they draw.
+    let (report, _ledger, dir) =
+        quirky_demo("s19xp:20:luxos", &["--quirks", "asleepdraw=10"], "11000");
+    let faulted = &report["status"]["faulted_miners"];
+    let kinds: Vec<&str> = (faulted.as_array().unwrap().iter())
+        .filter_map(|f| f["fault"].as_str())
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| *k == "Disobedient"),
+        "{report}"
+    );
+    assert!(absorption(&report) > 0.8, "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn miners_already_mining_at_start_are_adopted_not_slept() {
+    // Half the fleet mines when the daemon starts: it is taken over as it is (the ledger's
+    // adopt event says so) and no sleep is sent in the first minute.
+    let (_report, mut ledger, dir) =
+        quirky_demo("s19xp:20:luxos", &["--quirks", "mining=50"], "11250");
+    use hashsink_ledger::Store;
+    let events = ledger.events("demo", ALL.0, ALL.1).unwrap();
+    let adopt = events
+        .iter()
+        .find(|e| e.kind == "adopt")
+        .expect("an adopt event");
+    assert!(adopt.detail.contains("10 mining"), "{}", adopt.detail);
+    let audit = ledger.audit("demo", ALL.0, ALL.1).unwrap();
+    let first_minute = adopt.at + std::time::Duration::from_secs(60);
+    let sleeps: Vec<_> = (audit.iter())
+        .filter(|a| a.command.at < first_minute && a.command.action == "sleep")
+        .collect();
+    assert!(
+        sleeps.is_empty(),
+        "{} sleeps in the first minute",
+        sleeps.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -103,6 +103,10 @@ const UNCONFIRMED_ATTEMPTS: u8 = 2;
 /// A write the transport fails or the firmware refuses this many times marks the miner
 /// unreachable or refusing (one more than for an unconfirmed write: a network blip is common).
 const FAILED_ATTEMPTS: u8 = 3;
+/// A miner that reports booting after a wake is on its way, however slowly: its firmware may
+/// take several times the table's wake delay (3x is seen on real units). It is judged again a
+/// wake delay later, up to this many wake delays after the command.
+const SLOW_WAKE_DELAYS: u32 = 5;
 /// Added to a slow model's gain in an urgent cut so that every fast model steps down first:
 /// larger than any hashrate-per-watt gain.
 const SLOW_PENALTY: f64 = 1e9;
@@ -1974,9 +1978,12 @@ impl Controller {
         slot.unreachable_since = None;
         slot.last_power = status.power();
         if slot.plan == Plan::Faulted {
-            if matches!(status, MinerStatus::Asleep { .. })
-                && slot.fault != Some(FaultKind::Excluded)
-            {
+            // Back only on a sleep it really is in: one that says it sleeps and still draws
+            // (a firmware that reports curtailed while hashing) stays routed around.
+            let standby = self.specs[slot.spec as usize].standby;
+            let asleep = matches!(status, MinerStatus::Asleep { power }
+                if power <= standby * ASLEEP_STANDBY_FACTOR + ASLEEP_SLACK);
+            if asleep && slot.fault != Some(FaultKind::Excluded) {
                 self.recover(m, now);
             } else if let Some(p) = status.power() {
                 let standby = self.specs[slot.spec as usize].standby;
@@ -1985,6 +1992,13 @@ impl Controller {
                 slot.assumed = assumed;
             }
             return;
+        }
+        if let (MinerStatus::Booting { .. }, Some(pending), Some(Target::Level(_))) =
+            (status, slot.pending, slot.commanded)
+        {
+            let wake = self.specs[slot.spec as usize].wake_delay;
+            let limit = slot.sent_at + wake * SLOW_WAKE_DELAYS + slot.verify_window;
+            self.verify_no_earlier_than(m, pending, (now + wake).min(limit));
         }
         if self.matches(m, &status) {
             let slot = &mut self.slots[m as usize];

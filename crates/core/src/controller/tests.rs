@@ -29,6 +29,8 @@ struct Harness {
     own_level: Vec<u32>,
     /// Miners that refuse every write.
     refusing: Vec<u32>,
+    /// Miners that take three times their wake delay to boot, reporting booting every second.
+    slow_wake: Vec<u32>,
     sent: Vec<(Timestamp, Command)>,
     /// Wakes in progress: (miner, ready at, power).
     booting: Vec<(u32, Timestamp, Watts)>,
@@ -51,6 +53,7 @@ impl Harness {
             silent: Vec::new(),
             own_level: Vec::new(),
             refusing: Vec::new(),
+            slow_wake: Vec::new(),
             sent: Vec::new(),
             booting: Vec::new(),
         }
@@ -65,6 +68,19 @@ impl Harness {
         let (ready, still): (Vec<_>, Vec<_>) =
             self.booting.iter().partition(|(_, at, _)| *at <= now);
         self.booting = still;
+        for &(m, _, _) in &self.booting {
+            if self.slow_wake.contains(&m) {
+                let status = MinerStatus::Booting {
+                    power: self.power[m as usize],
+                };
+                let report = MinerReport {
+                    miner: MinerId(m),
+                    at: now,
+                    status,
+                };
+                self.ctrl.handle_input(now, Input::Miner(report));
+            }
+        }
         for (m, _, p) in ready {
             self.power[m as usize] = p;
             let status = MinerStatus::Mining {
@@ -159,8 +175,12 @@ impl Harness {
                         continue;
                     }
                     Action::Wake(l) if self.power[m as usize] <= spec.standby => {
-                        self.booting
-                            .push((m, now + spec.wake_delay, spec.level_power(l)));
+                        let delay = if self.slow_wake.contains(&m) {
+                            spec.wake_delay * 3
+                        } else {
+                            spec.wake_delay
+                        };
+                        self.booting.push((m, now + delay, spec.level_power(l)));
                         continue;
                     }
                     Action::Wake(l) | Action::SetLevel(l) => {
@@ -1307,4 +1327,24 @@ fn an_adopted_fleet_without_a_surplus_reading_goes_to_the_failsafe_load_in_time(
         "{} above the fail-safe load {failsafe} after {within} s",
         h.load()
     );
+}
+
+#[test]
+fn a_miner_that_boots_three_times_slower_than_its_table_is_not_faulted() {
+    // Stock firmware: 180 s in the table, 540 s for these two. They report booting meanwhile.
+    let mut h = Harness::new("s19jpro:6:stock-antminer", quick());
+    h.slow_wake = vec![1, 4];
+    let nameplate = h.fleet.specs[0].nameplate_power;
+    h.run(0, 1200, |_| Some(nameplate * 6.0 + Watts::from_kw(2.0)));
+    for m in 0..6 {
+        assert_eq!(h.ctrl.fault_of(MinerId(m)), None, "miner {m}");
+        assert!(
+            h.power[m as usize] > nameplate * 0.9,
+            "miner {m} is not mining"
+        );
+    }
+    let wakes = (h.sent.iter())
+        .filter(|(_, c)| c.miner.0 == 1 && c.action.wakes())
+        .count();
+    assert_eq!(wakes, 1, "the slow miner was woken again: {:?}", h.sent);
 }

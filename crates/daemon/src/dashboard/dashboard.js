@@ -313,7 +313,7 @@ async function refreshWho() {
   app.role = w.role;
   $("whoami").textContent = w.actor + " (" + w.role + ")";
   const can = canAct();
-  for (const id of ["btn-shed", "btn-resume", "btn-curtail"]) $(id).disabled = !can;
+  for (const id of ["btn-shed", "btn-resume", "btn-curtail", "btn-reprobe"]) $(id).disabled = !can;
 }
 
 function canAct() { return app.role === "operator" || app.role === "admin"; }
@@ -346,6 +346,9 @@ function wire() {
     "Put every miner to sleep now? The fleet stays shed until someone resumes it.", () => act("/api/v1/shed")));
   $("btn-resume").addEventListener("click", () => confirmThen("Resume",
     "Lift the shed or curtailment and let the fleet follow the surplus again?", () => act("/api/v1/resume")));
+  $("btn-reprobe").addEventListener("click", () => confirmThen("Offer levels again",
+    "Offer power levels again to every miner used on/off? Each is tried at its next level change; one that refuses again goes back to on/off.",
+    () => act("/api/v1/miners/reprobe")));
   $("curtail-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const mw = Number($("curtail-mw").value);
