@@ -26,6 +26,10 @@ pub enum Input {
     Outcome(CommandOutcome),
     /// An operator's instruction.
     Operator(OperatorCommand),
+    /// The plant's protection: the most the fleet may draw while a trip is asserted (zero) or
+    /// a trip point cannot be read (the fail-safe load); `None` once every trip is clear. It
+    /// is held until the plant lifts it: an operator's resume does not.
+    Protection(Option<Watts>),
 }
 
 /// An operator's instruction.

@@ -173,6 +173,14 @@ impl FleetController for Baseline {
                     self.flush(now);
                 }
             }
+            // A trip is acted on at once.
+            Input::Protection(cap) => {
+                self.operator.protection = cap.map(Watts::positive_part);
+                if cap.is_some() {
+                    self.tick(now);
+                    self.flush(now);
+                }
+            }
             _ => {}
         }
     }

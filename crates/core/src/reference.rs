@@ -83,6 +83,8 @@ impl Outbox {
 pub struct OperatorState {
     pub shed: bool,
     pub curtail: Option<Watts>,
+    /// The plant's protection limit (`Input::Protection`), which an operator cannot lift.
+    pub protection: Option<Watts>,
 }
 
 impl OperatorState {
@@ -90,7 +92,10 @@ impl OperatorState {
     pub fn take(&mut self, cmd: OperatorCommand) -> bool {
         match cmd {
             OperatorCommand::ShedAll => self.shed = true,
-            OperatorCommand::Resume => *self = Self::default(),
+            OperatorCommand::Resume => {
+                self.shed = false;
+                self.curtail = None;
+            }
             OperatorCommand::CurtailTo(w) => self.curtail = Some(w),
             OperatorCommand::Exclude(_) | OperatorCommand::Include(_) => {}
             OperatorCommand::Reprobe => {}
@@ -103,13 +108,14 @@ impl OperatorState {
         if self.shed {
             Watts::ZERO
         } else {
-            self.curtail.map_or(surplus, |cap| surplus.min(cap))
+            let capped = self.curtail.map_or(surplus, |cap| surplus.min(cap));
+            self.protection.map_or(capped, |cap| capped.min(cap))
         }
     }
 
     /// The reason the owner's commands carry.
     pub fn reason(&self) -> Reason {
-        if self.shed {
+        if self.shed || self.protection.is_some() {
             Reason::Operator
         } else {
             Reason::Dispatch

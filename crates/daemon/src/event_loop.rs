@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::live::{self, MinerEntry, MinersView, RecentEvents};
 use crate::readings::{self, Malformed};
 use crate::recorder::Recorder;
-use crate::signals::{SignalAction, SignalDesk, SignalsSetup, start_sources};
+use crate::signals::{Protection, SignalAction, SignalDesk, SignalsSetup, start_sources};
 use crate::status::{FaultedMiner, FleetCount, Status};
 
 /// Where the surplus reading comes from.
@@ -116,6 +116,12 @@ impl Handle {
     /// An operator command, and who or what gave it ("http", "operator:alice", "signal:SIGUSR1").
     pub fn operator(&self, command: OperatorCommand, actor: String) -> Result<(), Stopped> {
         self.operator.send((command, actor)).map_err(|_| Stopped)
+    }
+
+    /// The plant's trip that holds the fleet, as last published ("tripped by SOURCE"): a
+    /// resume cannot lift it, so the API and SIGUSR2 refuse one while it holds.
+    pub fn held_by_plant(&self) -> Option<String> {
+        self.status.borrow().protection.clone()
     }
 
     /// The surplus now, as the plant pushed it (used when the site's source is `http`).
@@ -423,6 +429,9 @@ impl Daemon {
                 self.overridden = false;
                 (status.mode, status.curtail_w) = ("follow", None);
                 status.mode_by.clear();
+                if let Some(held) = &status.protection {
+                    warn!(protection = %held, "resume: the operator's shed or curtailment is lifted; the plant's trip still holds the fleet");
+                }
             }
             OperatorCommand::ShedAll => {
                 self.overridden = true;
@@ -452,8 +461,32 @@ impl Daemon {
                     self.ctl.handle_input(now, Input::Surplus { at, available });
                 }
             }
-            SignalAction::Operator(command, actor) => self.on_operator(command, actor),
+            SignalAction::Protection(protection) => self.on_protection(now, protection),
         }
+    }
+
+    /// The plant's trips changed: the controller holds the fleet at nothing while one is
+    /// asserted, at the fail-safe load while one cannot be read, and an operator's resume
+    /// lifts neither; recorded at once with the sources.
+    fn on_protection(&mut self, now: Timestamp, protection: Protection) {
+        let (kind, cap) = match &protection {
+            Protection::Tripped(_) => ("trip", Some(Watts::ZERO)),
+            Protection::Unknown(_) => ("trip-unreadable", Some(self.ctl.config().failsafe_load)),
+            Protection::Clear => ("trip-clear", None),
+        };
+        let detail = protection
+            .describe()
+            .unwrap_or_else(|| "every trip clear: the fleet may come back (staggered)".into());
+        self.note(now, kind, "plant", detail);
+        if let Some(l) = self.ledger.as_mut() {
+            l.flush();
+        }
+        if let Protection::Tripped(sources) = &protection {
+            self.operator_actor = format!("plant:{}", sources.join(","));
+            self.shed_timer = Some((Instant::now(), self.status.commands));
+        }
+        self.status.protection = protection.describe();
+        self.ctl.handle_input(now, Input::Protection(cap));
     }
 
     fn on_pushed(&mut self, pushed: Pushed) {

@@ -704,6 +704,17 @@ async fn post_surplus(State(api): State<Api>, body: axum::body::Bytes) -> Respon
 }
 
 async fn operator(api: &Api, actor: Actor, cmd: OperatorCommand) -> Response {
+    if cmd == OperatorCommand::Resume
+        && let Some(held) = api.handle.held_by_plant()
+    {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "the plant's protection holds the fleet ({held}): a resume cannot lift it; it \
+                 lifts when the plant clears its trip"
+            ),
+        );
+    }
     if api.handle.operator(cmd, actor.0).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }

@@ -38,6 +38,9 @@ pub struct Status {
     pub allowed_w: f64,
     /// Blocks in the day-ahead schedule last loaded (0: none).
     pub schedule_blocks: usize,
+    /// The plant's protection holding the fleet ("tripped by SOURCE", "trip unreadable at
+    /// SOURCE"); none when every trip is clear. An operator's resume does not lift it.
+    pub protection: Option<String>,
     /// What the operator last asked: "follow" (the surplus), "shed" or "curtail".
     pub mode: &'static str,
     /// The operator's cap while curtailed, W.

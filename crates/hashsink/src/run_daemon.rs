@@ -269,6 +269,12 @@ fn spawn_shed_signals(daemon: Handle) {
             Ok(mut stream) => {
                 tokio::spawn(async move {
                     while stream.recv().await.is_some() {
+                        if command == hashsink_core::OperatorCommand::Resume
+                            && let Some(held) = daemon.held_by_plant()
+                        {
+                            tracing::warn!(protection = %held, "{what} refused: the plant's trip holds the fleet");
+                            continue;
+                        }
                         tracing::warn!("{what}");
                         let actor = format!("signal:{}", what.split(':').next().unwrap_or("unix"));
                         if daemon.operator(command, actor).is_err() {

@@ -61,14 +61,19 @@ fn read_u32(addr: SocketAddr, at: u16) -> u32 {
     (u32::from(w[0]) << 16) | u32::from(w[1])
 }
 
-/// The whole HTTP reply (headers lower-cased) to a GET of `path`.
+/// The whole HTTP reply (status line and headers lower-cased) to a GET of `path`.
 fn http_get(listen: &str, path: &str) -> String {
+    http(listen, "GET", path)
+}
+
+/// The whole HTTP reply (status line and headers lower-cased) to `method` on `path`.
+fn http(listen: &str, method: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(listen).expect("daemon endpoint");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut reply = String::new();
@@ -265,10 +270,32 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
         setpoint > 0.0 && setpoint <= 15_000.0,
         "setpoint {setpoint} W: {written}"
     );
-    // The plant's trip flag (register 20) sheds the fleet; clearing it lets the fleet back.
+    // The plant's trip flag (register 20) sheds the fleet and holds it: an operator's resume
+    // is refused, naming the source; an operator's shed given meanwhile outlives the trip's
+    // clearing; the operator's resume then brings the fleet back.
     write_words(meter, 20, &[1]);
     sheds(listen, "the trip register sheds the fleet");
+    wait_for(
+        listen,
+        Duration::from_secs(5),
+        "the trip in the status",
+        |s| s["protection"] == "tripped by export meter",
+    );
+    let refused = http(listen, "POST", "/resume");
+    assert!(
+        refused.starts_with("http/1.1 409") && refused.contains("tripped by export meter"),
+        "{refused}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    sheds(listen, "the fleet stays shed under a trip");
+    assert!(http(listen, "POST", "/shed").starts_with("http/1.1 200"));
     write_words(meter, 20, &[0]);
+    wait_for(listen, Duration::from_secs(5), "the trip cleared", |s| {
+        s["protection"].is_null()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    sheds(listen, "an operator's shed outlives the trip's clearing");
+    assert!(http(listen, "POST", "/resume").starts_with("http/1.1 200"));
     follows(listen, 15.0, true);
     // SIGUSR1 is the same emergency path from the operator's shell; SIGUSR2 resumes.
     signal(&daemon, "-USR1");
@@ -299,6 +326,8 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
         dir,
         &[
             "emergency shed: the plant's trip flag is set",
+            // The meter gone: its trip register cannot be read either.
+            "the plant's trip point cannot be read",
             "SIGUSR1: emergency shed",
             "SIGUSR2: resume",
             "shed: commands sent to the fleet",

@@ -228,7 +228,11 @@ impl Iec104Source {
                         }
                         Some(Link::Error(e)) => {
                             live = false;
-                            let _ = events.send(SignalEvent::Failed(id, format!("iec104 {peer}: {e}")));
+                            let why = format!("iec104 {peer}: {e}");
+                            if self.trip_ioa.is_some() {
+                                let _ = events.send(SignalEvent::Trip(id, crate::TripFlag::Unknown(why.clone())));
+                            }
+                            let _ = events.send(SignalEvent::Failed(id, why));
                         }
                         Some(Link::Asdu(asdu)) => self.take(&asdu, id, &clock, &events),
                     },
@@ -246,7 +250,7 @@ impl Iec104Source {
     ) {
         if let Some(ioa) = self.trip_ioa {
             if let Some(set) = trip_in(asdu, self.common_address, ioa) {
-                let _ = events.send(SignalEvent::Trip(id, set));
+                let _ = events.send(SignalEvent::Trip(id, crate::TripFlag::of(set)));
             }
         }
         match surplus_in(asdu, self.common_address, self.surplus_ioa) {

@@ -21,8 +21,25 @@ pub enum SignalEvent {
     Failed(SourceId, String),
     /// The source sent something that is not a reading (a malformed payload), with why.
     Rejected(SourceId, String),
-    /// The plant's trip flag: set (shed the whole fleet now) or cleared.
-    Trip(SourceId, bool),
+    /// The plant's trip flag as last read.
+    Trip(SourceId, TripFlag),
+}
+
+/// A plant trip point as a source read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TripFlag {
+    /// Asserted: the whole fleet sheds now and stays shed while it is.
+    Set,
+    Clear,
+    /// The point could not be read (a failed register read, a lost link), with why: the
+    /// protection it gives is not known, so the fleet goes to its fail-safe load.
+    Unknown(String),
+}
+
+impl TripFlag {
+    pub fn of(set: bool) -> Self {
+        if set { TripFlag::Set } else { TripFlag::Clear }
+    }
 }
 
 /// The unit a plant system gives power in (a register's, a payload's).

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_modbus::client::{Context, Reader, Writer};
 use tracing::{info, warn};
 
-use crate::{FleetReport, PowerUnit, SignalEvent};
+use crate::{FleetReport, PowerUnit, SignalEvent, TripFlag};
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -199,6 +199,19 @@ impl ModbusSource {
         }
     }
 
+    /// The trip register cannot be read while the connection is down: its state is unknown.
+    fn trip_unknown(
+        &self,
+        id: SourceId,
+        events: &mpsc::UnboundedSender<SignalEvent>,
+        tripped: &mut Option<TripFlag>,
+        why: &str,
+    ) {
+        if self.trip.is_some() {
+            report_trip(id, events, tripped, TripFlag::Unknown(why.to_string()));
+        }
+    }
+
     /// Polls until the daemon goes away. Readings and failures go to `events`; the fleet's
     /// load and setpoint are read from `report` and written back if configured.
     pub async fn run(
@@ -209,7 +222,7 @@ impl ModbusSource {
         report: watch::Receiver<FleetReport>,
     ) {
         let mut backoff = Duration::from_millis(200);
-        let mut tripped: Option<bool> = None;
+        let mut tripped: Option<TripFlag> = None;
         loop {
             let connect = tokio::time::timeout(
                 self.timeout,
@@ -222,10 +235,9 @@ impl ModbusSource {
             let mut ctx = match connect {
                 Ok(Ok(ctx)) => ctx,
                 Ok(Err(e)) => {
-                    let _ = events.send(SignalEvent::Failed(
-                        id,
-                        format!("connect to {}: {e}", self.address),
-                    ));
+                    let why = format!("connect to {}: {e}", self.address);
+                    self.trip_unknown(id, &events, &mut tripped, &why);
+                    let _ = events.send(SignalEvent::Failed(id, why));
                     if events.is_closed() {
                         return;
                     }
@@ -234,10 +246,9 @@ impl ModbusSource {
                     continue;
                 }
                 Err(_) => {
-                    let _ = events.send(SignalEvent::Failed(
-                        id,
-                        format!("connect to {}: timed out", self.address),
-                    ));
+                    let why = format!("connect to {}: timed out", self.address);
+                    self.trip_unknown(id, &events, &mut tripped, &why);
+                    let _ = events.send(SignalEvent::Failed(id, why));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -265,13 +276,16 @@ impl ModbusSource {
                         }
                     })
                     .await;
-                    if let Ok(Ok(Ok(words))) = flag {
-                        let set = words.first().is_some_and(|w| *w != 0);
-                        if tripped != Some(set) {
-                            let _ = events.send(SignalEvent::Trip(id, set));
-                            tripped = Some(set);
-                        }
-                    }
+                    let read = match flag {
+                        Ok(Ok(Ok(words))) => TripFlag::of(words.first().is_some_and(|w| *w != 0)),
+                        Ok(Ok(Err(e))) => TripFlag::Unknown(format!("trip register: {e}")),
+                        Ok(Err(e)) => TripFlag::Unknown(format!("trip register: {e}")),
+                        Err(_) => TripFlag::Unknown(format!(
+                            "trip register: no reply within {:?}",
+                            self.timeout
+                        )),
+                    };
+                    report_trip(id, &events, &mut tripped, read);
                 }
                 match result {
                     Ok(watts) => {
@@ -283,6 +297,7 @@ impl ModbusSource {
                     }
                     Err(e) => {
                         warn!(source = %self.name, error = %e, "modbus poll failed; reconnecting");
+                        self.trip_unknown(id, &events, &mut tripped, &e);
                         let _ = events.send(SignalEvent::Failed(id, e));
                         break;
                     }
@@ -314,6 +329,23 @@ impl ModbusSource {
             }
             tokio::time::sleep(backoff).await;
         }
+    }
+}
+
+/// Sends the trip flag when its state changes (set, clear, unknown; a new reason for an unknown
+/// state is not a change): a flag read on every poll is not sent on every poll.
+fn report_trip(
+    id: SourceId,
+    events: &mpsc::UnboundedSender<SignalEvent>,
+    last: &mut Option<TripFlag>,
+    read: TripFlag,
+) {
+    let same = last
+        .as_ref()
+        .is_some_and(|l| std::mem::discriminant(l) == std::mem::discriminant(&read));
+    if !same {
+        let _ = events.send(SignalEvent::Trip(id, read.clone()));
+        *last = Some(read);
     }
 }
 

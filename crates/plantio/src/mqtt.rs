@@ -183,7 +183,7 @@ impl MqttSource {
                     Ok(Event::Incoming(Packet::Publish(p))) if Some(&p.topic) == self.trip_topic.as_ref() => {
                         match trip_of(&p.payload) {
                             Some(set) => {
-                                let _ = events.send(SignalEvent::Trip(id, set));
+                                let _ = events.send(SignalEvent::Trip(id, crate::TripFlag::of(set)));
                             }
                             None => {
                                 let _ = events.send(SignalEvent::Rejected(id, format!("trip payload {:?} is not 1/0, true/false or trip/clear", clip(&String::from_utf8_lossy(&p.payload)))));

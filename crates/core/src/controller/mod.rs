@@ -417,6 +417,8 @@ pub struct Controller {
     excess_since: Option<Timestamp>,
     curtail: Option<Watts>,
     shed: bool,
+    /// The plant's protection limit (`Input::Protection`): held until the plant lifts it.
+    protection: Option<Watts>,
     allowed_now: Watts,
     allowed_ahead: Watts,
     limited_allowed: Watts,
@@ -622,6 +624,7 @@ impl Controller {
             excess_since: None,
             curtail: None,
             shed: false,
+            protection: None,
             allowed_now: Watts::ZERO,
             allowed_ahead: Watts::ZERO,
             limited_allowed: Watts::ZERO,
@@ -952,7 +955,8 @@ impl Controller {
         let (allowed, ahead) = self.compute_allowed(now);
         self.allowed_now = allowed;
         self.allowed_ahead = ahead;
-        let reason = if self.shed || self.curtail.is_some_and(|c| c < allowed + self.margin) {
+        let capped = |cap: Option<Watts>| cap.is_some_and(|c| c < allowed + self.margin);
+        let reason = if self.shed || capped(self.curtail) || capped(self.protection) {
             Reason::Operator
         } else if matches!(self.signal, SignalState::Good) {
             Reason::Dispatch
@@ -1055,7 +1059,7 @@ impl Controller {
             }
         };
         let restore = self.track_dip(now, allowed);
-        if let Some(cap) = self.curtail {
+        for cap in [self.curtail, self.protection].into_iter().flatten() {
             allowed = allowed.min(cap);
             ahead = ahead.min(cap);
         }
@@ -2271,6 +2275,13 @@ impl FleetController for Controller {
                     } else {
                         self.forget_command(m);
                     }
+                }
+            }
+            Input::Protection(cap) => {
+                self.protection = cap.map(Watts::positive_part);
+                // A trip is acted on now, not at the next tick.
+                if cap.is_some() {
+                    self.tick(now);
                 }
             }
             Input::Operator(cmd) => match cmd {

@@ -1348,3 +1348,47 @@ fn a_miner_that_boots_three_times_slower_than_its_table_is_not_faulted() {
         .count();
     assert_eq!(wakes, 1, "the slow miner was woken again: {:?}", h.sent);
 }
+
+#[test]
+fn a_plant_trip_holds_the_fleet_whatever_the_operator_says() {
+    let mut h = Harness::new("s21:20", quick());
+    let surplus = |_| Some(Watts::from_kw(40.0));
+    h.run(0, 300, surplus);
+    assert!(h.load() > Watts::from_kw(30.0), "{}", h.load());
+    let standby: Watts = h
+        .fleet
+        .miner_ids()
+        .map(|m| h.fleet.spec_of(m).standby)
+        .sum();
+    let shed = |h: &Harness| h.load() <= standby + Watts(1.0);
+    // The trip sheds at once; an operator's resume does not lift it.
+    h.ctrl
+        .handle_input(t(300), Input::Protection(Some(Watts::ZERO)));
+    h.apply(t(300));
+    assert!(shed(&h), "a trip sheds at once: {}", h.load());
+    h.ctrl
+        .handle_input(t(301), Input::Operator(OperatorCommand::Resume));
+    h.run(301, 600, surplus);
+    assert!(shed(&h), "a resume lifted the trip: {}", h.load());
+    // An operator's shed given during the trip outlives the trip's clearing.
+    h.ctrl
+        .handle_input(t(600), Input::Operator(OperatorCommand::ShedAll));
+    h.ctrl.handle_input(t(601), Input::Protection(None));
+    h.run(601, 900, surplus);
+    assert!(
+        shed(&h),
+        "the trip's clearing undid an operator's shed: {}",
+        h.load()
+    );
+    // The operator resumes: the fleet comes back.
+    h.ctrl
+        .handle_input(t(900), Input::Operator(OperatorCommand::Resume));
+    h.run(900, 1300, surplus);
+    assert!(h.load() > Watts::from_kw(30.0), "{}", h.load());
+    // A trip point that cannot be read holds the fleet at the fail-safe load (here 10 kW).
+    h.ctrl
+        .handle_input(t(1300), Input::Protection(Some(Watts::from_kw(10.0))));
+    h.run(1300, 1400, surplus);
+    assert!(h.load() <= Watts::from_kw(10.0), "{}", h.load());
+    assert!(h.load() > Watts::from_kw(5.0), "{}", h.load());
+}

@@ -131,6 +131,8 @@ function onStatus(s) {
   if (s.mode === "shed") { mode.textContent = "shed by " + (s.mode_by || "operator"); mode.className = "badge bad"; }
   else if (s.mode === "curtail") { mode.textContent = "curtailed to " + power(s.curtail_w) + " by " + (s.mode_by || "operator"); mode.className = "badge warn"; }
   else { mode.textContent = "following the surplus"; mode.className = "badge good"; }
+  // The plant's trip holds the fleet whatever the operator asked (Resume cannot lift it).
+  if (s.protection) { mode.textContent = "plant: " + s.protection + "; " + mode.textContent; mode.className = "badge bad"; }
   mode.dataset.mode = s.mode;
   const k = s.kpis;
   $("kpi-surplus").textContent = s.surplus_w === null ? "no reading" : power(s.surplus_w);

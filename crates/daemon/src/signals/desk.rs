@@ -1,9 +1,8 @@
 //! The plant signals as the daemon's loop sees them: every source's event judged as it arrives
-//! (no lock shared with the sources), complaints logged once per change, trip flags acted on
-//! when they change, and each source's standing shown in the status.
+//! (no lock shared with the sources), complaints logged once per change, the trip flags of
+//! every source held as one protection state, and each source's standing shown in the status.
 
-use hashsink_core::OperatorCommand;
-use hashsink_plantio::SignalEvent;
+use hashsink_plantio::{SignalEvent, TripFlag};
 use hashsink_signals::{Judge, SourceId, Standing, TrustConfig, Verdict};
 use hashsink_units::Timestamp;
 use tracing::{debug, info, warn};
@@ -17,18 +16,42 @@ pub enum SignalAction {
     None,
     /// A trusted reading: feed the verdict to the controller now, not at the next tick.
     FeedNow,
-    /// The plant's trip flag changed: an operator command, given by "plant:SOURCE".
-    Operator(OperatorCommand, String),
+    /// The plant's protection changed (a trip asserted, cleared, or unreadable).
+    Protection(Protection),
+}
+
+/// The plant's protection as the trip flags of every source give it. A trip is a held
+/// inhibit, not an operator's command: it holds for as long as any source asserts it, and an
+/// operator's resume does not lift it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protection {
+    Clear,
+    /// A trip point cannot be read (these sources): the fleet goes to its fail-safe load.
+    Unknown(Vec<String>),
+    /// Asserted by these sources: the whole fleet is shed and stays shed.
+    Tripped(Vec<String>),
+}
+
+impl Protection {
+    /// The sources that hold the fleet down, and how ("tripped by", "trip unreadable at").
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Protection::Clear => None,
+            Protection::Unknown(s) => Some(format!("trip unreadable at {}", s.join(", "))),
+            Protection::Tripped(s) => Some(format!("tripped by {}", s.join(", "))),
+        }
+    }
 }
 
 /// The plant signals as the daemon's loop sees them: the judge, each source's name, the last
-/// complaint logged per source (a steady fault is logged once, not per poll) and each source's
-/// trip flag as last reported (acted on when it changes).
+/// complaint logged per source (a steady fault is logged once, not per poll), each source's
+/// trip flag as last reported and the protection they make together (acted on when it changes).
 pub struct SignalDesk {
     judge: Judge,
     names: Vec<String>,
     complaints: Vec<Option<String>>,
-    tripped: Vec<Option<bool>>,
+    trips: Vec<TripFlag>,
+    protection: Protection,
     /// Whether the last verdict had a reading (None before the first).
     had_verdict: Option<bool>,
 }
@@ -39,7 +62,8 @@ impl SignalDesk {
         Self {
             judge: Judge::new(trust),
             complaints: vec![None; names.len()],
-            tripped: vec![None; names.len()],
+            trips: vec![TripFlag::Clear; names.len()],
+            protection: Protection::Clear,
             names,
             had_verdict: None,
         }
@@ -84,23 +108,42 @@ impl SignalDesk {
         action
     }
 
-    /// A trip flag is acted on when it changes: a source that reports the flag on every poll
-    /// (an IEC 104 interrogation) must not resume the fleet every poll, and a flag first seen
-    /// clear lifts nothing.
-    fn trip(&mut self, id: SourceId, set: bool) -> SignalAction {
-        let was = self.tripped[id.0 as usize].replace(set);
-        if was == Some(set) || (!set && was.is_none()) {
+    /// A source's trip flag; acted on when the protection of all of them changes (a source
+    /// that reports its flag on every poll changes nothing by it).
+    fn trip(&mut self, id: SourceId, flag: TripFlag) -> SignalAction {
+        let name = &self.names[id.0 as usize];
+        if let TripFlag::Unknown(why) = &flag {
+            warn!(source = %name, %why, "the plant's trip point cannot be read");
+        }
+        self.trips[id.0 as usize] = flag;
+        let holding = |want: fn(&TripFlag) -> bool| -> Vec<String> {
+            (self.names.iter().zip(&self.trips))
+                .filter(|(_, f)| want(f))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let tripped = holding(|f| *f == TripFlag::Set);
+        let unknown = holding(|f| matches!(f, TripFlag::Unknown(_)));
+        let protection = if !tripped.is_empty() {
+            Protection::Tripped(tripped)
+        } else if !unknown.is_empty() {
+            Protection::Unknown(unknown)
+        } else {
+            Protection::Clear
+        };
+        if protection == self.protection {
             return SignalAction::None;
         }
-        let name = &self.names[id.0 as usize];
-        let command = if set {
-            warn!(source = %name, "emergency shed: the plant's trip flag is set");
-            OperatorCommand::ShedAll
-        } else {
-            info!(source = %name, "trip flag cleared: the fleet may come back (staggered)");
-            OperatorCommand::Resume
-        };
-        SignalAction::Operator(command, format!("plant:{name}"))
+        match &protection {
+            Protection::Tripped(s) => {
+                warn!(sources = ?s, "emergency shed: the plant's trip flag is set")
+            }
+            Protection::Unknown(s) => warn!(sources = ?s,
+                "a trip point cannot be read: the fleet goes to its fail-safe load until it can"),
+            Protection::Clear => info!("trip flag cleared: the fleet may come back (staggered)"),
+        }
+        self.protection = protection.clone();
+        SignalAction::Protection(protection)
     }
 
     /// Each source's standing for the status, and, when the combined verdict appears or goes
@@ -194,18 +237,44 @@ mod tests {
     }
 
     #[test]
-    fn a_trip_acts_when_it_changes_and_a_first_clear_lifts_nothing() {
+    fn trips_hold_while_any_source_asserts_one_and_an_unreadable_one_fails_safe() {
         let mut d = desk();
         let now = Timestamp::from_secs(1_000);
-        let trip = |set| SignalEvent::Trip(SourceId(1), set);
-        assert_eq!(d.on_event(now, trip(false)), SignalAction::None);
-        let shed = SignalAction::Operator(OperatorCommand::ShedAll, "plant:scada".into());
-        assert_eq!(d.on_event(now, trip(true)), shed);
-        // Reported again on every poll: not a new shed.
-        assert_eq!(d.on_event(now, trip(true)), SignalAction::None);
-        let resume = SignalAction::Operator(OperatorCommand::Resume, "plant:scada".into());
-        assert_eq!(d.on_event(now, trip(false)), resume);
-        assert_eq!(d.on_event(now, trip(false)), SignalAction::None);
+        let trip = |source: u16, flag: TripFlag| SignalEvent::Trip(SourceId(source), flag);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let act = |p| SignalAction::Protection(p);
+        // A first clear lifts nothing; a set sheds; reported again on every poll, nothing new.
+        assert_eq!(
+            d.on_event(now, trip(1, TripFlag::Clear)),
+            SignalAction::None
+        );
+        let scada = Protection::Tripped(names(&["scada"]));
+        assert_eq!(d.on_event(now, trip(1, TripFlag::Set)), act(scada.clone()));
+        assert_eq!(d.on_event(now, trip(1, TripFlag::Set)), SignalAction::None);
+        // A second source trips, the first clears: still tripped, by the second.
+        let both = Protection::Tripped(names(&["meter", "scada"]));
+        assert_eq!(d.on_event(now, trip(0, TripFlag::Set)), act(both));
+        let meter = Protection::Tripped(names(&["meter"]));
+        assert_eq!(d.on_event(now, trip(1, TripFlag::Clear)), act(meter));
+        // The first cannot be read any more: the second's trip still rules; once it clears,
+        // the unreadable one holds the fleet at its fail-safe load.
+        let unknown = TripFlag::Unknown("no reply".into());
+        assert_eq!(
+            d.on_event(now, trip(1, unknown.clone())),
+            SignalAction::None
+        );
+        let unreadable = Protection::Unknown(names(&["scada"]));
+        assert_eq!(
+            d.on_event(now, trip(0, TripFlag::Clear)),
+            act(unreadable.clone())
+        );
+        assert_eq!(d.on_event(now, trip(1, unknown)), SignalAction::None);
+        assert_eq!(unreadable.describe().unwrap(), "trip unreadable at scada");
+        // Read again, clear: the protection is lifted.
+        assert_eq!(
+            d.on_event(now, trip(1, TripFlag::Clear)),
+            act(Protection::Clear)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use hashsink_units::Watts;
 use serde::{Deserialize, Deserializer};
 use tokio::sync::{mpsc, watch};
 
-pub use desk::{SignalAction, SignalDesk};
+pub use desk::{Protection, SignalAction, SignalDesk};
 pub use iec104::Iec104Config;
 pub use modbus::{ModbusConfig, TripRegister};
 pub use mqtt::MqttConfig;
