@@ -202,6 +202,7 @@ async fn one_size(
         loop {
             let _ = client
                 .post(format!("http://{API}/surplus"))
+                .header("Content-Type", "application/json")
                 .body(format!("{{\"available_w\": {}}}", nameplate * 2.0))
                 .send()
                 .await;

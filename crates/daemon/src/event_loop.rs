@@ -226,6 +226,8 @@ pub struct Daemon {
     /// Why each miner used on/off is: the firmware's refusal of a level (until a re-probe
     /// gives it levels again). Published with `refusals`.
     on_off_why: std::collections::BTreeMap<u32, String>,
+    /// Miners whose firmware says it sets its own level (LuxOS ATM on), read at each sweep.
+    owned_level: HashSet<u32>,
     refusals_changed: bool,
     /// The malformed reading last logged per miner (logged again when the reason changes).
     malformed_logged: Vec<Option<Malformed>>,
@@ -328,6 +330,7 @@ impl Daemon {
             malformed_logged: vec![None; last.len()],
             refusals: Default::default(),
             on_off_why: Default::default(),
+            owned_level: HashSet::new(),
             refusals_changed: false,
             last,
             status: Status {
@@ -527,8 +530,10 @@ impl Daemon {
                     return;
                 }
                 self.malformed_logged[miner as usize] = None;
-                if result.as_ref().is_ok_and(|t| t.level_owned) {
-                    self.level_owned(now, MinerId(miner));
+                match &result {
+                    Ok(t) if t.level_owned => self.level_owned(now, MinerId(miner)),
+                    Ok(_) if self.owned_level.remove(&miner) => self.level_given_back(now, miner),
+                    _ => {}
                 }
                 let status = to_status(&result);
                 self.last[miner as usize] = status;
@@ -642,11 +647,25 @@ impl Daemon {
     /// A miner says its firmware sets its own level (LuxOS with ATM on): used on/off before a
     /// level is ever refused.
     fn level_owned(&mut self, now: Timestamp, miner: MinerId) {
+        self.owned_level.insert(miner.0);
         if self.ctl.control_of(miner) == ControlUse::Levels {
             self.ctl.use_on_off(miner, now);
             let why = "reports that its firmware sets its own level (LuxOS ATM on)".to_string();
             self.on_degraded(now, miner, why);
         }
+    }
+
+    /// A miner's firmware no longer says it owns its level (ATM turned off): levels again.
+    fn level_given_back(&mut self, now: Timestamp, miner: u32) {
+        self.ctl.offer_levels(MinerId(miner));
+        self.on_off_why.remove(&miner);
+        self.refusals_changed = true;
+        let address = self.io.driver(miner as usize).address();
+        info!(miner, %address, "miner's firmware no longer sets its own level: levels offered again");
+        let detail = format!(
+            "miner {miner} ({address}) no longer reports that its firmware sets its own level: levels offered again"
+        );
+        self.note(now, "levels", "controller", detail);
     }
 
     /// A miner refused a power level and the controller now uses it on/off: said once, in the

@@ -33,7 +33,18 @@ struct Api {
     /// The ledger's URL and the site's name in it, if the site keeps one.
     ledger: Option<(String, String)>,
     history: Arc<History>,
+    /// One permit per open status stream (`MAX_STREAMS`).
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Status streams open at once: each holds a task and a socket for as long as its client
+/// stays; past this a new one is refused (503) rather than starving the rest.
+pub const MAX_STREAMS: usize = 256;
+/// Connections open at once; past this a new one is closed at accept, so that idle sockets
+/// cannot take the descriptors the miners and the plant need.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// A client has this long to send a request's headers.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The range of a ledger query.
 #[derive(Deserialize)]
@@ -189,6 +200,11 @@ async fn authorize(
     if is_public_asset(request.uri().path()) && request.method() == axum::http::Method::GET {
         return next.run(request).await;
     }
+    if api.tokens.is_empty()
+        && let Some(why) = open_mode_refusal(&request)
+    {
+        return error(StatusCode::FORBIDDEN, why);
+    }
     let needs = role_needed(request.method(), request.uri().path());
     let header = request
         .headers()
@@ -207,6 +223,56 @@ async fn authorize(
             .into_response(),
         Err(Denied::Forbidden { name, role }) => error(StatusCode::FORBIDDEN, format!("{name} is a {role:?}; this needs {needs:?} or above")),
     }
+}
+
+/// In open mode (no tokens, so the endpoint listens on loopback only) a browser on this host
+/// could be made to send an action by any page it visits (CSRF), or reach the endpoint under
+/// another name that resolves to 127.0.0.1 (DNS rebinding). So an action must come as JSON
+/// (another origin can only send that after a CORS preflight, which this endpoint never
+/// grants), addressed to a loopback name, and, when the browser says where it comes from, from
+/// this very origin. Returns why a request fails that, if it does.
+fn open_mode_refusal(request: &axum::extract::Request) -> Option<String> {
+    use axum::http::{Method, header};
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let headers = request.headers();
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let json = text(header::CONTENT_TYPE).is_some_and(|t| {
+        t.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if !json {
+        return Some("an action needs Content-Type: application/json".into());
+    }
+    let host = text(header::HOST).unwrap_or("");
+    if !is_loopback_name(host) {
+        return Some(format!(
+            "Host {host:?} is not a loopback name (localhost, 127.0.0.1, [::1]): with no tokens \
+             the endpoint answers actions only on loopback"
+        ));
+    }
+    match text(header::ORIGIN) {
+        Some(origin) if origin != "null" => {
+            let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+            (authority != host)
+                .then(|| format!("Origin {origin:?} is not this endpoint ({host}): refused (CSRF)"))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a Host header names this machine: `localhost` or a loopback address, any port.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Headers every answer carries: no sniffing, no framing, no referrer, and a page that runs
@@ -541,6 +607,12 @@ async fn get_recent_events(State(api): State<Api>, Query(q): Query<RecentQuery>)
 /// Server-sent events: the status each time it changes, at most four times a second.
 async fn get_stream(State(api): State<Api>) -> Response {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let Ok(permit) = api.streams.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} status streams are open: try again later"),
+        );
+    };
     let status = api.handle.status.clone();
     // The first status at once; then each change, at most one every 250 ms (a change that
     // comes sooner waits out the rest of the 250 ms; one that comes later goes at once).
@@ -558,6 +630,11 @@ async fn get_stream(State(api): State<Api>) -> Response {
             ))
         },
     );
+    // The permit goes with the stream and is given back when the client goes.
+    let stream = futures::StreamExt::map(stream, move |event| {
+        let _held = &permit;
+        event
+    });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response()
@@ -757,6 +834,7 @@ pub fn router(setup: ApiSetup) -> Router {
         tokens: setup.tokens,
         ledger: setup.ledger,
         history,
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     };
     let shed = |State(api): State<Api>, Extension(actor): Extension<Actor>| async move {
         operator(&api, actor, OperatorCommand::ShedAll).await
@@ -880,11 +958,16 @@ pub async fn serve(
     tls: Option<&TlsFiles>,
 ) -> anyhow::Result<SocketAddr> {
     let bound = std_listener.local_addr()?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     match tls {
         None => {
-            let listener = tokio::net::TcpListener::from_std(std_listener)?;
+            let mut server = axum_server::from_tcp(std_listener)?.acceptor(CappedAcceptor {
+                inner: axum_server::accept::DefaultAcceptor,
+                permits,
+            });
+            limit_header_time(server.http_builder());
             tokio::spawn(async move {
-                let _ = axum::serve(listener, router).await;
+                let _ = server.serve(router.into_make_service()).await;
             });
         }
         Some(files) => {
@@ -897,11 +980,108 @@ pub async fn serve(
                         files.key.display()
                     )
                 })?;
-            let server = axum_server::from_tcp_rustls(std_listener, config)?;
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(config);
+            let mut server = axum_server::from_tcp(std_listener)?.acceptor(CappedAcceptor {
+                inner: tls,
+                permits,
+            });
+            limit_header_time(server.http_builder());
             tokio::spawn(async move {
                 let _ = server.serve(router.into_make_service()).await;
             });
         }
     }
     Ok(bound)
+}
+
+/// A client has `HEADER_READ_TIMEOUT` to send its headers (a slow-loris socket is closed).
+fn limit_header_time(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+}
+
+/// Accepts at most `MAX_CONNECTIONS` connections at once (through `inner`, TLS or not); one
+/// more is closed at once. The permit travels with the connection's stream.
+#[derive(Clone)]
+struct CappedAcceptor<A> {
+    inner: A,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl<I, S, A> axum_server::accept::Accept<I, S> for CappedAcceptor<A>
+where
+    A: axum_server::accept::Accept<I, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = Counted<A::Stream>;
+    type Service = A::Service;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send,
+        >,
+    >;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            drop(stream);
+            return Box::pin(std::future::ready(Err(std::io::Error::other(format!(
+                "{MAX_CONNECTIONS} connections open: refused"
+            )))));
+        };
+        let accepted = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (inner, service) = accepted.await?;
+            Ok((
+                Counted {
+                    inner,
+                    _permit: permit,
+                },
+                service,
+            ))
+        })
+    }
+}
+
+/// A connection's stream with its permit: the permit is given back when the stream is dropped.
+struct Counted<S> {
+    inner: S,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -44,6 +44,9 @@ pub struct ApiSection {
     /// PEM certificate chain and private key (relative to the site file): serve HTTPS.
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// Serve tokens over plain HTTP off loopback (a network the site trusts end to end). Off by
+    /// default: off loopback, tokens need TLS.
+    pub allow_plain_http: bool,
     #[serde(rename = "token")]
     pub tokens: Vec<toml::Spanned<crate::auth::TokenFile>>,
 }
@@ -466,6 +469,8 @@ pub struct Site {
     pub api_listen: Option<std::net::SocketAddr>,
     /// `[api] tls_cert` and `tls_key`, resolved against the site file's folder.
     pub tls: Option<TlsFiles>,
+    /// `[api] allow_plain_http`.
+    pub allow_plain_http: bool,
 }
 
 impl Site {
@@ -503,6 +508,7 @@ impl Site {
             tokens,
             api_listen,
             tls,
+            allow_plain_http: file.api.allow_plain_http,
             ledger,
             name: file.site.name,
             safe_state: file.site.safe_state,

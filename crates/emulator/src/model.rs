@@ -61,6 +61,8 @@ pub enum Fault {
     BadReadings,
     /// Told to sleep, reports itself asleep (curtailed) and keeps hashing at its full draw.
     AsleepDrawing,
+    /// Its web interface answers with a body of 8 MiB (a broken or hostile miner).
+    HugeReply,
 }
 
 /// How long an emulated LuxOS session lasts with `Fault::SessionExpires`.

@@ -54,6 +54,12 @@ async fn faults(
             tokio::time::sleep(delay).await;
             next.run(request).await
         }
+        Fault::HugeReply => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            " ".repeat(8 << 20),
+        )
+            .into_response(),
         Fault::Garbage => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],

@@ -260,6 +260,13 @@ async fn firmware_quirks_answer_as_real_firmware_does() {
     emulator.set_fault(3, Fault::BadReadings);
     emulator.set_fault(4, Fault::NoPowerField);
     emulator.set_fault(5, Fault::SlowWake);
+    // A web reply of 8 MiB is malformed, not read to the end.
+    emulator.set_fault(3, Fault::HugeReply);
+    match io.read(3).await {
+        Err(DriverError::Malformed(why)) => assert!(why.contains("longer than"), "{why}"),
+        other => panic!("a huge reply: {other:?}"),
+    }
+    emulator.set_fault(3, Fault::BadReadings);
     let run = |i: usize| {
         let spec = fleet.spec_of(MinerId(i as u32));
         Control::Run {

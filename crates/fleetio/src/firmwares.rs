@@ -319,17 +319,16 @@ impl BraiinsDriver {
         if let Some(t) = cached.as_ref() {
             return Ok(t.clone());
         }
-        let reply: Value = self
+        let reply = self
             .http
             .post(self.url("auth/login"))
             .json(&serde_json::json!({"username": "root", "password": "root"}))
             .timeout(self.settings.timeout)
             .send()
             .await
-            .map_err(http_error)?
-            .json()
-            .await
-            .map_err(|e| DriverError::Malformed(e.to_string()))?;
+            .map_err(http_error)?;
+        let reply: Value = serde_json::from_slice(&capped_body(reply).await?)
+            .map_err(|e| DriverError::Malformed(format!("auth/login: {e}")))?;
         let token = reply
             .get("token")
             .and_then(Value::as_str)
@@ -361,9 +360,32 @@ impl BraiinsDriver {
                 response.status()
             )));
         }
-        let body = response.bytes().await.map_err(http_error)?;
+        let body = capped_body(response).await?;
         serde_json::from_slice(&body).map_err(|e| DriverError::Malformed(format!("{path}: {e}")))
     }
+}
+
+/// The most a miner's web reply may hold: its largest real page is a few kilobytes.
+pub const MAX_WEB_REPLY: usize = 1 << 20;
+
+/// A miner's web reply, read up to `MAX_WEB_REPLY` bytes: a miner that sends more (a broken or
+/// hostile one) is a malformed reply, never a process out of memory.
+async fn capped_body(mut response: reqwest::Response) -> Result<Vec<u8>, DriverError> {
+    let too_long = || DriverError::Malformed(format!("reply longer than {MAX_WEB_REPLY} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_WEB_REPLY as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(http_error)? {
+        if body.len() + chunk.len() > MAX_WEB_REPLY {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn http_error(e: reqwest::Error) -> DriverError {
@@ -504,7 +526,7 @@ impl AntminerDriver {
                 response.status()
             )));
         }
-        let bytes = response.bytes().await.map_err(http_error)?;
+        let bytes = capped_body(response).await?;
         serde_json::from_slice(&bytes).map_err(|e| DriverError::Malformed(format!("{page}: {e}")))
     }
 

@@ -98,6 +98,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     "listening on {addr} with no [[api.token]] in the site file would let anyone on the network shed or curtail the fleet: add tokens (`hashsink token`) or listen on 127.0.0.1"
                 );
             }
+            check_plain_http(addr, &site)?;
             Some(daemon::http::bind(addr)?)
         }
         None => None,
@@ -189,6 +190,21 @@ fn api_address(args: &RunArgs, site: &Site) -> Result<Option<std::net::SocketAdd
         ),
         (None, None) => None,
     })
+}
+
+/// Tokens off loopback over plain HTTP cross the network in clear: refused unless the site file
+/// says the network is trusted (`[api] allow_plain_http = true`), and then said at start.
+fn check_plain_http(addr: std::net::SocketAddr, site: &Site) -> Result<()> {
+    if site.tokens.is_empty() || addr.ip().is_loopback() || site.tls.is_some() {
+        return Ok(());
+    }
+    if !site.allow_plain_http {
+        bail!(
+            "listening on {addr} over plain HTTP would send the API's tokens across the network in clear: add [api] tls_cert and tls_key (PEM), listen on 127.0.0.1 behind your own TLS proxy, or set [api] allow_plain_http = true if the network is trusted end to end"
+        );
+    }
+    tracing::warn!(%addr, "[api] allow_plain_http = true: tokens travel in clear to this address");
+    Ok(())
 }
 
 fn load_profile(site: &Site) -> Result<Profile> {

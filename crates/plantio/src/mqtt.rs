@@ -165,7 +165,7 @@ impl MqttSource {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == self.topic => {
                         let received = clock.now();
-                        match self.decode(&p.payload) {
+                        match self.decode(&p.payload).and_then(|r| fresh_enough(p.retain, r)) {
                             Ok((watts, at)) => {
                                 let _ = events.send(SignalEvent::Reading(Reading {
                                     source: id,
@@ -181,9 +181,12 @@ impl MqttSource {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if Some(&p.topic) == self.trip_topic.as_ref() => {
-                        match trip_of(&p.payload) {
-                            Some(set) => {
-                                let _ = events.send(SignalEvent::Trip(id, crate::TripFlag::of(set)));
+                        match trip_of(&p.payload).map(|set| retained_trip(p.retain, set)) {
+                            Some(Ok(flag)) => {
+                                let _ = events.send(SignalEvent::Trip(id, flag));
+                            }
+                            Some(Err(why)) => {
+                                let _ = events.send(SignalEvent::Rejected(id, why));
                             }
                             None => {
                                 let _ = events.send(SignalEvent::Rejected(id, format!("trip payload {:?} is not 1/0, true/false or trip/clear", clip(&String::from_utf8_lossy(&p.payload)))));
@@ -217,6 +220,34 @@ impl MqttSource {
     }
 }
 
+/// A retained message is the broker's copy of the last one published, of any age: as a reading
+/// it is taken only if it says when it was measured (the judge then checks its age).
+fn fresh_enough(
+    retain: bool,
+    reading: (f64, Option<Timestamp>),
+) -> Result<(f64, Option<Timestamp>), PayloadError> {
+    if retain && reading.1.is_none() {
+        return Err(PayloadError(
+            "a retained message without a time field: its age is unknown, not taken as a reading"
+                .into(),
+        ));
+    }
+    Ok(reading)
+}
+
+/// A retained trip flag: a trip is taken (failing safe), a clear is not, since it may be older
+/// than a trip the broker's copy no longer shows; the plant clears a trip live.
+fn retained_trip(retain: bool, set: bool) -> Result<crate::TripFlag, String> {
+    if retain && !set {
+        return Err(
+            "a retained trip clear is not taken (it may predate a trip): publish the clear again, \
+             not retained"
+                .into(),
+        );
+    }
+    Ok(crate::TripFlag::of(set))
+}
+
 fn clip(text: &str) -> String {
     text.chars().take(60).collect()
 }
@@ -224,6 +255,22 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retained_messages_of_unknown_age_are_not_taken() {
+        // A retained reading counts only with its own time; a live one takes the arrival's.
+        assert!(fresh_enough(true, (5.0, None)).is_err());
+        assert!(fresh_enough(true, (5.0, Some(Timestamp::from_secs(1)))).is_ok());
+        assert!(fresh_enough(false, (5.0, None)).is_ok());
+        // A retained trip is taken, a retained clear is not; live ones both are.
+        assert_eq!(retained_trip(true, true), Ok(crate::TripFlag::Set));
+        assert!(
+            retained_trip(true, false)
+                .unwrap_err()
+                .contains("not retained")
+        );
+        assert_eq!(retained_trip(false, false), Ok(crate::TripFlag::Clear));
+    }
 
     fn source(field: Option<&str>, time_field: Option<&str>) -> MqttSource {
         MqttSource {

@@ -1851,14 +1851,16 @@ impl Controller {
 
     /// The miner refused a power level: from now on it is used on/off at whatever level its
     /// firmware holds (until a re-probe offers it levels again).
-    fn degrade_to_on_off(&mut self, m: u32, now: Timestamp) {
+    /// With `timer`, levels are offered again after `reprobe`; without, the caller does (a
+    /// firmware that says it owns its level is re-read at every sweep).
+    fn degrade_to_on_off(&mut self, m: u32, now: Timestamp, timer: bool) {
         let Some(on_off) = self.specs[self.slots[m as usize].spec as usize].on_off else {
             return;
         };
         self.switch_state(m, on_off);
         self.slots[m as usize].on_off_since = now;
         self.stats.degraded += 1;
-        if !self.cfg.reprobe.is_zero() {
+        if timer && !self.cfg.reprobe.is_zero() {
             let deadline = Deadline::Reprobe {
                 miner: m,
                 since: now,
@@ -1883,7 +1885,8 @@ impl Controller {
     }
 
     /// Uses a miner on/off from now on because its firmware says it sets its own level (read,
-    /// not refused: LuxOS reports ATM on). Re-probed like a refusal.
+    /// not refused: LuxOS reports ATM on). Its reads are its re-probe: the caller offers levels
+    /// again (`offer_levels`) once they stop saying so.
     pub fn use_on_off(&mut self, miner: MinerId, now: Timestamp) {
         let m = miner.0;
         if self
@@ -1891,7 +1894,14 @@ impl Controller {
             .get(m as usize)
             .is_some_and(|s| s.plan != Plan::Faulted)
         {
-            self.degrade_to_on_off(m, now);
+            self.degrade_to_on_off(m, now, false);
+        }
+    }
+
+    /// Offers levels again to a miner used on/off (its firmware no longer owns its level).
+    pub fn offer_levels(&mut self, miner: MinerId) {
+        if miner.index() < self.slots.len() {
+            self.reprobe_one(miner.0);
         }
     }
 
@@ -2259,7 +2269,7 @@ impl FleetController for Controller {
                     // and send the wanted state again as a wake without a level.
                     slot.pending = None;
                     self.forget_command(m);
-                    self.degrade_to_on_off(m, now);
+                    self.degrade_to_on_off(m, now, true);
                     return;
                 }
                 if outcome.result != Ok(Ok(())) {

@@ -63,7 +63,9 @@ class Unauthorized extends Error {}
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (app.token) headers["Authorization"] = "Bearer " + app.token;
-  if (options.body) headers["Content-Type"] = "application/json";
+  // Every action is JSON, with a body or not: with no tokens the endpoint refuses anything else
+  // (a page elsewhere cannot send JSON here without a preflight it never gets).
+  if (options.body || options.method === "POST") headers["Content-Type"] = "application/json";
   const response = await fetch(path, Object.assign({}, options, { headers }));
   if (response.status === 401) {
     askToken();

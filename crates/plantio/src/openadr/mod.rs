@@ -84,10 +84,7 @@ impl Session<'_> {
             .await
             .map_err(|e| Fault::Transport(format!("{url}: {}", error_chain(&e))))?;
         let status = reply.status();
-        let text = reply
-            .text()
-            .await
-            .map_err(|e| Fault::Transport(format!("{url}: {}", error_chain(&e))))?;
+        let text = read_reply(reply, &url).await?;
         if !status.is_success() {
             return Err(Fault::Transport(format!(
                 "{url}: HTTP {status}: {}",
@@ -484,4 +481,21 @@ impl OpenAdrSource {
         }
         Ok(false)
     }
+}
+/// The most a VTN's reply may hold: an event list is kilobytes; more is a broken or hostile VTN.
+const MAX_VTN_REPLY: usize = 4 << 20;
+
+/// A VTN's reply as text, read up to `MAX_VTN_REPLY` bytes.
+async fn read_reply(mut reply: reqwest::Response, url: &str) -> Result<String, Fault> {
+    let transport = |e: reqwest::Error| Fault::Transport(format!("{url}: {}", error_chain(&e)));
+    let mut body = Vec::new();
+    while let Some(chunk) = reply.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_VTN_REPLY {
+            return Err(Fault::Malformed(format!(
+                "{url}: reply longer than {MAX_VTN_REPLY} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| Fault::Malformed(format!("{url}: reply is not UTF-8")))
 }
