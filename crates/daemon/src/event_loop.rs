@@ -246,6 +246,8 @@ pub struct Daemon {
     last_kpi_at: Timestamp,
     /// An operator or emergency shed being sent: when it started and the command count then.
     shed_timer: Option<(Instant, u64)>,
+    /// systemd's watchdog, petted on every turn of the loop.
+    watchdog: crate::watchdog::Watchdog,
     /// Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
     inflight: tokio::task::JoinSet<()>,
     io_tx: mpsc::UnboundedSender<IoEvent>,
@@ -346,6 +348,7 @@ impl Daemon {
             sweeping: false,
             last_kpi_at: start,
             shed_timer: None,
+            watchdog: crate::watchdog::Watchdog::from_env(),
             inflight: tokio::task::JoinSet::new(),
             io_tx,
             inbox: Some(Inbox {
@@ -369,12 +372,21 @@ impl Daemon {
             "daemon started"
         );
         self.adopt_fleet().await;
+        self.watchdog.ready();
+        let stall = test_stall_after();
+        let started = Instant::now();
         loop {
+            if stall.is_some_and(|after| started.elapsed() >= after) {
+                // The test hook: the loop hangs (blocking its thread), as a deadlock would.
+                warn!("test hook: the loop stalls now");
+                std::thread::sleep(Duration::from_secs(3600));
+            }
             let next_tick = self.next_tick;
             let wake_at = self
                 .ctl
                 .poll_timeout()
                 .map_or(next_tick, |t| t.min(next_tick));
+            let pet_in = self.watchdog.due_in();
             // Operator commands first: a flood of readings cannot delay a shed.
             tokio::select! {
                 biased;
@@ -385,6 +397,7 @@ impl Daemon {
                 Some(pushed) = inbox.pushed.recv() => self.on_pushed(pushed),
                 Some(_) = self.inflight.join_next(), if !self.inflight.is_empty() => {}
                 _ = sleep_until(&self.clock, wake_at) => {}
+                _ = tokio::time::sleep(pet_in.unwrap_or_default()), if pet_in.is_some() => {}
             }
             let now = self.clock.now();
             if self.publish.telemetry_unpublished
@@ -399,7 +412,9 @@ impl Daemon {
                 self.ctl.handle_timeout(now);
             }
             self.dispatch();
+            self.watchdog.pet();
         }
+        self.watchdog.stopping();
         self.stop().await
     }
 
@@ -1145,4 +1160,16 @@ fn outcome_text(r: &Result<Result<(), Refusal>, TransportError>) -> String {
 async fn sleep_until(clock: &ScaledClock, t: Timestamp) {
     let wall = clock.wall_duration(t.saturating_since(clock.now()));
     tokio::time::sleep(wall.max(MIN_WALL_SLEEP)).await;
+}
+
+/// A test hook, in debug builds only: `HASHSINK_TEST_STALL_LOOP_AFTER_S` makes the loop hang
+/// that long after it starts, so a test can see the watchdog's pets stop.
+fn test_stall_after() -> Option<Duration> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    std::env::var("HASHSINK_TEST_STALL_LOOP_AFTER_S")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
 }

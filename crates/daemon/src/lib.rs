@@ -23,6 +23,7 @@ pub mod recorder;
 pub mod signals;
 pub mod site;
 mod status;
+pub mod watchdog;
 
 pub use event_loop::{
     Daemon, Handle, Meter, OnStop, Setup, Stopped, SurplusSource, describe_operator,
