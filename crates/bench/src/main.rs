@@ -4,6 +4,8 @@
 //! The fleet, signal and dashboard benchmarks drive the product binary as a separate process:
 //! it is built beside this one first (`product`).
 
+#![forbid(unsafe_code)]
+
 mod control;
 mod dashboard;
 mod fleet;

@@ -6,6 +6,8 @@
 //! emulator and the daemon then share one `ScaledClock`, so a miner's 30 s boot lasts half a
 //! real second and the controller sees the same simulated time as the miners.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashsink_units::Timestamp;

@@ -7,6 +7,8 @@
 //! [`api::FleetController::poll_command`]. The daemon, the digital twin, the study and the demo
 //! all drive this same controller.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod baseline;
 pub mod catalogue;

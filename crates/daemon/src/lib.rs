@@ -12,6 +12,8 @@
 //! (`recorder.rs`), and the HTTP API with the dashboard (`http.rs`, `auth.rs`, `live.rs`,
 //! `metrics.rs`).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod connect;
 mod event_loop;

@@ -17,6 +17,8 @@
 //! request arrives. One model, two front ends. Faults (slow reply, no reply, malformed JSON,
 //! ignored commands, reboot) are injected per miner.
 
+#![forbid(unsafe_code)]
+
 mod model;
 mod rpc;
 mod web;

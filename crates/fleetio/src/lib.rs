@@ -10,6 +10,8 @@
 //! * [`fleet`]: sweeps and command execution over the whole fleet with per-call timeouts and
 //!   bounded concurrency, so a hung or malformed miner never stalls the others.
 
+#![forbid(unsafe_code)]
+
 pub mod cgminer;
 pub mod discovery;
 pub mod driver;

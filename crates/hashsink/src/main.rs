@@ -1,6 +1,8 @@
 //! The `hashsink` command: study, simulate, run and account for an ASIC fleet that soaks up a
 //! power surplus.
 
+#![forbid(unsafe_code)]
+
 mod demo;
 mod discover;
 mod emulate;

@@ -8,6 +8,8 @@
 //! naturally (site, interval start, miner; site, daemon run, command id) and inserted with
 //! `ON CONFLICT DO NOTHING`, so a batch retried after an error is not counted twice.
 
+#![forbid(unsafe_code)]
+
 pub mod coins;
 pub mod conformance;
 pub mod postgres;

@@ -6,6 +6,8 @@
 //! `1e15 * 86400 / (D * 2^32) * (subsidy + fees) / blocks` BTC, times the price for USD. Pure: no
 //! I/O beyond the embedded file, no clock.
 
+#![forbid(unsafe_code)]
+
 pub mod forward;
 
 use std::collections::BTreeMap;

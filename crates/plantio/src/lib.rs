@@ -4,6 +4,8 @@
 //! Modbus TCP ([`modbus`]), MQTT ([`mqtt`]), an OpenADR 2.0b VEN ([`openadr`]), IEC 60870-5-104
 //! ([`iec104`]).
 
+#![forbid(unsafe_code)]
+
 pub mod iec104;
 pub mod modbus;
 pub mod mqtt;

@@ -5,6 +5,8 @@
 //! policy (the minimum of all fresh values by default). When no source is trusted there is no
 //! verdict, and the controller's own fail-safe takes the fleet down. Pure: time is passed in.
 
+#![forbid(unsafe_code)]
+
 pub mod schedule;
 
 use std::time::Duration;

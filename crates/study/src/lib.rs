@@ -10,6 +10,8 @@
 //! between runs are the inputs', not the dice's. Everything is a function of the study file and
 //! its seed. Pure and parallel (rayon); no I/O beyond reading the study's own files.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod dispatch;
 pub mod finance;

@@ -7,6 +7,8 @@
 //! step-following ideal on the same readings. The same scenario gives the same report, bit for bit.
 //! Nothing here reads a clock or touches the network.
 
+#![forbid(unsafe_code)]
+
 pub mod compare;
 pub mod disturb;
 pub mod faults;

@@ -9,6 +9,8 @@
 //! what the twin's "same seed, same bytes" promise needs. Time is an integer count of milliseconds
 //! since the Unix epoch (UTC): the pure crates never read a clock, they are handed a [`Timestamp`].
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub, SubAssign};
