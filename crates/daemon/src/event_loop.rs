@@ -246,6 +246,8 @@ pub struct Daemon {
     last_kpi_at: Timestamp,
     /// An operator or emergency shed being sent: when it started and the command count then.
     shed_timer: Option<(Instant, u64)>,
+    /// Ticks of the loop so far: the plant's heartbeat (`FleetReport::heartbeat`).
+    heartbeat: u64,
     /// systemd's watchdog, petted on every turn of the loop.
     watchdog: crate::watchdog::Watchdog,
     /// Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
@@ -349,6 +351,7 @@ impl Daemon {
             last_kpi_at: start,
             shed_timer: None,
             watchdog: crate::watchdog::Watchdog::from_env(),
+            heartbeat: 0,
             inflight: tokio::task::JoinSet::new(),
             io_tx,
             inbox: Some(Inbox {
@@ -846,7 +849,9 @@ impl Daemon {
                 on_off_why,
             }));
         }
+        self.heartbeat = self.heartbeat.wrapping_add(1);
         self.publish.fleet_report.send_replace(FleetReport {
+            heartbeat: self.heartbeat,
             load: Watts(self.status.fleet_w),
             setpoint: self.ctl.allowed(),
         });

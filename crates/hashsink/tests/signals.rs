@@ -228,7 +228,7 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
     let (daemon, dir) = start_daemon(
         "modbus",
         &format!(
-            "name = \"export meter\"\nkind = \"modbus\"\naddress = \"{meter}\"\npoll_ms = 100\ntimeout_ms = 300\nmax_age_s = 5\nmax_mw = 0.05\nsurplus = {{ address = 0, type = \"f32\", unit = \"kw\" }}\nwrite_fleet_load = {{ address = 10, type = \"u32\", unit = \"w\" }}\nwrite_setpoint = {{ address = 12, type = \"u32\", unit = \"w\" }}\ntrip = {{ address = 20 }}\n"
+            "name = \"export meter\"\nkind = \"modbus\"\naddress = \"{meter}\"\npoll_ms = 100\ntimeout_ms = 300\nmax_age_s = 5\nmax_mw = 0.05\nsurplus = {{ address = 0, type = \"f32\", unit = \"kw\" }}\nwrite_fleet_load = {{ address = 10, type = \"u32\", unit = \"w\" }}\nwrite_setpoint = {{ address = 12, type = \"u32\", unit = \"w\" }}\nwrite_heartbeat = {{ address = 16 }}\ntrip = {{ address = 20 }}\n"
         ),
         18,
         listen,
@@ -265,6 +265,14 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
         let load = f64::from(read_u32(meter, 10));
         (load - s["fleet_w"].as_f64().unwrap()).abs() < 3_500.0 && load > 0.0
     });
+    // The heartbeat register counts the loop's turns: the plant's interlock watches it.
+    let beat = read_u32(meter, 16) >> 16;
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = read_u32(meter, 16) >> 16;
+    assert!(
+        later > beat,
+        "heartbeat {beat} then {later}: it does not beat"
+    );
     let setpoint = f64::from(read_u32(meter, 12));
     assert!(
         setpoint > 0.0 && setpoint <= 15_000.0,

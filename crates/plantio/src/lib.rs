@@ -70,4 +70,7 @@ impl PowerUnit {
 pub struct FleetReport {
     pub load: Watts,
     pub setpoint: Watts,
+    /// Turns of the daemon's control loop (one a tick): the heartbeat the plant watches. It
+    /// stops when the loop stalls, even while the source tasks go on writing.
+    pub heartbeat: u64,
 }

@@ -155,6 +155,9 @@ pub struct ModbusSource {
     pub write_fleet_load: Option<Register>,
     /// Write the controller's allowed load (its setpoint) here after every poll.
     pub write_setpoint: Option<Register>,
+    /// Write the daemon's heartbeat (`FleetReport::heartbeat`, a u16 that wraps) here after
+    /// every poll: the plant's interlock opens the mining feeder when it stops changing.
+    pub write_heartbeat: Option<u16>,
     /// The plant's trip flag: a register read every poll; non-zero sheds the fleet at once, zero
     /// lets it come back.
     pub trip: Option<(Table, u16)>,
@@ -172,9 +175,21 @@ async fn read_register(ctx: &mut Context, r: &Register) -> Result<f64, String> {
     }
 }
 
-async fn write_register(ctx: &mut Context, r: &Register, watts: f64) -> Result<(), String> {
+/// The heartbeat's holding register: a u16 counter, no scale.
+fn heartbeat_register(address: u16) -> Register {
+    Register {
+        table: Table::Holding,
+        address,
+        kind: RegisterType::U16,
+        word_order: WordOrder::Big,
+        scale: 1.0,
+        unit: PowerUnit::W,
+    }
+}
+
+async fn write_register(ctx: &mut Context, r: &Register, value: f64) -> Result<(), String> {
     match ctx
-        .write_multiple_registers(r.address, &r.encode(watts))
+        .write_multiple_registers(r.address, &r.encode(value))
         .await
     {
         Ok(Ok(())) => Ok(()),
@@ -303,13 +318,15 @@ impl ModbusSource {
                     }
                 }
                 let fleet = *report.borrow();
+                let heartbeat = self.write_heartbeat.map(heartbeat_register);
                 for (target, value) in [
-                    (&self.write_fleet_load, fleet.load),
-                    (&self.write_setpoint, fleet.setpoint),
+                    (&self.write_fleet_load, fleet.load.w()),
+                    (&self.write_setpoint, fleet.setpoint.w()),
+                    (&heartbeat, (fleet.heartbeat % 65_536) as f64),
                 ] {
                     let Some(r) = target else { continue };
                     let write =
-                        tokio::time::timeout(self.timeout, write_register(&mut ctx, r, value.w()))
+                        tokio::time::timeout(self.timeout, write_register(&mut ctx, r, value))
                             .await
                             .unwrap_or_else(|_| Err(format!("no reply within {:?}", self.timeout)));
                     // A failed write-back is logged once until it works again; it does not make

@@ -209,6 +209,7 @@ impl MqttSource {
                         "source": "hashsink",
                         "fleet_w": r.load.w(),
                         "setpoint_w": r.setpoint.w(),
+                        "heartbeat": r.heartbeat,
                         "at_ms": clock.now().as_millis(),
                     });
                     if let Some(topic) = &self.publish_topic {

@@ -27,8 +27,18 @@ pub struct ModbusConfig {
     /// Registers the plant reads: the fleet's load and the controller's setpoint.
     pub write_fleet_load: Option<Register>,
     pub write_setpoint: Option<Register>,
+    /// A holding register for the daemon's heartbeat: a u16 counter, +1 each turn of the
+    /// control loop (about a second), wrapping. The plant opens the mining feeder when it
+    /// stops changing (the daemon or its host is gone).
+    pub write_heartbeat: Option<HeartbeatRegister>,
     /// The plant's trip flag register (non-zero sheds at once).
     pub trip: Option<TripRegister>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRegister {
+    pub address: u16,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -98,6 +108,7 @@ impl ModbusConfig {
             measure,
             write_fleet_load: self.write_fleet_load,
             write_setpoint: self.write_setpoint,
+            write_heartbeat: self.write_heartbeat.map(|h| h.address),
             trip: self.trip.map(|t| (t.table, t.address)),
         })
     }
