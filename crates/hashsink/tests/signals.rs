@@ -388,6 +388,9 @@ impl Plant {
         client
             .subscribe("hashsink/fleet", rumqttc::QoS::AtMostOnce)
             .unwrap();
+        client
+            .subscribe("hashsink/fleet/status", rumqttc::QoS::AtLeastOnce)
+            .unwrap();
         let fleet = plant.fleet.clone();
         let stop = plant.stop.clone();
         std::thread::spawn(move || {
@@ -397,7 +400,13 @@ impl Plant {
                 }
                 match event {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        if let Ok(v) = serde_json::from_slice(&p.payload) {
+                        if p.topic.ends_with("/status") {
+                            let text = String::from_utf8_lossy(&p.payload).to_string();
+                            fleet
+                                .lock()
+                                .unwrap()
+                                .push(serde_json::json!({ "status": text }));
+                        } else if let Ok(v) = serde_json::from_slice(&p.payload) {
                             fleet.lock().unwrap().push(v);
                         }
                     }
@@ -470,6 +479,14 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
         let seen = plant.fleet.lock().unwrap().last().cloned();
         if let Some(v) = seen.filter(|v| v["fleet_w"].as_f64().unwrap_or(0.0) > 0.0) {
             assert!(v["setpoint_w"].as_f64().unwrap() <= 15_000.0, "{v}");
+            // The heartbeat the plant's interlock watches, and the daemon's "online" (its
+            // last will says "offline").
+            assert!(v["heartbeat"].as_u64().unwrap_or(0) > 0, "{v}");
+            let seen = plant.fleet.lock().unwrap().clone();
+            assert!(
+                seen.iter().any(|m| m["status"] == "online"),
+                "no online status: {seen:?}"
+            );
             break;
         }
         assert!(

@@ -143,6 +143,17 @@ impl MqttSource {
         if let Some(tls) = &self.tls {
             opts.set_transport(tls.transport());
         }
+        // The plant's interlock may watch this: "online" (retained) once connected, and the
+        // broker's "offline" (the last will) when the daemon's connection dies with it.
+        let status_topic = self.publish_topic.as_ref().map(|t| format!("{t}/status"));
+        if let Some(topic) = &status_topic {
+            opts.set_last_will(rumqttc::LastWill::new(
+                topic,
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let mut publish = tokio::time::interval(self.publish_every);
         publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,6 +168,9 @@ impl MqttSource {
                         // A clean session forgets subscriptions: subscribe on every connect.
                         info!(source = %self.name, broker = %format!("{}:{}", self.host, self.port), topic = %self.topic, "mqtt connected");
                         connected = true;
+                        if let Some(topic) = &status_topic {
+                            let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, "online");
+                        }
                         for topic in std::iter::once(&self.topic).chain(self.trip_topic.as_ref()) {
                             if let Err(e) = client.subscribe(topic.clone(), QoS::AtLeastOnce).await {
                                 let _ = events.send(SignalEvent::Failed(id, format!("subscribe to {topic}: {e}")));
