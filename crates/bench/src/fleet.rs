@@ -7,12 +7,11 @@
 //! read-back sweep confirmed every miner asleep. Peak RSS is this process's: the daemon with all
 //! its drivers and asic-rs handles.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use hashsink_core::{Catalogue, ControllerConfig, FleetConfig};
 use hashsink_fleetio::firmwares::CallSettings;
 use hashsink_fleetio::fleet::FleetIo;
@@ -30,32 +29,10 @@ pub async fn run(
         "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon run: mining, commands, last sweep | shed: running miners acked (fan-out) | all confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in sizes {
-        let exe = crate::product::hashsink()?;
-        let mut emulator = Command::new(exe)
-            .args([
-                "emulate",
-                "--speed",
-                "1",
-                "--first-index",
-                &FIRST_INDEX.to_string(),
-                "--mix",
-                &format!("s19xp:{n}:luxos"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("start the emulator")?;
-        let stdout = emulator.stdout.take().unwrap();
-        let mut ready = false;
-        for line in BufReader::new(stdout).lines() {
-            if line?.contains("Ctrl-C") {
-                ready = true;
-                break;
-            }
-        }
-        if !ready {
-            bail!("the emulator did not start");
-        }
+        let first = FIRST_INDEX.to_string();
+        let mix = format!("s19xp:{n}:luxos");
+        let mut emulator =
+            crate::product::emulate(&["--speed", "1", "--first-index", &first, "--mix", &mix])?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let addrs: Vec<std::net::IpAddr> = (0..n)
             .map(|i| hashsink_emulator::miner_address(FIRST_INDEX + i).into())

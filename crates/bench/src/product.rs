@@ -41,3 +41,25 @@ fn locate() -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// Starts `hashsink emulate ARGS` in a process of its own and waits until its miners listen.
+pub fn emulate(args: &[&str]) -> Result<std::process::Child> {
+    use std::io::{BufRead, BufReader};
+    let mut emulator = Command::new(hashsink()?)
+        .arg("emulate")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| anyhow!("start the emulator: {e}"))?;
+    let stdout = emulator
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("the emulator's output"))?;
+    for line in BufReader::new(stdout).lines() {
+        if line?.contains("Ctrl-C") {
+            return Ok(emulator);
+        }
+    }
+    Err(anyhow!("the emulator did not start"))
+}

@@ -6,13 +6,11 @@
 //! (issue 15): the draw never falls below 97 % of what it was, and never rises above the
 //! surplus.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, ControllerConfig, Fleet, FleetConfig};
 use hashsink_fleetio::MinerState;
@@ -77,22 +75,16 @@ async fn one_size(n: u32, secs: u64) -> Result<String> {
 }
 
 fn start_emulator(mix: &str) -> Result<std::process::Child> {
-    let exe = crate::product::hashsink()?;
-    let mut emulator = Command::new(exe)
-        .args(["emulate", "--mining", "--speed", "1", "--first-index"])
-        .arg(FIRST_INDEX.to_string())
-        .args(["--mix", mix])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("start the emulator")?;
-    let stdout = emulator.stdout.take().context("the emulator's output")?;
-    for line in BufReader::new(stdout).lines() {
-        if line?.contains("Ctrl-C") {
-            return Ok(emulator);
-        }
-    }
-    bail!("the emulator did not start")
+    let first = FIRST_INDEX.to_string();
+    crate::product::emulate(&[
+        "--mining",
+        "--speed",
+        "1",
+        "--first-index",
+        &first,
+        "--mix",
+        mix,
+    ])
 }
 
 async fn connect(fleet: &Arc<Fleet>, n: u32) -> Result<Arc<FleetIo>> {
