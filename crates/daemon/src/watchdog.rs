@@ -37,6 +37,20 @@ impl Watchdog {
         Self { every, last: None }
     }
 
+    /// How the watchdog stands, in a line (for `run --check`).
+    pub fn describe(&self) -> String {
+        match self.every {
+            Some(every) => format!(
+                "systemd watchdog: on, petted from the control loop every {} ms",
+                every.as_millis()
+            ),
+            None => {
+                "systemd watchdog: off here (no WATCHDOG_USEC); deploy/hashsink.service turns it on"
+                    .to_string()
+            }
+        }
+    }
+
     /// Start-up is over (adopted, listening): `READY=1`.
     pub fn ready(&self) {
         self.send(&[
@@ -74,4 +88,22 @@ impl Watchdog {
             warn!(error = %e, "cannot notify systemd");
         }
     }
+}
+
+/// The dead-man chain as configured, for `run --check`: the watchdog, and where the plant can
+/// watch the heartbeat (a warning when nowhere).
+pub fn describe_chain(signals: Option<&crate::signals::SignalsSetup>) -> String {
+    let mut out = format!(
+        "dead-man chain:\n  {}\n  heartbeat: +1 each turn of the control loop (one a second); the plant should open the mining feeder when it has not changed for {} s",
+        Watchdog::from_env().describe(),
+        hashsink_plantio::LoopPulse::STALE.as_secs()
+    );
+    let lines = signals.map(|s| s.heartbeat_lines()).unwrap_or_default();
+    if lines.is_empty() {
+        out.push_str("\n  WARNING: no [[signal]] source carries the heartbeat, so the plant cannot see the daemon die: add `write_heartbeat = { address = N }` to a Modbus source or `publish_topic` to an MQTT one");
+    }
+    for line in lines {
+        out.push_str(&format!("\n  - {line}"));
+    }
+    out
 }

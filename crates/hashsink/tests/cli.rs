@@ -447,3 +447,36 @@ fn market_prints_a_day_with_its_hashprice() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2015-01-01 .. 2026-03-22"));
 }
+
+#[test]
+fn run_check_prints_the_dead_man_chain_the_plant_must_wire() {
+    // The signals example carries the heartbeat on all three of its writable sources; under
+    // systemd's watchdog (WATCHDOG_USEC) the pets are said too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hashsink"))
+        .args(["run", "--check", "--config", "examples/site-signals.toml"])
+        .current_dir(common::repo_root())
+        .env("WATCHDOG_USEC", "10000000")
+        .env_remove("WATCHDOG_PID")
+        .output()
+        .expect("run hashsink");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for expected in [
+        "systemd watchdog: on, petted from the control loop every 5000 ms",
+        "open the mining feeder when it has not changed for 5 s",
+        "(modbus 127.0.0.1:5020): holding register 14",
+        "field \"heartbeat\" on hashsink/fleet every 1000 ms; hashsink/fleet/status says online",
+        "the TELEMETRY_USAGE reports stop",
+    ] {
+        assert!(text.contains(expected), "lacks {expected:?}:\n{text}");
+    }
+    assert!(!text.contains("WARNING"), "{text}");
+    // A replayed surplus carries no heartbeat: the check says the plant cannot see a death.
+    let out = hashsink(&["run", "--check", "--config", "examples/site.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("systemd watchdog: off here")
+            && text.contains("WARNING: no [[signal]] source carries the heartbeat"),
+        "{text}"
+    );
+}

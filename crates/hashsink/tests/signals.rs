@@ -346,6 +346,20 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
     );
 }
 
+/// A fresh mosquitto on `port`, once it listens.
+fn start_broker(port: u16) -> KillOnDrop {
+    let broker = KillOnDrop(
+        Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto"),
+    );
+    common::wait_listening(port, "mosquitto");
+    broker
+}
+
 fn mosquitto_available() -> bool {
     let ok = Command::new("mosquitto")
         .arg("-h")
@@ -451,15 +465,7 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
         return;
     }
     let port = 18830;
-    let broker = KillOnDrop(
-        Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto"),
-    );
-    common::wait_listening(port, "mosquitto");
+    let broker = start_broker(port);
     let plant = Plant::start(port, r#"{"available_kw": 15}"#);
     let _emulator = ten_luxos_miners(4750);
     let listen = "127.0.0.1:18079";
@@ -522,6 +528,54 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
             "source failed",
         ],
     );
+}
+
+/// The last link the plant can watch over MQTT: the daemon's `status` topic says `online` while it
+/// lives; killed with SIGKILL (no goodbye), the broker publishes its last will, `offline`.
+#[test]
+fn the_brokers_last_will_says_offline_when_the_daemon_is_killed() {
+    if !mosquitto_available() {
+        return;
+    }
+    let port = 18831;
+    let _broker = start_broker(port);
+    let plant = Plant::start(port, r#"{"available_kw": 5}"#);
+    let _emulator = ten_luxos_miners(11750);
+    let listen = "127.0.0.1:18096";
+    let (mut daemon, dir) = start_daemon(
+        "mqtt-will",
+        &format!(
+            "name = \"plant broker\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{port}\"\ntopic = \"plant/surplus\"\nfield = \"available_kw\"\nunit = \"kw\"\nmax_age_s = 5\nmax_mw = 0.05\npublish_topic = \"hashsink/fleet\"\npublish_ms = 200\n"
+        ),
+        47,
+        listen,
+    );
+    let last_status = || {
+        plant
+            .fleet
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|m| m["status"].as_str().map(str::to_string))
+    };
+    let t0 = Instant::now();
+    while last_status().as_deref() != Some("online") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never online");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.0.kill().expect("SIGKILL the daemon");
+    daemon.0.wait().ok();
+    let killed = Instant::now();
+    while last_status().as_deref() != Some("offline") {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no last will {:?} after the kill",
+            last_status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A Python peer from tests/peers steered by JSON lines on its stdin, telling what it saw as

@@ -74,3 +74,52 @@ pub struct FleetReport {
     /// stops when the loop stalls, even while the source tasks go on writing.
     pub heartbeat: u64,
 }
+
+/// Whether the daemon's control loop still turns, judged from the heartbeats a source task sees
+/// (`FleetReport::heartbeat`). A source whose peer cannot read a counter (OpenADR) stops its
+/// reports once the loop has not turned for `stale`, so the VTN sees them stop.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopPulse {
+    stale: std::time::Duration,
+    last: Option<(u64, std::time::Instant)>,
+}
+
+impl LoopPulse {
+    /// The plant's interlock opens the feeder after 5 s without a change (README).
+    pub const STALE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub fn new(stale: std::time::Duration) -> LoopPulse {
+        LoopPulse { stale, last: None }
+    }
+
+    /// Notes the heartbeat seen at `now`; true while it changed within `stale` (or this is the
+    /// first look).
+    pub fn alive(&mut self, heartbeat: u64, now: std::time::Instant) -> bool {
+        match self.last {
+            Some((seen, since)) if seen == heartbeat => now.duration_since(since) < self.stale,
+            _ => {
+                self.last = Some((heartbeat, now));
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pulse_tests {
+    use super::LoopPulse;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_heartbeat_that_stops_changing_goes_stale_after_the_limit_and_lives_again_on_a_change() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut pulse = LoopPulse::new(Duration::from_secs(5));
+        assert!(pulse.alive(7, at(0)), "the first look is alive");
+        assert!(pulse.alive(17, at(10)), "a changed heartbeat is alive");
+        assert!(pulse.alive(17, at(14)), "unchanged for 4 s: still alive");
+        assert!(!pulse.alive(17, at(15)), "unchanged for 5 s: stale");
+        assert!(!pulse.alive(17, at(60)), "still stale");
+        assert!(pulse.alive(18, at(61)), "the loop turns again");
+    }
+}

@@ -152,6 +152,40 @@ pub struct SignalsSetup {
     pub sources: Vec<Source>,
 }
 
+impl SignalsSetup {
+    /// Where the plant can watch the daemon's heartbeat, one line a source that carries it (for
+    /// `run --check`); empty when none does.
+    pub fn heartbeat_lines(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|source| match source {
+                Source::Modbus(m) => m.write_heartbeat.map(|at| {
+                    format!(
+                        "{:?} (modbus {}): holding register {at}, a u16 counter written after every poll",
+                        m.name, m.address
+                    )
+                }),
+                Source::Mqtt(m) => m.publish_topic.as_ref().map(|t| {
+                    format!(
+                        "{:?} (mqtt {}:{}): field \"heartbeat\" on {t} every {} ms; {t}/status says online, and offline (the broker's last will) once the daemon's connection dies",
+                        m.name,
+                        m.host,
+                        m.port,
+                        m.publish_every.as_millis()
+                    )
+                }),
+                Source::OpenAdr(v) if v.report => Some(format!(
+                    "{:?} (openadr {}): the TELEMETRY_USAGE reports stop once the loop has not turned for {} s",
+                    v.name,
+                    v.vtn_url,
+                    hashsink_plantio::LoopPulse::STALE.as_secs()
+                )),
+                Source::OpenAdr(_) | Source::Iec104(_) => None,
+            })
+            .collect()
+    }
+}
+
 pub fn parse_policy(policy: Option<&str>) -> Result<Policy, String> {
     match policy.unwrap_or("minimum") {
         "minimum" => Ok(Policy::Minimum),

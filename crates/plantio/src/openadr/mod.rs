@@ -342,6 +342,7 @@ impl OpenAdrSource {
         };
         let mut next_report: Vec<tokio::time::Instant> =
             reports.iter().map(|r| start + every(r)).collect();
+        let mut pulse = crate::LoopPulse::new(crate::LoopPulse::STALE);
         loop {
             let boundary = live
                 .book
@@ -378,8 +379,16 @@ impl OpenAdrSource {
                     continue;
                 }
                 next_report[i] = now + every(r);
+                let FleetReport {
+                    load, heartbeat, ..
+                } = *fleet.borrow();
+                if !pulse.alive(heartbeat, now.into_std()) {
+                    // The VTN's view of the dead-man chain: the reports stop with the loop.
+                    warn!(source = %self.name, "openadr: the control loop has not turned for {:?}; report withheld", crate::LoopPulse::STALE);
+                    continue;
+                }
+                let load = load.w();
                 let request_id = session.request_id();
-                let load = fleet.borrow().load.w();
                 let body = xml::update_report(
                     &UpdateReport {
                         request_id: &request_id,
