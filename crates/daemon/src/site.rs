@@ -239,7 +239,7 @@ impl SurplusSection {
         }
         if let Some(schedule) = &self.schedule {
             let path = base_dir.join(schedule);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let text = hashsink_units::read_input_file(&path).map_err(|e| {
                 anyhow!(
                     "{origin}: [surplus] schedule = {schedule:?}: cannot read {}: {e}",
                     path.display()
@@ -475,7 +475,7 @@ pub struct Site {
 
 impl Site {
     pub fn load(path: &Path) -> Result<Site> {
-        let text = std::fs::read_to_string(path)
+        let text = hashsink_units::read_input_file(path)
             .with_context(|| format!("cannot read the site file {}", path.display()))?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Site::parse(&text, &path.display().to_string(), base_dir)

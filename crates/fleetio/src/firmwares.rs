@@ -159,23 +159,7 @@ impl LuxOsDriver {
         self.profiles
             .get_or_try_init(|| async {
                 let reply = self.rpc.command("profiles", None).await?;
-                let mut list: Vec<(String, f64)> = reply
-                    .get("PROFILES")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| DriverError::Malformed("no PROFILES in the reply".into()))?
-                    .iter()
-                    .filter_map(|p| {
-                        Some((
-                            p.get("Profile Name")?.as_str()?.to_string(),
-                            p.get("Watts")?.as_f64()?,
-                        ))
-                    })
-                    .collect();
-                if list.is_empty() {
-                    return Err(DriverError::Malformed("the miner lists no profiles".into()));
-                }
-                list.sort_by(|a, b| a.1.total_cmp(&b.1));
-                Ok(list)
+                luxos_profiles(&reply)
             })
             .await
     }
@@ -223,32 +207,7 @@ impl MinerDriver for LuxOsDriver {
 
     async fn telemetry(&self) -> Result<Telemetry, DriverError> {
         let reply = self.rpc.command("summary+power+config+temps", None).await?;
-        let summary = section(&reply, "summary")?;
-        let power = section(&reply, "power")?;
-        let config = section(&reply, "config")?;
-        let ghs = number_at(summary, "/SUMMARY/0/GHS 5s")
-            .ok_or_else(|| DriverError::Malformed("summary has no 'GHS 5s'".into()))?;
-        let watts = number_at(power, "/POWER/0/Watts")
-            .ok_or_else(|| DriverError::Malformed("power has no 'Watts'".into()))?;
-        let curtailed = config
-            .pointer("/CONFIG/0/CurtailMode")
-            .and_then(Value::as_str)
-            .is_some_and(|m| !m.eq_ignore_ascii_case("none"));
-        let temps = section(&reply, "temps").ok();
-        let level_owned = config
-            .pointer("/CONFIG/0/IsAtmEnabled")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        Ok(Telemetry {
-            state: state_of(curtailed, ghs),
-            power: Watts(watts),
-            power_estimated: false,
-            level_owned,
-            hashrate: HashRate::from_ths(ghs / 1000.0),
-            board_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Board")),
-            chip_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Chip")),
-            fan_rpm: None,
-        })
+        luxos_telemetry(&reply)
     }
 
     async fn prepare(&self) -> Result<(), DriverError> {
@@ -410,27 +369,7 @@ impl MinerDriver for BraiinsDriver {
     async fn telemetry(&self) -> Result<Telemetry, DriverError> {
         let (stats, details) =
             tokio::try_join!(self.get("miner/stats"), self.get("miner/details"))?;
-        let ghs = number_at(
-            &stats,
-            "/miner_stats/real_hashrate/last_5s/gigahash_per_second",
-        )
-        .ok_or_else(|| DriverError::Malformed("miner/stats has no real_hashrate".into()))?;
-        let watts =
-            number_at(&stats, "/power_stats/approximated_consumption/watt").ok_or_else(|| {
-                DriverError::Malformed("miner/stats has no approximated_consumption".into())
-            })?;
-        // bos.v1 MinerStatus: 2 normal; 3 paused and 4 suspended are asleep; 1 not started.
-        let status = details.get("status").and_then(Value::as_u64).unwrap_or(0);
-        Ok(Telemetry {
-            state: state_of(matches!(status, 3 | 4), ghs),
-            power: Watts(watts),
-            power_estimated: false,
-            level_owned: false,
-            hashrate: HashRate::from_ths(ghs / 1000.0),
-            board_temp_c: None,
-            chip_temp_c: None,
-            fan_rpm: None,
-        })
+        braiins_telemetry(&stats, &details)
     }
 
     async fn apply(&self, control: Control) -> Result<(), DriverError> {
@@ -620,6 +559,82 @@ fn accepted(ok: bool) -> Result<(), DriverError> {
             "the miner did not accept the work mode".into(),
         ))
     }
+}
+
+/// The power profiles a LuxOS `profiles` reply lists, (name, W), lowest first.
+pub fn luxos_profiles(reply: &Value) -> Result<Vec<(String, f64)>, DriverError> {
+    let mut list: Vec<(String, f64)> = reply
+        .get("PROFILES")
+        .and_then(Value::as_array)
+        .ok_or_else(|| DriverError::Malformed("no PROFILES in the reply".into()))?
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.get("Profile Name")?.as_str()?.to_string(),
+                p.get("Watts")?.as_f64()?,
+            ))
+        })
+        .collect();
+    if list.is_empty() {
+        return Err(DriverError::Malformed("the miner lists no profiles".into()));
+    }
+    list.sort_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(list)
+}
+
+/// A LuxOS miner's reading from its `summary+power+config+temps` reply.
+pub fn luxos_telemetry(reply: &Value) -> Result<Telemetry, DriverError> {
+    let summary = section(reply, "summary")?;
+    let power = section(reply, "power")?;
+    let config = section(reply, "config")?;
+    let ghs = number_at(summary, "/SUMMARY/0/GHS 5s")
+        .ok_or_else(|| DriverError::Malformed("summary has no 'GHS 5s'".into()))?;
+    let watts = number_at(power, "/POWER/0/Watts")
+        .ok_or_else(|| DriverError::Malformed("power has no 'Watts'".into()))?;
+    let curtailed = config
+        .pointer("/CONFIG/0/CurtailMode")
+        .and_then(Value::as_str)
+        .is_some_and(|m| !m.eq_ignore_ascii_case("none"));
+    let temps = section(reply, "temps").ok();
+    let level_owned = config
+        .pointer("/CONFIG/0/IsAtmEnabled")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Telemetry {
+        state: state_of(curtailed, ghs),
+        power: Watts(watts),
+        power_estimated: false,
+        level_owned,
+        hashrate: HashRate::from_ths(ghs / 1000.0),
+        board_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Board")),
+        chip_temp_c: temps.and_then(|t| temps_from(t, "TEMPS", "Chip")),
+        fan_rpm: None,
+    })
+}
+
+/// A Braiins OS miner's reading from its REST `miner/stats` and `miner/details` replies.
+pub fn braiins_telemetry(stats: &Value, details: &Value) -> Result<Telemetry, DriverError> {
+    let ghs = number_at(
+        stats,
+        "/miner_stats/real_hashrate/last_5s/gigahash_per_second",
+    )
+    .ok_or_else(|| DriverError::Malformed("miner/stats has no real_hashrate".into()))?;
+    let watts =
+        number_at(stats, "/power_stats/approximated_consumption/watt").ok_or_else(|| {
+            DriverError::Malformed("miner/stats has no approximated_consumption".into())
+        })?;
+    // bos.v1 MinerStatus: 2 normal; 3 paused and 4 suspended are asleep; 1 not started.
+    let status = details.get("status").and_then(Value::as_u64).unwrap_or(0);
+    Ok(Telemetry {
+        state: state_of(matches!(status, 3 | 4), ghs),
+        power: Watts(watts),
+        power_estimated: false,
+        level_owned: false,
+        hashrate: HashRate::from_ths(ghs / 1000.0),
+        board_temp_c: None,
+        chip_temp_c: None,
+        fan_rpm: None,
+    })
 }
 
 /// A stock Antminer's reading from its `summary+stats` reply and its miner configuration. The

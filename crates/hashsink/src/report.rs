@@ -281,8 +281,8 @@ pub enum LedgerCommand {
 }
 
 fn read_rows(file: &PathBuf, header: &[&str]) -> Result<Vec<(usize, csv::StringRecord)>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = hashsink_units::read_input_file(file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let mut r = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());

@@ -87,6 +87,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if args.check {
         println!("{}: valid; {report}", args.config.display());
         println!("{}", describe_controls(&site.fleet, &io).await);
+        println!(
+            "{}",
+            daemon::watchdog::describe_chain(site.signals.as_ref())
+        );
         return Ok(());
     }
     let ready = io.prepare_all().await;
@@ -219,7 +223,7 @@ fn load_profile(site: &Site) -> Result<Profile> {
         "wind" => Profile::wind(site.surplus.unit_mw.unwrap_or(100.0)),
         path => {
             let full = site.base_dir.join(path);
-            let text = std::fs::read_to_string(&full)
+            let text = hashsink_units::read_input_file(&full)
                 .with_context(|| format!("[surplus] profile: cannot read {}", full.display()))?;
             Profile::from_csv(&text, &full.display().to_string())?
         }
@@ -236,7 +240,7 @@ fn spawn_schedule_watch(path: PathBuf, daemon: Handle) {
             let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
             if modified.is_some() && modified != seen {
                 seen = modified;
-                let parsed = std::fs::read_to_string(&path)
+                let parsed = hashsink_units::read_input_file(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|text| {
                         hashsink_signals::schedule::parse_schedule(

@@ -288,7 +288,7 @@ pub fn load_profile(args: &SimulateArgs) -> Result<Profile> {
         }
         "wind" => Profile::wind(args.export_cap_mw),
         path => {
-            let text = std::fs::read_to_string(path).with_context(|| {
+            let text = hashsink_units::read_input_file(path).with_context(|| {
                 format!("cannot read profile '{path}': give `nuclear`, `wind` or a CSV file with the header timestamp,surplus_mw")
             })?;
             Profile::from_csv(&text, path)?
@@ -300,7 +300,7 @@ pub fn load_profile(args: &SimulateArgs) -> Result<Profile> {
 pub fn load_fleet(spec: &str) -> Result<Fleet> {
     let catalogue = Catalogue::bundled();
     if spec.ends_with(".toml") || Path::new(spec).is_file() {
-        let text = std::fs::read_to_string(spec)
+        let text = hashsink_units::read_input_file(spec)
             .with_context(|| format!("cannot read fleet file '{spec}'"))?;
         Ok(FleetConfig::build_from_toml(&text, spec, &catalogue)?)
     } else {
@@ -313,7 +313,7 @@ pub fn load_settings(path: Option<&Path>) -> Result<ControllerConfig> {
     let Some(path) = path else {
         return Ok(ControllerConfig::default());
     };
-    let text = std::fs::read_to_string(path)
+    let text = hashsink_units::read_input_file(path)
         .with_context(|| format!("cannot read config '{}'", path.display()))?;
     let file: SettingsFile = toml::from_str(&text).map_err(|e| {
         let line = e

@@ -34,7 +34,7 @@ pub fn parse_sat(text: &str) -> Result<i64, String> {
 }
 
 /// Fiat as written ("1234.56") in minor units.
-fn parse_minor(text: &str) -> Result<i64, String> {
+pub fn parse_minor(text: &str) -> Result<i64, String> {
     let t = text.trim();
     let (int, frac) = t.split_once('.').unwrap_or((t, ""));
     if int.is_empty()

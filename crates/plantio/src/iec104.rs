@@ -212,6 +212,7 @@ impl Iec104Source {
             let mut live = false;
             let mut interrogate = tokio::time::interval(self.interrogate_every);
             interrogate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut heard = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = interrogate.tick(), if live => {
@@ -219,26 +220,52 @@ impl Iec104Source {
                             warn!(source = %self.name, "iec104: interrogation not sent: {e}");
                         }
                     }
+                    _ = tokio::time::sleep_until(heard + self.silence_limit()) => {
+                        // A station that answers no interrogation, or the crate's link task
+                        // gone (it panics on some malformed ASDUs and then says nothing):
+                        // either way the source is blind, so drop the link and start again.
+                        let why = format!(
+                            "iec104 {peer}: nothing received for {:?} (the station or the link is dead); reconnecting",
+                            self.silence_limit()
+                        );
+                        warn!(source = %self.name, "{why}");
+                        self.lost(id, why, &events);
+                        break;
+                    }
                     link = rx.recv() => match link {
                         None => break,
                         Some(Link::Started) => {
                             live = true;
+                            heard = tokio::time::Instant::now();
                             info!(source = %self.name, "iec104 connected to {peer}");
                             interrogate.reset_immediately();
                         }
                         Some(Link::Error(e)) => {
                             live = false;
-                            let why = format!("iec104 {peer}: {e}");
-                            if self.trip_ioa.is_some() {
-                                let _ = events.send(SignalEvent::Trip(id, crate::TripFlag::Unknown(why.clone())));
-                            }
-                            let _ = events.send(SignalEvent::Failed(id, why));
+                            self.lost(id, format!("iec104 {peer}: {e}"), &events);
                         }
-                        Some(Link::Asdu(asdu)) => self.take(&asdu, id, &clock, &events),
+                        Some(Link::Asdu(asdu)) => {
+                            heard = tokio::time::Instant::now();
+                            self.take(&asdu, id, &clock, &events);
+                        }
                     },
                 }
             }
         }
+    }
+
+    /// With interrogations every `interrogate_every`, a live station is heard from at least that
+    /// often: twice that plus the link timeout is silence.
+    fn silence_limit(&self) -> Duration {
+        self.interrogate_every * 2 + self.timeout
+    }
+
+    /// The link is lost: the source failed, and its trip flag (if it has one) is unknown.
+    fn lost(&self, id: SourceId, why: String, events: &mpsc::UnboundedSender<SignalEvent>) {
+        if self.trip_ioa.is_some() {
+            let _ = events.send(SignalEvent::Trip(id, crate::TripFlag::Unknown(why.clone())));
+        }
+        let _ = events.send(SignalEvent::Failed(id, why));
     }
 
     fn take(
@@ -364,6 +391,73 @@ mod tests {
         assert!(why.contains("M_SP_NA_1"), "{why}");
         assert_eq!(trip_in(&single, 47, 11), Some(true));
         assert_eq!(trip_in(&single, 47, 12), None);
+    }
+
+    /// A station (a raw socket: no real one sends this) that starts the link, then sends one
+    /// I-frame whose ASDU makes the `iec104` crate's link task panic (a case fuzzing found), and
+    /// then keeps the connection open and says nothing more. The source must not go blind: it
+    /// marks the trip flag unknown, fails, and connects again.
+    #[tokio::test]
+    async fn a_frame_that_kills_the_crates_link_task_marks_the_trip_unknown_and_reconnects() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = accepted_tx.send(());
+                tokio::spawn(async move {
+                    let mut startdt = [0u8; 6];
+                    socket.read_exact(&mut startdt).await.unwrap();
+                    assert_eq!(startdt, [0x68, 4, 0x07, 0, 0, 0], "STARTDT act");
+                    socket.write_all(&[0x68, 4, 0x0B, 0, 0, 0]).await.unwrap();
+                    let asdu = [102u8, 138, 136, 136, 0, 0, 47, 0, 100];
+                    let mut frame = vec![0x68, 4 + asdu.len() as u8, 0, 0, 0, 0];
+                    frame.extend(asdu);
+                    socket.write_all(&frame).await.unwrap();
+                    let mut sink = [0u8; 1024];
+                    while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        let source = Iec104Source {
+            name: "station".into(),
+            host: "127.0.0.1".into(),
+            port,
+            common_address: 47,
+            surplus_ioa: 11,
+            scale: 1.0,
+            unit: PowerUnit::Kw,
+            trip_ioa: Some(20),
+            interrogate_every: Duration::from_millis(500),
+            timeout: Duration::from_millis(500),
+        };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (_fleet, fleet_rx) = watch::channel(FleetReport::default());
+        let task = tokio::spawn(source.run(SourceId(0), ScaledClock::wall(), events_tx, fleet_rx));
+        let within = Duration::from_secs(10);
+        tokio::time::timeout(within, accepted.recv()).await.unwrap();
+        let unknown = tokio::time::timeout(within, async {
+            loop {
+                match events.recv().await.expect("the source lives") {
+                    SignalEvent::Trip(_, crate::TripFlag::Unknown(why)) => return why,
+                    SignalEvent::Trip(_, flag) => panic!("trip flag {flag:?}"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the trip flag goes unknown");
+        assert!(unknown.contains("nothing received"), "{unknown}");
+        let failed = tokio::time::timeout(within, events.recv()).await.unwrap();
+        assert!(
+            matches!(&failed, Some(SignalEvent::Failed(_, why)) if why == &unknown),
+            "{failed:?}"
+        );
+        tokio::time::timeout(within, accepted.recv())
+            .await
+            .expect("the source connects again");
+        task.abort();
     }
 
     #[test]

@@ -340,7 +340,7 @@ impl Checker<'_> {
 
 /// Reads, parses and validates a study file.
 pub fn load(path: &Path) -> Result<Inputs, StudyError> {
-    let text = std::fs::read_to_string(path).map_err(|e| StudyError {
+    let text = hashsink_units::read_input_file(path).map_err(|e| StudyError {
         origin: path.display().to_string(),
         message: format!("cannot read the study file: {e}"),
     })?;
@@ -462,7 +462,7 @@ fn surplus(
                 return Err(c.err("surplus", "profile", "profile = \"csv\" needs `file = \"surplus.csv\"` with the header timestamp,surplus_mw or timestamp,generation_mw,demand_mw"));
             };
             let path = resolve(base, file_name);
-            let csv = std::fs::read_to_string(&path).map_err(|e| {
+            let csv = hashsink_units::read_input_file(&path).map_err(|e| {
                 c.err(
                     "surplus",
                     "file",
@@ -566,7 +566,7 @@ fn alternative(
         )
     } else if let Some(f) = &a.file {
         let path = resolve(base, f);
-        let csv = std::fs::read_to_string(&path).map_err(|e| {
+        let csv = hashsink_units::read_input_file(&path).map_err(|e| {
             c.err(
                 "alternative",
                 "file",

@@ -333,6 +333,36 @@ impl Timestamp {
     }
 }
 
+/// The largest input file hashsink reads whole (a site or study file, a surplus profile, a
+/// schedule, a certificate): a year of one-minute readings is about 25 MiB.
+pub const MAX_INPUT_FILE: u64 = 256 << 20;
+
+/// Reads a text file the user named, refusing one larger than [`MAX_INPUT_FILE`] (a typo that
+/// names a disk image or `/dev/zero` gets an error, not an exhausted memory).
+pub fn read_input_file(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
+    String::from_utf8(read_input_bytes(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
+/// [`read_input_file`] for bytes (a PKCS#12 identity).
+pub fn read_input_bytes(path: impl AsRef<std::path::Path>) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path.as_ref())?
+        .take(MAX_INPUT_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "it is larger than {} MiB, too large for an input file (is the path right?)",
+                MAX_INPUT_FILE >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Parses an RFC 3339 timestamp, or a naive ISO 8601 date-time read as UTC.
 pub fn parse_time(text: &str) -> Result<Timestamp, String> {
     let text = text.trim();
@@ -388,6 +418,15 @@ impl Sub<Duration> for Timestamp {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_endless_input_file_is_refused_after_the_cap() {
+        let err = super::read_input_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            err.to_string().contains("too large for an input file"),
+            "{err}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -112,7 +112,7 @@ impl MqttConfig {
         }
         let read = |key: &str, name: &str| -> Result<Vec<u8>> {
             let path = base_dir.join(name);
-            std::fs::read(&path).map_err(|e| {
+            hashsink_units::read_input_bytes(&path).map_err(|e| {
                 anyhow!(
                     "{at}: {key} = {name:?}: cannot read {}: {e}",
                     path.display()
