@@ -41,9 +41,13 @@ pub async fn connect(
     require_all: bool,
 ) -> Result<Inventory> {
     let found = identify(addresses, concurrency.min(2048), identify_timeout).await;
+    // No compressed replies: asic-rs switches reqwest's gzip on for every client in the
+    // build, and a miner has no reason to compress (the 1 MiB cap on a reply counts the
+    // decompressed bytes either way).
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(2)
         .tcp_nodelay(true)
+        .no_gzip()
         .build()?;
     let mut inventory = Inventory {
         drivers: Vec::with_capacity(addresses.len()),

@@ -173,6 +173,19 @@ struct Inbox {
     pushed: mpsc::UnboundedReceiver<Pushed>,
 }
 
+impl Inbox {
+    /// What waits in each queue.
+    fn lengths(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        [
+            ("operator", self.operator.len()),
+            ("signals", self.signals.len()),
+            ("io", self.io.len()),
+            ("pushed", self.pushed.len()),
+        ]
+        .into()
+    }
+}
+
 /// What the daemon publishes.
 struct Publisher {
     status: watch::Sender<Status>,
@@ -409,6 +422,7 @@ impl Daemon {
                 self.next_tick = self.next_tick.min(now);
             }
             if now >= self.next_tick {
+                self.status.queues = inbox.lengths();
                 self.on_tick(now);
             }
             if self.ctl.poll_timeout().is_some_and(|t| t <= now) {
@@ -866,6 +880,9 @@ impl Daemon {
             self.note(now, "miner-fault", "controller", detail);
         }
         self.faulted_before = faults;
+        self.status.tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
         let _ = self.publish.status.send(self.status.clone());
     }
 

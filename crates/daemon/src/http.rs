@@ -231,7 +231,7 @@ async fn authorize(
 /// (another origin can only send that after a CORS preflight, which this endpoint never
 /// grants), addressed to a loopback name, and, when the browser says where it comes from, from
 /// this very origin. Returns why a request fails that, if it does.
-fn open_mode_refusal(request: &axum::extract::Request) -> Option<String> {
+pub fn open_mode_refusal(request: &axum::extract::Request) -> Option<String> {
     use axum::http::{Method, header};
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return None;
@@ -273,6 +273,30 @@ fn is_loopback_name(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// How long a request may take, body included, before it is answered 408 (the status stream,
+/// which stays open by design, excepted): a client that trickles its body cannot hold a
+/// connection and a handler.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn request_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/api/v1/stream" {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} s (body included): send it whole",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ),
+    }
 }
 
 /// Headers every answer carries: no sniffing, no framing, no referrer, and a page that runs
@@ -938,6 +962,7 @@ pub fn router(setup: ApiSetup) -> Router {
         .layer(DefaultBodyLimit::max(4096))
         .merge(coins)
         .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
+        .layer(axum::middleware::from_fn(request_deadline))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(api)
 }
@@ -958,12 +983,12 @@ pub async fn serve(
     tls: Option<&TlsFiles>,
 ) -> anyhow::Result<SocketAddr> {
     let bound = std_listener.local_addr()?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let table = Arc::new(ConnectionTable::new(MAX_CONNECTIONS));
     match tls {
         None => {
             let mut server = axum_server::from_tcp(std_listener)?.acceptor(CappedAcceptor {
                 inner: axum_server::accept::DefaultAcceptor,
-                permits,
+                table,
             });
             limit_header_time(server.http_builder());
             tokio::spawn(async move {
@@ -981,10 +1006,8 @@ pub async fn serve(
                     )
                 })?;
             let tls = axum_server::tls_rustls::RustlsAcceptor::new(config);
-            let mut server = axum_server::from_tcp(std_listener)?.acceptor(CappedAcceptor {
-                inner: tls,
-                permits,
-            });
+            let mut server =
+                axum_server::from_tcp(std_listener)?.acceptor(CappedAcceptor { inner: tls, table });
             limit_header_time(server.http_builder());
             tokio::spawn(async move {
                 let _ = server.serve(router.into_make_service()).await;
@@ -1004,17 +1027,95 @@ fn limit_header_time(
         .header_read_timeout(HEADER_READ_TIMEOUT);
 }
 
-/// Accepts at most `MAX_CONNECTIONS` connections at once (through `inner`, TLS or not); one
-/// more is closed at once. The permit travels with the connection's stream.
+/// Accepts at most `MAX_CONNECTIONS` connections at once (through `inner`, TLS or not). At the
+/// cap, one connection is closed to make room: the oldest of those that never sent a byte, else
+/// the one quiet for longest. So a flood of idle sockets cannot lock the operator out of
+/// `POST /shed` (each new connection pushes out the oldest idle one), nor push out the status
+/// streams, which have sent their request. The permit travels with the connection's stream.
 #[derive(Clone)]
 struct CappedAcceptor<A> {
     inner: A,
+    table: Arc<ConnectionTable>,
+}
+
+/// The open connections, for eviction at the cap.
+struct ConnectionTable {
     permits: Arc<tokio::sync::Semaphore>,
+    open: std::sync::Mutex<Vec<std::sync::Weak<Liveness>>>,
+    started: std::time::Instant,
+}
+
+/// One connection's last activity, and the flag that closes it.
+#[derive(Default)]
+struct Liveness {
+    /// Milliseconds since the table started, at the last byte read or written.
+    active_ms: std::sync::atomic::AtomicU64,
+    /// Whether the client has sent anything at all.
+    spoke: std::sync::atomic::AtomicBool,
+    evicted: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl ConnectionTable {
+    fn new(cap: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(cap)),
+            open: std::sync::Mutex::new(Vec::new()),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// A permit for one more connection, pushing out the idlest if the table is full; None if
+    /// none came free within a second.
+    async fn admit(&self) -> Option<(tokio::sync::OwnedSemaphorePermit, Arc<Liveness>)> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.evict_idlest();
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    self.permits.clone().acquire_owned(),
+                )
+                .await
+                .ok()?
+                .ok()?
+            }
+        };
+        let live = Arc::new(Liveness::default());
+        live.active_ms
+            .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|w| w.strong_count() > 0);
+        open.push(Arc::downgrade(&live));
+        Some((permit, live))
+    }
+
+    /// Closes the oldest connection that never spoke, else the one quiet for longest (its next
+    /// read or write fails).
+    fn evict_idlest(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let idlest = open
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|l| !l.evicted.load(Relaxed))
+            .min_by_key(|l| (l.spoke.load(Relaxed), l.active_ms.load(Relaxed)));
+        if let Some(l) = idlest {
+            l.evicted.store(true, Relaxed);
+            l.waker.wake();
+        }
+    }
 }
 
 impl<I, S, A> axum_server::accept::Accept<I, S> for CappedAcceptor<A>
 where
-    A: axum_server::accept::Accept<I, S>,
+    I: Send + 'static,
+    S: Send + 'static,
+    A: axum_server::accept::Accept<I, S> + Clone + Send + Sync + 'static,
     A::Future: Send + 'static,
     A::Stream: Send + 'static,
     A::Service: Send + 'static,
@@ -1028,18 +1129,20 @@ where
     >;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            drop(stream);
-            return Box::pin(std::future::ready(Err(std::io::Error::other(format!(
-                "{MAX_CONNECTIONS} connections open: refused"
-            )))));
-        };
-        let accepted = self.inner.accept(stream, service);
+        let (table, inner) = (self.table.clone(), self.inner.clone());
         Box::pin(async move {
-            let (inner, service) = accepted.await?;
+            let Some((permit, live)) = table.admit().await else {
+                drop(stream);
+                return Err(std::io::Error::other(format!(
+                    "{MAX_CONNECTIONS} connections open and none would close: refused"
+                )));
+            };
+            let (inner, service) = inner.accept(stream, service).await?;
             Ok((
                 Counted {
                     inner,
+                    live,
+                    table,
                     _permit: permit,
                 },
                 service,
@@ -1048,10 +1151,33 @@ where
     }
 }
 
-/// A connection's stream with its permit: the permit is given back when the stream is dropped.
+/// A connection's stream with its permit (given back when the stream is dropped) and its
+/// liveness: every byte marks it active; once evicted, reads and writes fail.
 struct Counted<S> {
     inner: S,
+    live: Arc<Liveness>,
+    table: Arc<ConnectionTable>,
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S> Counted<S> {
+    /// Err once evicted; registers the task so an eviction wakes it.
+    fn check(&self, cx: &std::task::Context<'_>) -> std::io::Result<()> {
+        self.live.waker.register(cx.waker());
+        if self.live.evicted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "closed to make room for a new connection",
+            ));
+        }
+        Ok(())
+    }
+
+    fn touch(&self) {
+        self.live
+            .active_ms
+            .store(self.table.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
@@ -1060,7 +1186,16 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        self.check(cx)?;
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+            self.live
+                .spoke
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
     }
 }
 
@@ -1070,7 +1205,12 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.check(cx)?;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,

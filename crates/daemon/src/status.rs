@@ -55,6 +55,11 @@ pub struct Status {
     pub ledger_set_aside: u64,
     /// Ledger batches lost (not even the quarantine file could take them).
     pub ledger_lost: u64,
+    /// What waits in the loop's inbound queues at the tick (operator commands, signal events,
+    /// miner I/O results, pushed surplus): a queue that grows is a loop that cannot keep up.
+    pub queues: std::collections::BTreeMap<&'static str, usize>,
+    /// Tasks alive on the daemon's runtime (a count that grows without bound is a leak).
+    pub tasks: usize,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

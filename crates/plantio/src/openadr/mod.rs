@@ -249,9 +249,11 @@ impl OpenAdrSource {
         events: mpsc::UnboundedSender<SignalEvent>,
         fleet: watch::Receiver<FleetReport>,
     ) {
+        // Plain bodies only (the 4 MiB cap counts decompressed bytes in any case).
         let http = match reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
+            .no_gzip()
             .build()
         {
             Ok(h) => h,
