@@ -275,12 +275,22 @@ impl Recorder {
         } else {
             config.url.clone()
         };
-        let mut store = hashsink_ledger::open(&config.url).with_context(|| {
-            format!("[ledger] cannot open {shown} (or set [ledger] enabled = false)")
+        // On a thread of its own: the PostgreSQL client blocks on a runtime of its own, which
+        // cannot start on one of the daemon's (found by `hashsink-bench soak`).
+        let (store, applied) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut store = hashsink_ledger::open(&config.url).with_context(|| {
+                        format!("[ledger] cannot open {shown} (or set [ledger] enabled = false)")
+                    })?;
+                    let applied = store
+                        .migrate(now)
+                        .with_context(|| format!("[ledger] {shown}: migrating the schema"))?;
+                    anyhow::Ok((store, applied))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("[ledger] {shown}: opening it panicked"))?
         })?;
-        let applied = store
-            .migrate(now)
-            .with_context(|| format!("[ledger] {shown}: migrating the schema"))?;
         info!(ledger = %shown, migrations = ?applied, interval_s = config.interval.as_secs_f64(), "ledger open");
         let miners = fleet
             .miner_ids()

@@ -49,6 +49,46 @@ fn start(site: &std::path::Path, extra: &[&str]) -> (std::process::Child, mpsc::
     (child, rx)
 }
 
+/// `hashsink run` on a PostgreSQL ledger (`HASHSINK_TEST_POSTGRES`; CI starts one): the daemon
+/// starts (opening the ledger used to panic inside the daemon's runtime), records its
+/// intervals, and stops in order.
+#[test]
+fn the_daemon_keeps_its_ledger_on_postgresql() {
+    let Ok(url) = std::env::var("HASHSINK_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("HASHSINK_REQUIRE_POSTGRES").is_none(),
+            "HASHSINK_REQUIRE_POSTGRES is set but HASHSINK_TEST_POSTGRES is not"
+        );
+        eprintln!("skipping: set HASHSINK_TEST_POSTGRES=postgres://... to run");
+        return;
+    };
+    let _emulator = common::emulate(&["--first-index", "12000", "--mix", "s19xp:10:luxos"]);
+    let dir = std::env::temp_dir().join(format!("hashsink-ledger-pg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site_name = format!("pg daemon test {}", std::process::id());
+    let site = dir.join("site.toml");
+    std::fs::write(
+        &site,
+        format!("[site]\nname = \"{site_name}\"\n\n[surplus]\nsource = \"http\"\nlisten = \"127.0.0.1:18097\"\n\n[ledger]\nurl = \"{url}\"\ninterval_s = 1\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.48.1-127.1.48.10\"]\n"),
+    )
+    .unwrap();
+    let (mut child, rx) = start(&site, &["--for-secs", "4"]);
+    let status = child.wait().unwrap();
+    let committed: Vec<i64> = rx.try_iter().collect();
+    assert!(status.success(), "the daemon failed on a PostgreSQL ledger");
+    assert!(!committed.is_empty(), "no interval committed");
+    let mut store = hashsink_ledger::open(&url).unwrap();
+    let rows = store
+        .intervals(
+            &site_name,
+            Timestamp::from_millis(0),
+            Timestamp::from_millis(i64::MAX),
+        )
+        .unwrap();
+    assert!(rows.len() >= committed.len(), "{} rows", rows.len());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn kill_9_at_any_moment_loses_no_committed_interval() {
     // The miners start mining: the daemon adopts them and, with no surplus pushed, brings them
