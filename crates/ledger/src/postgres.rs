@@ -15,14 +15,27 @@ use crate::{
 };
 
 pub struct PgStore {
-    client: Client,
+    url: String,
+    connection: Client,
 }
 
 impl PgStore {
     pub fn connect(url: &str) -> Result<Self> {
         Ok(Self {
-            client: Client::connect(url, NoTls)?,
+            url: url.to_string(),
+            connection: Client::connect(url, NoTls)?,
         })
+    }
+
+    /// The connection, opened again if the server closed it (a restart, a failover): without
+    /// this a restarted PostgreSQL left the ledger's writer retrying on a dead connection for
+    /// good (found by `hashsink-bench soak`). A failed reconnect is the caller's transient
+    /// error, tried again on its next write.
+    fn client(&mut self) -> Result<&mut Client> {
+        if self.connection.is_closed() {
+            self.connection = Client::connect(&self.url, NoTls)?;
+        }
+        Ok(&mut self.connection)
     }
 }
 
@@ -51,11 +64,11 @@ fn interval_row(r: &Row) -> IntervalRow {
 
 impl Store for PgStore {
     fn migrate(&mut self, now: Timestamp) -> Result<Vec<u32>> {
-        self.client.batch_execute(CREATE_VERSIONS)?;
+        self.client()?.batch_execute(CREATE_VERSIONS)?;
         let have = self.version()?;
         let mut applied = Vec::new();
         for (version, description, statements) in crate::schema::pending(have)? {
-            let mut tx = self.client.transaction()?;
+            let mut tx = self.client()?.transaction()?;
             for sql in *statements {
                 tx.batch_execute(sql)?;
             }
@@ -71,7 +84,7 @@ impl Store for PgStore {
 
     fn version(&mut self) -> Result<u32> {
         let exists: bool = self
-            .client
+            .client()?
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_migrations' AND table_schema = current_schema())",
                 &[],
@@ -80,12 +93,12 @@ impl Store for PgStore {
         if !exists {
             return Ok(0);
         }
-        let v: i32 = self.client.query_one(sql::MAX_VERSION, &[])?.get(0);
+        let v: i32 = self.client()?.query_one(sql::MAX_VERSION, &[])?.get(0);
         Ok(u(v))
     }
 
     fn write(&mut self, site: &str, run_ms: i64, batch: &Batch) -> Result<()> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.client()?.transaction()?;
         if !batch.miners.is_empty() {
             let stmt = tx.prepare(sql::UPSERT_MINER)?;
             for m in &batch.miners {
@@ -196,7 +209,7 @@ impl Store for PgStore {
     }
 
     fn add_payouts(&mut self, site: &str, payouts: &[Payout]) -> Result<usize> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.client()?.transaction()?;
         let mut new = 0;
         for p in payouts {
             new += tx.execute(
@@ -209,7 +222,7 @@ impl Store for PgStore {
     }
 
     fn add_sales(&mut self, site: &str, sales: &[Sale]) -> Result<usize> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.client()?.transaction()?;
         let mut new = 0;
         for s in sales {
             new += tx.execute(
@@ -235,7 +248,7 @@ impl Store for PgStore {
         to: Timestamp,
     ) -> Result<Vec<IntervalRow>> {
         Ok(self
-            .client
+            .client()?
             .query(
                 sql::SELECT_INTERVALS,
                 &[&site, &from.as_millis(), &to.as_millis()],
@@ -252,7 +265,7 @@ impl Store for PgStore {
         to_day: i64,
     ) -> Result<Vec<MinerTotal>> {
         Ok(self
-            .client
+            .client()?
             .query(
                 "SELECT miner, SUM(energy_wh), SUM(hashes_th), SUM(mining_intervals)::BIGINT
                  FROM miner_days WHERE site = $1 AND day_ms >= $2 AND day_ms < $3
@@ -276,7 +289,7 @@ impl Store for PgStore {
         to: Timestamp,
     ) -> Result<Vec<MinerTotal>> {
         Ok(self
-            .client
+            .client()?
             .query(
                 "SELECT miner, SUM(energy_wh), SUM(hashes_th), SUM(CASE WHEN state = 'mining' THEN 1 ELSE 0 END)::BIGINT
                  FROM miner_intervals WHERE site = $1 AND start_ms >= $2 AND start_ms < $3
@@ -295,7 +308,7 @@ impl Store for PgStore {
 
     fn miners(&mut self, site: &str) -> Result<Vec<MinerInfo>> {
         Ok(self
-            .client
+            .client()?
             .query(sql::SELECT_MINERS, &[&site])?
             .iter()
             .map(|r| MinerInfo {
@@ -309,7 +322,7 @@ impl Store for PgStore {
 
     fn events(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<EventRecord>> {
         Ok(self
-            .client
+            .client()?
             .query(
                 sql::SELECT_EVENTS,
                 &[&site, &from.as_millis(), &to.as_millis()],
@@ -327,7 +340,7 @@ impl Store for PgStore {
 
     fn audit(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AuditRow>> {
         Ok(self
-            .client
+            .client()?
             .query(
                 sql::SELECT_AUDIT,
                 &[&site, &from.as_millis(), &to.as_millis()],
@@ -354,7 +367,7 @@ impl Store for PgStore {
 
     fn payouts(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Payout>> {
         Ok(self
-            .client
+            .client()?
             .query(
                 sql::SELECT_PAYOUTS,
                 &[&site, &from.as_millis(), &to.as_millis()],
@@ -371,14 +384,14 @@ impl Store for PgStore {
 
     fn prune_miner_intervals(&mut self, site: &str, before: Timestamp) -> Result<usize> {
         Ok(self
-            .client
+            .client()?
             .execute(sql::DELETE_MINER_INTERVALS, &[&site, &before.as_millis()])?
             as usize)
     }
 
     fn sales(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sale>> {
         Ok(self
-            .client
+            .client()?
             .query(
                 sql::SELECT_SALES,
                 &[&site, &from.as_millis(), &to.as_millis()],
@@ -402,16 +415,50 @@ mod tests {
     /// Runs against `HASHSINK_TEST_POSTGRES` (a URL of a database the test may fill: each
     /// check gets a fresh schema in it). Skipped without one, unless
     /// `HASHSINK_REQUIRE_POSTGRES` is set (CI sets both and starts Debian's PostgreSQL).
-    #[test]
-    fn postgres_passes_the_ledger_checks() {
+    fn test_url() -> Option<String> {
         let Ok(url) = std::env::var("HASHSINK_TEST_POSTGRES") else {
             assert!(
                 std::env::var_os("HASHSINK_REQUIRE_POSTGRES").is_none(),
                 "HASHSINK_REQUIRE_POSTGRES is set but HASHSINK_TEST_POSTGRES is not"
             );
-            eprintln!("skipping: set HASHSINK_TEST_POSTGRES=postgres://... to run");
-            return;
+            hashsink_units::note_skipped_peer(
+                "PostgreSQL",
+                "set HASHSINK_TEST_POSTGRES=postgres://...; .ci/postgres.sh starts one",
+            );
+            return None;
         };
+        Some(url)
+    }
+
+    /// The server closes the store's connection (as a restart does; here by terminating its
+    /// backend): the next call opens it again.
+    #[test]
+    fn a_connection_the_server_closed_is_opened_again() {
+        let Some(url) = test_url() else { return };
+        let name = format!("hashsink-reconnect-{}", std::process::id());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let mut store = PgStore::connect(&format!("{url}{sep}application_name={name}")).unwrap();
+        store.version().unwrap();
+        let mut admin = Client::connect(&url, NoTls).unwrap();
+        let killed: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t",
+                &[&name],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(killed, 1);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The first call may learn of the close the hard way; the one after must go through.
+        let _ = store.version();
+        store
+            .version()
+            .expect("the store reconnects after the server closed it");
+    }
+
+    #[test]
+    fn postgres_passes_the_ledger_checks() {
+        let Some(url) = test_url() else { return };
         let mut n = 0;
         crate::conformance::check_all(&mut || {
             n += 1;
