@@ -33,7 +33,10 @@ fn playwright() -> Option<PathBuf> {
             "HASHSINK_REQUIRE_CHROMIUM is set but node, chromium or playwright-core in {} is missing (.ci/run installs them: apt-get install chromium nodejs npm; npm install --prefix target/browser-peer playwright-core)",
             dir.display()
         );
-        eprintln!("skipping: node, chromium or playwright-core is missing (.ci/run installs them)");
+        hashsink_units::note_skipped_peer(
+            "node, Chromium and playwright-core",
+            "apt-get install chromium nodejs npm; npm install --prefix target/browser-peer playwright-core; .ci/run does",
+        );
         return None;
     }
     Some(dir)

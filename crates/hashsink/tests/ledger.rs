@@ -59,7 +59,10 @@ fn the_daemon_keeps_its_ledger_on_postgresql() {
             std::env::var_os("HASHSINK_REQUIRE_POSTGRES").is_none(),
             "HASHSINK_REQUIRE_POSTGRES is set but HASHSINK_TEST_POSTGRES is not"
         );
-        eprintln!("skipping: set HASHSINK_TEST_POSTGRES=postgres://... to run");
+        hashsink_units::note_skipped_peer(
+            "PostgreSQL",
+            "set HASHSINK_TEST_POSTGRES=postgres://...; .ci/postgres.sh starts one",
+        );
         return;
     };
     let _emulator = common::emulate(&["--first-index", "12000", "--mix", "s19xp:10:luxos"]);

@@ -372,7 +372,7 @@ fn mosquitto_available() -> bool {
             std::env::var_os("HASHSINK_REQUIRE_MOSQUITTO").is_none(),
             "HASHSINK_REQUIRE_MOSQUITTO is set but mosquitto is not installed"
         );
-        eprintln!("skipping: mosquitto is not installed (apt-get install mosquitto)");
+        hashsink_units::note_skipped_peer("mosquitto", "apt-get install mosquitto");
     }
     ok
 }

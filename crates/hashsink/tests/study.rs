@@ -139,7 +139,7 @@ fn check_in_chromium(html: &Path) {
             std::env::var_os("HASHSINK_REQUIRE_CHROMIUM").is_none(),
             "HASHSINK_REQUIRE_CHROMIUM is set but Chromium is not installed"
         );
-        eprintln!("skipping the browser check: no Chromium (apt-get install chromium)");
+        hashsink_units::note_skipped_peer("Chromium", "apt-get install chromium");
         return;
     };
     let profile = html.with_file_name("chromium-profile");

@@ -333,6 +333,23 @@ impl Timestamp {
     }
 }
 
+/// For the test suites: a test that returns early because a peer it needs is missing (a broker,
+/// a Python package, a browser, a database) says so here, with how to install it. The note goes
+/// to stderr and, under `cargo xtask test` (which sets `HASHSINK_SKIPPED_DIR`), into a file that
+/// the task lists at the end, so that a skip is never silent.
+pub fn note_skipped_peer(peer: &str, install: &str) {
+    eprintln!("skipping: {peer} is missing ({install})");
+    let Some(dir) = std::env::var_os("HASHSINK_SKIPPED_DIR") else {
+        return;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("test")
+        .replace(['/', ':'], "_");
+    let file = format!("{}--{test}--{}", peer.replace('/', "_"), std::process::id());
+    let _ = std::fs::write(std::path::Path::new(&dir).join(file), install);
+}
+
 /// The largest input file hashsink reads whole (a site or study file, a surplus profile, a
 /// schedule, a certificate): a year of one-minute readings is about 25 MiB.
 pub const MAX_INPUT_FILE: u64 = 256 << 20;

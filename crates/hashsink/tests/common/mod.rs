@@ -110,7 +110,7 @@ pub fn python_peer(module: &str) -> bool {
             std::env::var_os(&require).is_none(),
             "{require} is set but `python3 -c 'import {module}'` failed (pip install {module}; .ci/run does)"
         );
-        eprintln!("skipping: {module} is not installed (pip install {module}; .ci/run does)");
+        hashsink_units::note_skipped_peer(module, &format!("pip install {module}; .ci/run does"));
     }
     ok
 }
