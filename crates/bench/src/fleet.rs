@@ -1,6 +1,8 @@
 //! `hashsink-bench fleet`: the fleet I/O against an emulated LuxOS fleet in a separate process,
-//! side by side with pyasic on the same fleet. Per fleet size: asic-rs identification, the
-//! telemetry sweep (best of 3) and pyasic's on the same miners, then the daemon itself for 75 s
+//! side by side with pyasic on the same fleet. Per fleet size: asic-rs identification, then the
+//! telemetry sweeps of both clients on the same terms (identification not timed, one cold sweep,
+//! then the best of three warm ones; hashsink logs on to each LuxOS miner between its cold and
+//! warm sweeps, as the daemon does at start), then the daemon itself for 75 s
 //! (controller, sweeps every 5 s, commands), then a shed of the miners that run: time until the
 //! last one acknowledged its sleep command (the emulator's receive times are not visible across processes; an
 //! acknowledgement comes after the receipt, so this bounds the fan-out from above) and until a
@@ -26,7 +28,7 @@ pub async fn run(
     daemon_secs: u64,
 ) -> Result<String> {
     let mut out = String::from(
-        "| miners | asic-rs identification | hashsink sweep | answered | pyasic sweep | answered | speed-up | daemon run: mining, commands, last sweep | shed: running miners acked (fan-out) | all confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| miners | asic-rs identification | hashsink sweep cold / warm (answered) | pyasic sweep cold / warm (answered) | speed-up cold / warm | daemon run: mining, commands, last sweep | shed: running miners acked (fan-out) | all confirmed asleep | daemon peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in sizes {
         let first = FIRST_INDEX.to_string();
@@ -62,7 +64,8 @@ pub async fn run(
             concurrency,
             Duration::from_secs(3),
         ));
-        let _warm = io.sweep().await;
+        let cold = io.sweep().await;
+        let (cold_took, cold_answered) = (cold.took, cold.answered());
         // A running daemon is logged on to every LuxOS miner (see MinerDriver::prepare).
         io.prepare_all().await;
         let mut best = Duration::MAX;
@@ -72,10 +75,10 @@ pub async fn run(
             best = best.min(s.took);
             answered = s.answered();
         }
-        let (py, py_answered) = if pyasic {
-            pyasic_sweep(&addrs[0], n)?
+        let py = if pyasic {
+            Some(pyasic_sweep(&addrs[0], n)?)
         } else {
-            (None, None)
+            None
         };
         // The daemon for `daemon_secs` (the controller waits 30 s of live signal, then 30 s of
         // confirmation, before it wakes miners): half the fleet's power available, sweeps every 5 s.
@@ -109,12 +112,19 @@ pub async fn run(
         let _ = emulator.wait();
         let rss = peak_rss_mb();
         out += &format!(
-            "| {n} | {identified} in {:.1} s | {:.3} s | {answered} | {} | {} | {} | {}, {}, {} ms | {acked} of {} in {:.3} s | {confirmed} after {:.3} s | {rss:.0} MB |\n",
+            "| {n} | {identified} in {:.1} s | {:.3} s / {:.3} s ({cold_answered} / {answered}) | {} | {} | {}, {}, {} ms | {acked} of {} in {:.3} s | {confirmed} after {:.3} s | {rss:.0} MB |\n",
             identify.as_secs_f64(),
+            cold_took.as_secs_f64(),
             best.as_secs_f64(),
-            py.map_or("-".into(), |s| format!("{s:.3} s")),
-            py_answered.map_or("-".into(), |a| a.to_string()),
-            py.map_or("-".into(), |s| format!("{:.1}x", s / best.as_secs_f64())),
+            py.as_ref().map_or("-".into(), |p| format!(
+                "{:.3} s / {:.3} s ({} / {})",
+                p.cold, p.warm, p.cold_answered, p.warm_answered
+            )),
+            py.as_ref().map_or("-".into(), |p| format!(
+                "{:.1}x / {:.1}x",
+                p.cold / cold_took.as_secs_f64(),
+                p.warm / best.as_secs_f64()
+            )),
             status.mining,
             status.commands,
             status.last_sweep_ms,
@@ -126,8 +136,16 @@ pub async fn run(
     Ok(out)
 }
 
-/// pyasic 0.79's sweep of the same miners (tests/pyasic/sweep.py): (seconds, miners answered).
-fn pyasic_sweep(first: &std::net::IpAddr, n: u32) -> Result<(Option<f64>, Option<u64>)> {
+/// pyasic's sweeps: the cold one and the best of three warm ones, seconds and miners answered.
+struct PyasicSweeps {
+    cold: f64,
+    cold_answered: u64,
+    warm: f64,
+    warm_answered: u64,
+}
+
+/// pyasic 0.79's sweeps of the same miners (tests/pyasic/sweep.py).
+fn pyasic_sweep(first: &std::net::IpAddr, n: u32) -> Result<PyasicSweeps> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/pyasic/sweep.py");
     let o = Command::new("python3")
         .args([script, &first.to_string(), &n.to_string()])
@@ -138,7 +156,17 @@ fn pyasic_sweep(first: &std::net::IpAddr, n: u32) -> Result<(Option<f64>, Option
             String::from_utf8_lossy(&o.stderr)
         )
     })?;
-    Ok((v["seconds"].as_f64(), v["answered"].as_u64()))
+    let number = |key: &str| {
+        v[key]
+            .as_f64()
+            .with_context(|| format!("pyasic sweep printed no {key}: {v}"))
+    };
+    Ok(PyasicSweeps {
+        cold: number("cold_seconds")?,
+        cold_answered: number("cold_answered")? as u64,
+        warm: number("seconds")?,
+        warm_answered: number("answered")? as u64,
+    })
 }
 
 fn peak_rss_mb() -> f64 {

@@ -9,11 +9,13 @@
 mod control;
 mod dashboard;
 mod fleet;
+mod flood;
 mod ledger;
 mod product;
 mod quirks;
 mod restart;
 mod signals;
+mod soak;
 mod study;
 mod twin;
 
@@ -118,6 +120,55 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         secs: u64,
     },
+    /// The endpoint under attack: the operator's shed of an emulated LuxOS fleet timed quiet,
+    /// then while idle sockets, status streams and a flood of MQTT readings load the daemon
+    /// (needs mosquitto).
+    Flood {
+        /// Emulated miners.
+        #[arg(long, default_value_t = 10_000)]
+        miners: u32,
+        /// Idle sockets opened to the endpoint.
+        #[arg(long, default_value_t = 10_000)]
+        idle: u32,
+        /// Status streams read.
+        #[arg(long, default_value_t = 200)]
+        streams: u32,
+        /// MQTT surplus readings a second.
+        #[arg(long, default_value_t = 5_000)]
+        mqtt_rate: u32,
+        /// Sheds timed in each condition (quiet and flooded in turn).
+        #[arg(long, default_value_t = 2)]
+        trials: u32,
+    },
+    /// A long run with everything going wrong: flapping broker, PostgreSQL restarts, floods and
+    /// sheds each minute, 5 % misbehaving miners; the daemon's memory, descriptors, tasks and
+    /// queues sampled each minute (needs mosquitto; PostgreSQL through .ci/postgres.sh, else
+    /// SQLite).
+    Soak {
+        /// Emulated miners.
+        #[arg(long, default_value_t = 1_000)]
+        miners: u32,
+        /// Minutes to run.
+        #[arg(long, default_value_t = 30)]
+        minutes: u32,
+        /// Idle sockets opened each minute.
+        #[arg(long, default_value_t = 2_000)]
+        idle: u32,
+        /// Status streams read each minute.
+        #[arg(long, default_value_t = 50)]
+        streams: u32,
+        /// MQTT surplus readings a second during each minute's flood.
+        #[arg(long, default_value_t = 1_000)]
+        mqtt_rate: u32,
+    },
+    /// (Used by flood and soak.) Hold idle sockets to an address until told to stop.
+    #[command(hide = true)]
+    HoldIdle {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        count: u32,
+    },
     /// Study benchmark: Monte Carlo paths per second on the bundled nuclear study, by thread
     /// count.
     Study {
@@ -180,6 +231,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Restart { sizes, secs } => {
             print!("{}", runtime()?.block_on(restart::run(&sizes, secs))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flood {
+            miners,
+            idle,
+            streams,
+            mqtt_rate,
+            trials,
+        } => {
+            let flood = flood::Flood {
+                idle,
+                streams,
+                mqtt_rate,
+            };
+            print!(
+                "{}",
+                runtime()?.block_on(flood::run(miners, flood, trials))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Soak {
+            miners,
+            minutes,
+            idle,
+            streams,
+            mqtt_rate,
+        } => {
+            let load = flood::Flood {
+                idle,
+                streams,
+                mqtt_rate,
+            };
+            print!("{}", runtime()?.block_on(soak::run(miners, minutes, load))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HoldIdle { to, count } => {
+            flood::hold_idle(&to, count)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Study { paths, years } => {
