@@ -275,16 +275,18 @@ fn is_loopback_name(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// How long a request may take, body included, before it is answered 408 (the status stream,
-/// which stays open by design, excepted): a client that trickles its body cannot hold a
-/// connection and a handler.
+/// How long a request with a body (POST and the like) may take, body included, before it is
+/// answered 408: a client that trickles its body cannot hold a connection and a handler. A GET
+/// has no body to trickle (the header timeout covers its headers), and a long ledger export or
+/// the status stream must not be cut.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn request_deadline(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if request.uri().path() == "/api/v1/stream" {
+    use axum::http::Method;
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
