@@ -1117,12 +1117,12 @@ impl<I, S, A> axum_server::accept::Accept<I, S> for CappedAcceptor<A>
 where
     I: Send + 'static,
     S: Send + 'static,
-    A: axum_server::accept::Accept<I, S> + Clone + Send + Sync + 'static,
+    A: axum_server::accept::Accept<Counted<I>, S> + Clone + Send + Sync + 'static,
     A::Future: Send + 'static,
     A::Stream: Send + 'static,
     A::Service: Send + 'static,
 {
-    type Stream = Counted<A::Stream>;
+    type Stream = A::Stream;
     type Service = A::Service;
     type Future = std::pin::Pin<
         Box<
@@ -1130,6 +1130,8 @@ where
         >,
     >;
 
+    /// The socket is counted before `inner` (TLS) sees it, so that an eviction also ends a
+    /// handshake that never finishes, and every byte, encrypted or not, marks it active.
     fn accept(&self, stream: I, service: S) -> Self::Future {
         let (table, inner) = (self.table.clone(), self.inner.clone());
         Box::pin(async move {
@@ -1139,21 +1141,18 @@ where
                     "{MAX_CONNECTIONS} connections open and none would close: refused"
                 )));
             };
-            let (inner, service) = inner.accept(stream, service).await?;
-            Ok((
-                Counted {
-                    inner,
-                    live,
-                    table,
-                    _permit: permit,
-                },
-                service,
-            ))
+            let counted = Counted {
+                inner: stream,
+                live,
+                table,
+                _permit: permit,
+            };
+            inner.accept(counted, service).await
         })
     }
 }
 
-/// A connection's stream with its permit (given back when the stream is dropped) and its
+/// A connection's socket with its permit (given back when the socket is dropped) and its
 /// liveness: every byte marks it active; once evicted, reads and writes fail.
 struct Counted<S> {
     inner: S,

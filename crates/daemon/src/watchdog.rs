@@ -94,7 +94,7 @@ impl Watchdog {
 /// watch the heartbeat (a warning when nowhere).
 pub fn describe_chain(signals: Option<&crate::signals::SignalsSetup>) -> String {
     let mut out = format!(
-        "dead-man chain:\n  {}\n  heartbeat: +1 each turn of the control loop (one a second); the plant should open the mining feeder when it has not changed for {} s",
+        "dead-man chain:\n  {}\n  heartbeat: +1 at each tick of the control loop (every controller cadence, 1 s by default); the plant should open the mining feeder when it has not changed for {} s",
         Watchdog::from_env().describe(),
         hashsink_plantio::LoopPulse::STALE.as_secs()
     );

@@ -54,15 +54,7 @@ fn start(site: &std::path::Path, extra: &[&str]) -> (std::process::Child, mpsc::
 /// intervals, and stops in order.
 #[test]
 fn the_daemon_keeps_its_ledger_on_postgresql() {
-    let Ok(url) = std::env::var("HASHSINK_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("HASHSINK_REQUIRE_POSTGRES").is_none(),
-            "HASHSINK_REQUIRE_POSTGRES is set but HASHSINK_TEST_POSTGRES is not"
-        );
-        hashsink_units::note_skipped_peer(
-            "PostgreSQL",
-            "set HASHSINK_TEST_POSTGRES=postgres://...; .ci/postgres.sh starts one",
-        );
+    let Some(url) = hashsink_ledger::postgres::test_database_url() else {
         return;
     };
     let _emulator = common::emulate(&["--first-index", "12000", "--mix", "s19xp:10:luxos"]);

@@ -39,6 +39,24 @@ impl PgStore {
     }
 }
 
+/// For the test suites: the database `HASHSINK_TEST_POSTGRES` names (CI starts one with
+/// `.ci/postgres.sh`), or None after noting the skip; with `HASHSINK_REQUIRE_POSTGRES` set a
+/// missing one fails the test instead.
+pub fn test_database_url() -> Option<String> {
+    let Ok(url) = std::env::var("HASHSINK_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("HASHSINK_REQUIRE_POSTGRES").is_none(),
+            "HASHSINK_REQUIRE_POSTGRES is set but HASHSINK_TEST_POSTGRES is not"
+        );
+        hashsink_units::note_skipped_peer(
+            "PostgreSQL",
+            "set HASHSINK_TEST_POSTGRES=postgres://...; .ci/postgres.sh starts one",
+        );
+        return None;
+    };
+    Some(url)
+}
+
 fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms)
 }
@@ -412,29 +430,13 @@ impl Store for PgStore {
 mod tests {
     use super::*;
 
-    /// Runs against `HASHSINK_TEST_POSTGRES` (a URL of a database the test may fill: each
-    /// check gets a fresh schema in it). Skipped without one, unless
-    /// `HASHSINK_REQUIRE_POSTGRES` is set (CI sets both and starts Debian's PostgreSQL).
-    fn test_url() -> Option<String> {
-        let Ok(url) = std::env::var("HASHSINK_TEST_POSTGRES") else {
-            assert!(
-                std::env::var_os("HASHSINK_REQUIRE_POSTGRES").is_none(),
-                "HASHSINK_REQUIRE_POSTGRES is set but HASHSINK_TEST_POSTGRES is not"
-            );
-            hashsink_units::note_skipped_peer(
-                "PostgreSQL",
-                "set HASHSINK_TEST_POSTGRES=postgres://...; .ci/postgres.sh starts one",
-            );
-            return None;
-        };
-        Some(url)
-    }
-
     /// The server closes the store's connection (as a restart does; here by terminating its
     /// backend): the next call opens it again.
     #[test]
     fn a_connection_the_server_closed_is_opened_again() {
-        let Some(url) = test_url() else { return };
+        let Some(url) = test_database_url() else {
+            return;
+        };
         let name = format!("hashsink-reconnect-{}", std::process::id());
         let sep = if url.contains('?') { '&' } else { '?' };
         let mut store = PgStore::connect(&format!("{url}{sep}application_name={name}")).unwrap();
@@ -456,9 +458,14 @@ mod tests {
             .expect("the store reconnects after the server closed it");
     }
 
+    /// Runs against `HASHSINK_TEST_POSTGRES` (a URL of a database the test may fill: each
+    /// check gets a fresh schema in it). Skipped without one, unless
+    /// `HASHSINK_REQUIRE_POSTGRES` is set (CI sets both and starts Debian's PostgreSQL).
     #[test]
     fn postgres_passes_the_ledger_checks() {
-        let Some(url) = test_url() else { return };
+        let Some(url) = test_database_url() else {
+            return;
+        };
         let mut n = 0;
         crate::conformance::check_all(&mut || {
             n += 1;
