@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use std::sync::Arc;
 
-use hashsink_core::{Catalogue, ControllerConfig, FleetConfig};
+use hashsink_core::{Catalogue, ControllerConfig, Envelope, FleetConfig};
 use hashsink_twin::compare::{self, Comparison, Terms};
 use hashsink_twin::{ControllerChoice, Profile};
 
@@ -28,8 +28,10 @@ pub fn run(days: f64, sizes_mw: &[f64]) -> Result<String> {
             &format!("s21:{mw}MW:braiins-os"),
             &Catalogue::bundled(),
         )?;
+        // hashsink alone, on the fleet as it ships (the firmware's full range).
         let terms = Terms {
             days: Some(days),
+            envelope: Envelope::Full,
             ..Terms::plain(Arc::new(fleet), Profile::wind(WIND_EXPORT_CAP_MW))
         };
         let hashsink = vec![ControllerChoice::Hashsink(ControllerConfig::default())];

@@ -3,8 +3,10 @@
 //! The common "solar surplus" recipe switches whole miners: when the export (surplus minus what
 //! the miners draw) has stayed above one miner's power for `start_after` (5 minutes), turn miners
 //! on; when the site has been importing for `stop_after` (1 minute), turn miners off. Miners run at
-//! their nameplate setting, in the order they are listed; there is no trend, no margin, no check
-//! that a command took effect, and a surplus sensor that goes silent keeps its last value.
+//! the one setting their owner gave them, the top of the fleet's envelope (nameplate, or 110 %
+//! where the comparison allows every controller that: `Envelope`), in the order they are listed;
+//! there is no trend, no margin, no check that a command took effect, and a surplus sensor that
+//! goes silent keeps its last value.
 //!
 //! Generalised to a fleet: when the condition has held for its time, as many miners are switched
 //! as the smallest spare power (or the current deficit) over that time covers, then the timer
@@ -46,7 +48,7 @@ pub struct Baseline {
     fleet: Arc<Fleet>,
     on: Vec<bool>,
     on_count: usize,
-    /// Nameplate-setting draw above standby of each miner.
+    /// Draw above standby of each miner at its one setting (its highest level).
     delta: Vec<Watts>,
     standby_total: Watts,
     load: Watts,
@@ -64,7 +66,7 @@ impl Baseline {
             .miner_ids()
             .map(|m| {
                 let spec = fleet.spec_of(m);
-                spec.level_power(spec.preferred_level) - spec.standby
+                spec.max_power() - spec.standby
             })
             .collect();
         let standby_total = fleet.miner_ids().map(|m| fleet.spec_of(m).standby).sum();
@@ -93,7 +95,7 @@ impl Baseline {
         if on {
             self.on_count += 1;
             self.load += self.delta[m];
-            let level = self.fleet.spec_of(MinerId(m as u32)).preferred_level;
+            let level = self.fleet.spec_of(MinerId(m as u32)).max_level();
             self.outbox.queue(m as u32, Action::Wake(level));
         } else {
             self.on_count -= 1;

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use hashsink_units::{HashRate, JoulesPerTerahash, Watts};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Catalogue, CatalogueError};
 use crate::firmware::{ControlKind, FirmwareKind, FirmwareTraits, bundled_traits};
@@ -113,6 +113,44 @@ impl MinerSpec {
     }
 }
 
+/// How far above nameplate a fleet may draw. A comparison between controllers gives every one of
+/// them the same envelope, so that none gains from headroom another is not allowed to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// Every miner at or below its nameplate power (its preferred level): what any controller,
+    /// an on/off automation included, can use.
+    #[default]
+    Nameplate,
+    /// The firmware's whole range: Braiins OS lets an S21 draw 110 % of nameplate, stock
+    /// firmware has a 110 % mode.
+    Full,
+}
+
+impl Envelope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Envelope::Nameplate => "nameplate",
+            Envelope::Full => "full",
+        }
+    }
+}
+
+impl MinerSpec {
+    /// This spec with its levels limited to `envelope`: under `Nameplate`, no level above the
+    /// preferred one.
+    pub fn within(&self, envelope: Envelope) -> MinerSpec {
+        let mut spec = self.clone();
+        if envelope == Envelope::Nameplate {
+            let keep = self.preferred_level as usize + 1;
+            spec.levels.truncate(keep);
+            spec.level_hashrate.truncate(keep);
+        }
+        debug_assert!(spec.preferred_level <= spec.max_level());
+        spec
+    }
+}
+
 /// A fleet: specs, and miners that point at them. Miners of one spec are contiguous.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fleet {
@@ -160,6 +198,19 @@ impl Fleet {
 
     pub fn miner_ids(&self) -> impl Iterator<Item = MinerId> + '_ {
         (0..self.len() as u32).map(MinerId)
+    }
+
+    /// The same miners with every spec limited to `envelope`.
+    pub fn within(&self, envelope: Envelope) -> Fleet {
+        Fleet {
+            specs: self.specs.iter().map(|s| s.within(envelope)).collect(),
+            miner_spec: self.miner_spec.clone(),
+        }
+    }
+
+    /// Whether some miner may draw above nameplate (the full envelope differs from nameplate).
+    pub fn has_headroom(&self) -> bool {
+        self.specs.iter().any(|s| s.max_level() > s.preferred_level)
     }
 
     /// A one-line description: "28571 x Antminer S21 (braiins-os)".
@@ -573,6 +624,27 @@ mod tests {
 
     fn cat() -> Catalogue {
         Catalogue::bundled()
+    }
+
+    #[test]
+    fn the_nameplate_envelope_drops_every_level_above_nameplate_and_nothing_else() {
+        let full =
+            FleetConfig::build_from_shorthand("s21:3:braiins-os,s19jpro:2:stock-antminer", &cat())
+                .unwrap();
+        assert!(full.has_headroom());
+        let capped = full.within(Envelope::Nameplate);
+        assert!(!capped.has_headroom());
+        assert_eq!(capped.len(), full.len());
+        assert_eq!(capped.nameplate_power(), full.nameplate_power());
+        assert_eq!(capped.max_power(), capped.nameplate_power());
+        assert!(full.max_power() > capped.max_power() * 1.05);
+        for (c, f) in capped.specs.iter().zip(&full.specs) {
+            assert_eq!(c.max_power(), c.nameplate_power, "{}", c.model);
+            assert_eq!(c.levels[..], f.levels[..c.levels.len()]);
+            assert_eq!(c.level_hashrate.len(), c.levels.len());
+            assert_eq!(c.preferred_level, f.preferred_level);
+        }
+        assert_eq!(full.within(Envelope::Full), full);
     }
 
     #[test]

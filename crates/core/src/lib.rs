@@ -31,6 +31,6 @@ pub use controller::{
 };
 pub use firmware::{ControlKind, FirmwareKind};
 pub use fleet::{
-    Fleet, FleetConfig, FleetError, GroupConfig, MinerId, MinerSpec, SpecId, build_fleet,
+    Envelope, Fleet, FleetConfig, FleetError, GroupConfig, MinerId, MinerSpec, SpecId, build_fleet,
 };
 pub use setpoint::{Setpoint, SetpointConfig};

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use hashsink_core::{Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig};
+use hashsink_core::{
+    Catalogue, ControllerConfig, ControllerSettings, Envelope, Fleet, FleetConfig,
+};
 use hashsink_twin::compare::{self, Comparison, Terms};
 use hashsink_twin::{
     ControllerChoice, MeterSettings, NuclearMethod, Profile, RunReport, StepSettings,
@@ -28,6 +30,26 @@ pub enum Which {
     Both,
     /// hashsink, the setpoint dispatch and the on/off baseline.
     All,
+}
+
+/// The fleet envelope every controller of a run is limited to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EnvelopeArg {
+    /// Every miner at or below nameplate, for every controller; hashsink also runs on the
+    /// firmware's full range, in a column of its own, where the fleet has one.
+    Nameplate,
+    /// The firmware's whole range (Braiins OS up to 110 %) for every controller, the on/off
+    /// baseline included (it runs its miners at the top level).
+    Full,
+}
+
+impl From<EnvelopeArg> for Envelope {
+    fn from(arg: EnvelopeArg) -> Self {
+        match arg {
+            EnvelopeArg::Nameplate => Envelope::Nameplate,
+            EnvelopeArg::Full => Envelope::Full,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -52,6 +74,12 @@ pub struct SimulateArgs {
     /// same fleet.
     #[arg(long, value_enum, default_value = "all")]
     pub controller: Which,
+    /// The fleet envelope, the same for every controller (default: `nameplate` when a reference
+    /// controller runs, `full` when hashsink runs alone). Under `nameplate` hashsink runs a second
+    /// time on the firmware's full range (`hashsink+headroom`) where the fleet has one, and the
+    /// table says how much energy the headroom adds.
+    #[arg(long, value_enum)]
+    pub envelope: Option<EnvelopeArg>,
     /// Seed for noise and faults. The same seed gives byte-identical output.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -246,6 +274,7 @@ impl SimulateArgs {
                 "s21xp:6000:braiins-os,m60s:4000:whatsminer-v3,s21:4000:luxos,s19jpro:2000:stock"
                     .into(),
             controller: Which::All,
+            envelope: None,
             seed,
             days: Some(days),
             start: None,
@@ -330,7 +359,11 @@ pub fn load_settings(path: Option<&Path>) -> Result<ControllerConfig> {
 /// The runs of one `simulate` call.
 pub struct Outcome {
     pub profile: Arc<Profile>,
+    /// The fleet every controller ran, within `envelope`.
     pub fleet: Arc<Fleet>,
+    pub envelope: Envelope,
+    /// The full-envelope fleet of the `hashsink+headroom` run, if there was one.
+    pub headroom_fleet: Option<Arc<Fleet>>,
     pub start: hashsink_units::Timestamp,
     pub duration: Duration,
     pub reports: Vec<RunReport>,
@@ -383,6 +416,15 @@ pub fn execute_on(
         steps: args.disturb.step_settings()?,
         meter: args.disturb.meter()?,
         trace_every: (args.trace.is_some() || args.plot.is_some()).then(|| Duration::from_secs(60)),
+        envelope: args.envelope.map_or(
+            if args.controller == Which::Hashsink {
+                Envelope::Full
+            } else {
+                Envelope::Nameplate
+            },
+            Envelope::from,
+        ),
+        headroom: args.controller != Which::Hashsink,
     };
     let wanted: &[&str] = match args.controller {
         Which::Hashsink => &["hashsink"],
@@ -402,7 +444,7 @@ pub fn execute_on(
     for scenario in &comparison.scenarios {
         let label = format!(
             "{} on {}",
-            scenario.controller.name(),
+            scenario.label.unwrap_or(scenario.controller.name()),
             comparison.profile.name
         );
         let bar = crate::progress::bar(show_progress, &label);
@@ -430,6 +472,8 @@ pub fn execute_on(
         disturbance: comparison.describe_disturbance(),
         profile: comparison.profile,
         fleet: comparison.fleet,
+        envelope: comparison.envelope,
+        headroom_fleet: comparison.headroom_fleet,
         start: comparison.start,
         duration: comparison.duration,
         reports,
@@ -519,12 +563,15 @@ pub fn to_json(outcome: &Outcome, seed: u64) -> serde_json::Value {
         "ideal": first.ideal,
         "disturbance": outcome.disturbance,
         "profile": profile,
+        "envelope": outcome.envelope.name(),
         "fleet": {
             "description": outcome.fleet.describe(),
             "miners": outcome.fleet.len(),
             "nameplate_mw": outcome.fleet.nameplate_power().mw(),
             "max_mw": outcome.fleet.max_power().mw(),
+            "full_envelope_max_mw": outcome.headroom_fleet.as_ref().map(|f| f.max_power().mw()),
         },
+        "headroom": compare::headroom_gain(&outcome.reports),
         "seed": seed,
     })
 }
@@ -547,11 +594,20 @@ pub fn render_table(outcome: &Outcome) -> String {
         out.push_str(&format!("         {line}\n"));
     }
     out.push_str(&format!(
-        "fleet    {} ({:.1} MW nameplate, {:.1} MW max), the same for every controller\n\n",
+        "fleet    {} ({:.1} MW nameplate, {:.1} MW max: the {} envelope), the same for every controller\n",
         outcome.fleet.describe(),
         outcome.fleet.nameplate_power().mw(),
-        outcome.fleet.max_power().mw()
+        outcome.fleet.max_power().mw(),
+        outcome.envelope.name()
     ));
+    if let Some(full) = &outcome.headroom_fleet {
+        out.push_str(&format!(
+            "         {}: hashsink on the firmware's full range ({:.1} MW max), a capability the references are not given here\n",
+            compare::HEADROOM,
+            full.max_power().mw()
+        ));
+    }
+    out.push('\n');
     type Cell = fn(&RunReport) -> String;
     // (label, a controller's value, the ideal's value where it has one)
     let rows: [(&str, Cell, Option<Cell>); 17] = [
@@ -638,7 +694,7 @@ pub fn render_table(outcome: &Outcome) -> String {
         (
             "invariant violations",
             |r| {
-                if r.controller == "hashsink" {
+                if r.controller.starts_with("hashsink") {
                     r.violation_count.to_string()
                 } else {
                     "not checked".into()
@@ -647,30 +703,70 @@ pub fn render_table(outcome: &Outcome) -> String {
             None,
         ),
     ];
-    out.push_str(&format!("{:<44}", "KPI"));
-    for r in &outcome.reports {
-        out.push_str(&format!("{:>22}", r.controller));
-    }
-    out.push_str(&format!("{:>22}\n", "ideal"));
-    for (label, cell, ideal) in rows {
+    // One row of cells per KPI: each controller's value, then the ideal's.
+    let header: Vec<String> = (outcome.reports.iter())
+        .map(|r| r.controller.clone())
+        .chain(["ideal".to_string()])
+        .collect();
+    let body: Vec<(&str, Vec<String>)> = rows
+        .iter()
+        .map(|(label, cell, ideal)| {
+            let cells = (outcome.reports.iter().map(cell))
+                .chain([ideal.map_or(String::new(), |f| f(first))])
+                .collect();
+            (*label, cells)
+        })
+        .collect();
+    // A column is 22 wide, or wider with two spaces before its longest cell.
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            let longest = (body.iter().map(|(_, cells)| cells[c].len()))
+                .chain([header[c].len()])
+                .max()
+                .unwrap_or(0);
+            (longest + 2).max(22)
+        })
+        .collect();
+    let mut push_row = |label: &str, cells: &[String]| {
         out.push_str(&format!("{label:<44}"));
-        for r in &outcome.reports {
-            out.push_str(&format!("{:>22}", cell(r)));
+        for (cell, w) in cells.iter().zip(&widths) {
+            out.push_str(&format!("{cell:>w$}"));
         }
-        let ideal = ideal.map_or("".into(), |f| f(first));
-        out.push_str(&format!("{ideal:>22}\n"));
+        out.push('\n');
+    };
+    push_row("KPI", &header);
+    for (label, cells) in &body {
+        push_row(label, cells);
     }
     out.push_str(
         "\nideal: the fleet at min(surplus reading, capacity), each model after its firmware's \
          setpoint delay and at its ramps, with no margin and no wake delay; its import is the \
          physical floor of the steps and the meter's lag.\n",
     );
+    if let Some(gain) = compare::headroom_gain(&outcome.reports) {
+        out.push_str(&render_headroom(&gain));
+    }
     for r in &outcome.reports {
         for v in &r.violations {
             out.push_str(&format!("violation ({}): {v}\n", r.controller));
         }
     }
     out
+}
+
+/// What the headroom adds, in energy: the `hashsink+headroom` column's absorption is of a larger
+/// reachable surplus and is not to be set beside the others'.
+fn render_headroom(gain: &compare::HeadroomGain) -> String {
+    format!(
+        "headroom: on the firmware's full range hashsink absorbs {:.1} MWh, {:.1} MWh ({:+.2} %) \
+         more than at nameplate: a gain of the capability, not of control. Its absorption % is of \
+         the {:.1} MWh reachable on the full range (at nameplate: {:.1} MWh).\n",
+        gain.full_absorbed_mwh,
+        gain.full_absorbed_mwh - gain.nameplate_absorbed_mwh,
+        gain.added_pct,
+        gain.full_reachable_mwh,
+        gain.nameplate_reachable_mwh
+    )
 }
 
 /// Speed line for stderr: simulated miner-seconds per wall second.

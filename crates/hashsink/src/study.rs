@@ -115,15 +115,16 @@ pub fn write_outputs(report: &StudyReport, out: &Path) -> Result<()> {
     write("report.html", study_report::html(report)?)?;
 
     let mut csv = String::from(
-        "model,firmware,installed_mw,miners,capex_usd,capture_factor,utilisation,absorbed_mwh_per_year,npv_p10_usd,npv_p50_usd,npv_p90_usd,probability_of_loss\n",
+        "model,firmware,installed_mw,max_draw_mw,miners,capex_usd,capture_factor,utilisation,absorbed_mwh_per_year,npv_p10_usd,npv_p50_usd,npv_p90_usd,probability_of_loss,npv_p50_on_selection_usd\n",
     );
     for r in &report.fleet_sweep {
         let _ = writeln!(
             csv,
-            "{},{},{:.3},{},{:.0},{:.5},{:.5},{:.1},{},{},{},{:.4}",
+            "{},{},{:.3},{:.3},{},{:.0},{:.5},{:.5},{:.1},{},{},{},{:.4},{:.0}",
             r.model,
             r.firmware,
             r.installed_mw,
+            r.max_draw_mw,
             r.miners,
             r.capex_usd,
             r.capture_factor,
@@ -132,7 +133,8 @@ pub fn write_outputs(report: &StudyReport, out: &Path) -> Result<()> {
             opt(r.npv_usd.p10),
             opt(r.npv_usd.p50),
             opt(r.npv_usd.p90),
-            r.probability_of_loss
+            r.probability_of_loss,
+            r.npv_p50_on_selection_usd
         );
     }
     write("fleet_sweep.csv", csv)?;
@@ -217,17 +219,23 @@ fn opt(v: Option<f64>) -> String {
 pub fn summary(r: &StudyReport, out: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}\n", r.title);
+    let _ = writeln!(
+        s,
+        "Verdict     {} (paths with {})",
+        r.verdict, r.verdict_basis
+    );
     let d = &r.design;
     let _ = writeln!(
         s,
-        "Design      {:.1} MW of {} ({}): {} miners, capex {} (hardware {}, site {})",
+        "Design      {:.1} MW of {} ({}): {} miners, capex {} (hardware {}, site {} for {:.1} MW of maximum draw)",
         d.installed_mw,
         d.model,
         d.firmware,
         d.miners,
         money(d.hardware_usd + d.infrastructure_usd),
         money(d.hardware_usd),
-        money(d.infrastructure_usd)
+        money(d.infrastructure_usd),
+        d.max_draw_mw
     );
     let _ = writeln!(
         s,
@@ -236,6 +244,13 @@ pub fn summary(r: &StudyReport, out: &Path) -> String {
         d.surplus_mwh_per_year,
         r.capture_factor * 100.0,
         r.utilisation * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "Import      {:.0} MWh/yr (sleeping miners' standby without surplus), {} a year at {}",
+        d.import_mwh_per_year,
+        money(d.import_usd_per_year),
+        r.import_priced_at
     );
     let p = |x: Option<f64>| x.map(money).unwrap_or_else(|| "-".into());
     let _ = writeln!(
@@ -282,7 +297,36 @@ pub fn summary(r: &StudyReport, out: &Path) -> String {
         r.alternative_usd_per_mwh,
         r.alternative
     );
-    let _ = writeln!(s, "\nFleet sweep (median NPV)");
+    for c in &r.drift_cases {
+        let _ = writeln!(
+            s,
+            "Price trend {:<38} NPV P50 {:>12}  loss {:>5.1} %  break-even BTC {:.0} USD{}",
+            c.label,
+            p(c.npv_usd.p50),
+            c.probability_of_loss * 100.0,
+            c.breakeven_btc_usd,
+            if c.verdict_basis {
+                "  (the verdict's)"
+            } else {
+                ""
+            }
+        );
+    }
+    let sel = &r.selection;
+    let _ = writeln!(
+        s,
+        "Choice      by {}: median NPV {} there, {} on the reported paths (in-sample gap {}){}",
+        sel.method,
+        money(sel.chosen_npv_p50_on_selection_usd),
+        money(sel.chosen_npv_p50_on_reported_usd),
+        money(sel.in_sample_gap_usd),
+        sel.in_sample_choice
+            .as_ref()
+            .map_or(String::new(), |c| format!(
+                "; in sample it would have been {c}"
+            ))
+    );
+    let _ = writeln!(s, "\nFleet sweep (median NPV on the reported paths)");
     for row in &r.fleet_sweep {
         let _ = writeln!(
             s,

@@ -388,15 +388,7 @@ fn chart(h: &mut String, svg: String, caption: &str) {
 /// The page's head, style, title and the verdict.
 fn head(h: &mut String, r: &StudyReport) {
     let d = &r.design;
-    let verdict = match r.npv_usd.p50 {
-        Some(v) if v > 0.0 && r.probability_of_loss < 0.2 => {
-            "Mining the surplus pays in most market paths."
-        }
-        Some(v) if v > 0.0 => {
-            "Mining the surplus pays in the median path, with a material chance of loss."
-        }
-        _ => "Mining the surplus does not pay in the median path.",
-    };
+    let verdict = format!("{} (Market paths with {}.)", r.verdict, r.verdict_basis);
     let _ = write!(
         h,
         r#"<!DOCTYPE html>
@@ -415,6 +407,7 @@ figure {{ margin: 1em 0; }} .note {{ color: #555; font-size: 0.9em; }}
 <p class="verdict">{verdict} Recommended design: <b>{mw:.1} MW of {model} ({fw})</b>, {miners} miners.</p>
 "#,
         title = escape(&r.title),
+        verdict = escape(&verdict),
         mw = d.installed_mw,
         model = escape(&d.model),
         fw = escape(&d.firmware),
@@ -452,9 +445,10 @@ fn answer(h: &mut String, r: &StudyReport) {
 <tr><td>Break-even hashprice</td><td>{bh:.1} USD/PH/day (today {th:.1})</td></tr>
 <tr><td>Alternative value of the absorbed energy</td><td>{alt:.1} USD/MWh ({altl})</td></tr>
 <tr><td>Capture factor (absorbed / surplus)</td><td>{cf:.1} %</td></tr>
-<tr><td>Utilisation (absorbed / installed x hours)</td><td>{ut:.1} %</td></tr>
-<tr><td>Capex</td><td>{capex} (hardware {hw} at {usdth:.1} USD/TH, site {infra})</td></tr>
-<tr><td>Energy absorbed per year</td><td>{abs:.0} MWh of {sur:.0} MWh surplus; import {imp:.2} MWh</td></tr>
+<tr><td>Utilisation (absorbed / maximum draw x hours)</td><td>{ut:.1} %</td></tr>
+<tr><td>Capex</td><td>{capex} (hardware {hw} at {usdth:.1} USD/TH, site {infra} for {maxmw:.1} MW of maximum draw)</td></tr>
+<tr><td>Energy absorbed per year</td><td>{abs:.0} MWh of {sur:.0} MWh surplus</td></tr>
+<tr><td>Energy imported per year (sleeping miners' standby without surplus)</td><td>{imp:.1} MWh, {impusd} a year at {impat}</td></tr>
 </table>
 "#,
         paths = r.market.paths,
@@ -487,9 +481,55 @@ fn answer(h: &mut String, r: &StudyReport) {
         hw = money(d.hardware_usd),
         usdth = d.usd_per_th,
         infra = money(d.infrastructure_usd),
+        maxmw = d.max_draw_mw,
         abs = d.absorbed_mwh_per_year,
         sur = d.surplus_mwh_per_year,
         imp = d.import_mwh_per_year,
+        impusd = money(d.import_usd_per_year),
+        impat = escape(&r.import_priced_at),
+    );
+    drift_and_choice(h, r);
+}
+
+/// The verdict under each BTC price trend, and how the design was chosen.
+fn drift_and_choice(h: &mut String, r: &StudyReport) {
+    if !r.drift_cases.is_empty() {
+        h.push_str("<h3>The BTC price trend</h3>\n<table><tr><th>price trend</th><th>NPV P10</th><th>NPV P50</th><th>NPV P90</th><th>P(loss)</th><th>break-even BTC (P50)</th><th>verdict</th></tr>\n");
+        for c in &r.drift_cases {
+            let n = pct3(&c.npv_usd, money);
+            let _ = writeln!(
+                h,
+                "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} %</td><td>{:.0} USD</td><td>{}</td></tr>",
+                escape(&c.label),
+                if c.verdict_basis {
+                    " (the verdict's)"
+                } else {
+                    ""
+                },
+                n[0],
+                n[1],
+                n[2],
+                c.probability_of_loss * 100.0,
+                c.breakeven_btc_usd,
+                escape(&c.verdict)
+            );
+        }
+        h.push_str("</table>\n<p class=\"note\">The same design on the same path numbers; only the price trend differs (the bootstrap's returns re-centred, their spread kept). Network hashrate grows as fitted in every row.</p>\n");
+    }
+    let s = &r.selection;
+    let _ = writeln!(
+        h,
+        "<h3>How the design was chosen</h3>\n<p>By {}. Its median NPV is {} on the paths it was chosen on and {} on the paths reported: an in-sample gap of {}.{}</p>",
+        escape(&s.method),
+        money(s.chosen_npv_p50_on_selection_usd),
+        money(s.chosen_npv_p50_on_reported_usd),
+        money(s.in_sample_gap_usd),
+        s.in_sample_choice
+            .as_ref()
+            .map_or(String::new(), |c| format!(
+                " Chosen on the reported paths themselves, the pick would have been {}.",
+                escape(c)
+            ))
     );
 }
 
@@ -513,15 +553,16 @@ fn surplus_and_sizing(h: &mut String, r: &StudyReport) -> Result<()> {
         sizing(r)?,
         "Each point is the fleet dispatched through the twin with the daemon's controller, valued on the same market paths.",
     );
-    h.push_str("<table><tr><th>model</th><th>MW</th><th>miners</th><th>capex</th><th>capture</th><th>utilisation</th><th>NPV P10</th><th>NPV P50</th><th>NPV P90</th><th>P(loss)</th></tr>\n");
+    h.push_str("<table><tr><th>model</th><th>MW</th><th>max draw MW</th><th>miners</th><th>capex</th><th>capture</th><th>utilisation</th><th>NPV P10</th><th>NPV P50</th><th>NPV P90</th><th>P(loss)</th></tr>\n");
     for s in &r.fleet_sweep {
         let n = pct3(&s.npv_usd, money);
         let _ = writeln!(
             h,
-            "<tr><td>{} ({})</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.1} %</td><td>{:.1} %</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} %</td></tr>",
+            "<tr><td>{} ({})</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.1} %</td><td>{:.1} %</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} %</td></tr>",
             escape(&s.model),
             escape(&s.firmware),
             s.installed_mw,
+            s.max_draw_mw,
             s.miners,
             money(s.capex_usd),
             s.capture_factor * 100.0,
@@ -621,7 +662,8 @@ fn assumptions(h: &mut String, r: &StudyReport) {
 <table>
 <tr><td>Horizon, discount rate</td><td>{hy} years, {dr:.1} %/yr</td></tr>
 <tr><td>Coins sold as mined</td><td>{sell:.0} % (the rest sold at the horizon)</td></tr>
-<tr><td>Site infrastructure</td><td>{infra:.0} USD/MW</td></tr>
+<tr><td>Site infrastructure</td><td>{infra:.0} USD per MW of the fleet's maximum draw</td></tr>
+<tr><td>Imported energy</td><td>{impat}</td></tr>
 <tr><td>Opex</td><td>{omw:.0} USD/MW/yr + {omwh:.2} USD/MWh</td></tr>
 <tr><td>Pool fee</td><td>{pool:.1} %</td></tr>
 <tr><td>Hardware failures, efficiency decay</td><td>{fail:.1} %/yr, {decay:.1} %/yr</td></tr>
@@ -637,6 +679,7 @@ fn assumptions(h: &mut String, r: &StudyReport) {
         dr = r.discount_rate * 100.0,
         sell = r.sell_share * 100.0,
         infra = c.infrastructure_usd_per_mw,
+        impat = escape(&r.import_priced_at),
         omw = c.opex_usd_per_mw_year,
         omwh = c.opex_usd_per_mwh,
         pool = c.pool_fee * 100.0,

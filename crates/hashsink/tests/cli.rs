@@ -83,6 +83,45 @@ fn wind_year_meets_the_goals_and_beats_the_baseline() {
         (0.9..1.2).contains(&drops),
         "the wind case has about one drop a day: {drops}"
     );
+    // Both controllers ran the same envelope (nameplate); hashsink on the firmware's 110 % ran
+    // beside them, and the gain of that capability is reported in energy, apart.
+    assert_eq!(v["envelope"], "nameplate");
+    let nameplate = num(&v, &["fleet", "nameplate_mw"]);
+    assert!((num(&v, &["fleet", "max_mw"]) - nameplate).abs() < 1e-9);
+    assert!((num(&v, &["fleet", "full_envelope_max_mw"]) / nameplate - 1.1).abs() < 1e-6);
+    let full = |k: &str| num(&v, &["controllers", "hashsink+headroom", k]);
+    assert!(full("absorbed_mwh") > hs("absorbed_mwh"));
+    let added = num(&v, &["headroom", "added_pct"]);
+    let expected = 100.0 * (full("absorbed_mwh") / hs("absorbed_mwh") - 1.0);
+    assert!((added - expected).abs() < 1e-9 && added > 1.0, "{added}");
+}
+
+/// `--envelope full` gives every controller the firmware's whole range, the on/off baseline
+/// included; no headroom run is added then.
+#[test]
+fn the_full_envelope_is_given_to_every_controller() {
+    let v = json_of(&[
+        "simulate",
+        "--profile",
+        "wind",
+        "--days",
+        "2",
+        "--envelope",
+        "full",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(v["envelope"], "full");
+    let (nameplate, max) = (
+        num(&v, &["fleet", "nameplate_mw"]),
+        num(&v, &["fleet", "max_mw"]),
+    );
+    assert!((max / nameplate - 1.1).abs() < 1e-6, "{max} / {nameplate}");
+    assert!(v["headroom"].is_null());
+    assert!(v["controllers"].get("hashsink+headroom").is_none());
+    for c in ["hashsink", "setpoint", "baseline"] {
+        assert!(v["controllers"][c]["absorption_pct"].is_number(), "{c}");
+    }
 }
 
 #[test]
@@ -253,10 +292,12 @@ fn example_files_run() {
             "controller,timestamp,surplus_mw,allowed_mw,running_mw,standby_mw,hashrate_phs,faulted_miners"
         )
     );
-    // Six hours a minute apart, for each of the three controllers.
-    assert_eq!(lines.count(), 3 * 361);
+    // Six hours a minute apart, for each of the three controllers at nameplate and hashsink on
+    // the example fleet's full range.
+    assert_eq!(lines.count(), 4 * 361);
     assert!(csv.contains("\nbaseline,2026-03-01T00:00:00Z,"));
     assert!(csv.contains("\nsetpoint,2026-03-01T00:00:00Z,"));
+    assert!(csv.contains("\nhashsink+headroom,2026-03-01T00:00:00Z,"));
     let _ = v;
     let v = json_of(&[
         "simulate",

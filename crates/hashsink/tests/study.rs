@@ -127,6 +127,120 @@ fn check_outputs(v: &Value, dir: &Path) {
         num(v, &["market", "paths"]) as usize,
         "one CSV row per path"
     );
+    check_terms(v);
+}
+
+/// Issue 17's terms: the site priced on the fleet's maximum draw, imported energy costed, the
+/// design chosen on other paths than those reported, the verdict under both price trends.
+fn check_terms(v: &Value) {
+    let d = &v["design"];
+    let (nameplate, max_draw) = (num(d, &["installed_mw"]), num(d, &["max_draw_mw"]));
+    assert!(max_draw >= nameplate, "{max_draw} below {nameplate}");
+    if d["firmware"] == "braiins-os" {
+        assert!(
+            (max_draw / nameplate - 1.1).abs() < 1e-6,
+            "{max_draw} / {nameplate}"
+        );
+    }
+    let per_mw = num(v, &["costs", "infrastructure_usd_per_mw"]);
+    assert!((num(d, &["infrastructure_usd"]) - per_mw * max_draw).abs() < 1.0);
+    // A fleet that sleeps through hours without surplus imports its standby, and pays for it
+    // at the tariff where one is set.
+    assert!(num(d, &["import_mwh_per_year"]) > 0.0);
+    if let Some(tariff) = v["costs"]["import_usd_per_mwh"].as_f64() {
+        let expected = tariff * num(d, &["import_mwh_per_year"]);
+        assert!((num(d, &["import_usd_per_year"]) / expected - 1.0).abs() < 1e-6);
+    }
+    let selection = &v["selection"];
+    let cases = v["drift_cases"].as_array().expect("drift_cases is a list");
+    if v["market"]["mode"] == "monte-carlo" {
+        assert_eq!(selection["out_of_sample"], true);
+        let gap = num(selection, &["chosen_npv_p50_on_selection_usd"])
+            - num(selection, &["chosen_npv_p50_on_reported_usd"]);
+        assert!((gap - num(selection, &["in_sample_gap_usd"])).abs() < 1e-6);
+        assert_eq!(
+            num(selection, &["chosen_npv_p50_on_reported_usd"]),
+            num(v, &["npv_usd", "p50"]),
+            "the reported NPV is on the reported paths"
+        );
+        let labels: Vec<&str> = cases.iter().map(|c| c["label"].as_str().unwrap()).collect();
+        assert!(labels.contains(&"no price drift"), "{labels:?}");
+        assert!(
+            labels
+                .iter()
+                .any(|l| l.starts_with("the fitted price drift")),
+            "{labels:?}"
+        );
+        let basis: Vec<&Value> = cases
+            .iter()
+            .filter(|c| c["verdict_basis"] == true)
+            .collect();
+        assert_eq!(basis.len(), 1);
+        // The verdict's figures are the report's headline.
+        assert_eq!(
+            num(basis[0], &["npv_usd", "p50"]),
+            num(v, &["npv_usd", "p50"])
+        );
+        assert_eq!(basis[0]["verdict"], v["verdict"]);
+        assert!(
+            v["verdict_basis"]
+                .as_str()
+                .unwrap()
+                .contains(basis[0]["label"].as_str().unwrap())
+        );
+    } else {
+        assert_eq!(selection["out_of_sample"], false);
+        assert!(cases.is_empty());
+        assert!(v["verdict_basis"].as_str().unwrap().contains("historical"));
+    }
+}
+
+/// A headline figure of a bundled example, pinned. The tolerances are a change of method's
+/// budget: a change that moves a figure beyond them says why in the README ("Pinned figures").
+struct Pinned {
+    drift: &'static str,
+    npv_p50_usd: f64,
+    probability_of_loss: f64,
+    breakeven_btc_usd: f64,
+}
+
+fn check_pinned(v: &Value, model: &str, installed_mw: f64, pins: &[Pinned]) {
+    assert_eq!(v["design"]["model"], model);
+    let mw = num(v, &["design", "installed_mw"]);
+    assert!(
+        (mw - installed_mw).abs() < 0.5,
+        "{mw} MW, pinned {installed_mw}"
+    );
+    let cases = v["drift_cases"].as_array().unwrap();
+    for pin in pins {
+        let case = cases
+            .iter()
+            .find(|c| c["label"].as_str().unwrap().starts_with(pin.drift))
+            .unwrap_or_else(|| panic!("no case {}", pin.drift));
+        let npv = num(case, &["npv_usd", "p50"]);
+        let spread = num(v, &["npv_usd", "p90"]) - num(v, &["npv_usd", "p10"]);
+        assert!(
+            (npv - pin.npv_p50_usd).abs() <= 0.01 * spread,
+            "{}: median NPV {npv:.0} USD, pinned {:.0} (tolerance 1 % of the P10-P90 spread, {:.0})",
+            pin.drift,
+            pin.npv_p50_usd,
+            0.01 * spread
+        );
+        let loss = num(case, &["probability_of_loss"]);
+        assert!(
+            (loss - pin.probability_of_loss).abs() <= 0.005,
+            "{}: probability of loss {loss}, pinned {}",
+            pin.drift,
+            pin.probability_of_loss
+        );
+        let breakeven = num(case, &["breakeven_btc_usd"]);
+        assert!(
+            (breakeven / pin.breakeven_btc_usd - 1.0).abs() <= 0.005,
+            "{}: break-even {breakeven:.0} USD, pinned {:.0}",
+            pin.drift,
+            pin.breakeven_btc_usd
+        );
+    }
 }
 
 /// Chromium's rendering of the report: every chart is an SVG with drawn shapes in it.
@@ -201,11 +315,31 @@ fn check_in_chromium(html: &Path) {
     );
 }
 
+/// The nuclear example as shipped (2,000 paths, seed 42): its headline figures are pinned.
 #[test]
 fn nuclear_example_writes_the_report_and_its_charts_draw_in_chromium() {
     let dir = out_dir("study-nuclear");
-    let v = study("examples/nuclear-study.toml", &dir, &["--paths", "300"]);
+    let v = study("examples/nuclear-study.toml", &dir, &[]);
     check_outputs(&v, &dir);
+    check_pinned(
+        &v,
+        "Antminer S19j Pro",
+        10.0,
+        &[
+            Pinned {
+                drift: "no price drift",
+                npv_p50_usd: 68_957.0,
+                probability_of_loss: 0.4785,
+                breakeven_btc_usd: 72_618.0,
+            },
+            Pinned {
+                drift: "the fitted price drift",
+                npv_p50_usd: 735_767.0,
+                probability_of_loss: 0.344,
+                breakeven_btc_usd: 72_701.0,
+            },
+        ],
+    );
     assert_eq!(v["market"]["mode"], "monte-carlo");
     // Ontario's surplus is mostly nights: the recommended fleet is far below the peak.
     assert!(num(&v, &["design", "installed_mw"]) < 200.0);
@@ -214,11 +348,31 @@ fn nuclear_example_writes_the_report_and_its_charts_draw_in_chromium() {
     check_in_chromium(&dir.join("report.html"));
 }
 
+/// The wind example as shipped (2,000 paths, seed 7): its headline figures are pinned.
 #[test]
 fn wind_example_writes_the_report() {
     let dir = out_dir("study-wind");
-    let v = study("examples/wind-study.toml", &dir, &["--paths", "300"]);
+    let v = study("examples/wind-study.toml", &dir, &[]);
     check_outputs(&v, &dir);
+    check_pinned(
+        &v,
+        "Antminer S19j Pro",
+        12.0,
+        &[
+            Pinned {
+                drift: "no price drift",
+                npv_p50_usd: -2_175_163.0,
+                probability_of_loss: 0.8715,
+                breakeven_btc_usd: 143_720.0,
+            },
+            Pinned {
+                drift: "the fitted price drift",
+                npv_p50_usd: -1_453_143.0,
+                probability_of_loss: 0.717,
+                breakeven_btc_usd: 142_505.0,
+            },
+        ],
+    );
     // Curtailed energy is worth nothing otherwise.
     assert_eq!(num(&v, &["alternative_usd_per_mwh"]), 0.0);
     assert_eq!(num(&v, &["sell_share"]), 0.5);
@@ -347,6 +501,18 @@ fn bad_study_files_are_refused_with_a_clear_error() {
         "bad-sell",
         &format!("[surplus]\nprofile = \"wind\"\n{model}[finance]\nsell = \"weekly\"\n"),
         &["study.toml:6", "\"daily\", \"hold\""],
+    );
+    refused(
+        "bad-drift",
+        &format!(
+            "[surplus]\nprofile = \"wind\"\n{model}[market]\nprice_drift_per_year = \"fited\"\n"
+        ),
+        &["study.toml:6", "price_drift_per_year", "\"fitted\""],
+    );
+    refused(
+        "negative-tariff",
+        &format!("[surplus]\nprofile = \"wind\"\n{model}[costs]\nimport_usd_per_mwh = -1\n"),
+        &["study.toml:6", "import_usd_per_mwh", "out of range"],
     );
     refused(
         "short-profile",

@@ -103,6 +103,9 @@ pub struct CostsSection {
     pub efficiency_decay_per_year: Option<f64>,
     pub uptime: Option<f64>,
     pub salvage_share: Option<f64>,
+    /// What energy drawn from the grid costs (sleeping miners' standby when there is no
+    /// surplus, and any control import), USD/MWh; default: the alternative price of the hour.
+    pub import_usd_per_mwh: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -136,10 +139,28 @@ pub struct MarketSection {
     pub fit_from: Option<String>,
     pub fit_to: Option<String>,
     pub block_days: Option<usize>,
-    /// BTC price drift per year instead of the fitted one (0.0: no trend).
-    pub price_drift_per_year: Option<f64>,
+    /// BTC price drift per year: a share (0.0, the default: no trend) or "fitted" (the fit
+    /// window's own trend). The report shows the verdict under both.
+    pub price_drift_per_year: Option<DriftSetting>,
     /// Network hashrate growth per year instead of the fitted one.
     pub hashrate_growth_per_year: Option<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DriftSetting {
+    Word(String),
+    Rate(f64),
+}
+
+/// The BTC price trend the verdict's paths carry.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceDrift {
+    /// The fit window's own trend.
+    Fitted,
+    /// This share per year (0: none).
+    Set(f64),
 }
 
 /// What a study error says: where, and what to do.
@@ -197,6 +218,8 @@ pub struct Costs {
     pub efficiency_decay_per_year: f64,
     pub uptime: f64,
     pub salvage_share: f64,
+    /// What imported energy costs, USD/MWh (None: the alternative price of the hour, at least 0).
+    pub import_usd_per_mwh: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -211,7 +234,11 @@ pub struct Finance {
 #[derive(Clone, Debug)]
 pub enum MarketMode {
     MonteCarlo {
+        /// The model of the verdict's paths (with the study's price drift).
         model: Box<ForwardModel>,
+        /// The same fit with its own price trend, for the fitted-drift figures.
+        fitted: Box<ForwardModel>,
+        drift: PriceDrift,
         paths: usize,
         seed: u64,
     },
@@ -762,6 +789,19 @@ fn costs(c: &Checker, k: &CostsSection) -> Result<Costs, StudyError> {
             (0.0, 1.0),
             " (share of the hardware price recovered at the horizon)",
         )?,
+        import_usd_per_mwh: k
+            .import_usd_per_mwh
+            .map(|v| {
+                c.number(
+                    "costs",
+                    "import_usd_per_mwh",
+                    Some(v),
+                    0.0,
+                    (0.0, 1e4),
+                    " (the tariff for energy taken from the grid)",
+                )
+            })
+            .transpose()?,
     };
     Ok(costs)
 }
@@ -903,26 +943,43 @@ fn market(
                     format!("{paths} must be between 1 and {MAX_PATHS}"),
                 ));
             }
-            let drift = |key: &str, v: Option<f64>| -> Result<Option<f64>, StudyError> {
-                v.map(|x| {
-                    c.number(
-                        "market",
-                        key,
-                        Some(x),
-                        0.0,
-                        (-0.9, 5.0),
-                        " (a share per year: 0.1 is +10 %)",
-                    )
-                })
-                .transpose()
+            let rate = |key: &str, x: f64| {
+                c.number(
+                    "market",
+                    key,
+                    Some(x),
+                    0.0,
+                    (-0.9, 5.0),
+                    " (a share per year: 0.1 is +10 %)",
+                )
             };
-            let price_drift = drift("price_drift_per_year", m.price_drift_per_year)?;
-            let hashrate_growth = drift("hashrate_growth_per_year", m.hashrate_growth_per_year)?;
-            let model = ForwardModel::fit(&history, fit_from, fit_to, start, block_days)
+            let drift = match &m.price_drift_per_year {
+                None => PriceDrift::Set(0.0),
+                Some(DriftSetting::Word(w)) if w == "fitted" => PriceDrift::Fitted,
+                Some(DriftSetting::Word(w)) => {
+                    return Err(c.err(
+                        "market",
+                        "price_drift_per_year",
+                        format!("{w:?}: use \"fitted\" or a share per year such as 0.0 (no trend) or 0.1"),
+                    ));
+                }
+                Some(DriftSetting::Rate(x)) => PriceDrift::Set(rate("price_drift_per_year", *x)?),
+            };
+            let hashrate_growth = m
+                .hashrate_growth_per_year
+                .map(|x| rate("hashrate_growth_per_year", x))
+                .transpose()?;
+            let fitted = ForwardModel::fit(&history, fit_from, fit_to, start, block_days)
                 .map_err(|e| c.err("market", "fit_from", e.to_string()))?
-                .with_drifts(price_drift, hashrate_growth);
+                .with_drifts(None, hashrate_growth);
+            let model = match drift {
+                PriceDrift::Fitted => fitted.clone(),
+                PriceDrift::Set(x) => fitted.clone().with_drifts(Some(x), None),
+            };
             MarketMode::MonteCarlo {
                 model: Box::new(model),
+                fitted: Box::new(fitted),
+                drift,
                 paths,
                 seed: m.seed.unwrap_or(1),
             }

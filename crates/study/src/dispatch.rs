@@ -47,19 +47,25 @@ pub struct DayDispatch {
     pub ph_days: f64,
     /// What the absorbed energy would have fetched in the alternative, USD.
     pub alternative_usd: f64,
+    /// What the imported energy (`import_mwh`) cost, USD.
+    pub import_usd: f64,
 }
 
 /// A fleet design and how it follows the profile.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Dispatch {
     pub candidate: usize,
+    /// Nameplate power of the fleet, MW.
     pub installed_mw: f64,
+    /// What the fleet can draw at its firmware's highest level (110 % of nameplate on Braiins
+    /// OS), MW: what the site's connection, transformers and cooling must carry.
+    pub max_draw_mw: f64,
     pub miners: u32,
     pub simulated_miners: u32,
     pub days: Vec<DayDispatch>,
     /// Absorbed energy over surplus energy for the profile's span.
     pub capture_factor: f64,
-    /// Absorbed energy over what the fleet would draw running flat out all the time.
+    /// Absorbed energy over what the fleet would draw at its maximum all the time.
     pub utilisation: f64,
     pub hours: Vec<HourDispatch>,
 }
@@ -89,6 +95,8 @@ pub struct Site<'a> {
     /// Representative miners simulated per run.
     pub dispatch_miners: u32,
     pub controller: &'a ControllerConfig,
+    /// The tariff for imported energy, USD/MWh (None: the alternative price, at least 0).
+    pub import_usd_per_mwh: Option<f64>,
 }
 
 /// Runs `candidate` at `installed_mw` on the site's profile scaled by `surplus_factor`.
@@ -104,6 +112,7 @@ pub fn dispatch(
         alternative,
         dispatch_miners,
         controller,
+        import_usd_per_mwh,
     } = *site;
     let miners = (installed_mw * 1e6 / candidate.model.nameplate_power.w())
         .round()
@@ -124,6 +133,7 @@ pub fn dispatch(
         origin: format!("[[model]] {}", candidate.model.model),
         message: e.to_string(),
     })?;
+    let max_power_w = fleet.specs[0].max_power().w();
     let days = profile_days(profile);
     let scaled = profile.scaled(scale * surplus_factor, profile.definition.clone());
     let duration = Duration::from_secs(days as u64 * 86_400);
@@ -157,14 +167,17 @@ pub fn dispatch(
         d.import_mwh += b.import_mwh * up;
         d.ph_days += h.ph_hours / 24.0;
         d.alternative_usd += h.absorbed_mwh * price;
+        d.import_usd += b.import_mwh * up * import_usd_per_mwh.unwrap_or(price.max(0.0));
         hours.push(h);
     }
     let surplus: f64 = out.iter().map(|d| d.surplus_mwh).sum();
     let absorbed: f64 = out.iter().map(|d| d.absorbed_mwh).sum();
-    let max_draw = f64::from(miners) * candidate.model.nameplate_power.mw() * days as f64 * 24.0;
+    let max_draw_mw = f64::from(miners) * max_power_w / 1e6;
+    let max_draw = max_draw_mw * days as f64 * 24.0;
     Ok(Dispatch {
         candidate: candidate_index,
         installed_mw: f64::from(miners) * candidate.model.nameplate_power.mw(),
+        max_draw_mw,
         miners,
         simulated_miners: simulated,
         days: out,
@@ -222,6 +235,7 @@ mod tests {
             alternative,
             dispatch_miners,
             controller,
+            import_usd_per_mwh: None,
         }
     }
 
@@ -275,6 +289,30 @@ mod tests {
         );
         // The alternative value is the absorbed energy at the flat price.
         assert!(rel(sum(&fast, |d| d.alternative_usd), 10.0 * absorbed) < 1e-9);
+    }
+
+    #[test]
+    fn imported_energy_is_costed_and_the_site_is_sized_for_the_fleets_maximum_draw() {
+        let p = month();
+        let c = candidate();
+        let study = study_controller();
+        let flat = Alternative::Flat(10.0);
+        let at_alternative = dispatch(&site(&p, &flat, 50, &study), 0, &c, 20.0, 1.0).unwrap();
+        let tariff = Site {
+            import_usd_per_mwh: Some(80.0),
+            ..site(&p, &flat, 50, &study)
+        };
+        let at_tariff = dispatch(&tariff, 0, &c, 20.0, 1.0).unwrap();
+        let sum = |d: &Dispatch, f: fn(&DayDispatch) -> f64| d.days.iter().map(f).sum::<f64>();
+        // The sleeping fleet's standby draw in the hours without surplus is imported.
+        let import = sum(&at_alternative, |d| d.import_mwh);
+        assert!(import > 1.0, "{import} MWh imported in a month");
+        let cost = |d: &Dispatch| sum(d, |x| x.import_usd);
+        assert!((cost(&at_alternative) - 10.0 * import).abs() < 1e-6 * import.max(1.0));
+        assert!((cost(&at_tariff) - 80.0 * sum(&at_tariff, |d| d.import_mwh)).abs() < 1e-3);
+        // Braiins OS lets an S19j Pro draw 110 % of nameplate: the site carries that.
+        let ratio = at_alternative.max_draw_mw / at_alternative.installed_mw;
+        assert!((ratio - 1.1).abs() < 1e-6, "{ratio}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Cash flows of one design on one market path: capex up front; every day the dispatched
-//! energy and hashes (times uptime, the machines still alive and their efficiency), coins mined
-//! after the pool fee, sold or held as the policy says, opex and the alternative value of the
-//! energy as costs; held coins and salvage realised at the horizon. Pure arithmetic, no
-//! allocation on the hot path.
+//! Cash flows of one design on one market path: capex up front (the site sized for the fleet's
+//! maximum draw); every day the dispatched energy and hashes (times uptime, the machines still
+//! alive and their efficiency), coins mined after the pool fee, sold or held as the policy says,
+//! opex, the alternative value of the energy and the energy imported (sleeping miners' standby
+//! with no surplus) as costs; held coins and salvage realised at the horizon. Pure arithmetic,
+//! no allocation on the hot path.
 
 use hashsink_market::forward::MarketDay;
 
@@ -42,7 +43,8 @@ pub struct PathOutcome {
     pub idle_days: u32,
 }
 
-/// Capex of a design: hardware plus site infrastructure.
+/// Capex of a design: hardware plus site infrastructure, the site per MW of the fleet's maximum
+/// draw (its connection, transformers and cooling carry the 110 % that Braiins OS allows).
 pub fn capex(
     dispatch: &Dispatch,
     usd_per_th: f64,
@@ -51,7 +53,7 @@ pub fn capex(
 ) -> (f64, f64) {
     let hardware =
         f64::from(dispatch.miners) * hashrate_ths_per_miner * usd_per_th * e.capex_factor;
-    let infrastructure = dispatch.installed_mw * e.costs.infrastructure_usd_per_mw * e.capex_factor;
+    let infrastructure = dispatch.max_draw_mw * e.costs.infrastructure_usd_per_mw * e.capex_factor;
     (hardware, infrastructure)
 }
 
@@ -115,7 +117,9 @@ pub fn evaluate(
             variable = 0.0;
             out.idle_days += 1;
         }
-        let cost = variable + fixed_opex;
+        // Energy imported is paid for whether or not the day was worth mining: the sleeping
+        // fleet draws its standby either way.
+        let cost = variable + fixed_opex + d.import_usd * share;
         let cash_in = sell * btc * m.price_usd;
         held += (1.0 - sell) * btc;
         npv += disc * (cash_in - cost);
@@ -242,7 +246,7 @@ pub fn breakeven_hashprice(
         pv_ph += disc * d.ph_days * share * eff * (1.0 - c.pool_fee);
         pv_cost += disc
             * (d.absorbed_mwh * share * c.opex_usd_per_mwh
-                + d.alternative_usd * share
+                + (d.alternative_usd + d.import_usd) * share
                 + fixed_opex);
         disc *= daily_discount;
         alive *= daily_alive;
@@ -272,6 +276,7 @@ mod tests {
             efficiency_decay_per_year: 0.0,
             uptime: 1.0,
             salvage_share: 0.0,
+            import_usd_per_mwh: None,
         }
     }
 
@@ -279,6 +284,7 @@ mod tests {
         Dispatch {
             candidate: 0,
             installed_mw: 1.0,
+            max_draw_mw: 1.1,
             miners: 10,
             simulated_miners: 10,
             days: vec![
@@ -288,6 +294,7 @@ mod tests {
                     import_mwh: 0.0,
                     ph_days,
                     alternative_usd: 0.0,
+                    import_usd: 0.0,
                 };
                 365
             ],
@@ -395,6 +402,18 @@ mod option_tests {
     use super::*;
     use crate::dispatch::DayDispatch;
 
+    /// `days` days at 50,000 USD and 1e-5 BTC per PH/s-day: 0.5 USD a day for 1 PH/s.
+    fn half_a_dollar_a_day(days: usize) -> Vec<MarketDay> {
+        vec![
+            MarketDay {
+                price_usd: 50_000.0,
+                btc_per_ph_day: 1e-5,
+                ..MarketDay::default()
+            };
+            days
+        ]
+    }
+
     #[test]
     fn the_fleet_sleeps_on_days_mining_does_not_pay() {
         let mut d = super::tests_support::design(1.0);
@@ -402,14 +421,7 @@ mod option_tests {
             day.alternative_usd = 24.0 * 30.0; // the energy fetches 30 USD/MWh otherwise
         }
         // 0.5 USD of coins a day against 720 USD of energy value: never worth mining.
-        let m: Vec<MarketDay> = vec![
-            MarketDay {
-                price_usd: 50_000.0,
-                btc_per_ph_day: 1e-5,
-                ..MarketDay::default()
-            };
-            100
-        ];
+        let m = half_a_dollar_a_day(100);
         let mut e = super::tests_support::econ(0.0, 1.0);
         let always = evaluate(&d, 0.0, 0.0, &e, 1.0, &m, None, None);
         e.finance.mine_only_when_profitable = true;
@@ -418,6 +430,27 @@ mod option_tests {
         assert_eq!(option.idle_days, 100);
         assert_eq!(option.npv_usd, 0.0);
         let _ = DayDispatch::default();
+    }
+
+    #[test]
+    fn imports_are_paid_on_idle_days_too_and_the_site_is_priced_on_the_maximum_draw() {
+        let mut d = super::tests_support::design(1.0);
+        for day in &mut d.days {
+            day.alternative_usd = 24.0 * 30.0;
+            day.import_usd = 5.0;
+        }
+        let m = half_a_dollar_a_day(100);
+        let mut e = super::tests_support::econ(0.0, 1.0);
+        e.finance.mine_only_when_profitable = true;
+        let o = evaluate(&d, 0.0, 0.0, &e, 1.0, &m, None, None);
+        assert_eq!(o.idle_days, 100);
+        assert!((o.npv_usd + 500.0).abs() < 1e-9, "{}", o.npv_usd);
+        e.costs.infrastructure_usd_per_mw = 1000.0;
+        let (_, site) = capex(&d, 1.0, 1.0, &e);
+        assert!(
+            (site - 1100.0).abs() < 1e-9,
+            "1.1 MW of maximum draw: {site}"
+        );
     }
 
     #[test]

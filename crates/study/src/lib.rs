@@ -5,9 +5,10 @@
 //! the surplus profile through the twin with the daemon's controller; the market paths come
 //! from `hashsink_market::forward` (Monte Carlo) or the history (backtest); [`finance`] turns a
 //! design and a path into cash flows, NPV, IRR, payback and break-even. [`run`] sweeps the
-//! designs on every path, details the best one (or the one asked for), and measures the
-//! sensitivity and the risk register on the same paths (common random numbers), so differences
-//! between runs are the inputs', not the dice's. Everything is a function of the study file and
+//! designs on every path, chooses the best one (or the one asked for) on paths drawn apart from
+//! those it reports, details it under the study's BTC price trend and the other one ("no drift"
+//! or "fitted"), and measures the sensitivity and the risk register on the reported paths (common
+//! random numbers), so differences between runs are the inputs', not the dice's. Everything is a function of the study file and
 //! its seed. Pure and parallel (rayon); no I/O beyond reading the study's own files.
 
 #![forbid(unsafe_code)]
@@ -25,8 +26,8 @@ use std::time::Instant;
 pub use config::{Inputs, StudyError, load, parse};
 use dispatch::dispatch;
 pub use report::{
-    Design, MarketReport, MonthBand, Percentiles, Progress, Risk, Sensitivity, Stage, StudyReport,
-    SweepRow, Timings, quantile_sorted,
+    Design, DriftCase, MarketReport, MonthBand, Percentiles, Progress, Risk, Selection,
+    Sensitivity, Stage, StudyReport, SweepRow, Timings, quantile_sorted, verdict,
 };
 use stages::{PathSource, economics};
 
@@ -41,6 +42,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
         alternative: &inputs.alternative,
         dispatch_miners: inputs.dispatch_miners,
         controller: &controller,
+        import_usd_per_mwh: inputs.costs.import_usd_per_mwh,
     };
     let t0 = Instant::now();
     let (designs, sizes) = stages::dispatch_designs(inputs, &site, progress)?;
@@ -53,6 +55,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
     let d = &designs[sweep.chosen];
     let (hw, infra) = sweep.capex[sweep.chosen];
     let detail = stages::detail(inputs, d, (hw, infra), &source, &base, progress);
+    let drift_cases = stages::drift_cases(inputs, d, (hw, infra), &base);
     let paths_s = t2.elapsed().as_secs_f64();
     let t3 = Instant::now();
     let cand = &inputs.candidates[d.candidate];
@@ -73,6 +76,8 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
         d,
         &base,
         sweep.rows,
+        sweep.selection,
+        drift_cases,
         detail,
         sensitivity.rows,
         risks,

@@ -89,13 +89,58 @@ pub struct SweepRow {
     pub model: String,
     pub firmware: String,
     pub installed_mw: f64,
+    /// What the site is sized for (and its capex priced on), MW.
+    pub max_draw_mw: f64,
     pub miners: u32,
     pub capex_usd: f64,
     pub capture_factor: f64,
     pub utilisation: f64,
     pub absorbed_mwh_per_year: f64,
+    /// On the reported paths.
+    pub npv_usd: Percentiles,
+    /// The median NPV on the paths the design was chosen on.
+    pub npv_p50_on_selection_usd: f64,
+    pub probability_of_loss: f64,
+}
+
+/// How the design was chosen, and how much better it looked on the paths it was chosen on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Selection {
+    /// Chosen on paths other than those reported.
+    pub out_of_sample: bool,
+    pub method: String,
+    pub chosen_npv_p50_on_selection_usd: f64,
+    pub chosen_npv_p50_on_reported_usd: f64,
+    /// The first less the second: what choosing on the reported paths would have overstated.
+    pub in_sample_gap_usd: f64,
+    /// The design the reported paths would have chosen, where it is another.
+    pub in_sample_choice: Option<String>,
+}
+
+/// The chosen design under one BTC price trend.
+#[derive(Clone, Debug, Serialize)]
+pub struct DriftCase {
+    pub label: String,
+    pub price_drift_per_year: f64,
+    /// The trend the study's verdict uses.
+    pub verdict_basis: bool,
+    pub verdict: String,
     pub npv_usd: Percentiles,
     pub probability_of_loss: f64,
+    pub breakeven_btc_usd: f64,
+}
+
+/// The verdict on a design from its median NPV and its probability of loss.
+pub fn verdict(npv_p50: Option<f64>, probability_of_loss: f64) -> &'static str {
+    match npv_p50 {
+        Some(v) if v > 0.0 && probability_of_loss < 0.2 => {
+            "Mining the surplus pays in most market paths."
+        }
+        Some(v) if v > 0.0 => {
+            "Mining the surplus pays in the median path, with a material chance of loss."
+        }
+        _ => "Mining the surplus does not pay in the median path.",
+    }
 }
 
 /// A tornado bar: the median NPV with one input moved down and up.
@@ -133,6 +178,8 @@ pub struct Design {
     pub model: String,
     pub firmware: String,
     pub installed_mw: f64,
+    /// The fleet's maximum draw, MW: the site's size.
+    pub max_draw_mw: f64,
     pub miners: u32,
     pub simulated_miners: u32,
     pub hardware_usd: f64,
@@ -143,6 +190,8 @@ pub struct Design {
     pub absorbed_mwh_per_year: f64,
     pub surplus_mwh_per_year: f64,
     pub import_mwh_per_year: f64,
+    /// What that import costs a year, USD.
+    pub import_usd_per_year: f64,
     pub ph_days_per_year: f64,
 }
 
@@ -163,6 +212,15 @@ pub struct MarketReport {
 /// Everything the study found: what the JSON holds and the HTML shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct StudyReport {
+    /// One sentence on the chosen design under `verdict_basis`.
+    pub verdict: String,
+    /// What the verdict's market paths assume.
+    pub verdict_basis: String,
+    /// The chosen design under each price trend (Monte Carlo only).
+    pub drift_cases: Vec<DriftCase>,
+    pub selection: Selection,
+    /// What imported energy is costed at, in words.
+    pub import_priced_at: String,
     pub title: String,
     pub profile: String,
     pub profile_days: usize,

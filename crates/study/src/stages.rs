@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hashsink_market::forward::{MarketDay, Shocks, historical_path};
 use rayon::prelude::*;
 
-use crate::config::{Candidate, Inputs, MarketMode, StudyError};
+use crate::config::{Candidate, Inputs, MarketMode, PriceDrift, StudyError};
 use crate::dispatch::{self, Dispatch, dispatch};
 use crate::finance::{Economics, MONTH_DAYS, PathOutcome, breakeven_hashprice, evaluate};
 use crate::report::{
-    Design, MarketReport, MonthBand, Percentiles, Progress, Risk, Sensitivity, Stage, StudyReport,
-    SweepRow, Timings, inputs_fit, quantile_sorted, share,
+    Design, DriftCase, MarketReport, MonthBand, Percentiles, Progress, Risk, Selection,
+    Sensitivity, Stage, StudyReport, SweepRow, Timings, inputs_fit, quantile_sorted, share,
+    verdict,
 };
 
 /// The study's base economics: its costs and finance, no capex change, no early stop.
@@ -30,10 +31,21 @@ pub(crate) fn capex_of(d: &Dispatch, c: &Candidate, e: &Economics) -> (f64, f64)
     crate::finance::capex(d, c.usd_per_th, c.model.nameplate_hashrate.ths(), e)
 }
 
-/// Market paths: drawn or historical.
+/// Market paths: drawn or historical. Paths `0..paths` are the ones reported; a Monte Carlo
+/// study chooses its design on another set of the same size (`selection`), so that the figures
+/// reported are not those the choice was made on.
 pub(crate) struct PathSource<'a> {
     mode: &'a MarketMode,
     history: Option<Vec<MarketDay>>,
+}
+
+/// Which set of paths to draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PathSet {
+    /// The paths the report shows.
+    Reported,
+    /// The paths the design is chosen on (the same ones for a backtest: it has one).
+    Selection,
 }
 
 impl<'a> PathSource<'a> {
@@ -56,11 +68,36 @@ impl<'a> PathSource<'a> {
         })
     }
 
+    /// Whether the selection paths differ from the reported ones.
+    pub(crate) fn out_of_sample(&self) -> bool {
+        matches!(self.mode, MarketMode::MonteCarlo { .. })
+    }
+
     /// Path number `path` under `shocks`, into `out` (one entry per day of the horizon).
     pub(crate) fn fill(&self, path: usize, shocks: &Shocks, out: &mut [MarketDay]) {
+        self.fill_from(PathSet::Reported, path, shocks, out);
+    }
+
+    /// Path number `path` of `set`.
+    pub(crate) fn fill_from(
+        &self,
+        set: PathSet,
+        path: usize,
+        shocks: &Shocks,
+        out: &mut [MarketDay],
+    ) {
         match (self.mode, &self.history) {
-            (MarketMode::MonteCarlo { model, seed, .. }, _) => {
-                model.path(*seed, path as u64, shocks, out)
+            (
+                MarketMode::MonteCarlo {
+                    model, seed, paths, ..
+                },
+                _,
+            ) => {
+                let index = match set {
+                    PathSet::Reported => path,
+                    PathSet::Selection => paths + path,
+                };
+                model.path(*seed, index as u64, shocks, out)
             }
             (MarketMode::Backtest { .. }, Some(h)) => shocked_history(h, shocks, out),
             (MarketMode::Backtest { .. }, None) => unreachable!("backtest paths are loaded"),
@@ -123,11 +160,13 @@ pub(crate) fn dispatch_designs(
     Ok((designs, jobs.iter().map(|j| j.1).collect()))
 }
 
-/// The sweep's result: each design's capex and NPVs, the chosen design, the table's rows.
+/// The sweep's result: each design's capex and NPVs, the chosen design, the table's rows, and
+/// how the choice was made.
 pub(crate) struct Sweep {
     pub capex: Vec<(f64, f64)>,
     pub chosen: usize,
     pub rows: Vec<SweepRow>,
+    pub selection: Selection,
 }
 
 /// Progress is reported every this many paths.
@@ -135,8 +174,9 @@ fn progress_step(paths: usize) -> usize {
     (paths / 100).max(1)
 }
 
-/// Every design on every path; the design with the highest median NPV is chosen (among those
-/// of the size asked for, if one was).
+/// Every design on every path of both sets; the design with the highest median NPV on the
+/// selection paths is chosen (among those of the size asked for, if one was), and the table and
+/// the report show the reported paths.
 pub(crate) fn sweep(
     inputs: &Inputs,
     designs: &[Dispatch],
@@ -150,14 +190,22 @@ pub(crate) fn sweep(
         .iter()
         .map(|d| capex_of(d, &inputs.candidates[d.candidate], base))
         .collect();
+    let sets: &[PathSet] = if source.out_of_sample() {
+        &[PathSet::Reported, PathSet::Selection]
+    } else {
+        &[PathSet::Reported]
+    };
+    let jobs: Vec<(PathSet, usize)> = (sets.iter())
+        .flat_map(|&set| (0..paths).map(move |p| (set, p)))
+        .collect();
     let done = AtomicUsize::new(0);
-    let step = progress_step(paths);
-    let npvs: Vec<Vec<f64>> = (0..paths)
-        .into_par_iter()
+    let step = progress_step(jobs.len());
+    let npvs: Vec<Vec<f64>> = jobs
+        .par_iter()
         .map_init(
             || vec![MarketDay::default(); horizon],
-            |buf, p| {
-                source.fill(p, &Shocks::default(), buf);
+            |buf, &(set, p)| {
+                source.fill_from(set, p, &Shocks::default(), buf);
                 let row = (designs.iter().zip(&capex))
                     .map(|(d, &(hw, infra))| {
                         evaluate(d, hw, infra, base, 1.0, buf, None, None).npv_usd
@@ -165,34 +213,72 @@ pub(crate) fn sweep(
                     .collect::<Vec<f64>>();
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % step == 0 {
-                    progress(Stage::Sweep, n as f64 / paths as f64);
+                    progress(Stage::Sweep, n as f64 / jobs.len() as f64);
                 }
                 row
             },
         )
         .collect();
-    let per_design: Vec<Vec<f64>> = (0..designs.len())
-        .map(|j| npvs.iter().map(|row| row[j]).collect())
+    // Each design's NPVs on the reported paths and on the selection paths.
+    let column = |j: usize, set: PathSet| -> Vec<f64> {
+        (jobs.iter().zip(&npvs))
+            .filter(|((s, _), _)| *s == set)
+            .map(|(_, row)| row[j])
+            .collect()
+    };
+    let reported: Vec<Vec<f64>> = (0..designs.len())
+        .map(|j| column(j, PathSet::Reported))
         .collect();
-    let medians: Vec<f64> = (per_design.iter())
-        .map(|v| Percentiles::of(v).p50.unwrap_or(f64::NEG_INFINITY))
+    let selection_set = *sets.last().expect("one set at least");
+    let median = |v: &[f64]| Percentiles::of(v).p50.unwrap_or(f64::NEG_INFINITY);
+    let on_selection: Vec<f64> = (0..designs.len())
+        .map(|j| median(&column(j, selection_set)))
         .collect();
+    let on_reported: Vec<f64> = reported.iter().map(|v| median(v)).collect();
     let asked = |j: &usize| {
         inputs
             .installed_mw
             .is_none_or(|mw| (sizes[*j] - mw).abs() < 1e-9)
     };
-    let chosen = (0..designs.len())
-        .filter(asked)
-        .max_by(|&a, &b| medians[a].total_cmp(&medians[b]))
-        .expect("at least one design, and the asked size is in the sweep");
+    let best_on = |medians: &[f64]| {
+        (0..designs.len())
+            .filter(asked)
+            .max_by(|&a, &b| medians[a].total_cmp(&medians[b]))
+            .expect("at least one design, and the asked size is in the sweep")
+    };
+    let chosen = best_on(&on_selection);
+    let in_sample = best_on(&on_reported);
+    let name = |j: usize| {
+        let c = &inputs.candidates[designs[j].candidate];
+        format!("{:.1} MW of {}", designs[j].installed_mw, c.name())
+    };
+    let selection = Selection {
+        out_of_sample: source.out_of_sample(),
+        method: if source.out_of_sample() {
+            format!(
+                "the highest median NPV on {paths} paths drawn apart from the {paths} reported (path numbers {paths} to {})",
+                2 * paths - 1
+            )
+        } else {
+            "the highest NPV on the one historical path, which is also the path reported (in sample)".into()
+        },
+        chosen_npv_p50_on_selection_usd: on_selection[chosen],
+        chosen_npv_p50_on_reported_usd: on_reported[chosen],
+        in_sample_gap_usd: on_selection[chosen] - on_reported[chosen],
+        in_sample_choice: (in_sample != chosen).then(|| name(in_sample)),
+    };
     let rows = (designs.iter().enumerate())
-        .map(|(j, d)| sweep_row(inputs, d, capex[j], &per_design[j]))
+        .map(|(j, d)| {
+            let mut row = sweep_row(inputs, d, capex[j], &reported[j]);
+            row.npv_p50_on_selection_usd = on_selection[j];
+            row
+        })
         .collect();
     Sweep {
         capex,
         chosen,
         rows,
+        selection,
     }
 }
 
@@ -203,12 +289,14 @@ fn sweep_row(inputs: &Inputs, d: &Dispatch, capex: (f64, f64), npvs: &[f64]) -> 
         model: c.model.model.clone(),
         firmware: c.firmware.key().into(),
         installed_mw: d.installed_mw,
+        max_draw_mw: d.max_draw_mw,
         miners: d.miners,
         capex_usd: capex.0 + capex.1,
         capture_factor: d.capture_factor,
         utilisation: d.utilisation,
         absorbed_mwh_per_year: d.days.iter().map(|x| x.absorbed_mwh).sum::<f64>() / years,
         npv_usd: Percentiles::of(npvs),
+        npv_p50_on_selection_usd: f64::NAN,
         probability_of_loss: share(npvs, |x| x < 0.0),
     }
 }
@@ -267,6 +355,72 @@ pub(crate) fn detail(
     }
 }
 
+/// The chosen design under each price trend: the study's own (the verdict's), and whichever of
+/// "no drift" and "the fitted drift" it is not, on the same path numbers. A backtest has none.
+pub(crate) fn drift_cases(
+    inputs: &Inputs,
+    d: &Dispatch,
+    (hw, infra): (f64, f64),
+    base: &Economics,
+) -> Vec<DriftCase> {
+    let MarketMode::MonteCarlo {
+        model,
+        fitted,
+        drift,
+        paths,
+        seed,
+    } = &inputs.market
+    else {
+        return Vec::new();
+    };
+    let fitted_rate = fitted.summary().price_drift_per_year;
+    let label = |drift: PriceDrift| match drift {
+        PriceDrift::Fitted => format!("the fitted price drift ({:+.1} %/yr)", fitted_rate * 100.0),
+        PriceDrift::Set(0.0) => "no price drift".to_string(),
+        PriceDrift::Set(x) => format!("a price drift of {:+.1} %/yr", x * 100.0),
+    };
+    let no_drift = || fitted.as_ref().clone().with_drifts(Some(0.0), None);
+    let mut cases = vec![(*drift, model.as_ref().clone(), true)];
+    if *drift != PriceDrift::Set(0.0) {
+        cases.push((PriceDrift::Set(0.0), no_drift(), false));
+    }
+    if *drift != PriceDrift::Fitted {
+        cases.push((PriceDrift::Fitted, fitted.as_ref().clone(), false));
+    }
+    let horizon = inputs.horizon_days();
+    cases
+        .into_iter()
+        .map(|(case, model, basis)| {
+            let outcomes: Vec<PathOutcome> = (0..*paths)
+                .into_par_iter()
+                .map_init(
+                    || vec![MarketDay::default(); horizon],
+                    |buf, p| {
+                        model.path(*seed, p as u64, &Shocks::default(), buf);
+                        evaluate(d, hw, infra, base, 1.0, buf, None, None)
+                    },
+                )
+                .collect();
+            let npv: Vec<f64> = outcomes.iter().map(|o| o.npv_usd).collect();
+            let breakeven: Vec<f64> = outcomes.iter().map(|o| o.breakeven_btc_usd).collect();
+            let npv_usd = Percentiles::of(&npv);
+            let probability_of_loss = share(&npv, |x| x < 0.0);
+            DriftCase {
+                label: label(case),
+                price_drift_per_year: match case {
+                    PriceDrift::Fitted => fitted_rate,
+                    PriceDrift::Set(x) => x,
+                },
+                verdict_basis: basis,
+                verdict: verdict(npv_usd.p50, probability_of_loss).to_string(),
+                npv_usd,
+                probability_of_loss,
+                breakeven_btc_usd: Percentiles::of(&breakeven).p50.unwrap_or(f64::INFINITY),
+            }
+        })
+        .collect()
+}
+
 /// A path's mean hashprice in each month.
 fn monthly_hashprice(days: &[MarketDay], months: usize) -> Vec<f64> {
     let mut hashprice = vec![0.0; months];
@@ -289,6 +443,8 @@ pub(crate) fn report(
     d: &Dispatch,
     base: &Economics,
     fleet_sweep: Vec<SweepRow>,
+    selection: Selection,
+    drift_cases: Vec<DriftCase>,
     detail: Detail,
     sensitivity: Vec<Sensitivity>,
     risks: Vec<Risk>,
@@ -326,7 +482,20 @@ pub(crate) fn report(
     let payback: Vec<f64> = (outcomes.iter())
         .map(|o| o.payback_years.unwrap_or(f64::INFINITY))
         .collect();
+    let probability_of_loss = share(&npv, |x| x < 0.0);
+    let npv_usd = Percentiles::of(&npv);
     StudyReport {
+        verdict: verdict(npv_usd.p50, probability_of_loss).to_string(),
+        verdict_basis: verdict_basis(inputs, &drift_cases),
+        drift_cases,
+        selection,
+        import_priced_at: match inputs.costs.import_usd_per_mwh {
+            Some(t) => format!("the import tariff, {t:.1} USD/MWh"),
+            None => format!(
+                "the alternative price of the hour ({}), at least 0",
+                inputs.alternative_label
+            ),
+        },
         title: inputs.title.clone(),
         profile: inputs.profile.definition.clone(),
         profile_days: d.days.len(),
@@ -336,10 +505,10 @@ pub(crate) fn report(
         sell_share: inputs.finance.sell_share,
         costs: inputs.costs,
         design: design(d, cand, (hw, infra)),
-        npv_usd: Percentiles::of(&npv),
+        npv_usd,
         irr: Percentiles::of(&irr),
         payback_years: Percentiles::of(&payback),
-        probability_of_loss: share(&npv, |x| x < 0.0),
+        probability_of_loss,
         value_at_risk_95_usd: (-p05).max(0.0),
         expected_shortfall_95_usd: shortfall.max(0.0),
         breakeven_btc_usd: breakeven_range.p50.unwrap_or(f64::INFINITY),
@@ -362,6 +531,20 @@ pub(crate) fn report(
     }
 }
 
+/// What the verdict's paths assume, in words.
+fn verdict_basis(inputs: &Inputs, cases: &[DriftCase]) -> String {
+    match &inputs.market {
+        MarketMode::Backtest { start } => format!("the historical market from {start}"),
+        MarketMode::MonteCarlo { .. } => {
+            let basis = cases.iter().find(|c| c.verdict_basis);
+            format!(
+                "{}, hashrate growth as fitted",
+                basis.map_or("the study's price drift", |c| c.label.as_str())
+            )
+        }
+    }
+}
+
 fn design(d: &Dispatch, cand: &Candidate, (hw, infra): (f64, f64)) -> Design {
     let years = d.days.len() as f64 / 365.25;
     let sum = |f: &dyn Fn(&dispatch::DayDispatch) -> f64| d.days.iter().map(f).sum::<f64>() / years;
@@ -369,6 +552,7 @@ fn design(d: &Dispatch, cand: &Candidate, (hw, infra): (f64, f64)) -> Design {
         model: cand.model.model.clone(),
         firmware: cand.firmware.key().into(),
         installed_mw: d.installed_mw,
+        max_draw_mw: d.max_draw_mw,
         miners: d.miners,
         simulated_miners: d.simulated_miners,
         hardware_usd: hw,
@@ -378,6 +562,7 @@ fn design(d: &Dispatch, cand: &Candidate, (hw, infra): (f64, f64)) -> Design {
         absorbed_mwh_per_year: sum(&|x| x.absorbed_mwh),
         surplus_mwh_per_year: sum(&|x| x.surplus_mwh),
         import_mwh_per_year: sum(&|x| x.import_mwh),
+        import_usd_per_year: sum(&|x| x.import_usd),
         ph_days_per_year: sum(&|x| x.ph_days),
     }
 }

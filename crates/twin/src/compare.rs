@@ -1,12 +1,15 @@
 //! Controllers on equal terms: one fleet, one window of one profile, one seed, the same faults,
 //! steps and meter for every controller of a comparison. `hashsink simulate` and the control
 //! benchmark build a [`Comparison`] and run its scenarios; what differs between its reports is
-//! the controllers', not the dice's.
+//! the controllers', not the dice's. Every controller gets the same fleet envelope (by default
+//! nameplate, which an on/off automation can use as well as a power-target dispatch); the
+//! headroom above it, where the firmware allows one, is run as a scenario of its own
+//! ([`HEADROOM`]) so that a table can say how much of a lead it is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashsink_core::{BaselineConfig, ControllerConfig, Fleet, SetpointConfig};
+use hashsink_core::{BaselineConfig, ControllerConfig, Envelope, Fleet, SetpointConfig};
 use hashsink_units::{Timestamp, format_time};
 
 use crate::disturb::{Disturbance, MeterSettings, StepSettings};
@@ -34,7 +37,15 @@ pub struct Terms {
     pub meter: MeterSettings,
     /// A trace row this often (none: no trace).
     pub trace_every: Option<Duration>,
+    /// The envelope every controller's fleet is limited to.
+    pub envelope: Envelope,
+    /// Under the nameplate envelope, also run hashsink on the firmware's full range (labelled
+    /// [`HEADROOM`]) where the fleet has one.
+    pub headroom: bool,
 }
+
+/// The label of hashsink's run on the full envelope beside a nameplate comparison.
+pub const HEADROOM: &str = "hashsink+headroom";
 
 impl Terms {
     /// A plain comparison: the whole profile, seed 0, no noise, faults, steps or meter lag.
@@ -50,6 +61,8 @@ impl Terms {
             steps: None,
             meter: MeterSettings::default(),
             trace_every: None,
+            envelope: Envelope::Nameplate,
+            headroom: false,
         }
     }
 }
@@ -67,7 +80,11 @@ pub fn all_three(config: &ControllerConfig) -> Vec<ControllerChoice> {
 /// One scenario per controller, alike in everything else.
 #[derive(Clone, Debug)]
 pub struct Comparison {
+    /// The fleet every controller runs, limited to `envelope`.
     pub fleet: Arc<Fleet>,
+    pub envelope: Envelope,
+    /// The same fleet on its full envelope, where a [`HEADROOM`] scenario runs it.
+    pub headroom_fleet: Option<Arc<Fleet>>,
     /// The window of the profile that runs.
     pub profile: Arc<Profile>,
     pub start: Timestamp,
@@ -112,10 +129,24 @@ impl Comparison {
             Some(set) => Disturbance::draw(set, terms.seed, start, duration),
             None => Disturbance::none(),
         });
-        let scenarios = controllers
+        let fleet = Arc::new(terms.fleet.within(terms.envelope));
+        let headroom_fleet =
+            (terms.headroom && terms.envelope == Envelope::Nameplate && terms.fleet.has_headroom())
+                .then(|| Arc::new(terms.fleet.within(Envelope::Full)));
+        let headroom_run = headroom_fleet.as_ref().and_then(|full| {
+            let hashsink = controllers
+                .iter()
+                .find(|c| matches!(c, ControllerChoice::Hashsink(_)))?;
+            Some((full.clone(), hashsink.clone(), Some(HEADROOM)))
+        });
+        let runs = controllers
             .into_iter()
-            .map(|choice| {
-                let mut s = Scenario::new(terms.fleet.clone(), profile.clone(), choice, duration);
+            .map(|choice| (fleet.clone(), choice, None))
+            .chain(headroom_run);
+        let scenarios = runs
+            .map(|(fleet, choice, label)| {
+                let mut s = Scenario::new(fleet, profile.clone(), choice, duration);
+                s.label = label;
                 s.start = start;
                 s.seed = terms.seed;
                 s.noise_fraction = noise;
@@ -127,7 +158,9 @@ impl Comparison {
             })
             .collect();
         Ok(Self {
-            fleet: terms.fleet,
+            fleet,
+            envelope: terms.envelope,
+            headroom_fleet,
             profile,
             start,
             duration,
@@ -167,6 +200,33 @@ pub fn run_with_drill(scenario: &Scenario, progress: &mut dyn FnMut(f64)) -> Run
     let (fleet, choice) = (scenario.fleet.clone(), scenario.controller.clone());
     report.kpis.shed95_s = shed_drill(fleet, choice, scenario.seed);
     report
+}
+
+/// What hashsink gains from the headroom above nameplate: the same controller, on the same
+/// surplus, with the fleet at nameplate and on the firmware's full range. Absorption percentages
+/// of the two are of different reachable surpluses (capacity differs), so the gain is in energy.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct HeadroomGain {
+    pub nameplate_absorbed_mwh: f64,
+    pub full_absorbed_mwh: f64,
+    /// Energy the full range absorbs beyond the nameplate run, % of the nameplate run's.
+    pub added_pct: f64,
+    pub nameplate_reachable_mwh: f64,
+    pub full_reachable_mwh: f64,
+}
+
+/// The headroom gain, where `reports` hold both hashsink runs.
+pub fn headroom_gain(reports: &[RunReport]) -> Option<HeadroomGain> {
+    let find = |name: &str| reports.iter().find(|r| r.controller == name);
+    let (capped, full) = (find("hashsink")?, find(HEADROOM)?);
+    let (a, b) = (capped.kpis.absorbed_mwh, full.kpis.absorbed_mwh);
+    Some(HeadroomGain {
+        nameplate_absorbed_mwh: a,
+        full_absorbed_mwh: b,
+        added_pct: if a > 0.0 { 100.0 * (b - a) / a } else { 0.0 },
+        nameplate_reachable_mwh: capped.kpis.reachable_mwh,
+        full_reachable_mwh: full.kpis.reachable_mwh,
+    })
 }
 
 impl RunReport {

