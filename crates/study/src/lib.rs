@@ -55,7 +55,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<StudyReport, StudyErro
     let d = &designs[sweep.chosen];
     let (hw, infra) = sweep.capex[sweep.chosen];
     let detail = stages::detail(inputs, d, (hw, infra), &source, &base, progress);
-    let drift_cases = stages::drift_cases(inputs, d, (hw, infra), &base);
+    let drift_cases = stages::drift_cases(inputs, d, (hw, infra), &base, &detail);
     let paths_s = t2.elapsed().as_secs_f64();
     let t3 = Instant::now();
     let cand = &inputs.candidates[d.candidate];

@@ -362,6 +362,7 @@ pub(crate) fn drift_cases(
     d: &Dispatch,
     (hw, infra): (f64, f64),
     base: &Economics,
+    detail: &Detail,
 ) -> Vec<DriftCase> {
     let MarketMode::MonteCarlo {
         model,
@@ -391,16 +392,21 @@ pub(crate) fn drift_cases(
     cases
         .into_iter()
         .map(|(case, model, basis)| {
-            let outcomes: Vec<PathOutcome> = (0..*paths)
-                .into_par_iter()
-                .map_init(
-                    || vec![MarketDay::default(); horizon],
-                    |buf, p| {
-                        model.path(*seed, p as u64, &Shocks::default(), buf);
-                        evaluate(d, hw, infra, base, 1.0, buf, None, None)
-                    },
-                )
-                .collect();
+            // The verdict's own trend is the detail pass's model: its outcomes are reused.
+            let outcomes: Vec<PathOutcome> = if basis {
+                detail.outcomes.clone()
+            } else {
+                (0..*paths)
+                    .into_par_iter()
+                    .map_init(
+                        || vec![MarketDay::default(); horizon],
+                        |buf, p| {
+                            model.path(*seed, p as u64, &Shocks::default(), buf);
+                            evaluate(d, hw, infra, base, 1.0, buf, None, None)
+                        },
+                    )
+                    .collect()
+            };
             let npv: Vec<f64> = outcomes.iter().map(|o| o.npv_usd).collect();
             let breakeven: Vec<f64> = outcomes.iter().map(|o| o.breakeven_btc_usd).collect();
             let npv_usd = Percentiles::of(&npv);
