@@ -12,12 +12,12 @@
 //! - daemon to dashboard: for every streamed status, its arrival less the daemon's time stamp
 //!   (the daemon runs on the wall clock): the stream's own share.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
-use crate::signals::{KillOnDrop, fleet_of, start_fleet, wait_port};
+use crate::product::KillOnDrop;
+use crate::signals::{fleet_of, start_fleet};
 
 const API: &str = "127.0.0.1:18934";
 
@@ -95,20 +95,8 @@ fn start_daemon(miners: u32, addresses: &str, dir: &std::path::Path) -> Result<K
     );
     let path = dir.join(format!("site-{miners}.toml"));
     std::fs::write(&path, site)?;
-    let daemon = KillOnDrop(
-        Command::new(crate::product::hashsink()?)
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", API, "--log", "warn"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(
-                dir.join(format!("daemon-{miners}.log")),
-            )?)
-            .spawn()
-            .context("start hashsink run")?,
-    );
-    wait_port(18934, "the daemon's API")?;
-    Ok(daemon)
+    let log = dir.join(format!("daemon-{miners}.log"));
+    crate::product::run_daemon(&path, API, &log, "warn", &[])
 }
 
 /// Waits for every miner mining (the daemon wakes the fleet from sleep); the last status.

@@ -17,11 +17,11 @@ use anyhow::{Context, Result, bail};
 use hashsink_emulator::Emulator;
 use serde_json::Value;
 
-use crate::signals::{KillOnDrop, fleet_of, start_fleet, wait_port};
+use crate::product::KillOnDrop;
+use crate::signals::{fleet_of, start_fleet};
 
 const FIRST_INDEX: u32 = 50_000;
 const MQTT_PORT: u16 = 18941;
-pub(crate) const LISTEN_PORT: u16 = 18942;
 pub(crate) const LISTEN: &str = "127.0.0.1:18942";
 pub(crate) const TELEMETRY_S: u64 = 5;
 pub(crate) const SURPLUS_TOPIC: &str = "plant/surplus";
@@ -48,13 +48,9 @@ pub(crate) struct Shed {
     readings_per_s: u64,
 }
 
+/// The daemon's status (None while it does not answer).
 pub(crate) async fn status() -> Option<Value> {
-    reqwest::get(format!("http://{LISTEN}/api/v1/status"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    crate::product::status(LISTEN).await
 }
 
 pub(crate) async fn post(path: &str) -> Result<(u16, Duration)> {
@@ -70,32 +66,18 @@ pub(crate) async fn post(path: &str) -> Result<(u16, Duration)> {
     Ok((reply.status().as_u16(), sent.elapsed()))
 }
 
-/// Waits until every miner mines and no command has gone out for 3 s.
-async fn wait_all_mining(emulator: &Emulator, miners: u32, what: &str) -> Result<()> {
+/// Waits (30 s at most) until no miner that takes commands is awake in the emulated fleet.
+async fn wait_all_asleep(emulator: &Emulator) {
     let t0 = Instant::now();
-    loop {
-        if let Some(s) = status().await
-            && s["mining"].as_u64() == Some(u64::from(miners))
-        {
-            break;
+    while t0.elapsed() < Duration::from_secs(30) {
+        let awake =
+            emulator.awake().iter().enumerate().any(|(i, &a)| {
+                a && matches!(emulator.fault(i as u32), hashsink_emulator::Fault::None)
+            });
+        if !awake {
+            return;
         }
-        if t0.elapsed() > Duration::from_secs(400) {
-            bail!(
-                "{what}: the fleet was not all mining within 400 s: {}",
-                status().await.unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    loop {
-        emulator.mark_commands();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        if emulator.first_command_since_mark().is_none() {
-            return Ok(());
-        }
-        if t0.elapsed() > Duration::from_secs(460) {
-            bail!("{what}: the daemon kept sending commands");
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -323,18 +305,7 @@ pub(crate) fn start_daemon(
     let path = dir.join("site.toml");
     std::fs::write(&path, site)?;
     let log = dir.join("daemon.log");
-    let daemon = KillOnDrop(
-        std::process::Command::new(crate::product::hashsink()?)
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", LISTEN, "--log", "info"])
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("start hashsink run")?,
-    );
-    wait_port(LISTEN_PORT, "the daemon's endpoint")?;
+    let daemon = crate::product::run_daemon(&path, LISTEN, &log, "info", extra)?;
     Ok((daemon, log))
 }
 
@@ -342,27 +313,14 @@ pub async fn run(miners: u32, flood: Flood, trials: u32) -> Result<String> {
     if miners == 0 || trials == 0 {
         bail!("--miners and --trials must be at least 1");
     }
-    if std::process::Command::new("mosquitto")
-        .arg("-h")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_err()
-    {
+    if !crate::product::mosquitto_installed() {
         bail!("mosquitto is not installed (apt-get install mosquitto): the plant's broker");
     }
     hashsink_clock::raise_open_file_limit(u64::from(miners) * 3 + u64::from(flood.idle) + 10_000);
     let dir = std::env::temp_dir().join(format!("hashsink-bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let emulator = start_fleet(miners, FIRST_INDEX)?;
-    let _broker = KillOnDrop(
-        std::process::Command::new("mosquitto")
-            .args(["-p", &MQTT_PORT.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?,
-    );
-    wait_port(MQTT_PORT, "mosquitto")?;
+    let _broker = crate::product::mosquitto(MQTT_PORT)?;
     let mut opts = rumqttc::MqttOptions::new("bench-plant", "127.0.0.1", MQTT_PORT);
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10_000);
@@ -389,7 +347,15 @@ pub async fn run(miners: u32, flood: Flood, trials: u32) -> Result<String> {
     for trial in 0..trials * 2 {
         let flooded = trial % 2 == 1;
         let what = if flooded { "flooded" } else { "quiet" };
-        wait_all_mining(&emulator, miners, what).await?;
+        crate::product::wait_settled(
+            LISTEN,
+            &emulator,
+            miners,
+            |_| true,
+            what,
+            Duration::from_secs(400),
+        )
+        .await?;
         let watching = Arc::new(AtomicBool::new(false));
         let watcher = watch_sweeps(watching.clone());
         let t0 = Instant::now();
@@ -437,6 +403,9 @@ pub async fn run(miners: u32, flood: Flood, trials: u32) -> Result<String> {
         shed.sweep_errors = errors.into_iter().collect();
         shed.max_queued = queued;
         rows.push((what, shed));
+        // The fleet down before the resume, so that the next trial waits for it to come back
+        // up rather than meeting miners still ramping down from this shed.
+        wait_all_asleep(&emulator).await;
         let (code, _) = post("/api/v1/resume").await?;
         if code != 200 {
             bail!("POST /api/v1/resume answered {code}");

@@ -1,5 +1,7 @@
 //! The product binary that the process benchmarks drive (the daemon, the emulator): `hashsink`,
-//! built beside this one, so that what is measured is what ships.
+//! built beside this one, so that what is measured is what ships; and the processes around it
+//! (mosquitto, the daemon's status, waiting for a fleet to settle), started and stopped one way
+//! for every benchmark.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -62,4 +64,134 @@ pub fn emulate(args: &[&str]) -> Result<std::process::Child> {
         }
     }
     Err(anyhow!("the emulator did not start"))
+}
+
+/// A child process that is killed (and reaped) when this goes out of scope, so that a failed
+/// benchmark leaves no daemon, broker or emulator behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (20 s at most) until something listens on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, what: &str) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            return Err(anyhow!("{what} did not start on port {port}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Whether mosquitto (the plant's broker in the signal benchmarks) is installed.
+pub fn mosquitto_installed() -> bool {
+    Command::new("mosquitto")
+        .arg("-h")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// mosquitto on 127.0.0.1:`port`, listening when this returns.
+pub fn mosquitto(port: u16) -> Result<KillOnDrop> {
+    let child = Command::new("mosquitto")
+        .args(["-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow!("start mosquitto ({e}): apt-get install mosquitto"))?;
+    let broker = KillOnDrop(child);
+    wait_port(port, "mosquitto")?;
+    Ok(broker)
+}
+
+/// `hashsink run --config SITE --listen LISTEN --log LEVEL EXTRA...` in a process of its own,
+/// its log in `log`; returns once the endpoint listens.
+pub fn run_daemon(
+    site: &std::path::Path,
+    listen: &str,
+    log: &std::path::Path,
+    level: &str,
+    extra: &[&str],
+) -> Result<KillOnDrop> {
+    let port: u16 = listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("{listen} has no port"))?;
+    let daemon = KillOnDrop(
+        Command::new(hashsink()?)
+            .args(["run", "--config"])
+            .arg(site)
+            .args(["--listen", listen, "--log", level])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .map_err(|e| anyhow!("start hashsink run: {e}"))?,
+    );
+    wait_port(port, "the daemon's endpoint")?;
+    Ok(daemon)
+}
+
+/// The daemon's status at `listen` (None while it does not answer).
+pub async fn status(listen: &str) -> Option<serde_json::Value> {
+    reqwest::get(format!("http://{listen}/api/v1/status"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits until every one of `miners` is awake in the emulated fleet, the daemon at `listen`
+/// reports them all mining and `ready` holds (within `limit`), then until no command has reached
+/// the fleet for 3 s (within a minute more): the fleet is up and settled. The emulator's own
+/// state is asked too, because the daemon's status is as old as its last sweep: right after a
+/// shed and a resume it still counts the fleet mining while every miner sleeps.
+pub async fn wait_settled(
+    listen: &str,
+    emulator: &hashsink_emulator::Emulator,
+    miners: u32,
+    ready: fn(&serde_json::Value) -> bool,
+    what: &str,
+    limit: std::time::Duration,
+) -> Result<()> {
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    loop {
+        let awake = emulator.awake().iter().filter(|&&a| a).count();
+        if awake == miners as usize
+            && let Some(s) = status(listen).await
+            && s["mining"].as_u64() == Some(u64::from(miners))
+            && ready(&s)
+        {
+            break;
+        }
+        if t0.elapsed() > limit {
+            return Err(anyhow!(
+                "{what}: the fleet was not all mining within {} s: {}",
+                limit.as_secs(),
+                status(listen).await.unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        emulator.mark_commands();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if emulator.first_command_since_mark().is_none() {
+            return Ok(());
+        }
+        if t0.elapsed() > limit + Duration::from_secs(60) {
+            return Err(anyhow!("{what}: the daemon kept sending commands"));
+        }
+    }
 }

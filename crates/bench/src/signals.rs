@@ -12,7 +12,7 @@
 //!   5 % of what it was.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, FleetConfig};
 use hashsink_emulator::{Emulator, Listen};
+
+use crate::product::{
+    KillOnDrop, mosquitto, mosquitto_installed, run_daemon, status, wait_port, wait_settled,
+};
 
 const FIRST_INDEX: u32 = 40_000;
 const MQTT_PORT: u16 = 18931;
@@ -33,15 +37,6 @@ struct Row {
     running_at_trip: usize,
     fan_out: Option<Duration>,
     shed_95: Option<Duration>,
-}
-
-pub(crate) struct KillOnDrop(pub(crate) Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The emulated fleet on a runtime of its own (two workers), all miners mining, from address
@@ -98,17 +93,6 @@ pub(crate) fn fleet_of(emulator: &Emulator, miners: u32) -> Result<(f64, String)
     Ok((nameplate, addresses.join(", ")))
 }
 
-pub(crate) fn wait_port(port: u16, what: &str) -> Result<()> {
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t0.elapsed() > Duration::from_secs(20) {
-            bail!("{what} did not start on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 /// How the plant sends its surplus and trip flag. A meter on MQTT publishes its value every
 /// 100 ms (the repeater); a Modbus meter holds it in its registers.
 enum Plant {
@@ -156,11 +140,6 @@ impl Plant {
     }
 }
 
-async fn status() -> Option<serde_json::Value> {
-    let reply = reqwest::get(format!("http://{STATUS}/status")).await.ok()?;
-    reply.json().await.ok()
-}
-
 /// Runs one source kind: a fresh daemon on the mining fleet, five falls, then the trip.
 async fn one_kind(
     kind: &'static str,
@@ -186,47 +165,18 @@ async fn one_kind(
         .to_ascii_lowercase();
     let path = dir.join(format!("site-{tag}.toml"));
     std::fs::write(&path, site)?;
-    let log = dir.join(format!(
-        "daemon-{}.log",
-        kind.split(' ').next().unwrap_or("x")
-    ));
-    let daemon = KillOnDrop(
-        Command::new(crate::product::hashsink()?)
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", STATUS, "--log", "info"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("start hashsink run")?,
-    );
+    let log = dir.join(format!("daemon-{tag}.log"));
+    let daemon = run_daemon(&path, STATUS, &log, "info", &[])?;
     // Ready: every miner woken and mining, the signal trusted, then 3 s without a command.
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = status().await {
-            if s["mining"].as_u64() == Some(u64::from(miners)) && s["signals"][0]["trusted"] == true
-            {
-                break;
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "{kind}: the daemon did not bring the whole fleet up within 300 s: {}",
-                status().await.unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    loop {
-        emulator.mark_commands();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        if emulator.first_command_since_mark().is_none() {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(360) {
-            bail!("{kind}: the daemon kept sending commands at full surplus");
-        }
-    }
+    wait_settled(
+        STATUS,
+        emulator,
+        miners,
+        |s| s["signals"][0]["trusted"] == true,
+        kind,
+        Duration::from_secs(300),
+    )
+    .await?;
     let full = emulator.totals().power.w();
     let mut latencies_ms = Vec::new();
     for step in 1..=5 {
@@ -242,7 +192,7 @@ async fn one_kind(
                     "{kind}: no command 10 s after the surplus fell to {:.0} W (daemon log: {}): {}",
                     full * (1.0 - 0.1 * f64::from(step)),
                     log.display(),
-                    status().await.unwrap_or_default()
+                    status(STATUS).await.unwrap_or_default()
                 );
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -301,21 +251,8 @@ pub async fn run(miners: u32) -> Result<String> {
     let emulator = start_fleet(miners, FIRST_INDEX)?;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    if Command::new("mosquitto")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-    {
-        let _broker = KillOnDrop(
-            Command::new("mosquitto")
-                .args(["-p", &MQTT_PORT.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        wait_port(MQTT_PORT, "mosquitto")?;
+    if mosquitto_installed() {
+        let _broker = mosquitto(MQTT_PORT)?;
         let mut opts = rumqttc::MqttOptions::new("bench-plant", "127.0.0.1", MQTT_PORT);
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use hashsink_emulator::Fault;
 
 use crate::flood;
-use crate::signals::{KillOnDrop, fleet_of, start_fleet, wait_port};
+use crate::product::KillOnDrop;
+use crate::signals::{fleet_of, start_fleet};
 
 const FIRST_INDEX: u32 = 50_000;
 const MQTT_PORT: u16 = 18943;
@@ -50,14 +51,7 @@ fn process_sample(pid: u32) -> (f64, usize, usize) {
 }
 
 fn broker() -> Result<KillOnDrop> {
-    let child = std::process::Command::new("mosquitto")
-        .args(["-p", &MQTT_PORT.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("start mosquitto (apt-get install mosquitto)")?;
-    wait_port(MQTT_PORT, "mosquitto")?;
-    Ok(KillOnDrop(child))
+    crate::product::mosquitto(MQTT_PORT)
 }
 
 /// A throwaway PostgreSQL through `.ci/postgres.sh`: (data folder, URL), or None without it.

@@ -207,3 +207,47 @@ impl FleetController for Baseline {
         "baseline"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Catalogue, Envelope, FleetConfig};
+
+    /// The levels the automation wakes its miners at, with surplus for the whole fleet held for
+    /// ten minutes.
+    fn wake_levels(fleet: Fleet) -> Vec<u8> {
+        let fleet = Arc::new(fleet);
+        let t0 = Timestamp::from_secs(1_767_225_600);
+        let mut b = Baseline::new(fleet.clone(), BaselineConfig::default(), t0);
+        let mut levels = Vec::new();
+        for s in 0..600 {
+            let now = t0 + Duration::from_secs(s);
+            b.handle_input(
+                now,
+                Input::Surplus {
+                    at: now,
+                    available: fleet.max_power() * 2.0,
+                },
+            );
+            b.handle_timeout(now);
+            while let Some(cmd) = b.poll_command() {
+                if let Action::Wake(level) = cmd.action {
+                    levels.push(level);
+                }
+            }
+        }
+        levels
+    }
+
+    #[test]
+    fn miners_run_at_the_top_of_the_envelope_they_are_given() {
+        let full =
+            FleetConfig::build_from_shorthand("s21:4:braiins-os", &Catalogue::bundled()).unwrap();
+        let spec = full.specs[0].clone();
+        assert!(spec.max_level() > spec.preferred_level);
+        let at_full = wake_levels(full.clone());
+        assert_eq!(at_full, vec![spec.max_level(); 4]);
+        let at_nameplate = wake_levels(full.within(Envelope::Nameplate));
+        assert_eq!(at_nameplate, vec![spec.preferred_level; 4]);
+    }
+}

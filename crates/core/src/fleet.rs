@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use hashsink_units::{HashRate, JoulesPerTerahash, Watts};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::catalogue::{Catalogue, CatalogueError};
 use crate::firmware::{ControlKind, FirmwareKind, FirmwareTraits, bundled_traits};
@@ -115,8 +115,7 @@ impl MinerSpec {
 
 /// How far above nameplate a fleet may draw. A comparison between controllers gives every one of
 /// them the same envelope, so that none gains from headroom another is not allowed to use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Envelope {
     /// Every miner at or below its nameplate power (its preferred level): what any controller,
     /// an on/off automation included, can use.

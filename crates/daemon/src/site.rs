@@ -635,7 +635,7 @@ mod tests {
             panic!("the broker is mqtt")
         };
         assert_eq!((broker.host.as_str(), broker.port), ("127.0.0.1", 1883));
-        assert_eq!(broker.field.as_deref(), Some("available_kw"));
+        assert_eq!(broker.payload.field.as_deref(), Some("available_kw"));
         assert_eq!(broker.publish_topic.as_deref(), Some("hashsink/fleet"));
         let Source::OpenAdr(ven) = &signals.sources[3] else {
             panic!("the utility is openadr")

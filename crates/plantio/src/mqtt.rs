@@ -26,11 +26,8 @@ pub struct MqttSource {
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     pub topic: String,
-    /// The JSON field holding the value; None for a plain-number payload.
-    pub field: Option<String>,
-    /// The JSON field holding the measurement time, if the plant sends one.
-    pub time_field: Option<String>,
-    pub unit: PowerUnit,
+    /// How a reading is written in a message on `topic`.
+    pub payload: Payload,
     /// Where to publish the fleet's load and setpoint (JSON), and how often.
     pub publish_topic: Option<String>,
     pub publish_every: Duration,
@@ -40,6 +37,17 @@ pub struct MqttSource {
     pub trip_topic: Option<String>,
     /// TLS to the broker (None: plain TCP).
     pub tls: Option<MqttTls>,
+}
+
+/// How the plant writes a reading: a plain number, or a JSON object with the value in `field`
+/// (and the measurement time in `time_field`, if the plant sends one), in `unit`.
+#[derive(Clone, Debug, Default)]
+pub struct Payload {
+    /// The JSON field holding the value; None for a plain-number payload.
+    pub field: Option<String>,
+    /// The JSON field holding the measurement time, if the plant sends one.
+    pub time_field: Option<String>,
+    pub unit: PowerUnit,
 }
 
 /// TLS settings: the CA to trust (None: the system's roots) and an optional client identity.
@@ -83,7 +91,7 @@ pub fn trip_of(payload: &[u8]) -> Option<bool> {
 #[derive(Debug, PartialEq)]
 pub struct PayloadError(pub String);
 
-impl MqttSource {
+impl Payload {
     /// Decodes one payload into watts and, if present, the time it was measured.
     pub fn decode(&self, payload: &[u8]) -> Result<(f64, Option<Timestamp>), PayloadError> {
         let text = std::str::from_utf8(payload)
@@ -124,7 +132,9 @@ impl MqttSource {
         };
         Ok((value * scale, at))
     }
+}
 
+impl MqttSource {
     /// Runs until the daemon goes away: readings and failures to `events`; the fleet's load and
     /// setpoint from `report` published every `publish_every`.
     pub async fn run(
@@ -179,7 +189,7 @@ impl MqttSource {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == self.topic => {
                         let received = clock.now();
-                        match self.decode(&p.payload).and_then(|r| fresh_enough(p.retain, r)) {
+                        match self.payload.decode(&p.payload).and_then(|r| fresh_enough(p.retain, r)) {
                             Ok((watts, at)) => {
                                 let _ = events.send(SignalEvent::Reading(Reading {
                                     source: id,
@@ -287,22 +297,11 @@ mod tests {
         assert_eq!(retained_trip(false, false), Ok(crate::TripFlag::Clear));
     }
 
-    fn source(field: Option<&str>, time_field: Option<&str>) -> MqttSource {
-        MqttSource {
-            name: "t".into(),
-            host: "127.0.0.1".into(),
-            port: 1883,
-            client_id: "t".into(),
-            credentials: None,
-            topic: "plant/surplus".into(),
+    fn source(field: Option<&str>, time_field: Option<&str>) -> Payload {
+        Payload {
             field: field.map(str::to_string),
             time_field: time_field.map(str::to_string),
             unit: PowerUnit::Kw,
-            publish_topic: None,
-            publish_every: Duration::from_secs(1),
-            keep_alive: Duration::from_secs(5),
-            trip_topic: None,
-            tls: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hashsink_market::forward::{MarketDay, Shocks, historical_path};
+use hashsink_market::forward::{ForwardModel, MarketDay, Shocks, historical_path};
 use rayon::prelude::*;
 
 use crate::config::{Candidate, Inputs, MarketMode, PriceDrift, StudyError};
@@ -268,11 +268,7 @@ pub(crate) fn sweep(
         in_sample_choice: (in_sample != chosen).then(|| name(in_sample)),
     };
     let rows = (designs.iter().enumerate())
-        .map(|(j, d)| {
-            let mut row = sweep_row(inputs, d, capex[j], &reported[j]);
-            row.npv_p50_on_selection_usd = on_selection[j];
-            row
-        })
+        .map(|(j, d)| sweep_row(inputs, d, capex[j], &reported[j], on_selection[j]))
         .collect();
     Sweep {
         capex,
@@ -282,7 +278,14 @@ pub(crate) fn sweep(
     }
 }
 
-fn sweep_row(inputs: &Inputs, d: &Dispatch, capex: (f64, f64), npvs: &[f64]) -> SweepRow {
+/// A design's row: `npvs` on the reported paths, `selection_p50` its median on the others.
+fn sweep_row(
+    inputs: &Inputs,
+    d: &Dispatch,
+    capex: (f64, f64),
+    npvs: &[f64],
+    selection_p50: f64,
+) -> SweepRow {
     let c = &inputs.candidates[d.candidate];
     let years = d.days.len() as f64 / 365.25;
     SweepRow {
@@ -296,7 +299,7 @@ fn sweep_row(inputs: &Inputs, d: &Dispatch, capex: (f64, f64), npvs: &[f64]) -> 
         utilisation: d.utilisation,
         absorbed_mwh_per_year: d.days.iter().map(|x| x.absorbed_mwh).sum::<f64>() / years,
         npv_usd: Percentiles::of(npvs),
-        npv_p50_on_selection_usd: f64::NAN,
+        npv_p50_on_selection_usd: selection_p50,
         probability_of_loss: share(npvs, |x| x < 0.0),
     }
 }
@@ -365,11 +368,11 @@ pub(crate) fn drift_cases(
     detail: &Detail,
 ) -> Vec<DriftCase> {
     let MarketMode::MonteCarlo {
-        model,
         fitted,
         drift,
         paths,
         seed,
+        ..
     } = &inputs.market
     else {
         return Vec::new();
@@ -380,23 +383,24 @@ pub(crate) fn drift_cases(
         PriceDrift::Set(0.0) => "no price drift".to_string(),
         PriceDrift::Set(x) => format!("a price drift of {:+.1} %/yr", x * 100.0),
     };
-    let no_drift = || fitted.as_ref().clone().with_drifts(Some(0.0), None);
-    let mut cases = vec![(*drift, model.as_ref().clone(), true)];
+    // The verdict's own trend is the detail pass (`model`): its outcomes are taken as they are.
+    // The others are drawn on the same path numbers.
+    let mut cases: Vec<(PriceDrift, Option<ForwardModel>)> = vec![(*drift, None)];
     if *drift != PriceDrift::Set(0.0) {
-        cases.push((PriceDrift::Set(0.0), no_drift(), false));
+        let no_drift = fitted.as_ref().clone().with_drifts(Some(0.0), None);
+        cases.push((PriceDrift::Set(0.0), Some(no_drift)));
     }
     if *drift != PriceDrift::Fitted {
-        cases.push((PriceDrift::Fitted, fitted.as_ref().clone(), false));
+        cases.push((PriceDrift::Fitted, Some(fitted.as_ref().clone())));
     }
     let horizon = inputs.horizon_days();
     cases
         .into_iter()
-        .map(|(case, model, basis)| {
-            // The verdict's own trend is the detail pass's model: its outcomes are reused.
-            let outcomes: Vec<PathOutcome> = if basis {
-                detail.outcomes.clone()
-            } else {
-                (0..*paths)
+        .map(|(case, other)| {
+            let basis = other.is_none();
+            let outcomes: Vec<PathOutcome> = match other {
+                None => detail.outcomes.clone(),
+                Some(model) => (0..*paths)
                     .into_par_iter()
                     .map_init(
                         || vec![MarketDay::default(); horizon],
@@ -405,7 +409,7 @@ pub(crate) fn drift_cases(
                             evaluate(d, hw, infra, base, 1.0, buf, None, None)
                         },
                     )
-                    .collect()
+                    .collect(),
             };
             let npv: Vec<f64> = outcomes.iter().map(|o| o.npv_usd).collect();
             let breakeven: Vec<f64> = outcomes.iter().map(|o| o.breakeven_btc_usd).collect();

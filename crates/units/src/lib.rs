@@ -435,16 +435,16 @@ impl Sub<Duration> for Timestamp {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn an_endless_input_file_is_refused_after_the_cap() {
-        let err = super::read_input_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        let err = read_input_file(std::path::Path::new("/dev/zero")).unwrap_err();
         assert!(
             err.to_string().contains("too large for an input file"),
             "{err}"
         );
     }
-
-    use super::*;
 
     #[test]
     fn power_over_time_is_energy() {

@@ -1,9 +1,10 @@
 //! `cargo xtask`: the project's developer tasks, apart from the product (rust-analyzer's
-//! pattern). `cargo xtask test` is the README's test command: `cargo test --workspace` (any
-//! further arguments passed on), then which tests did not run because a peer is missing (a
-//! broker, a Python package, a browser, a database: each test that skips notes it through
-//! `hashsink_units::note_skipped_peer`), by peer with how to install it, and one closing line
-//! that counts them apart from the tests that passed.
+//! pattern). `cargo xtask test` is the README's test command: `cargo test --workspace
+//! --no-fail-fast` (every test binary runs, so that the closing count covers the whole suite even
+//! when one fails; any further arguments passed on), then which tests did not run because a peer
+//! is missing (a broker, a Python package, a browser, a database: each test that skips notes it
+//! through `hashsink_units::note_skipped_peer`), by peer with how to install it, and one closing
+//! line that counts them apart from the tests that passed.
 
 #![forbid(unsafe_code)]
 
@@ -70,7 +71,7 @@ fn test(args: Vec<String>) -> Result<ExitCode, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = std::time::Instant::now();
     let mut child = Command::new(cargo)
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(&args)
         .current_dir(&root)
         .env("HASHSINK_SKIPPED_DIR", &skipped_dir)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use hashsink_plantio::PowerUnit;
-use hashsink_plantio::mqtt::{MqttSource, MqttTls};
+use hashsink_plantio::mqtt::{MqttSource, MqttTls, Payload};
 use serde::Deserialize;
 
 use super::{Common, host_port};
@@ -87,9 +87,11 @@ impl MqttConfig {
                 .unwrap_or_else(|| format!("hashsink-{}-{}", std::process::id(), index)),
             credentials: self.username.clone().zip(self.password.clone()),
             topic,
-            field: self.field.clone(),
-            time_field: self.time_field.clone(),
-            unit: self.unit.unwrap_or_default(),
+            payload: Payload {
+                field: self.field.clone(),
+                time_field: self.time_field.clone(),
+                unit: self.unit.unwrap_or_default(),
+            },
             publish_topic: self.publish_topic.clone(),
             publish_every: Duration::from_millis(self.publish_ms),
             keep_alive: Duration::from_secs(5),
