@@ -54,16 +54,7 @@ pub(crate) async fn status() -> Option<Value> {
 }
 
 pub(crate) async fn post(path: &str) -> Result<(u16, Duration)> {
-    let sent = Instant::now();
-    let reply = reqwest::Client::new()
-        .post(format!("http://{LISTEN}{path}"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .with_context(|| format!("POST {path}"))?;
-    Ok((reply.status().as_u16(), sent.elapsed()))
+    crate::product::post(LISTEN, path).await
 }
 
 /// Waits (30 s at most) until no miner that takes commands is awake in the emulated fleet.

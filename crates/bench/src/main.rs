@@ -6,6 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+/// The shipping binary's allocator, for the emulator that runs in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod control;
 mod dashboard;
 mod fleet;
@@ -14,6 +18,7 @@ mod ledger;
 mod product;
 mod quirks;
 mod restart;
+mod scale;
 mod signals;
 mod soak;
 mod study;
@@ -88,6 +93,23 @@ enum Command {
         /// Changes measured per size.
         #[arg(long, default_value_t = 10)]
         trials: u32,
+    },
+    /// One daemon and a very large emulated fleet (S21 on Braiins OS; the emulator in this
+    /// process, on one wildcard listener per port): startup, telemetry sweeps, the daemon's CPU
+    /// per sweep, a shed's fan-out, the ledger's intervals, peak memory.
+    Scale {
+        #[arg(long, default_value_t = 100_000)]
+        miners: u32,
+        /// The miners' firmware: braiins-os (REST, two reads a sweep) or luxos (cgminer API).
+        #[arg(long, default_value = "braiins-os", value_parser = ["braiins-os", "luxos"])]
+        firmware: String,
+        /// Sweeps to time once the fleet is up.
+        #[arg(long, default_value_t = 10)]
+        sweeps: u32,
+        /// The site's command rate (`max_commands_per_s`, and its burst): a shed of N miners
+        /// takes N / rate seconds of tokens at least.
+        #[arg(long, default_value_t = 100_000.0)]
+        commands_per_s: f64,
     },
     /// Ledger benchmark: write throughput for one-minute intervals of the whole fleet, and a
     /// month's statement with every miner's totals; SQLite, and PostgreSQL with --postgres.
@@ -219,6 +241,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Dashboard { miners, trials } => {
             print!("{}", runtime()?.block_on(dashboard::run(&miners, trials))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scale {
+            miners,
+            firmware,
+            sweeps,
+            commands_per_s,
+        } => {
+            print!(
+                "{}",
+                runtime()?.block_on(scale::run(miners, &firmware, sweeps, commands_per_s))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger { miners, postgres } => {

@@ -66,6 +66,70 @@ pub fn emulate(args: &[&str]) -> Result<std::process::Child> {
     Err(anyhow!("the emulator did not start"))
 }
 
+/// An emulated fleet of `mix` (`MODEL:COUNT:FIRMWARE,...`) on a runtime of its own (two
+/// workers) in this process, every miner asleep (as the emulator starts them).
+pub fn start_emulator(
+    mix: &str,
+    listen: hashsink_emulator::Listen,
+) -> Result<std::sync::Arc<hashsink_emulator::Emulator>> {
+    use hashsink_core::{Catalogue, FleetConfig};
+    let fleet = std::sync::Arc::new(FleetConfig::build_from_shorthand(
+        mix,
+        &Catalogue::bundled(),
+    )?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(anyhow!("emulator runtime: {e}")));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let clock = hashsink_clock::ScaledClock::wall();
+            match hashsink_emulator::Emulator::start(fleet, clock, listen).await {
+                Ok(e) => {
+                    let e = std::sync::Arc::new(e);
+                    let _ = tx.send(Ok(e.clone()));
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow!("emulator: {e}")));
+                }
+            }
+        });
+    });
+    rx.recv().map_err(|_| anyhow!("the emulator thread died"))?
+}
+
+/// A process's peak resident memory (MB) and the CPU time it has used (user + system, s), from
+/// /proc.
+pub fn process_usage(pid: u32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow!("no VmHWM for process {pid}"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok());
+    let (user, system) = ticks(11)
+        .zip(ticks(12))
+        .ok_or_else(|| anyhow!("no CPU times for process {pid}"))?;
+    // Clock ticks of 1/100 s (USER_HZ on Linux).
+    Ok((peak_kb / 1024.0, (user + system) / 100.0))
+}
+
 /// A child process that is killed (and reaped) when this goes out of scope, so that a failed
 /// benchmark leaves no daemon, broker or emulator behind.
 pub struct KillOnDrop(pub std::process::Child);
@@ -126,7 +190,7 @@ pub fn run_daemon(
         .next()
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| anyhow!("{listen} has no port"))?;
-    let daemon = KillOnDrop(
+    let mut daemon = KillOnDrop(
         Command::new(hashsink()?)
             .args(["run", "--config"])
             .arg(site)
@@ -137,8 +201,37 @@ pub fn run_daemon(
             .spawn()
             .map_err(|e| anyhow!("start hashsink run: {e}"))?,
     );
-    wait_port(port, "the daemon's endpoint")?;
+    // Identification comes before the endpoint: a minute or so for 100,000 miners.
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(exit) = daemon.0.try_wait()? {
+            return Err(anyhow!(
+                "hashsink run stopped ({exit}): see {}",
+                log.display()
+            ));
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(600) {
+            return Err(anyhow!(
+                "the daemon's endpoint did not start on port {port} within 10 minutes"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     Ok(daemon)
+}
+
+/// `POST {}` to the daemon at `listen`: the reply's status code and how long it took.
+pub async fn post(listen: &str, path: &str) -> Result<(u16, std::time::Duration)> {
+    let sent = std::time::Instant::now();
+    let reply = reqwest::Client::new()
+        .post(format!("http://{listen}{path}"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| anyhow!("POST {path}: {e}"))?;
+    Ok((reply.status().as_u16(), sent.elapsed()))
 }
 
 /// The daemon's status at `listen` (None while it does not answer).

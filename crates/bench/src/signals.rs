@@ -16,8 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use hashsink_clock::ScaledClock;
+use anyhow::{Result, anyhow, bail};
 use hashsink_core::{Catalogue, FleetConfig};
 use hashsink_emulator::{Emulator, Listen};
 
@@ -39,44 +38,14 @@ struct Row {
     shed_95: Option<Duration>,
 }
 
-/// The emulated fleet on a runtime of its own (two workers), all miners mining, from address
-/// index `first_index`.
+/// The emulated S19 XP fleet on LuxOS on a runtime of its own, from address index
+/// `first_index`.
 pub(crate) fn start_fleet(miners: u32, first_index: u32) -> Result<Arc<Emulator>> {
-    let fleet = Arc::new(FleetConfig::build_from_shorthand(
-        &format!("s19xp:{miners}:luxos"),
-        &Catalogue::bundled(),
-    )?);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(anyhow!("emulator runtime: {e}")));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let listen = Listen {
-                first_index,
-                ..Listen::default()
-            };
-            match Emulator::start(fleet, ScaledClock::wall(), listen).await {
-                Ok(e) => {
-                    let e = Arc::new(e);
-                    let _ = tx.send(Ok(e.clone()));
-                    std::future::pending::<()>().await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(anyhow!("emulator: {e}")));
-                }
-            }
-        });
-    });
-    rx.recv().context("the emulator thread died")?
+    let listen = Listen {
+        first_index,
+        ..Listen::default()
+    };
+    crate::product::start_emulator(&format!("s19xp:{miners}:luxos"), listen)
 }
 
 /// The emulated S19 XP fleet's nameplate power (W) and its addresses as a TOML list's items.

@@ -17,6 +17,7 @@ pub mod firmware;
 pub mod fleet;
 pub mod rate_limit;
 pub mod reference;
+pub mod region;
 pub mod setpoint;
 
 pub use api::{

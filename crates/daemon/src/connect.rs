@@ -41,14 +41,24 @@ pub async fn connect(
     require_all: bool,
 ) -> Result<Inventory> {
     let found = identify(addresses, concurrency.min(2048), identify_timeout).await;
+    let web_miners = fleet
+        .miner_ids()
+        .filter(|&m| family(fleet.spec_of(m).firmware) != Family::LuxOs)
+        .count();
     // No compressed replies: asic-rs switches reqwest's gzip on for every client in the
     // build, and a miner has no reason to compress (the 1 MiB cap on a reply counts the
     // decompressed bytes either way).
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(2)
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .no_gzip()
         .build()?;
+    let settings = CallSettings {
+        keep_alive: settings.keep_alive
+            && keep_alive_fits(web_miners, hashsink_clock::open_file_limit()),
+        ..settings
+    };
     let mut inventory = Inventory {
         drivers: Vec::with_capacity(addresses.len()),
         unreachable: vec![],
@@ -73,7 +83,7 @@ pub async fn connect(
         let s = settings.clone();
         let driver: Arc<dyn MinerDriver> = match wanted {
             Family::LuxOs => Arc::new(LuxOsDriver::new(*ip, asic, s)),
-            Family::BraiinsOs => Arc::new(BraiinsDriver::new(*ip, asic, s, http.clone())),
+            Family::BraiinsOs => Arc::new(BraiinsDriver::new(*ip, s, http.clone())),
             Family::StockAntminer => {
                 Arc::new(AntminerDriver::new(*ip, asic, s, http.clone(), spec))
             }
@@ -91,6 +101,14 @@ pub async fn connect(
         );
     }
     Ok(inventory)
+}
+
+/// Whether the web drivers may keep each miner's connection open between calls: while one per
+/// miner fits in a quarter of the descriptor limit. Past that (tens of thousands of miners)
+/// each call closes its connection, or the idle ones would take every descriptor the process
+/// has.
+fn keep_alive_fits(web_miners: usize, fd_limit: u64) -> bool {
+    web_miners as u64 <= fd_limit / 4
 }
 
 impl Inventory {
@@ -125,5 +143,18 @@ impl Inventory {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_alive_fits;
+
+    #[test]
+    fn idle_connections_stay_within_a_quarter_of_the_descriptors() {
+        assert!(keep_alive_fits(100, 20_000));
+        assert!(keep_alive_fits(5_000, 20_000));
+        assert!(!keep_alive_fits(5_001, 20_000));
+        assert!(!keep_alive_fits(100_000, 20_000));
     }
 }

@@ -162,6 +162,7 @@ fn write_until_stopped(
             }
         }
         while let Some(b) = queue.front() {
+            let writing = std::time::Instant::now();
             match store.write(site, run_ms, b) {
                 Ok(()) => {}
                 Err(e) if e.is_permanent() => {
@@ -175,11 +176,14 @@ fn write_until_stopped(
                     break;
                 }
             }
+            let write_ms = writing.elapsed().as_secs_f64() * 1000.0;
             for i in &b.intervals {
                 info!(
                     start_ms = i.start.as_millis(),
                     fleet_kwh = i.fleet_wh / 1000.0,
                     expected_sat = i.expected_sat,
+                    rows = b.rows(),
+                    write_ms,
                     "ledger: interval committed"
                 );
             }

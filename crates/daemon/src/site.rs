@@ -526,6 +526,13 @@ impl Site {
     pub fn io_timeout(&self) -> Duration {
         Duration::from_millis(self.io.timeout_ms)
     }
+
+    /// The least time the command rate lets a shed of the whole fleet take: the burst goes at
+    /// once, the rest at `max_commands_per_s`.
+    pub fn shed_takes(&self) -> Duration {
+        let after_burst = (self.fleet.len() as f64 - self.controller.command_burst).max(0.0);
+        Duration::from_secs_f64(after_burst / self.controller.max_commands_per_s)
+    }
 }
 
 const MAX_ADDRESSES_PER_ENTRY: u64 = 1 << 20;
@@ -773,6 +780,21 @@ mod tests {
                 .unwrap_err()
                 .contains("ends before")
         );
+    }
+
+    #[test]
+    fn the_shed_time_the_command_rate_allows_counts_the_burst_once() {
+        let site = |controller: &str| {
+            let text = format!(
+                "[surplus]\nsource = \"replay\"\nprofile = \"nuclear\"\n{controller}[[group]]\nmodel = \"S21\"\nfirmware = \"luxos\"\naddresses = [\"10.0.0.0/16\"]\n"
+            );
+            Site::parse(&text, "site.toml", ".".into()).unwrap()
+        };
+        // 65,534 miners; the default rate and burst of 10,000: 5.5 s.
+        let slow = site("").shed_takes().as_secs_f64();
+        assert!((slow - 5.5534).abs() < 1e-3, "{slow}");
+        let fast = "[controller]\nmax_commands_per_s = 100000\ncommand_burst = 70000\n";
+        assert_eq!(site(fast).shed_takes(), Duration::ZERO);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! An emulated ASIC fleet on loopback, for the demo, the tests and the benchmarks.
 //!
-//! Every miner gets its own address in 127.0.0.0/8 and listens on the real firmware ports (4028
+//! Every miner gets its own address in 127.0.0.0/8 and answers on the real firmware ports (4028
 //! for the cgminer-style JSON API, 80 for the web interface), so real clients (asic-rs, pyasic,
-//! the hashsink drivers) find and drive it as they would a miner on a farm network. Three
+//! the hashsink drivers) find and drive it as they would a miner on a farm network. A small
+//! fleet binds a listener per miner and port; a large one ([`Binding::Wildcard`]) binds one per
+//! port on the wildcard address and hands each connection to the miner whose address it was
+//! made to, so that its file descriptors follow open connections, not miners. Three
 //! firmware dialects are spoken, shaped after responses recorded from real machines:
 //!
 //! * LuxOS: cgminer API with `curtail sleep|wakeup`, frequency `profiles` and `profileset`,
@@ -44,6 +47,34 @@ pub struct Listen {
     /// Index of the first miner's address (see [`miner_address`]); lets several emulated
     /// fleets share the machine without sharing addresses.
     pub first_index: u32,
+    pub binding: Binding,
+}
+
+/// How the miners' ports are bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Binding {
+    /// A listener per miner per port (two file descriptors a miner): several emulators can
+    /// share a port on distinct addresses. Up to [`PER_MINER_LIMIT`] miners.
+    #[default]
+    PerMiner,
+    /// One listener per port on 0.0.0.0; a connection is served by the miner whose address it
+    /// was made to, and closed when no miner of this fleet has that address. The port is then
+    /// this emulator's alone.
+    Wildcard,
+}
+
+/// The largest fleet [`Binding::for_fleet`] binds per miner.
+pub const PER_MINER_LIMIT: usize = 5_000;
+
+impl Binding {
+    /// Per miner for a fleet of up to [`PER_MINER_LIMIT`], wildcard above.
+    pub fn for_fleet(miners: usize) -> Self {
+        if miners <= PER_MINER_LIMIT {
+            Binding::PerMiner
+        } else {
+            Binding::Wildcard
+        }
+    }
 }
 
 impl Default for Listen {
@@ -53,6 +84,7 @@ impl Default for Listen {
             rpc_port: 4028,
             web_port: 80,
             first_index: 0,
+            binding: Binding::PerMiner,
         }
     }
 }
@@ -67,7 +99,7 @@ pub fn miner_address(index: u32) -> Ipv4Addr {
     let subnet = index / HOSTS_PER_SUBNET;
     let host = index % HOSTS_PER_SUBNET + 1;
     assert!(
-        subnet < 256 * 256,
+        subnet < 255 * 256,
         "too many emulated miners for 127.1.0.0/16..127.255.255.0/24"
     );
     Ipv4Addr::new(
@@ -76,6 +108,16 @@ pub fn miner_address(index: u32) -> Ipv4Addr {
         (subnet % 256) as u8,
         host as u8,
     )
+}
+
+/// The index of the miner at `address`: the inverse of [`miner_address`].
+pub fn miner_index(address: Ipv4Addr) -> Option<u32> {
+    let [a, b, c, host] = address.octets();
+    if a != 127 || b == 0 || host == 0 || u32::from(host) > HOSTS_PER_SUBNET {
+        return None;
+    }
+    let subnet = u32::from(b - 1) * 256 + u32::from(c);
+    Some(subnet * HOSTS_PER_SUBNET + u32::from(host) - 1)
 }
 
 /// The /24 subnets that hold miners `first_index..first_index + miners`.
@@ -138,16 +180,31 @@ impl Emulator {
             };
             dialects.push(dialect);
         }
-        hashsink_clock::raise_open_file_limit(fleet.len() as u64 * 3 + 4096);
         let shared = Arc::new(Shared::new(fleet, clock, dialects, listen.first_index));
         let mut tasks = JoinSet::new();
-        for index in 0..shared.len() as u32 {
-            let ip = miner_address(listen.first_index + index);
-            let rpc = bind(SocketAddr::from((ip, listen.rpc_port))).await?;
-            tasks.spawn(rpc::serve(rpc, shared.clone(), index));
-            if shared.dialect(index).has_web() {
-                let web_listener = bind(SocketAddr::from((ip, listen.web_port))).await?;
-                tasks.spawn(web::serve(web_listener, shared.clone(), index));
+        match listen.binding {
+            Binding::PerMiner => {
+                hashsink_clock::raise_open_file_limit(shared.len() as u64 * 3 + 4096);
+                for index in 0..shared.len() as u32 {
+                    let ip = miner_address(listen.first_index + index);
+                    let rpc = bind(SocketAddr::from((ip, listen.rpc_port))).await?;
+                    tasks.spawn(rpc::serve(rpc, shared.clone()));
+                    if shared.dialect(index).has_web() {
+                        let web_listener = bind(SocketAddr::from((ip, listen.web_port))).await?;
+                        tasks.spawn(web::serve(web_listener, shared.clone()));
+                    }
+                }
+            }
+            Binding::Wildcard => {
+                // Each connection in flight holds a descriptor: allow as many as the system does.
+                hashsink_clock::raise_open_file_limit(1 << 20);
+                let any = Ipv4Addr::UNSPECIFIED;
+                let rpc = bind(SocketAddr::from((any, listen.rpc_port))).await?;
+                tasks.spawn(rpc::serve(rpc, shared.clone()));
+                if (0..shared.len() as u32).any(|i| shared.dialect(i).has_web()) {
+                    let web_listener = bind(SocketAddr::from((any, listen.web_port))).await?;
+                    tasks.spawn(web::serve(web_listener, shared.clone()));
+                }
             }
         }
         Ok(Self {
@@ -262,6 +319,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
                 std::io::ErrorKind::PermissionDenied => {
                     "Ports below 1024 need root or CAP_NET_BIND_SERVICE; run as root or pass other ports (--rpc-port/--web-port)."
                 }
+                std::io::ErrorKind::AddrInUse if addr.ip().is_unspecified() => {
+                    "A large fleet binds the wildcard address, so its ports are its own: give each emulator its own ports (--rpc-port/--web-port), or stop what listens there."
+                }
                 std::io::ErrorKind::AddrInUse => "Another emulator (or a real service) already listens there.",
                 _ if source.raw_os_error() == Some(24) => {
                     "Too many open files: raise the limit (ulimit -n) or emulate fewer miners."
@@ -274,3 +334,39 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
 
 /// How long a hung miner keeps a connection open without answering.
 pub(crate) const HANG_FOR: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_maps_back_to_its_miner() {
+        for index in [
+            0,
+            1,
+            249,
+            250,
+            251,
+            63_999,
+            64_000,
+            100_000,
+            250 * (255 * 256 - 1) + 249,
+        ] {
+            assert_eq!(miner_index(miner_address(index)), Some(index), "{index}");
+        }
+        for stranger in [
+            Ipv4Addr::new(127, 0, 0, 1),
+            Ipv4Addr::new(127, 1, 0, 0),
+            Ipv4Addr::new(127, 1, 0, 251),
+            Ipv4Addr::new(10, 1, 0, 1),
+        ] {
+            assert_eq!(miner_index(stranger), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn a_large_fleet_binds_the_wildcard_address() {
+        assert_eq!(Binding::for_fleet(PER_MINER_LIMIT), Binding::PerMiner);
+        assert_eq!(Binding::for_fleet(PER_MINER_LIMIT + 1), Binding::Wildcard);
+    }
+}

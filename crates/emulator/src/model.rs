@@ -151,6 +151,15 @@ impl Shared {
         self.dialects.len()
     }
 
+    /// The miner of this fleet at `address`, if any.
+    pub fn index_at(&self, address: std::net::IpAddr) -> Option<u32> {
+        let std::net::IpAddr::V4(v4) = address else {
+            return None;
+        };
+        let index = crate::miner_index(v4)?.checked_sub(self.first_index)?;
+        (index < self.len() as u32).then_some(index)
+    }
+
     pub fn dialect(&self, index: u32) -> Dialect {
         self.dialects[index as usize]
     }

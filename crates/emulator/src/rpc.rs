@@ -19,14 +19,22 @@ use crate::model::{ATM_REFUSAL, Dialect, Fault, Shared, Snapshot, World, nearest
 const MAX_REQUEST: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, index: u32) {
+/// Serves a listener of one miner or of the whole fleet (wildcard): each connection goes to the
+/// miner whose address it was made to, and is closed when no miner has that address.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors or similar: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        tokio::spawn(handle(stream, shared.clone(), index));
+        let index = stream
+            .local_addr()
+            .ok()
+            .and_then(|a| shared.index_at(a.ip()));
+        if let Some(index) = index {
+            tokio::spawn(handle(stream, shared.clone(), index));
+        }
     }
 }
 

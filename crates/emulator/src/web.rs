@@ -1,17 +1,21 @@
 //! The web interfaces on port 80: Braiins OS's REST API and GraphQL endpoint, and the stock
 //! Antminer's digest-protected CGI pages.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
+use axum::serve::IncomingStream;
+use axum::{Extension, Router};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::HANG_FOR;
 use crate::model::{Dialect, Fault, Shared};
@@ -23,25 +27,69 @@ struct Miner {
     index: u32,
 }
 
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, index: u32) {
-    let miner = Miner {
-        shared: shared.clone(),
-        index,
+/// The address a connection was made to: which miner it is for.
+#[derive(Clone, Copy, Debug)]
+struct MinerAddress(IpAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for MinerAddress {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        let local = stream.io().local_addr().map(|a| a.ip());
+        MinerAddress(local.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
+    }
+}
+
+/// Each dialect's web interface, with the faults in front.
+#[derive(Clone)]
+struct Interfaces {
+    shared: Arc<Shared>,
+    braiins: Router,
+    antminer: Router,
+}
+
+/// Serves a listener of one miner or of the whole fleet (wildcard): each request goes to the
+/// web interface of the miner whose address its connection was made to.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let with_faults = |router: Router| router.layer(axum::middleware::from_fn(faults));
+    let interfaces = Interfaces {
+        shared,
+        braiins: with_faults(braiins_router()),
+        antminer: with_faults(antminer_router()),
+    };
+    let app = Router::new().fallback(to_miner).with_state(interfaces);
+    let _ = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<MinerAddress>(),
+    )
+    .await;
+}
+
+/// Hands a request to its miner's interface; 404 where no miner of the fleet has a web one.
+async fn to_miner(
+    State(interfaces): State<Interfaces>,
+    ConnectInfo(MinerAddress(address)): ConnectInfo<MinerAddress>,
+    mut request: axum::extract::Request,
+) -> Response {
+    let shared = interfaces.shared;
+    let Some(index) = shared.index_at(address) else {
+        return (StatusCode::NOT_FOUND, "no emulated miner at this address").into_response();
     };
     let router = match shared.dialect(index) {
-        Dialect::BraiinsOs => braiins_router(),
-        Dialect::StockAntminer => antminer_router(),
-        Dialect::LuxOs => return,
+        Dialect::BraiinsOs => interfaces.braiins,
+        Dialect::StockAntminer => interfaces.antminer,
+        Dialect::LuxOs => {
+            return (StatusCode::NOT_FOUND, "LuxOS has no web interface here").into_response();
+        }
     };
-    let app = router
-        .layer(axum::middleware::from_fn_with_state(miner.clone(), faults))
-        .with_state(miner);
-    let _ = axum::serve(listener, app).await;
+    request.extensions_mut().insert(Miner { shared, index });
+    match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// Injected faults apply to the web interface as to the RPC port.
 async fn faults(
-    State(miner): State<Miner>,
+    Extension(miner): Extension<Miner>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -83,7 +131,7 @@ async fn faults(
 
 const BRAIINS_PAGE: &str = "<!doctype html><html><head><title>Braiins OS</title></head><body><div id=\"root\">Braiins OS</div></body></html>";
 
-fn braiins_router() -> Router<Miner> {
+fn braiins_router() -> Router {
     Router::new()
         .route("/", get(|| async { axum::response::Html(BRAIINS_PAGE) }))
         .route("/graphql", post(braiins_graphql))
@@ -108,7 +156,7 @@ fn bos_full_version() -> String {
     format!("2025-07-15-0-1a2b3c4d-{BOS_VERSION}-plus")
 }
 
-async fn braiins_graphql(State(miner): State<Miner>, body: Bytes) -> Response {
+async fn braiins_graphql(Extension(miner): Extension<Miner>, body: Bytes) -> Response {
     let query = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_string))
@@ -160,7 +208,7 @@ fn unauthorised() -> Response {
         .into_response()
 }
 
-async fn braiins_details(State(miner): State<Miner>, headers: HeaderMap) -> Response {
+async fn braiins_details(Extension(miner): Extension<Miner>, headers: HeaderMap) -> Response {
     if !braiins_authorised(&headers) {
         return unauthorised();
     }
@@ -184,7 +232,7 @@ async fn braiins_details(State(miner): State<Miner>, headers: HeaderMap) -> Resp
     .into_response()
 }
 
-async fn braiins_stats(State(miner): State<Miner>, headers: HeaderMap) -> Response {
+async fn braiins_stats(Extension(miner): Extension<Miner>, headers: HeaderMap) -> Response {
     if !braiins_authorised(&headers) {
         return unauthorised();
     }
@@ -207,7 +255,7 @@ async fn braiins_stats(State(miner): State<Miner>, headers: HeaderMap) -> Respon
 }
 
 async fn braiins_power_target(
-    State(miner): State<Miner>,
+    Extension(miner): Extension<Miner>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -251,7 +299,7 @@ async fn braiins_power_target(
     axum::Json(json!({"watt": watt})).into_response()
 }
 
-async fn braiins_pause(State(miner): State<Miner>, headers: HeaderMap) -> Response {
+async fn braiins_pause(Extension(miner): Extension<Miner>, headers: HeaderMap) -> Response {
     if !braiins_authorised(&headers) {
         return unauthorised();
     }
@@ -260,7 +308,7 @@ async fn braiins_pause(State(miner): State<Miner>, headers: HeaderMap) -> Respon
     axum::Json(json!({})).into_response()
 }
 
-async fn braiins_resume(State(miner): State<Miner>, headers: HeaderMap) -> Response {
+async fn braiins_resume(Extension(miner): Extension<Miner>, headers: HeaderMap) -> Response {
     if !braiins_authorised(&headers) {
         return unauthorised();
     }
@@ -276,7 +324,7 @@ const ANTMINER_REALM: &str = "antMiner Configuration";
 const ANTMINER_USER: &str = "root";
 const ANTMINER_PASSWORD: &str = "root";
 
-fn antminer_router() -> Router<Miner> {
+fn antminer_router() -> Router {
     Router::new()
         .route("/", any(antminer_page))
         .route("/cgi-bin/{page}", any(antminer_cgi))
@@ -340,7 +388,11 @@ fn digest_ok(method: &Method, headers: &HeaderMap) -> bool {
     expected == response
 }
 
-async fn antminer_page(State(miner): State<Miner>, method: Method, headers: HeaderMap) -> Response {
+async fn antminer_page(
+    Extension(miner): Extension<Miner>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     if !digest_ok(&method, &headers) {
         return challenge(miner.index);
     }
@@ -360,7 +412,7 @@ fn work_mode(sleep_requested: bool, level: u8) -> &'static str {
 }
 
 async fn antminer_cgi(
-    State(miner): State<Miner>,
+    Extension(miner): Extension<Miner>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

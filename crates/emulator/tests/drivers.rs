@@ -1,7 +1,8 @@
 //! The drivers against the emulator over real sockets: asic-rs identifies each dialect, every
 //! driver reads and commands its miner, commands land on the twin's model (the settled power is
 //! the spec's level power), and injected faults come back as the right errors without holding
-//! up the other miners. Binds 127.1.24.x and 127.1.25.x on ports 4028 and 80 (root).
+//! up the other miners. Binds 127.1.24.x and 127.1.25.x on ports 4028 and 80 (root); the wildcard
+//! fleet binds 0.0.0.0:14028 and 0.0.0.0:18180.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, FleetConfig, MinerId};
-use hashsink_emulator::{Emulator, Fault, Listen};
+use hashsink_emulator::{Binding, Dialect, Emulator, Fault, Listen};
 use hashsink_fleetio::discovery::{Family, identify};
 use hashsink_fleetio::firmwares::{AntminerDriver, BraiinsDriver, CallSettings, LuxOsDriver};
 use hashsink_fleetio::fleet::FleetIo;
@@ -73,9 +74,7 @@ async fn fleet_and_drivers(
                 Family::LuxOs => {
                     Arc::new(LuxOsDriver::new(f.ip, Some(f.miner), s)) as Arc<dyn MinerDriver>
                 }
-                Family::BraiinsOs => {
-                    Arc::new(BraiinsDriver::new(f.ip, Some(f.miner), s, http.clone()))
-                }
+                Family::BraiinsOs => Arc::new(BraiinsDriver::new(f.ip, s, http.clone())),
                 _ => Arc::new(AntminerDriver::new(
                     f.ip,
                     Some(f.miner),
@@ -309,5 +308,119 @@ async fn firmware_quirks_answer_as_real_firmware_does() {
     assert!(seen.iter().any(|w| w.is_nan()), "{seen:?}");
     assert!(seen.iter().any(|w| w.is_infinite()), "{seen:?}");
     assert!(seen.iter().any(|w| *w < 0.0), "{seen:?}");
+    emulator.shutdown().await;
+}
+
+/// A fleet bound on the wildcard address (one listener per port, as for 100,000 miners) serves
+/// each connection as the miner whose address it was made to, and nothing for an address outside
+/// the fleet. Its own ports, so that the per-miner emulators of the other tests keep 4028 and 80.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_fleet_serves_each_connection_as_the_miner_it_was_made_to() {
+    let fleet = Arc::new(
+        FleetConfig::build_from_shorthand(
+            "s19xp:2:luxos,s21:2:braiins-os,s19jpro:2:stock-antminer",
+            &Catalogue::bundled(),
+        )
+        .unwrap(),
+    );
+    let first = 12_500;
+    let listen = Listen {
+        rpc_port: 14_028,
+        web_port: 18_180,
+        first_index: first,
+        binding: Binding::Wildcard,
+    };
+    let clock = ScaledClock::starting_at(Timestamp::from_secs(1_700_000_000), 600.0);
+    let emulator = Emulator::start(fleet.clone(), clock, listen)
+        .await
+        .expect("bind the wildcard listeners");
+    let settings = CallSettings {
+        timeout: Duration::from_millis(800),
+        rpc_port: listen.rpc_port,
+        web_port: listen.web_port,
+        // As for a large fleet: every call closes its connection.
+        keep_alive: false,
+    };
+    let http = reqwest::Client::new();
+    let drivers: Vec<Arc<dyn MinerDriver>> = emulator
+        .addresses()
+        .into_iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let (ip, s) = (IpAddr::from(ip), settings.clone());
+            match emulator.dialect(i as u32) {
+                Dialect::LuxOs => Arc::new(LuxOsDriver::new(ip, None, s)) as Arc<dyn MinerDriver>,
+                Dialect::BraiinsOs => Arc::new(BraiinsDriver::new(ip, s, http.clone())),
+                Dialect::StockAntminer => Arc::new(AntminerDriver::new(
+                    ip,
+                    None,
+                    s,
+                    http.clone(),
+                    fleet.spec_of(MinerId(i as u32)),
+                )),
+            }
+        })
+        .collect();
+    let io = FleetIo::new(drivers, 64, Duration::from_millis(800));
+    // Wake miners 1, 3 and 5 (one of each dialect) to their lowest level; the others sleep on.
+    for i in [1, 3, 5] {
+        let spec = fleet.spec_of(MinerId(i as u32));
+        let level = Control::Run {
+            level: 0,
+            watts: spec.level_power(0),
+        };
+        io.apply(i, level)
+            .await
+            .unwrap_or_else(|e| panic!("miner {i}: {e}"));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let sweep = io.sweep().await;
+    for (i, r) in sweep.results.iter().enumerate() {
+        let t = r.as_ref().unwrap_or_else(|e| panic!("miner {i}: {e}"));
+        let want = if i % 2 == 1 {
+            MinerState::Mining
+        } else {
+            MinerState::Asleep
+        };
+        assert_eq!(
+            t.state,
+            want,
+            "miner {i} ({:?}): {t:?}",
+            emulator.dialect(i as u32)
+        );
+    }
+    let awake = emulator.awake();
+    assert_eq!(awake, [false, true, false, true, false, true]);
+
+    // An address of no miner of this fleet: the RPC connection is closed unanswered, and the
+    // web port says there is no miner there.
+    let stranger = hashsink_emulator::miner_address(first + 100);
+    let mut stream = tokio::net::TcpStream::connect((stranger, listen.rpc_port))
+        .await
+        .expect("the wildcard listener accepts");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.write_all(br#"{"command":"summary"}"#).await;
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    assert!(reply.is_empty(), "no miner answers: {reply:?}");
+    let url = format!("http://{stranger}:{}/", listen.web_port);
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .expect("the web listener answers");
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    // A second wildcard fleet on the same ports is refused with the way out.
+    let again = Emulator::start(
+        fleet.clone(),
+        ScaledClock::wall(),
+        Listen {
+            first_index: first + 50,
+            ..listen
+        },
+    )
+    .await;
+    let err = again.err().expect("the ports are taken").to_string();
+    assert!(err.contains("its own ports"), "{err}");
     emulator.shutdown().await;
 }

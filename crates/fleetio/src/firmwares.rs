@@ -31,6 +31,10 @@ pub struct CallSettings {
     pub timeout: Duration,
     pub rpc_port: u16,
     pub web_port: u16,
+    /// Keep a miner's web connection open after a call, for the next one (a small fleet). Off,
+    /// a call's last request closes it, so that the connections left open do not grow with the
+    /// fleet (tens of thousands of miners against the process's descriptor limit).
+    pub keep_alive: bool,
 }
 
 impl Default for CallSettings {
@@ -39,6 +43,7 @@ impl Default for CallSettings {
             timeout: Duration::from_secs(3),
             rpc_port: RPC_PORT,
             web_port: 80,
+            keep_alive: true,
         }
     }
 }
@@ -242,24 +247,18 @@ fn state_of(asleep: bool, ghs: f64) -> MinerState {
 
 // ---- Braiins OS -------------------------------------------------------------------------------
 
+/// Braiins OS through its REST API (`/api/v1`, a token from `auth/login`), reads and control.
 pub struct BraiinsDriver {
     ip: IpAddr,
-    asic: Option<AsicRsMiner>,
     settings: CallSettings,
     http: reqwest::Client,
     token: Mutex<Option<String>>,
 }
 
 impl BraiinsDriver {
-    pub fn new(
-        ip: IpAddr,
-        asic: Option<AsicRsMiner>,
-        settings: CallSettings,
-        http: reqwest::Client,
-    ) -> Self {
+    pub fn new(ip: IpAddr, settings: CallSettings, http: reqwest::Client) -> Self {
         Self {
             ip,
-            asic,
             settings,
             http,
             token: Mutex::new(None),
@@ -297,11 +296,14 @@ impl BraiinsDriver {
         Ok(token)
     }
 
-    async fn get(&self, path: &str) -> Result<Value, DriverError> {
+    /// A `GET /api/v1/{path}`; `keep_open: false` asks the miner to close the connection after.
+    async fn get(&self, path: &str, keep_open: bool) -> Result<Value, DriverError> {
         let token = self.token().await?;
-        let response = self
-            .http
-            .get(self.url(path))
+        let mut request = self.http.get(self.url(path));
+        if !keep_open {
+            request = request.header(reqwest::header::CONNECTION, "close");
+        }
+        let response = request
             .header("Authorization", token)
             .timeout(self.settings.timeout)
             .send()
@@ -321,6 +323,48 @@ impl BraiinsDriver {
         }
         let body = capped_body(response).await?;
         serde_json::from_slice(&body).map_err(|e| DriverError::Malformed(format!("{path}: {e}")))
+    }
+}
+
+impl BraiinsDriver {
+    /// A privileged `PUT /api/v1/{path}`; an expired token is renewed once. A refusal carries
+    /// the firmware's own reason (its `message`). `more`: another request follows on the same
+    /// connection (else it is closed after, unless the settings keep it alive).
+    async fn put(&self, path: &str, body: Option<Value>, more: bool) -> Result<(), DriverError> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let mut request = self
+                .http
+                .put(self.url(path))
+                .header("Authorization", token)
+                .timeout(self.settings.timeout);
+            if !(more || self.settings.keep_alive) {
+                request = request.header(reqwest::header::CONNECTION, "close");
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(http_error)?;
+            let status = response.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                *self.token.lock().await = None;
+                continue;
+            }
+            let reply = capped_body(response).await?;
+            if status.is_success() {
+                return Ok(());
+            }
+            let why = serde_json::from_slice::<Value>(&reply)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&reply).chars().take(200).collect());
+            return Err(DriverError::Rejected(format!(
+                "HTTP {status} on {path}: {why}"
+            )));
+        }
+        Err(DriverError::Rejected(format!(
+            "{path}: the miner refused a fresh token"
+        )))
     }
 }
 
@@ -366,40 +410,29 @@ impl MinerDriver for BraiinsDriver {
         "Braiins OS"
     }
 
+    /// The two reads one after the other, on one connection (the second closes it unless the
+    /// settings keep it alive).
     async fn telemetry(&self) -> Result<Telemetry, DriverError> {
-        let (stats, details) =
-            tokio::try_join!(self.get("miner/stats"), self.get("miner/details"))?;
+        let stats = self.get("miner/stats", true).await?;
+        let details = self.get("miner/details", self.settings.keep_alive).await?;
         braiins_telemetry(&stats, &details)
     }
 
+    /// Pause, resume and power target through the REST API, over the driver's shared client:
+    /// the same requests asic-rs's Braiins OS backend sends (`PUT /api/v1/actions/pause`,
+    /// `actions/resume`, `performance/power-target {"watt": W}`), without its HTTP client per
+    /// miner (each with its own connection pool and certificate store: 2 GB and every
+    /// descriptor at 100,000 miners).
     async fn apply(&self, control: Control) -> Result<(), DriverError> {
-        let Some(miner) = self.asic.clone() else {
-            return Err(DriverError::Unsupported(
-                "Braiins OS control needs the asic-rs handle from discovery".into(),
-            ));
-        };
-        let timeout = self.settings.timeout;
         match control {
-            Control::Sleep => with_timeout(timeout, async move { boxed(miner.pause(None).await) })
-                .await
-                .map(|_| ()),
-            Control::Resume => {
-                with_timeout(timeout, async move { boxed(miner.resume(None).await) })
-                    .await
-                    .map(|_| ())
-            }
+            Control::Sleep => self.put("actions/pause", None, false).await,
+            Control::Resume => self.put("actions/resume", None, false).await,
             Control::Run { watts, .. } => {
-                let m = miner.clone();
-                let limit = measurements::Power::from_watts(watts.w().round());
-                with_timeout(
-                    timeout,
-                    async move { boxed(m.set_power_limit(limit).await) },
-                )
-                .await
-                .map_err(level_refused)?;
-                with_timeout(timeout, async move { boxed(miner.resume(None).await) })
+                let target = serde_json::json!({"watt": watts.w().round() as u64});
+                self.put("performance/power-target", Some(target), true)
                     .await
-                    .map(|_| ())
+                    .map_err(level_refused)?;
+                self.put("actions/resume", None, false).await
             }
         }
     }

@@ -3,6 +3,7 @@
 //! for one timeout and never holds up the rest.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -10,9 +11,17 @@ use tokio::task::JoinSet;
 
 use crate::{Control, DriverError, MinerDriver, Telemetry};
 
+/// How long a sweep's reader waits for the commands in flight before it reads its next miner.
+const COMMANDS_FIRST_FOR: Duration = Duration::from_millis(250);
+
 pub struct FleetIo {
-    drivers: Vec<Arc<dyn MinerDriver>>,
+    drivers: Arc<[Arc<dyn MinerDriver>]>,
     permits: Arc<Semaphore>,
+    /// Commands sent and not yet answered: while there are any, a sweep takes no new miner, so
+    /// that a shed of the whole fleet has every connection to itself.
+    commands: Arc<CommandsInFlight>,
+    /// Tasks a sweep reads with: the concurrency limit.
+    readers: usize,
     timeout: Duration,
 }
 
@@ -33,8 +42,10 @@ impl FleetIo {
     pub fn new(drivers: Vec<Arc<dyn MinerDriver>>, concurrency: usize, timeout: Duration) -> Self {
         hashsink_clock::raise_open_file_limit(concurrency as u64 * 4 + 1024);
         Self {
-            drivers,
+            drivers: drivers.into(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            commands: Arc::default(),
+            readers: concurrency.max(1),
             timeout,
         }
     }
@@ -80,7 +91,9 @@ impl FleetIo {
         let permits = self.permits.clone();
         // Writes may take a logon or a read-modify-write: allow them three calls' time.
         let timeout = self.timeout * 3;
+        let commands = self.commands.clone();
         async move {
+            let _in_flight = commands.enter();
             let _permit = permits
                 .acquire_owned()
                 .await
@@ -95,7 +108,7 @@ impl FleetIo {
     /// are ready.
     pub async fn prepare_all(&self) -> usize {
         let mut tasks = JoinSet::new();
-        for driver in &self.drivers {
+        for driver in self.drivers.iter() {
             let driver = driver.clone();
             let permits = self.permits.clone();
             let timeout = self.timeout * 2;
@@ -126,22 +139,52 @@ impl FleetIo {
     }
 
     /// Reads every miner, handing each result to `each` as it lands (a slow miner does not hold
-    /// up the others' results); returns how long the whole sweep took.
+    /// up the others' results); returns how long the whole sweep took. As many readers as the
+    /// concurrency limit take the miners in turn (no task per miner), each call under a permit
+    /// of the same limit as commands; while commands are in flight a reader waits up to
+    /// `COMMANDS_FIRST_FOR` before it takes its next miner, so that a shed has the connections
+    /// nearly to itself and a command never waits for the sweep.
     pub async fn sweep_each(
         &self,
         mut each: impl FnMut(usize, Result<Telemetry, DriverError>),
     ) -> std::time::Duration {
         let started = Instant::now();
-        let mut tasks = JoinSet::new();
-        for i in 0..self.drivers.len() {
-            let read = self.read(i);
-            tasks.spawn(async move { (i, read.await) });
+        let next = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut readers = JoinSet::new();
+        for _ in 0..self.readers.min(self.drivers.len()) {
+            let (drivers, permits, next, tx) = (
+                self.drivers.clone(),
+                self.permits.clone(),
+                next.clone(),
+                tx.clone(),
+            );
+            let (timeout, commands) = (self.timeout, self.commands.clone());
+            readers.spawn(async move {
+                loop {
+                    // Commands first, but a steady stream of them only slows the sweep.
+                    let _ = tokio::time::timeout(COMMANDS_FIRST_FOR, commands.none_waiting()).await;
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(driver) = drivers.get(i) else {
+                        return;
+                    };
+                    let Ok(_permit) = permits.acquire().await else {
+                        return;
+                    };
+                    let read = tokio::time::timeout(timeout, driver.telemetry())
+                        .await
+                        .unwrap_or(Err(DriverError::Timeout(timeout.as_millis() as u64)));
+                    if tx.send((i, read)).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((i, r)) = joined {
-                each(i, r);
-            }
+        drop(tx);
+        while let Some((i, r)) = rx.recv().await {
+            each(i, r);
         }
+        while readers.join_next().await.is_some() {}
         started.elapsed()
     }
 
@@ -165,5 +208,109 @@ impl FleetIo {
         }
         out.sort_by_key(|(i, _)| *i);
         out
+    }
+}
+
+/// The count of commands in flight, and a wake-up for the sweep's readers when it falls to 0.
+#[derive(Default)]
+struct CommandsInFlight {
+    count: AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+/// One command in flight, until dropped.
+struct InFlight<'a>(&'a CommandsInFlight);
+
+impl CommandsInFlight {
+    fn enter(&self) -> InFlight<'_> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlight(self)
+    }
+
+    /// Returns once no command is in flight.
+    async fn none_waiting(&self) {
+        loop {
+            // Registered before the check, so that a fall to 0 in between is not missed.
+            let notified = self.none.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A miner whose command is held until released, counting the reads it gets.
+    struct Held {
+        release: Arc<tokio::sync::Notify>,
+        reads: Arc<AtomicUsize>,
+        holding: Arc<AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl MinerDriver for Held {
+        fn address(&self) -> std::net::IpAddr {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        }
+        fn firmware(&self) -> &'static str {
+            "test"
+        }
+        async fn telemetry(&self) -> Result<Telemetry, DriverError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Err(DriverError::Timeout(0))
+        }
+        async fn apply(&self, _: Control) -> Result<(), DriverError> {
+            self.holding.store(true, Ordering::SeqCst);
+            self.release.notified().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sweep_holds_back_while_a_command_is_in_flight() {
+        let (release, reads, holding) = (Arc::default(), Arc::default(), Arc::default());
+        let drivers: Vec<Arc<dyn MinerDriver>> = (0..8)
+            .map(|_| {
+                Arc::new(Held {
+                    release: Arc::clone(&release),
+                    reads: Arc::clone(&reads),
+                    holding: Arc::clone(&holding),
+                }) as Arc<dyn MinerDriver>
+            })
+            .collect();
+        let io = Arc::new(FleetIo::new(drivers, 2, Duration::from_secs(5)));
+        let command = tokio::spawn(io.apply(0, Control::Sleep));
+        while !holding.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let sweeping = tokio::spawn({
+            let io = io.clone();
+            async move { io.sweep().await.results.len() }
+        });
+        tokio::time::sleep(COMMANDS_FIRST_FOR / 5).await;
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            0,
+            "no read while the command is out"
+        );
+        release.notify_one();
+        command.await.unwrap().unwrap();
+        assert_eq!(sweeping.await.unwrap(), 8);
+        assert_eq!(reads.load(Ordering::SeqCst), 8);
     }
 }

@@ -218,6 +218,7 @@ async fn start_fleet(
         rpc_port: 4028,
         web_port: 80,
         first_index: args.first_index,
+        bind: emulate::BindArg::Auto,
         mining: false,
     };
     let emulator = Arc::new(emulate::start(&emulate_args, clock).await?);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use hashsink_clock::ScaledClock;
 use hashsink_core::{Catalogue, FleetConfig};
-use hashsink_emulator::{Dialect, Emulator, Fault, Listen, subnets_for};
+use hashsink_emulator::{Binding, Dialect, Emulator, Fault, Listen, subnets_for};
 
 #[derive(Args, Debug, Clone)]
 pub struct EmulateArgs {
@@ -43,10 +43,34 @@ pub struct EmulateArgs {
     /// Start at this miner index of 127.1.0.0/16 (to run several emulators side by side).
     #[arg(long, default_value_t = 0)]
     pub first_index: u32,
+    /// How the ports are bound: a listener per miner and port (several emulators can share a
+    /// port on distinct addresses), or one per port on the wildcard address (descriptors follow
+    /// open connections, not miners; the ports are then this emulator's). Auto: per miner up to
+    /// 5,000 miners, wildcard above.
+    #[arg(long, value_enum, default_value_t = BindArg::Auto)]
+    pub bind: BindArg,
     /// Start every miner mining at its default level (they boot first, at the firmware's wake
     /// delay) instead of asleep.
     #[arg(long)]
     pub mining: bool,
+}
+
+/// `--bind`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindArg {
+    Auto,
+    PerMiner,
+    Wildcard,
+}
+
+impl BindArg {
+    fn binding(self, miners: usize) -> Binding {
+        match self {
+            BindArg::Auto => Binding::for_fleet(miners),
+            BindArg::PerMiner => Binding::PerMiner,
+            BindArg::Wildcard => Binding::Wildcard,
+        }
+    }
 }
 
 pub const DEMO_MIX: &str = "s19xp:40:luxos,s21:30:braiins-os,s19jpro:30:stock-antminer";
@@ -59,6 +83,7 @@ pub async fn start(args: &EmulateArgs, clock: ScaledClock) -> Result<Emulator> {
         rpc_port: args.rpc_port,
         web_port: args.web_port,
         first_index: args.first_index,
+        binding: args.bind.binding(fleet.len()),
     };
     let emulator = Emulator::start(Arc::new(fleet), clock, listen).await?;
     place_faults(&emulator, &parse_faults(&args.faults)?);
@@ -214,10 +239,18 @@ pub async fn run(args: EmulateArgs) -> Result<()> {
         args.web_port,
         args.speed
     );
-    println!(
-        "subnets: {}",
-        subnets_for(args.first_index, emulator.len() as u32).join(" ")
-    );
+    let binding = match emulator.listen().binding {
+        Binding::PerMiner => "a listener per miner",
+        Binding::Wildcard => "one wildcard listener per port",
+    };
+    let subnets = subnets_for(args.first_index, emulator.len() as u32);
+    let shown = match subnets.as_slice() {
+        [first, .., last] if subnets.len() > 8 => {
+            format!("{} subnets, {first} .. {last}", subnets.len())
+        }
+        all => all.join(" "),
+    };
+    println!("{binding}; subnets: {shown}");
     println!(
         "every miner starts {}. Ctrl-C to stop.",
         if args.mining { "booting" } else { "asleep" }

@@ -3,6 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+/// mimalloc, not glibc's malloc: see the workspace's Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod demo;
 mod discover;
 mod emulate;

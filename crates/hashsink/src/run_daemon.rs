@@ -39,6 +39,9 @@ pub struct RunArgs {
     pub no_ledger: bool,
 }
 
+/// A shed the command rate stretches past this is worth a warning at start.
+const SHED_WARN_AFTER: Duration = Duration::from_secs(3);
+
 pub async fn run(args: RunArgs) -> Result<()> {
     let site = Site::load(&args.config)?;
     if !(args.speed > 0.0 && args.speed <= 3600.0) {
@@ -59,10 +62,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ScaledClock::starting_at(origin, args.speed)
     };
     info!(site = %site.name, miners = site.fleet.len(), fleet = %site.fleet.describe(), "site file valid");
+    if site.shed_takes() > SHED_WARN_AFTER {
+        tracing::warn!(
+            "a shed of the whole fleet takes at least {:.1} s at [controller] max_commands_per_s = {} and command_burst = {}: raise both (to the fleet's size for a shed at once)",
+            site.shed_takes().as_secs_f64(),
+            site.controller.max_commands_per_s,
+            site.controller.command_burst
+        );
+    }
     let settings = CallSettings {
         timeout: site.io_timeout(),
         rpc_port: site.io.rpc_port,
         web_port: site.io.web_port,
+        keep_alive: true,
     };
     let inventory = daemon::connect::connect(
         &site.fleet,
