@@ -1,5 +1,6 @@
 //! A message on the plant's broker: a plain number, a JSON object with the value and its time,
-//! or a trip flag. Each is a reading or a `PayloadError`, never a panic.
+//! or a trip flag; or a daemon's report on a region's broker. Each is a reading, a report or an
+//! error, never a panic.
 #![no_main]
 
 use hashsink_plantio::PowerUnit;
@@ -18,4 +19,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = payload(None, None).decode(data);
     let _ = payload(Some("available_kw"), Some("time")).decode(data);
     let _ = trip_of(data);
+    let _ = hashsink_plantio::region::parse_report(data);
 });

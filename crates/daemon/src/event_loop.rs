@@ -261,6 +261,9 @@ pub struct Daemon {
     shed_timer: Option<(Instant, u64)>,
     /// Ticks of the loop so far: the plant's heartbeat (`FleetReport::heartbeat`).
     heartbeat: u64,
+    /// This run's number in the reports a region's coordinator reads (a fresh one at every
+    /// start: two runs under one id are two daemons configured alike).
+    run_id: u64,
     /// systemd's watchdog, petted on every turn of the loop.
     watchdog: crate::watchdog::Watchdog,
     /// Commands in flight: reaped as they finish, awaited at stop so that none lands after it.
@@ -365,6 +368,7 @@ impl Daemon {
             shed_timer: None,
             watchdog: crate::watchdog::Watchdog::from_env(),
             heartbeat: 0,
+            run_id: run_id(),
             inflight: tokio::task::JoinSet::new(),
             io_tx,
             inbox: Some(Inbox {
@@ -864,10 +868,15 @@ impl Daemon {
             }));
         }
         self.heartbeat = self.heartbeat.wrapping_add(1);
+        let healthy = self.status.surplus_w.is_some() && self.status.protection.is_none();
         self.publish.fleet_report.send_replace(FleetReport {
             heartbeat: self.heartbeat,
             load: Watts(self.status.fleet_w),
             setpoint: self.ctl.allowed(),
+            run: self.run_id,
+            tiers: self.capacity_tiers(),
+            following: self.status.surplus_w.map(Watts),
+            healthy,
         });
         self.list_faulted();
         // Exclusions are the operator's, not faults.
@@ -884,6 +893,27 @@ impl Daemon {
             .metrics()
             .num_alive_tasks();
         let _ = self.publish.status.send(self.status.clone());
+    }
+
+    /// What the fleet can draw by spec, most efficient first: its miners not routed around, at
+    /// their top levels (what a region's coordinator shares a surplus out by).
+    fn capacity_tiers(&self) -> Arc<[hashsink_core::region::Tier]> {
+        let mut watts = vec![0.0; self.fleet.specs.len()];
+        for m in self.fleet.miner_ids() {
+            if self.ctl.fault_of(m).is_none() {
+                let spec = self.fleet.miner_spec[m.index()].0 as usize;
+                watts[spec] += self.fleet.specs[spec].max_power().w();
+            }
+        }
+        self.fleet
+            .specs_by_efficiency()
+            .into_iter()
+            .filter(|&s| watts[s] > 0.0)
+            .map(|s| hashsink_core::region::Tier {
+                watts: Watts(watts[s]),
+                j_per_th: self.fleet.specs[s].nameplate_efficiency().j_per_th(),
+            })
+            .collect()
     }
 
     fn list_faulted(&mut self) {
@@ -1194,4 +1224,12 @@ fn test_stall_after() -> Option<Duration> {
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
         .map(Duration::from_secs_f64)
+}
+
+/// A number for this run: the process id and the wall clock's nanoseconds.
+fn run_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (u64::from(std::process::id()) << 32) | u64::from(nanos)
 }

@@ -488,6 +488,22 @@ fn an_mqtt_topic_drives_the_fleet_garbage_is_rejected_and_losing_the_broker_fail
             // The heartbeat the plant's interlock watches, and the daemon's "online" (its
             // last will says "offline").
             assert!(v["heartbeat"].as_u64().unwrap_or(0) > 0, "{v}");
+            // What a region's coordinator reads: the capacity of the ten S19 XP by
+            // efficiency, the surplus followed, the daemon's health.
+            let report = hashsink_plantio::region::parse_report(v.to_string().as_bytes())
+                .unwrap_or_else(|e| panic!("{e}: {v}"));
+            let fleet = hashsink_core::FleetConfig::build_from_shorthand(
+                "s19xp:10:luxos",
+                &hashsink_core::Catalogue::bundled(),
+            )
+            .unwrap();
+            assert_eq!(report.tiers.len(), 1, "{v}");
+            assert!(
+                (report.capacity().w() - fleet.max_power().w()).abs() < 1.0,
+                "{v}"
+            );
+            assert_eq!(report.cap, Some(hashsink_units::Watts(15_000.0)), "{v}");
+            assert!(report.healthy, "{v}");
             let seen = plant.fleet.lock().unwrap().clone();
             assert!(
                 seen.iter().any(|m| m["status"] == "online"),

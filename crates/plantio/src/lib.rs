@@ -10,6 +10,7 @@ pub mod iec104;
 pub mod modbus;
 pub mod mqtt;
 pub mod openadr;
+pub mod region;
 
 use hashsink_signals::{Reading, SourceId};
 use hashsink_units::Watts;
@@ -65,14 +66,26 @@ impl PowerUnit {
     }
 }
 
-/// What the daemon publishes for the plant: fleet load and setpoint, W.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// What the daemon publishes for the plant (fleet load and setpoint, W) and, on MQTT, for a
+/// region's coordinator (its capacity by efficiency, the cap it follows, its health: see
+/// [`region`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FleetReport {
     pub load: Watts,
     pub setpoint: Watts,
     /// Turns of the daemon's control loop (one a tick): the heartbeat the plant watches. It
     /// stops when the loop stalls, even while the source tasks go on writing.
     pub heartbeat: u64,
+    /// This run of the daemon (a fresh number at every start).
+    pub run: u64,
+    /// What the fleet can draw, by efficiency: its miners not routed around, at their top
+    /// levels.
+    pub tiers: std::sync::Arc<[hashsink_core::region::Tier]>,
+    /// The surplus (or cap) the daemon follows now.
+    pub following: Option<Watts>,
+    /// It follows a trusted surplus (false: in its fail-safe, or held by the plant's
+    /// protection).
+    pub healthy: bool,
 }
 
 /// Whether the daemon's control loop still turns, judged from the heartbeats a source task sees

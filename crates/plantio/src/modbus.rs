@@ -317,7 +317,7 @@ impl ModbusSource {
                         break;
                     }
                 }
-                let fleet = *report.borrow();
+                let fleet = report.borrow().clone();
                 let heartbeat = self.write_heartbeat.map(heartbeat_register);
                 for (target, value) in [
                     (&self.write_fleet_load, fleet.load.w()),

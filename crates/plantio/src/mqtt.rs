@@ -228,14 +228,7 @@ impl MqttSource {
                     }
                 },
                 _ = publish.tick(), if self.publish_topic.is_some() && connected => {
-                    let r = *report.borrow();
-                    let body = serde_json::json!({
-                        "source": "hashsink",
-                        "fleet_w": r.load.w(),
-                        "setpoint_w": r.setpoint.w(),
-                        "heartbeat": r.heartbeat,
-                        "at_ms": clock.now().as_millis(),
-                    });
+                    let body = crate::region::report_json(&report.borrow(), clock.now());
                     if let Some(topic) = &self.publish_topic {
                         let _ = client.try_publish(topic.clone(), QoS::AtMostOnce, false, body.to_string());
                     }
