@@ -1012,3 +1012,73 @@ fn an_mqtt_broker_over_tls_drives_the_fleet_and_a_wrong_ca_is_never_trusted() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The surplus the plant pushes while the daemon reads its fleet at start (a large fleet's
+/// adoption takes seconds: 14 s for 100,000 miners) does not shed the fleet it adopts, though
+/// the first of those readings is older than a reading is trusted for when the loop starts.
+#[test]
+fn readings_that_arrive_while_the_fleet_is_adopted_do_not_shed_it() {
+    // Ten miners mining at start, each answering after 0.3 s, read one at a time: the adoption
+    // takes about 3 s, longer than the 2 s a reading is trusted for.
+    let _emulator = emulate(&[
+        "--speed",
+        "1",
+        "--first-index",
+        "12750",
+        "--mix",
+        "s19xp:10:luxos",
+        "--faults",
+        "slow=100",
+        "--mining",
+    ]);
+    let listen = "127.0.0.1:18098";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut s) = std::net::TcpStream::connect(listen) {
+                    use std::io::Write;
+                    let body = r#"{"available_w": 45000}"#;
+                    let _ = write!(
+                        s,
+                        "POST /surplus HTTP/1.1\r\nHost: {listen}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // The miners boot (LuxOS wakes in seconds at 1x) before the daemon starts.
+    std::thread::sleep(Duration::from_secs(8));
+    let (daemon, _dir) = common::run_daemon_at(
+        "adopt-pushed",
+        "[surplus]\nsource = \"http\"\n\n[io]\nconcurrency = 1\ntelemetry_interval_s = 2\n\n[controller]\nmax_reading_age_ms = 2000\n\n[[group]]\nmodel = \"S19 XP\"\nfirmware = \"luxos\"\naddresses = [\"127.1.51.1-127.1.51.10\"]\n",
+        1.0,
+        120,
+        &["--listen", listen, "--log", "info"],
+    );
+    let _daemon = KillOnDrop(daemon);
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let adopted = wait_for(listen, Duration::from_secs(60), "adopted", |s| {
+        s["mining"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(adopted["mining"], 10, "{adopted}");
+    // For 15 s (past min_on's grace for a fail-safe, seven sweeps): all ten keep mining.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(15) {
+        let s = status(listen);
+        assert_eq!(s["mining"], 10, "the adopted fleet was shed: {s}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = pusher.join();
+}
