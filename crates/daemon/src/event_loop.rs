@@ -392,6 +392,18 @@ impl Daemon {
             "daemon started"
         );
         self.adopt_fleet().await;
+        // What came in while the fleet was read (seconds, for a large one) is taken in before
+        // the first tick, oldest first, so that the tick judges the newest reading: judged on
+        // the oldest, as old as the adoption, the fleet just adopted would be shed.
+        while let Ok((command, actor)) = inbox.operator.try_recv() {
+            self.on_operator(command, actor);
+        }
+        while let Ok(event) = inbox.signals.try_recv() {
+            self.on_signal(event);
+        }
+        while let Ok(pushed) = inbox.pushed.try_recv() {
+            self.on_pushed(pushed);
+        }
         self.watchdog.ready();
         let stall = test_stall_after();
         let started = Instant::now();
