@@ -170,17 +170,5 @@ fn pyasic_sweep(first: &std::net::IpAddr, n: u32) -> Result<PyasicSweeps> {
 }
 
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::product::process_usage(std::process::id()).map_or(0.0, |(peak_mb, _)| peak_mb)
 }

@@ -197,6 +197,9 @@ struct Publisher {
     /// When the miners' view was last published (at most once a wall second, and at once after
     /// an operator's command).
     miners_at: Option<Instant>,
+    /// The fleet's capacity by efficiency for the `FleetReport`, counted with the miners' view
+    /// (once a wall second), not at every tick.
+    tiers: Arc<[hashsink_core::region::Tier]>,
     /// Telemetry arrived since the status was last published, and when that was: new readings
     /// are published within `PUBLISH_EVERY` (wall), not only at the next tick.
     telemetry_unpublished: bool,
@@ -344,6 +347,7 @@ impl Daemon {
                 fleet_report: report_tx,
                 directory,
                 miners_at: None,
+                tiers: Arc::from([]),
                 telemetry_unpublished: false,
                 status_at: Instant::now(),
             },
@@ -848,6 +852,7 @@ impl Daemon {
             .is_none_or(|t| t.elapsed() >= MINERS_VIEW_EVERY)
         {
             self.publish.miners_at = Some(Instant::now());
+            self.publish.tiers = self.capacity_tiers();
             let live: Vec<live::MinerLive> = (self.last.iter().enumerate())
                 .map(|(i, s)| {
                     let m = MinerId(i as u32);
@@ -886,7 +891,7 @@ impl Daemon {
             load: Watts(self.status.fleet_w),
             setpoint: self.ctl.allowed(),
             run: self.run_id,
-            tiers: self.capacity_tiers(),
+            tiers: self.publish.tiers.clone(),
             following: self.status.surplus_w.map(Watts),
             healthy,
         });

@@ -296,49 +296,41 @@ impl BraiinsDriver {
         Ok(token)
     }
 
-    /// A `GET /api/v1/{path}`; `keep_open: false` asks the miner to close the connection after.
+    /// A `GET /api/v1/{path}`, its reply as JSON; `keep_open: false` asks the miner to close the
+    /// connection after.
     async fn get(&self, path: &str, keep_open: bool) -> Result<Value, DriverError> {
-        let token = self.token().await?;
-        let mut request = self.http.get(self.url(path));
-        if !keep_open {
-            request = request.header(reqwest::header::CONNECTION, "close");
-        }
-        let response = request
-            .header("Authorization", token)
-            .timeout(self.settings.timeout)
-            .send()
-            .await
-            .map_err(http_error)?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-            *self.token.lock().await = None;
-            return Err(DriverError::Rejected(
-                "token expired; logging on again next call".into(),
-            ));
-        }
-        if !response.status().is_success() {
-            return Err(DriverError::Rejected(format!(
-                "HTTP {} on {path}",
-                response.status()
-            )));
-        }
-        let body = capped_body(response).await?;
+        let body = self
+            .send(reqwest::Method::GET, path, None, keep_open)
+            .await?;
         serde_json::from_slice(&body).map_err(|e| DriverError::Malformed(format!("{path}: {e}")))
     }
-}
 
-impl BraiinsDriver {
-    /// A privileged `PUT /api/v1/{path}`; an expired token is renewed once. A refusal carries
-    /// the firmware's own reason (its `message`). `more`: another request follows on the same
+    /// A privileged `PUT /api/v1/{path}`. `more`: another request follows on the same
     /// connection (else it is closed after, unless the settings keep it alive).
     async fn put(&self, path: &str, body: Option<Value>, more: bool) -> Result<(), DriverError> {
+        let keep_open = more || self.settings.keep_alive;
+        self.send(reqwest::Method::PUT, path, body, keep_open)
+            .await
+            .map(|_| ())
+    }
+
+    /// One request with the token, its reply's body (capped); an expired token is renewed
+    /// once. A refusal carries the firmware's own reason (its `message`).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        keep_open: bool,
+    ) -> Result<Vec<u8>, DriverError> {
         for attempt in 0..2 {
             let token = self.token().await?;
             let mut request = self
                 .http
-                .put(self.url(path))
+                .request(method.clone(), self.url(path))
                 .header("Authorization", token)
                 .timeout(self.settings.timeout);
-            if !(more || self.settings.keep_alive) {
+            if !keep_open {
                 request = request.header(reqwest::header::CONNECTION, "close");
             }
             if let Some(body) = &body {
@@ -352,7 +344,7 @@ impl BraiinsDriver {
             }
             let reply = capped_body(response).await?;
             if status.is_success() {
-                return Ok(());
+                return Ok(reply);
             }
             let why = serde_json::from_slice::<Value>(&reply)
                 .ok()

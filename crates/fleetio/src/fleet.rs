@@ -17,8 +17,9 @@ const COMMANDS_FIRST_FOR: Duration = Duration::from_millis(250);
 pub struct FleetIo {
     drivers: Arc<[Arc<dyn MinerDriver>]>,
     permits: Arc<Semaphore>,
-    /// Commands sent and not yet answered: while there are any, a sweep takes no new miner, so
-    /// that a shed of the whole fleet has every connection to itself.
+    /// Commands sent and not yet answered: while there are any, a sweep's readers wait (up to
+    /// `COMMANDS_FIRST_FOR` each) before their next miner, so that a shed of the whole fleet has
+    /// the connections nearly to itself.
     commands: Arc<CommandsInFlight>,
     /// Tasks a sweep reads with: the concurrency limit.
     readers: usize,
@@ -67,18 +68,9 @@ impl FleetIo {
         &self,
         index: usize,
     ) -> impl std::future::Future<Output = Result<Telemetry, DriverError>> + Send + 'static {
-        let driver = self.drivers[index].clone();
-        let permits = self.permits.clone();
-        let timeout = self.timeout;
-        async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|_| DriverError::Connect("shutting down".into()))?;
-            tokio::time::timeout(timeout, driver.telemetry())
-                .await
-                .unwrap_or(Err(DriverError::Timeout(timeout.as_millis() as u64)))
-        }
+        let (drivers, permits, timeout) =
+            (self.drivers.clone(), self.permits.clone(), self.timeout);
+        async move { read_one(&drivers[index], &permits, timeout).await }
     }
 
     /// Sends one instruction to one miner.
@@ -168,12 +160,7 @@ impl FleetIo {
                     let Some(driver) = drivers.get(i) else {
                         return;
                     };
-                    let Ok(_permit) = permits.acquire().await else {
-                        return;
-                    };
-                    let read = tokio::time::timeout(timeout, driver.telemetry())
-                        .await
-                        .unwrap_or(Err(DriverError::Timeout(timeout.as_millis() as u64)));
+                    let read = read_one(driver, &permits, timeout).await;
                     if tx.send((i, read)).is_err() {
                         return;
                     }
@@ -209,6 +196,21 @@ impl FleetIo {
         out.sort_by_key(|(i, _)| *i);
         out
     }
+}
+
+/// One miner's reading, under a permit of the fleet's limit and the call timeout.
+async fn read_one(
+    driver: &Arc<dyn MinerDriver>,
+    permits: &Semaphore,
+    timeout: Duration,
+) -> Result<Telemetry, DriverError> {
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|_| DriverError::Connect("shutting down".into()))?;
+    tokio::time::timeout(timeout, driver.telemetry())
+        .await
+        .unwrap_or(Err(DriverError::Timeout(timeout.as_millis() as u64)))
 }
 
 /// The count of commands in flight, and a wake-up for the sweep's readers when it falls to 0.
