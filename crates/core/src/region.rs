@@ -9,9 +9,12 @@
 //!   when one is given.
 //! - **Never over the surplus.** The caps and the room left for silent daemons add up to the
 //!   surplus at most, fleet-wide and per site.
+//! - **Break before make.** While caps move, each daemon draws between its load and its cap;
+//!   raises are trimmed so that the higher of the two, summed, stays within the surplus
+//!   (fleet-wide and per site): a daemon sheds before another takes its place.
 //! - **A silent daemon keeps drawing.** One that has not reported for `silent_after` is assumed
-//!   to draw what it last reported (or the cap it last said it followed, if higher: it may be
-//!   ramping up to it) until its own fail-safe time has passed since that report, then its
+//!   to draw what it last reported (or the cap it last said it followed, or what a refused
+//!   report since says, if higher: it may be ramping up) until its own fail-safe time has passed since that report, then its
 //!   fail-safe load; room is left for that and it is sent no cap. One never heard from since
 //!   the coordinator started is assumed at its configured capacity until its fail-safe time
 //!   from the start has passed.
@@ -19,9 +22,14 @@
 //!   (no state carried between rounds), so a coordinator that restarts and hears the same
 //!   reports gives the same caps: no bump. Until every daemon has reported once (or
 //!   `adopt_for` has passed) it gives none, and each daemon holds the cap it has.
+//! - **Unknown is nothing.** Once adopted, a surplus that is not known (its signal stale or
+//!   tripped) is 0 W: every daemon gets a cap of 0. Before, the coordinator holds.
 //! - **Bad reports are refused** with a reason, and the daemon's last good report stands: an
 //!   unknown id, a capacity above what its site file declares, a report older than the last
-//!   one, a non-finite or negative number, a second daemon under an id already in use.
+//!   one, a non-finite or negative number, a second daemon under an id already in use. A
+//!   daemon that restarts reports under a new run and is taken at once; the run it replaced
+//!   is refused from then on, so two daemons configured alike show as soon as the older one
+//!   speaks again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -152,6 +160,11 @@ pub struct Allocator {
     config: RegionConfig,
     started: Timestamp,
     last: Vec<Option<(Timestamp, Report)>>,
+    /// Per daemon, the run its newest run replaced: a report from it is a second daemon.
+    replaced: Vec<Option<u64>>,
+    /// Per daemon, the load its newest report said, refused or not, and when it came: a
+    /// daemon whose reports are refused still draws what they say.
+    said: Vec<Option<(Timestamp, Watts)>>,
 }
 
 impl Allocator {
@@ -169,11 +182,13 @@ impl Allocator {
                 return Err(RegionError::BadNumber(s.id.clone()));
             }
         }
-        let last = vec![None; config.shards.len()];
+        let n = config.shards.len();
         Ok(Self {
             config,
             started,
-            last,
+            last: vec![None; n],
+            replaced: vec![None; n],
+            said: vec![None; n],
         })
     }
 
@@ -198,6 +213,9 @@ impl Allocator {
             .ok_or_else(|| ReportRefused::UnknownShard(id.to_string()))?;
         let shard = &self.config.shards[i];
         let finite = |w: Watts| w.w().is_finite() && w.w() >= 0.0;
+        if finite(report.load) {
+            self.said[i] = Some((now, report.load));
+        }
         let numbers_ok = finite(report.load)
             && report.cap.is_none_or(finite)
             && report
@@ -215,9 +233,8 @@ impl Allocator {
                 declared: shard.capacity.w(),
             });
         }
-        if let Some((heard, last)) = &self.last[i] {
-            let recent = now.saturating_since(*heard) < self.config.silent_after;
-            if last.run != report.run && recent && report.at <= last.at + self.config.silent_after {
+        if let Some((_, last)) = &self.last[i] {
+            if self.replaced[i] == Some(report.run) {
                 return Err(ReportRefused::Duplicate {
                     id: id.to_string(),
                     first: last.run,
@@ -226,6 +243,9 @@ impl Allocator {
             }
             if last.run == report.run && report.at <= last.at {
                 return Err(ReportRefused::Stale { id: id.to_string() });
+            }
+            if last.run != report.run {
+                self.replaced[i] = Some(last.run);
             }
         }
         self.last[i] = Some((now, report));
@@ -251,8 +271,35 @@ impl Allocator {
             Some((heard, _)) if now.saturating_since(*heard) >= shard.failsafe_after => {
                 Some(shard.failsafe_load)
             }
-            Some((_, report)) => Some(report.load.max(report.cap.unwrap_or(Watts::ZERO))),
+            Some((heard, report)) => {
+                let said = (self.said[i])
+                    .filter(|(at, _)| at > heard)
+                    .map_or(Watts::ZERO, |(_, w)| w);
+                Some(report.load.max(report.cap.unwrap_or(Watts::ZERO)).max(said))
+            }
         }
+    }
+
+    /// One round: the caps to send at `now`, or None to hold (each daemon keeps the cap it
+    /// has) while the coordinator adopts what runs. `surplus` and each site's local surplus
+    /// are None where their signal is not known; once `adopt_for` has passed since the start,
+    /// not known is 0 W.
+    pub fn decide(
+        &self,
+        now: Timestamp,
+        surplus: Option<Watts>,
+        sites: &BTreeMap<String, Option<Watts>>,
+    ) -> Option<Allocation> {
+        let starting = now.saturating_since(self.started) < self.config.adopt_for;
+        let all_known = surplus.is_some() && sites.values().all(Option::is_some);
+        if !self.adopted(now) || (starting && !all_known) {
+            return None;
+        }
+        let sites = sites
+            .iter()
+            .map(|(site, w)| (site.clone(), w.unwrap_or(Watts::ZERO)))
+            .collect();
+        Some(self.allocate(now, surplus.unwrap_or(Watts::ZERO), &sites))
     }
 
     /// Shares `surplus` (and each site's local surplus, where `sites` has one) out among the
@@ -307,6 +354,7 @@ impl Allocator {
                 *left -= give;
             }
         }
+        self.break_before_make(&standing, &mut caps, surplus, sites);
         let shards = standing
             .into_iter()
             .zip(caps)
@@ -316,6 +364,46 @@ impl Allocator {
             })
             .collect();
         Allocation { shards, shared }
+    }
+}
+
+impl Allocator {
+    /// Trims raises so that what may be drawn while caps move (each daemon between its load
+    /// and its cap: the higher of the two) stays within the surplus, fleet-wide and per site,
+    /// where the loads allow: a daemon sheds before another takes its place. Raises are
+    /// trimmed in proportion, never below the daemon's load; a trimmed raise is given in a
+    /// later round, once the others' loads have come down.
+    fn break_before_make(
+        &self,
+        standing: &[Standing],
+        caps: &mut [f64],
+        surplus: Watts,
+        sites: &BTreeMap<String, Watts>,
+    ) {
+        let load = |i: usize| match (&standing[i], &self.last[i]) {
+            (Standing::Active, Some((_, report))) => report.load.w(),
+            (Standing::Silent { assumed }, _) => assumed.w(),
+            (Standing::Active, None) => 0.0,
+        };
+        let limits = std::iter::once((None, surplus))
+            .chain(sites.iter().map(|(site, w)| (Some(site.as_str()), *w)));
+        for (site, limit) in limits {
+            let members: Vec<usize> = (0..caps.len())
+                .filter(|&i| site.is_none_or(|s| self.config.shards[i].site == s))
+                .collect();
+            let drawn: f64 = members.iter().map(|&i| load(i).max(caps[i])).sum();
+            let raises: f64 = members.iter().map(|&i| (caps[i] - load(i)).max(0.0)).sum();
+            let excess = drawn - limit.w().max(0.0);
+            if excess <= 0.0 || raises <= 0.0 {
+                continue;
+            }
+            let keep = (1.0 - excess / raises).max(0.0);
+            for &i in &members {
+                if caps[i] > load(i) {
+                    caps[i] = load(i) + (caps[i] - load(i)) * keep;
+                }
+            }
+        }
     }
 }
 
@@ -379,7 +467,7 @@ mod tests {
         ]);
         r.report("a", report(0, 10.0, &[(20.0, 17.0), (20.0, 21.5)]), t(0))
             .unwrap();
-        r.report("b", report(0, 10.0, &[(40.0, 29.5)]), t(0))
+        r.report("b", report(0, 0.0, &[(40.0, 29.5)]), t(0))
             .unwrap();
         r.report("c", report(0, 10.0, &[(30.0, 15.0)]), t(0))
             .unwrap();
@@ -397,6 +485,33 @@ mod tests {
         // More than all the capacity: each at its capacity, the rest unused.
         let a = r.allocate(t(1), Watts::from_mw(200.0), &none);
         assert_eq!(caps_mw(&a), [Some(40.0), Some(40.0), Some(30.0)]);
+    }
+
+    #[test]
+    fn a_daemon_sheds_before_another_takes_its_place() {
+        let mut r = region(vec![shard("a", "north", 40.0), shard("b", "south", 40.0)]);
+        // b draws 30 MW; a, more efficient, comes up: it may take only what b has given back.
+        r.report("a", report(0, 0.0, &[(40.0, 17.0)]), t(0))
+            .unwrap();
+        r.report("b", report(0, 30.0, &[(40.0, 25.0)]), t(0))
+            .unwrap();
+        let none = BTreeMap::new();
+        let a = r.allocate(t(1), Watts::from_mw(40.0), &none);
+        // The target is a 40, b 0; while b draws 30, a may have 10.
+        assert_eq!(caps_mw(&a), [Some(10.0), Some(0.0)]);
+        r.report("b", report(1, 12.0, &[(40.0, 25.0)]), t(1))
+            .unwrap();
+        let a = r.allocate(t(1), Watts::from_mw(40.0), &none);
+        assert_eq!(caps_mw(&a), [Some(28.0), Some(0.0)]);
+        r.report("b", report(2, 0.0, &[(40.0, 25.0)]), t(2))
+            .unwrap();
+        let a = r.allocate(t(2), Watts::from_mw(40.0), &none);
+        assert_eq!(caps_mw(&a), [Some(40.0), Some(0.0)]);
+        // A fall below what is drawn: every cap falls, none rises.
+        r.report("a", report(3, 40.0, &[(40.0, 17.0)]), t(3))
+            .unwrap();
+        let a = r.allocate(t(3), Watts::from_mw(25.0), &none);
+        assert_eq!(caps_mw(&a), [Some(25.0), Some(0.0)]);
     }
 
     #[test]
@@ -516,16 +631,66 @@ mod tests {
         assert!(refused(&mut r, "a", nan).contains("non-finite"));
         let old = report(9, 5.0, &[(40.0, 17.0)]);
         assert!(refused(&mut r, "a", old).contains("older"));
-        let mut twin = report(11, 5.0, &[(40.0, 17.0)]);
-        twin.run = 2;
-        assert!(refused(&mut r, "a", twin).contains("two daemons report as a"));
         // The good report still stands: a is active with its capacity.
         let a = r.allocate(t(11), Watts::from_mw(100.0), &BTreeMap::new());
         assert_eq!(caps_mw(&a), [Some(40.0)]);
-        // A restarted daemon (a new run) after a silence is taken.
-        let mut restarted = report(30, 0.0, &[(40.0, 17.0)]);
+        // A daemon restarted at once (a new run) is taken; its old run speaking again is a
+        // second daemon under the id, refused from then on, while the new one goes on.
+        let mut restarted = report(12, 0.0, &[(40.0, 17.0)]);
         restarted.run = 3;
-        r.report("a", restarted, t(30)).unwrap();
+        r.report("a", restarted.clone(), t(12)).unwrap();
+        let e = r.report("a", report(13, 5.0, &[(40.0, 17.0)]), t(13));
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("two daemons report as a (runs 3 and 1)"), "{e}");
+        restarted.at = t(14);
+        r.report("a", restarted, t(14)).unwrap();
+    }
+
+    #[test]
+    fn a_daemon_whose_reports_are_refused_goes_silent_with_room_for_what_they_say() {
+        let mut r = region(vec![shard("a", "north", 40.0), shard("b", "south", 40.0)]);
+        r.report("a", report(0, 5.0, &[(40.0, 17.0)]), t(0))
+            .unwrap();
+        r.report("b", report(0, 0.0, &[(40.0, 25.0)]), t(0))
+            .unwrap();
+        for s in 1..10 {
+            // a's fleet grew past its site file: refused, but it draws 30 MW.
+            let e = r.report("a", report(s, 30.0, &[(45.0, 17.0)]), t(s));
+            assert!(e.is_err());
+            r.report("b", report(s, 0.0, &[(40.0, 25.0)]), t(s))
+                .unwrap();
+        }
+        let a = r.allocate(t(9), Watts::from_mw(50.0), &BTreeMap::new());
+        let room = Watts::from_mw(30.0);
+        assert_eq!(a.shards[0], (Standing::Silent { assumed: room }, None));
+        assert_eq!(caps_mw(&a)[1], Some(20.0));
+    }
+
+    #[test]
+    fn a_round_holds_while_adopting_and_then_takes_an_unknown_surplus_as_nothing() {
+        let mut r = region(vec![shard("a", "north", 40.0), shard("b", "south", 40.0)]);
+        let sites = |north: Option<Watts>| BTreeMap::from([("north".to_string(), north)]);
+        let mw = |w: f64| Some(Watts::from_mw(w));
+        r.report("a", report(1, 10.0, &[(40.0, 17.0)]), t(1))
+            .unwrap();
+        // One daemon still to report: hold, whatever the surplus.
+        assert_eq!(r.decide(t(1), mw(50.0), &sites(mw(30.0))), None);
+        r.report("b", report(2, 10.0, &[(40.0, 25.0)]), t(2))
+            .unwrap();
+        // All reported, but a site's surplus not heard yet: hold until adopt_for has passed.
+        assert_eq!(r.decide(t(2), mw(50.0), &sites(None)), None);
+        assert_eq!(r.decide(t(2), None, &sites(mw(30.0))), None);
+        let a = r.decide(t(2), mw(50.0), &sites(mw(30.0))).unwrap();
+        assert_eq!(caps_mw(&a), [Some(30.0), Some(20.0)]);
+        r.report("a", report(10, 10.0, &[(40.0, 17.0)]), t(10))
+            .unwrap();
+        r.report("b", report(10, 10.0, &[(40.0, 25.0)]), t(10))
+            .unwrap();
+        // Past adopt_for: a lost site signal is a site at 0, a lost national one all at 0.
+        let a = r.decide(t(10), mw(50.0), &sites(None)).unwrap();
+        assert_eq!(caps_mw(&a), [Some(0.0), Some(40.0)]);
+        let a = r.decide(t(10), None, &sites(mw(30.0))).unwrap();
+        assert_eq!(caps_mw(&a), [Some(0.0), Some(0.0)]);
     }
 
     #[test]

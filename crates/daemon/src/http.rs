@@ -158,6 +158,25 @@ async fn get_intervals(State(api): State<Api>, Query(range): Query<Range>) -> Re
     .await
 }
 
+/// Every site in the ledger (the daemons of a region share one), each with its totals over
+/// the range, this daemon's marked; then all of them together.
+async fn get_sites(State(api): State<Api>, Query(range): Query<Range>) -> Response {
+    let (from, to) = match range_of(&range) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    ledger_read(&api, move |store, this| {
+        let mut all = hashsink_ledger::statement::all_sites(store, from, to)?;
+        let total = |rows: Vec<hashsink_ledger::statement::Statement>| rows.into_iter().last();
+        let region = all.pop().and_then(|(_, rows)| total(rows));
+        let sites: Vec<serde_json::Value> = (all.into_iter())
+            .map(|(site, rows)| json!({"site": site, "this": site == this, "total": total(rows)}))
+            .collect();
+        Ok(json!({"sites": sites, "all": region}))
+    })
+    .await
+}
+
 async fn get_events(State(api): State<Api>, Query(range): Query<Range>) -> Response {
     let read =
         |store: &mut dyn hashsink_ledger::Store, site: &str, from, to| store.events(site, from, to);
@@ -943,6 +962,7 @@ pub fn router(setup: ApiSetup) -> Router {
         .route("/api/v1/stream", get(get_stream))
         .route("/api/v1/events/recent", get(get_recent_events))
         .route("/api/v1/intervals", get(get_intervals))
+        .route("/api/v1/sites", get(get_sites))
         .route("/api/v1/events", get(get_events))
         .route(
             "/api/v1/openapi.json",

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod connect;
+pub mod coordinator;
 mod event_loop;
 pub mod http;
 pub mod live;

@@ -279,6 +279,7 @@ fn signals(
                     signal_files,
                     base_dir,
                     &|i| format!("{origin}:{} ([[signal]] {})", signal_lines[i], i + 1),
+                    "",
                     policy,
                     surplus.disagreement_mw,
                 )

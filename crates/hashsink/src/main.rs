@@ -7,6 +7,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod coordinate;
 mod demo;
 mod discover;
 mod emulate;
@@ -57,6 +58,16 @@ enum Command {
     Run {
         #[command(flatten)]
         args: run_daemon::RunArgs,
+        /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "hashsink=debug".
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
+    /// A region's coordinator: shares a surplus (a national one, each site's, or both) out
+    /// among daemons as caps over an MQTT broker, most efficient capacity first, with room
+    /// for a daemon gone silent (see examples/region.toml).
+    Coordinate {
+        #[command(flatten)]
+        args: coordinate::CoordinateArgs,
         /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "hashsink=debug".
         #[arg(long, default_value = "info")]
         log: String,
@@ -158,6 +169,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { args, log } => {
             init_logging(&log)?;
             runtime()?.block_on(run_daemon::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Coordinate { args, log } => {
+            init_logging(&log)?;
+            runtime()?.block_on(coordinate::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { args } => {

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use hashsink_ledger::Store;
 use hashsink_ledger::coins::{payout_of, sale_of};
-use hashsink_ledger::statement::{Statement, statements};
+use hashsink_ledger::statement::{ALL_SITES, Statement, all_sites, statements};
 use hashsink_units::Timestamp;
 use hashsink_units::parse_time;
 
@@ -31,8 +31,9 @@ pub struct LedgerArgs {
     /// The site file whose `[ledger]` and `[site] name` to use.
     #[arg(long, required_unless_present = "ledger")]
     pub config: Option<PathBuf>,
-    /// The ledger itself (a SQLite path or postgres:// URL), instead of the site file's.
-    #[arg(long, requires = "site")]
+    /// The ledger itself (a SQLite path or postgres:// URL), instead of the site file's
+    /// (with --site, or `report --all-sites`).
+    #[arg(long)]
     pub ledger: Option<String>,
     /// The site name in the ledger (default: the site file's `[site] name`).
     #[arg(long)]
@@ -55,12 +56,21 @@ pub struct ReportArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Also list every miner's energy, hashes and mining time (CSV and HTML).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all_sites")]
     pub miners: bool,
+    /// Every site in the ledger (the daemons of a region sharing one PostgreSQL ledger), one
+    /// after the other, then all of them together.
+    #[arg(long)]
+    pub all_sites: bool,
 }
 
-pub fn open(at: &LedgerArgs) -> Result<(Box<dyn Store>, String)> {
+/// Opens the ledger `at` names, and the site in it; `any_site`: no site is needed (the
+/// site returned is then empty where none was given).
+pub fn open(at: &LedgerArgs, any_site: bool) -> Result<(Box<dyn Store>, String)> {
     let (url, site) = match (&at.ledger, &at.config) {
+        (Some(_), _) if at.site.is_none() && !any_site => {
+            bail!("--ledger needs --site NAME (the site's name in the ledger)")
+        }
         (Some(url), _) => (url.clone(), at.site.clone().unwrap_or_default()),
         (None, Some(path)) => {
             let site = Site::load(path)?;
@@ -153,9 +163,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     if to <= from {
         bail!("--to must be after --from");
     }
-    let (mut store, site) = open(&args.at)?;
+    let (mut store, site) = open(&args.at, args.all_sites)?;
     let started = std::time::Instant::now();
-    let rows = statements(store.as_mut(), &site, from, to)?;
+    let sections = if args.all_sites {
+        all_sites(store.as_mut(), from, to)?
+    } else {
+        vec![(site.clone(), statements(store.as_mut(), &site, from, to)?)]
+    };
     let miners = if args.miners {
         // By miner id: looked up once per miner's row.
         let info: BTreeMap<u32, hashsink_ledger::MinerInfo> = store
@@ -171,15 +185,19 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     tracing::info!(ms = started.elapsed().as_millis() as u64, "report built");
     let text = match args.format {
         Format::Table => {
-            let mut t = format!(
-                "{site}: {} to {}\n\n| {} |\n|{}\n",
-                args.from,
-                args.to,
-                COLUMNS.join(" | "),
-                "---|".repeat(COLUMNS.len())
-            );
-            for r in &rows {
-                t += &format!("| {} |\n", cells(r).join(" | "));
+            let mut t = String::new();
+            for (site, rows) in &sections {
+                t += &format!(
+                    "{site}: {} to {}\n\n| {} |\n|{}\n",
+                    args.from,
+                    args.to,
+                    COLUMNS.join(" | "),
+                    "---|".repeat(COLUMNS.len())
+                );
+                for r in rows {
+                    t += &format!("| {} |\n", cells(r).join(" | "));
+                }
+                t += if sections.len() > 1 { "\n" } else { "" };
             }
             t
         }
@@ -188,9 +206,15 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             let mut w = csv::WriterBuilder::new()
                 .flexible(true)
                 .from_writer(Vec::new());
-            w.write_record(COLUMNS)?;
-            for r in &rows {
-                w.write_record(cells(r))?;
+            // Every site's rows, each with its site first.
+            let by_site = args.all_sites;
+            let site_column = by_site.then_some("site");
+            w.write_record(site_column.into_iter().chain(COLUMNS))?;
+            for (site, rows) in &sections {
+                for r in rows {
+                    let site = by_site.then(|| site.clone());
+                    w.write_record(site.into_iter().chain(cells(r)))?;
+                }
             }
             if let Some((info, totals)) = &miners {
                 w.write_record([
@@ -216,24 +240,35 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             String::from_utf8(w.into_inner()?)?
         }
         Format::Html => {
+            let title = if args.all_sites {
+                ALL_SITES
+            } else {
+                site.as_str()
+            };
             let mut h = format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}: energy and production statement</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}</style></head><body><h1>{0}</h1><p>Energy and production statement, {1} to {2} (UTC), from the ledger.</p><table><tr>",
-                html_escape(&site),
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}: energy and production statement</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}</style></head><body><h1>{0}</h1><p>Energy and production statement, {1} to {2} (UTC), from the ledger.</p>",
+                html_escape(title),
                 html_escape(&args.from),
                 html_escape(&args.to)
             );
-            for c in COLUMNS {
-                h += &format!("<th>{c}</th>");
-            }
-            h += "</tr>";
-            for r in &rows {
-                h += "<tr>";
-                for c in cells(r) {
-                    h += &format!("<td>{}</td>", html_escape(&c));
+            for (site, rows) in &sections {
+                if args.all_sites {
+                    h += &format!("<h2>{}</h2>", html_escape(site));
+                }
+                h += "<table><tr>";
+                for c in COLUMNS {
+                    h += &format!("<th>{c}</th>");
                 }
                 h += "</tr>";
+                for r in rows {
+                    h += "<tr>";
+                    for c in cells(r) {
+                        h += &format!("<td>{}</td>", html_escape(&c));
+                    }
+                    h += "</tr>";
+                }
+                h += "</table>";
             }
-            h += "</table>";
             if let Some((info, totals)) = &miners {
                 h += "<h2>Miners</h2><table><tr><th>miner</th><th>address</th><th>model</th><th>energy kWh</th><th>hashes PH</th><th>mining intervals</th></tr>";
                 for t in totals {
@@ -313,7 +348,7 @@ pub fn ledger(cmd: &LedgerCommand) -> Result<()> {
                         .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", file.display()))?,
                 );
             }
-            let (mut store, site) = open(at)?;
+            let (mut store, site) = open(at, false)?;
             let new = store.add_payouts(&site, &payouts)?;
             println!(
                 "{new} new payouts entered ({} already there)",
@@ -328,7 +363,7 @@ pub fn ledger(cmd: &LedgerCommand) -> Result<()> {
                         .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", file.display()))?,
                 );
             }
-            let (mut store, site) = open(at)?;
+            let (mut store, site) = open(at, false)?;
             let new = store.add_sales(&site, &sales)?;
             println!(
                 "{new} new sales entered ({} already there)",

@@ -57,6 +57,43 @@ fn hex_sha256(token: &str) -> String {
         .collect()
 }
 
+/// A second site in the ledger, as a region's shared ledger has: 0.3 MWh drawn this UTC day.
+fn seed_a_neighbour(ledger: &std::path::Path) {
+    use hashsink_ledger::{Batch, Interval};
+    use hashsink_units::Timestamp;
+    let mut store = hashsink_ledger::open(ledger.to_str().unwrap()).unwrap();
+    let now = Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let day = now.as_millis() - now.as_millis() % 86_400_000;
+    store.migrate(now).unwrap();
+    let interval = Interval {
+        start: Timestamp::from_millis(day),
+        end: Timestamp::from_millis(day + 60_000),
+        surplus_wh: Some(300_000.0),
+        fleet_wh: 300_000.0,
+        import_wh: 0.0,
+        hashes_th: 1.0e6,
+        expected_sat: 100.0,
+        difficulty: None,
+        mining: 1,
+        asleep: 0,
+        faulted: 0,
+        miners: Vec::new(),
+    };
+    let batch = Batch {
+        miners: Vec::new(),
+        intervals: vec![interval],
+        commands: Vec::new(),
+        outcomes: Vec::new(),
+        events: Vec::new(),
+    };
+    store.write("neighbour", day, &batch).unwrap();
+}
+
 #[test]
 fn the_dashboard_updates_live_and_sheds_from_a_real_browser() {
     let Some(node_path) = playwright() else {
@@ -90,6 +127,7 @@ fn the_dashboard_updates_live_and_sheds_from_a_real_browser() {
         ),
     )
     .unwrap();
+    seed_a_neighbour(&dir.join("ledger.db"));
     let daemon = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_hashsink"))
             .args(["run", "--config"])
@@ -138,6 +176,15 @@ fn the_dashboard_updates_live_and_sheds_from_a_real_browser() {
         serde_json::json!(["Antminer S19 XP", "Antminer S21"]),
         "{seen}"
     );
+    // The ledger holds a neighbour site too: the site view lists both and their sum.
+    let sites = seen["sites"].as_array().expect("the site view's rows");
+    let cell = |row: usize, col: usize| sites[row][col].as_str().unwrap_or_default();
+    assert_eq!(sites.len(), 3, "{seen}");
+    assert_eq!(cell(0, 0), "dashboard test (this site)", "{seen}");
+    assert_eq!((cell(1, 0), cell(1, 1)), ("neighbour", "0.300"), "{seen}");
+    assert_eq!(cell(2, 0), "All sites", "{seen}");
+    let mwh = |row: usize| cell(row, 1).parse::<f64>().unwrap();
+    assert!((mwh(2) - mwh(0) - mwh(1)).abs() < 0.002, "the sum: {seen}");
     assert_eq!(seen["search"]["all"], 20, "{seen}");
     assert_eq!(seen["search"]["s21"], 10, "{seen}");
     // Cancelling the confirmation did nothing; confirming shed, under the operator's name.

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{KillOnDrop, emulate, run_daemon};
+use common::{
+    KillOnDrop, emulate, http, http_get, mosquitto_available, run_daemon, start_broker, status,
+};
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -61,35 +63,6 @@ fn read_u32(addr: SocketAddr, at: u16) -> u32 {
     (u32::from(w[0]) << 16) | u32::from(w[1])
 }
 
-/// The whole HTTP reply (status line and headers lower-cased) to a GET of `path`.
-fn http_get(listen: &str, path: &str) -> String {
-    http(listen, "GET", path)
-}
-
-/// The whole HTTP reply (status line and headers lower-cased) to `method` on `path`.
-fn http(listen: &str, method: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(listen).expect("daemon endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {listen}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    match reply.split_once("\r\n\r\n") {
-        Some((head, body)) => format!("{}\r\n\r\n{body}", head.to_ascii_lowercase()),
-        None => reply,
-    }
-}
-
-fn status(listen: &str) -> Value {
-    let reply = http_get(listen, "/status");
-    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {reply}"))
-}
-
 /// Polls the daemon's status until `ok` holds, or fails with `what` after `limit`.
 fn wait_for(listen: &str, limit: Duration, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let t0 = Instant::now();
@@ -121,14 +94,8 @@ fn start_daemon(
         600,
         &["--listen", listen, "--log", "info"],
     );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let port = listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+    common::wait_listening(port.expect("host:port"), "the daemon's endpoint");
     (KillOnDrop(daemon), dir)
 }
 
@@ -344,37 +311,6 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
             "source failed",
         ],
     );
-}
-
-/// A fresh mosquitto on `port`, once it listens.
-fn start_broker(port: u16) -> KillOnDrop {
-    let broker = KillOnDrop(
-        Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto"),
-    );
-    common::wait_listening(port, "mosquitto");
-    broker
-}
-
-fn mosquitto_available() -> bool {
-    let ok = Command::new("mosquitto")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("HASHSINK_REQUIRE_MOSQUITTO").is_none(),
-            "HASHSINK_REQUIRE_MOSQUITTO is set but mosquitto is not installed"
-        );
-        hashsink_units::note_skipped_peer("mosquitto", "apt-get install mosquitto");
-    }
-    ok
 }
 
 /// The plant's side of the broker: publishes `payload` to `plant/surplus` every 100 ms, and

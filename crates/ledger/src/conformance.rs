@@ -86,6 +86,7 @@ pub fn check_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     a_batch_written_twice_counts_once(fresh());
     payouts_and_sales_are_keyed_by_reference(fresh());
     sites_are_kept_apart(fresh());
+    all_sites_add_up(fresh());
     daily_totals_agree_with_the_intervals(fresh());
 }
 
@@ -242,8 +243,25 @@ fn payouts_and_sales_are_keyed_by_reference(mut s: Box<dyn Store>) {
     assert_eq!(s.sales("plant", t(0), t(300)).unwrap(), sales);
 }
 
-fn sites_are_kept_apart(mut s: Box<dyn Store>) {
+fn all_sites_add_up(mut s: Box<dyn Store>) {
     s.write("north", 1, &sample_batch()).unwrap();
+    s.write("east", 7, &sample_batch()).unwrap();
+    let all = crate::statement::all_sites(s.as_mut(), t(0), t(600)).unwrap();
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["east", "north", crate::statement::ALL_SITES]);
+    let total = |k: usize| all[k].1.last().unwrap().clone();
+    assert_eq!(total(0).period, "total");
+    assert!(total(0).energy_mwh > 0.0);
+    assert_eq!(total(2).intervals, total(0).intervals + total(1).intervals);
+    assert!((total(2).energy_mwh - total(0).energy_mwh - total(1).energy_mwh).abs() < 1e-12);
+    assert!((total(2).hashes_eh - 2.0 * total(1).hashes_eh).abs() < 1e-12);
+}
+
+fn sites_are_kept_apart(mut s: Box<dyn Store>) {
+    assert!(s.sites().unwrap().is_empty());
+    s.write("north", 1, &sample_batch()).unwrap();
+    s.write("east", 1, &sample_batch()).unwrap();
+    assert_eq!(s.sites().unwrap(), ["east", "north"]);
     assert!(s.intervals("south", t(0), t(120)).unwrap().is_empty());
     assert!(s.miners("south").unwrap().is_empty());
     assert_eq!(s.intervals("north", t(0), t(120)).unwrap().len(), 2);

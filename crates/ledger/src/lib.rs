@@ -278,6 +278,8 @@ pub trait Store: Send {
         Ok(by_miner.into_values().collect())
     }
     fn miners(&mut self, site: &str) -> Result<Vec<MinerInfo>>;
+    /// The sites the ledger holds (several where the daemons of a region share one), by name.
+    fn sites(&mut self) -> Result<Vec<String>>;
     fn events(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<EventRecord>>;
     fn audit(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AuditRow>>;
     fn payouts(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Payout>>;

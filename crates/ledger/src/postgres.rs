@@ -338,6 +338,11 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn sites(&mut self) -> Result<Vec<String>> {
+        let rows = self.client()?.query(sql::SELECT_SITES, &[])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     fn events(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<EventRecord>> {
         Ok(self
             .client()?

@@ -30,6 +30,11 @@ pub const INSERT_SALE: &str = concat!(
 );
 pub const DELETE_MINER_INTERVALS: &str =
     "DELETE FROM miner_intervals WHERE site = $1 AND start_ms < $2";
+/// Every site with a row of its own: an interval, a miner, an event.
+pub const SELECT_SITES: &str = concat!(
+    "SELECT site FROM intervals UNION SELECT site FROM miners UNION SELECT site FROM events ",
+    "ORDER BY site"
+);
 pub const SELECT_MINERS: &str =
     "SELECT miner, address, model, firmware FROM miners WHERE site = $1 ORDER BY miner";
 pub const SELECT_INTERVALS: &str = concat!(

@@ -302,6 +302,12 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    fn sites(&mut self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(sql::SELECT_SITES)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     fn events(&mut self, site: &str, from: Timestamp, to: Timestamp) -> Result<Vec<EventRecord>> {
         let mut stmt = self.conn.prepare(sql::SELECT_EVENTS)?;
         let rows = stmt.query_map(params![site, from.as_millis(), to.as_millis()], |r| {

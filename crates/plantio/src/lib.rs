@@ -76,7 +76,8 @@ pub struct FleetReport {
     /// Turns of the daemon's control loop (one a tick): the heartbeat the plant watches. It
     /// stops when the loop stalls, even while the source tasks go on writing.
     pub heartbeat: u64,
-    /// This run of the daemon (a fresh number at every start).
+    /// This run of the daemon (a fresh number at every start); 0 until the daemon's loop has
+    /// published its first report, and nothing is published on its behalf before.
     pub run: u64,
     /// What the fleet can draw, by efficiency: its miners not routed around, at their top
     /// levels.

@@ -60,7 +60,7 @@ pub struct MqttTls {
 }
 
 impl MqttTls {
-    fn transport(&self) -> rumqttc::Transport {
+    pub(crate) fn transport(&self) -> rumqttc::Transport {
         match (&self.ca_pem, &self.client_pkcs12) {
             (None, None) => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Native),
             (ca, client) => {
@@ -228,9 +228,12 @@ impl MqttSource {
                     }
                 },
                 _ = publish.tick(), if self.publish_topic.is_some() && connected => {
-                    let body = crate::region::report_json(&report.borrow(), clock.now());
-                    if let Some(topic) = &self.publish_topic {
-                        let _ = client.try_publish(topic.clone(), QoS::AtMostOnce, false, body.to_string());
+                    // Nothing is said before the daemon's loop has said it (a starting daemon
+                    // adopting a running fleet is not a fleet at 0 W).
+                    let body = (report.borrow().run != 0)
+                        .then(|| crate::region::report_json(&report.borrow(), clock.now()));
+                    if let (Some(topic), Some(body)) = (&self.publish_topic, body) {
+                        let _ = client.try_publish(topic.clone(), QoS::AtMostOnce, false, body);
                     }
                 }
             }

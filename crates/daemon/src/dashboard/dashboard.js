@@ -312,6 +312,33 @@ async function refreshEvents() {
   while (rows.children.length > 100) rows.removeChild(rows.lastChild);
 }
 
+// Every site of the ledger (a region's daemons share one), today's totals; shown only where
+// the ledger holds more than this site.
+async function refreshSites() {
+  const now = new Date();
+  const midnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
+  const range = "from=" + new Date(midnight).toISOString() + "&to=" + new Date(now.getTime() + 60000).toISOString();
+  const r = await api("/api/v1/sites?" + range);
+  $("sites-card").hidden = r.sites.length < 2;
+  const rows = $("sites");
+  rows.textContent = "";
+  const row = (name, t, cls) => {
+    const tr = el("tr", cls ? { class: cls } : {});
+    tr.appendChild(el("td", {}, name));
+    t = t || {};
+    const n = (v, d) => el("td", { class: "num" }, (v || 0).toFixed(d));
+    tr.appendChild(n(t.energy_mwh, 3));
+    tr.appendChild(n(t.absorbed_mwh, 3));
+    tr.appendChild(n(t.import_mwh, 3));
+    tr.appendChild(n(t.hashes_eh, 4));
+    tr.appendChild(n(t.expected_btc, 6));
+    tr.appendChild(el("td", { class: "num" }, String(t.curtailments || 0)));
+    rows.appendChild(tr);
+  };
+  for (const s of r.sites) row(s.site + (s.this ? " (this site)" : ""), s.total, s.this ? "this" : "");
+  row("All sites", r.all, "total");
+}
+
 async function refreshWho() {
   const w = await api("/api/v1/whoami");
   app.role = w.role;
@@ -397,6 +424,8 @@ async function start() {
   poll();
   setInterval(poll, 2000);
   setInterval(() => loadHistory("day").catch(() => {}), 30000);
+  refreshSites().catch(() => {});
+  setInterval(() => refreshSites().catch(() => {}), 30000);
 }
 
 wire();

@@ -198,7 +198,7 @@ pub fn parse_policy(policy: Option<&str>) -> Result<Policy, String> {
 }
 
 /// Splits "host:port".
-fn host_port(address: &str) -> Option<(String, u16)> {
+pub(crate) fn host_port(address: &str) -> Option<(String, u16)> {
     address
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -216,11 +216,13 @@ fn mw(at: &str, key: &str, v: f64) -> Result<Watts> {
     }
 }
 
-/// Validates the `[[signal]]` tables; `at(i)` names the i-th table's file and line.
+/// Validates the `[[signal]]` tables; `at(i)` names the i-th table's file and line; `tag`
+/// tells these tables' default MQTT client ids from those of other tables in the same process.
 pub fn validate(
     tables: Vec<SignalTable>,
     base_dir: &std::path::Path,
     at: &dyn Fn(usize) -> String,
+    tag: &str,
     policy: Policy,
     disagreement_mw: Option<f64>,
 ) -> Result<SignalsSetup> {
@@ -246,7 +248,9 @@ pub fn validate(
         rules.push(rule);
         sources.push(match &table.source {
             SourceConfig::Modbus(m) => Source::Modbus(m.build(common, &at)?),
-            SourceConfig::Mqtt(m) => Source::Mqtt(m.build(common, &at, i, base_dir)?),
+            SourceConfig::Mqtt(m) => {
+                Source::Mqtt(m.build(common, &at, &format!("{tag}{i}"), base_dir)?)
+            }
             SourceConfig::OpenAdr(o) => Source::OpenAdr(o.build(common, &at, max)?),
             SourceConfig::Iec104(s) => Source::Iec104(s.build(common, &at)?),
         });

@@ -52,12 +52,12 @@ fn default_publish_ms() -> u64 {
 }
 
 impl MqttConfig {
-    /// `index` tells this table's default client id from another's.
+    /// `tag` tells this table's default client id from another's.
     pub fn build(
         &self,
         common: &Common,
         at: &str,
-        index: usize,
+        tag: &str,
         base_dir: &Path,
     ) -> Result<MqttSource> {
         let address = (self.address.as_deref())
@@ -84,7 +84,7 @@ impl MqttConfig {
             host,
             port,
             client_id: (self.client_id.clone())
-                .unwrap_or_else(|| format!("hashsink-{}-{}", std::process::id(), index)),
+                .unwrap_or_else(|| format!("hashsink-{}-{tag}", std::process::id())),
             credentials: self.username.clone().zip(self.password.clone()),
             topic,
             payload: Payload {
@@ -102,7 +102,7 @@ impl MqttConfig {
 
     /// The TLS settings, with their files read now (a missing or wrong file stops the site from
     /// loading, not the source later).
-    fn tls(&self, at: &str, base_dir: &Path) -> Result<Option<MqttTls>> {
+    pub(crate) fn tls(&self, at: &str, base_dir: &Path) -> Result<Option<MqttTls>> {
         let given = self.ca_file.is_some()
             || self.client_pkcs12.is_some()
             || self.client_pkcs12_password.is_some();

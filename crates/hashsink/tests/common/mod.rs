@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -181,4 +182,74 @@ pub fn make_certificates(dir: &std::path::Path) -> bool {
             "-extfile",
             "san.ext",
         ])
+}
+
+/// The whole HTTP reply (status line and headers lower-cased) to a GET of `path`.
+pub fn http_get(listen: &str, path: &str) -> String {
+    http(listen, "GET", path)
+}
+
+/// The whole HTTP reply (status line and headers lower-cased) to `method` on `path`.
+pub fn http(listen: &str, method: &str, path: &str) -> String {
+    try_http(listen, method, path).unwrap_or_else(|e| panic!("{method} {path} at {listen}: {e}"))
+}
+
+/// [`http`], with the failure to reach the endpoint as an error (a daemon that was killed).
+pub fn try_http(listen: &str, method: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(listen)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {listen}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    Ok(match reply.split_once("\r\n\r\n") {
+        Some((head, body)) => format!("{}\r\n\r\n{body}", head.to_ascii_lowercase()),
+        None => reply,
+    })
+}
+
+pub fn status(listen: &str) -> Value {
+    let reply = http_get(listen, "/status");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {reply}"))
+}
+
+/// The daemon's status, or None where it does not answer with one.
+pub fn try_status(listen: &str) -> Option<Value> {
+    let reply = try_http(listen, "GET", "/status").ok()?;
+    serde_json::from_str(reply.split("\r\n\r\n").nth(1)?).ok()
+}
+
+/// A fresh mosquitto on `port`, once it listens.
+pub fn start_broker(port: u16) -> KillOnDrop {
+    let broker = KillOnDrop(
+        Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto"),
+    );
+    wait_listening(port, "mosquitto");
+    broker
+}
+
+pub fn mosquitto_available() -> bool {
+    let ok = Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("HASHSINK_REQUIRE_MOSQUITTO").is_none(),
+            "HASHSINK_REQUIRE_MOSQUITTO is set but mosquitto is not installed"
+        );
+        hashsink_units::note_skipped_peer("mosquitto", "apt-get install mosquitto");
+    }
+    ok
 }

@@ -1,9 +1,9 @@
 // The dashboard in a real headless Chromium (Debian's), driven by playwright-core from npm.
 // Usage: node dashboard_browser.cjs URL TOKEN|- CHROMIUM SCREENSHOT
 // Opens the page, gives the token if asked, checks that the chart and the KPIs update from the
-// live stream, finds a miner with the search box, presses Shed (cancel first, then confirm),
-// and waits for the page to show the fleet shed. Prints one JSON line with what it saw; exits
-// non-zero with the reason on the first thing that does not happen.
+// live stream, reads the site view, finds a miner with the search box, presses Shed (cancel
+// first, then confirm), and waits for the page to show the fleet shed. Prints one JSON line
+// with what it saw; exits non-zero with the reason on the first thing that does not happen.
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -53,6 +53,9 @@ async function main() {
     // The fleet by state and model, and the miner table with search.
     await page.waitForSelector("#models tr", { timeout: 10000 });
     out.models = await page.$$eval("#models tr", (rows) => rows.map((r) => r.children[0].textContent));
+    // The site view, where the ledger holds more than this site: each site's energy today.
+    await page.waitForSelector("#sites-card:not([hidden]) #sites tr", { timeout: 40000 });
+    out.sites = await page.$$eval("#sites tr", (rows) => rows.map((r) => [r.children[0].textContent, r.children[1].textContent]));
     await page.fill("#miner-search", "127.1.");
     await page.waitForFunction(() => document.querySelectorAll("#miners tr").length > 0, null, { timeout: 10000 });
     const all = await page.$$eval("#miners tr", (r) => r.length);
