@@ -1,7 +1,9 @@
-//! A site file (`hashsink run --config`): validated whole or refused with where and why. Files
-//! it names are looked for under a folder that does not exist.
+//! A site file (`hashsink run --config`) and a region file (`hashsink coordinate --config`):
+//! each validated whole or refused with where and why. Files they name are looked for under a
+//! folder that does not exist.
 #![no_main]
 
+use hashsink_daemon::coordinator::CoordinatorSetup;
 use hashsink_daemon::site::Site;
 use libfuzzer_sys::fuzz_target;
 
@@ -10,4 +12,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = Site::parse(text, "fuzz.toml", "/nonexistent/hashsink-fuzz".into());
+    let nowhere = std::path::Path::new("/nonexistent/hashsink-fuzz");
+    let _ = CoordinatorSetup::parse(text, "fuzz.toml", nowhere);
 });

@@ -17,6 +17,7 @@ mod flood;
 mod ledger;
 mod product;
 mod quirks;
+mod region;
 mod restart;
 mod scale;
 mod signals;
@@ -110,6 +111,24 @@ enum Command {
         /// takes N / rate seconds of tokens at least.
         #[arg(long, default_value_t = 100_000.0)]
         commands_per_s: f64,
+    },
+    /// A site's fleet run by one daemon, then by shards under `hashsink coordinate`, on the same
+    /// night: absorption, energy drawn above the surplus, and the time from a surplus fall to
+    /// every shard's first command through the broker (needs mosquitto).
+    Region {
+        #[arg(long, default_value_t = 10_000)]
+        miners: u32,
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Hours of the night to replay.
+        #[arg(long, default_value_t = 2.0)]
+        hours: f64,
+        /// How much faster than the wall the daemons and the miners run.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Falls of the surplus to time after the night, in each case.
+        #[arg(long, default_value_t = 5)]
+        falls: usize,
     },
     /// Ledger benchmark: write throughput for one-minute intervals of the whole fleet, and a
     /// month's statement with every miner's totals; SQLite, and PostgreSQL with --postgres.
@@ -252,6 +271,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!(
                 "{}",
                 runtime()?.block_on(scale::run(miners, &firmware, sweeps, commands_per_s))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Region {
+            miners,
+            shards,
+            hours,
+            speed,
+            falls,
+        } => {
+            print!(
+                "{}",
+                runtime()?.block_on(region::run(miners, shards, hours, speed, falls))?
             );
             Ok(ExitCode::SUCCESS)
         }

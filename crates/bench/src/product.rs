@@ -72,6 +72,15 @@ pub fn start_emulator(
     mix: &str,
     listen: hashsink_emulator::Listen,
 ) -> Result<std::sync::Arc<hashsink_emulator::Emulator>> {
+    start_emulator_at(mix, listen, hashsink_clock::ScaledClock::wall())
+}
+
+/// [`start_emulator`] on `clock` (one faster than the wall makes boots and ramps shorter).
+pub fn start_emulator_at(
+    mix: &str,
+    listen: hashsink_emulator::Listen,
+    clock: hashsink_clock::ScaledClock,
+) -> Result<std::sync::Arc<hashsink_emulator::Emulator>> {
     use hashsink_core::{Catalogue, FleetConfig};
     let fleet = std::sync::Arc::new(FleetConfig::build_from_shorthand(
         mix,
@@ -91,7 +100,6 @@ pub fn start_emulator(
             }
         };
         rt.block_on(async move {
-            let clock = hashsink_clock::ScaledClock::wall();
             match hashsink_emulator::Emulator::start(fleet, clock, listen).await {
                 Ok(e) => {
                     let e = std::sync::Arc::new(e);

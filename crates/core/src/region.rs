@@ -196,6 +196,11 @@ impl Allocator {
         &self.config
     }
 
+    /// Daemon `i`'s last good report.
+    pub fn last_report(&self, i: usize) -> Option<&Report> {
+        self.last.get(i)?.as_ref().map(|(_, report)| report)
+    }
+
     /// The index of daemon `id`.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.config.shards.iter().position(|s| s.id == id)

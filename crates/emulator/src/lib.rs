@@ -287,6 +287,12 @@ impl Emulator {
         self.shared.first_command_since_mark()
     }
 
+    /// Wall instant of the first command one of the miners `indices` took since
+    /// `mark_commands` (a shard's, say).
+    pub fn first_command_since_mark_among(&self, indices: std::ops::Range<u32>) -> Option<Instant> {
+        self.shared.first_command_since_mark_among(indices)
+    }
+
     /// Stops listening; connections in flight are dropped.
     pub async fn shutdown(mut self) {
         self.tasks.abort_all();

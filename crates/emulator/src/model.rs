@@ -89,6 +89,8 @@ pub(crate) struct MinerSide {
     /// Stock Antminer work mode ("0" normal, "1" sleep, "2" high, "3" low).
     pub booted_at: Timestamp,
     pub commands: u64,
+    /// The first command it took since the last `mark_commands` (for benchmarks).
+    pub first_command_since_mark: Option<Instant>,
 }
 
 pub(crate) struct World {
@@ -129,6 +131,7 @@ impl Shared {
                 power_target: None,
                 booted_at: now - Duration::from_secs(3600),
                 commands: 0,
+                first_command_since_mark: None,
             })
             .collect();
         Self {
@@ -220,11 +223,22 @@ impl Shared {
     pub fn mark_commands(&self) -> Instant {
         let mut world = self.world().0;
         world.first_command_since_mark = None;
+        for side in &mut world.side {
+            side.first_command_since_mark = None;
+        }
         Instant::now()
     }
 
     pub fn first_command_since_mark(&self) -> Option<Instant> {
         self.world().0.first_command_since_mark
+    }
+
+    /// The first command any of the miners `indices` took since the mark.
+    pub fn first_command_since_mark_among(&self, indices: std::ops::Range<u32>) -> Option<Instant> {
+        let world = self.world().0;
+        (world.side[indices.start as usize..indices.end as usize].iter())
+            .filter_map(|side| side.first_command_since_mark)
+            .min()
     }
 
     pub fn new_session(&self) -> String {
@@ -338,8 +352,9 @@ impl World {
     pub fn sleep(&mut self, index: u32, now: Timestamp) {
         let side = &mut self.side[index as usize];
         side.commands += 1;
-        self.first_command_since_mark
-            .get_or_insert_with(Instant::now);
+        let taken = Instant::now();
+        self.first_command_since_mark.get_or_insert(taken);
+        side.first_command_since_mark.get_or_insert(taken);
         side.sleep_received = Some(Instant::now());
         if side.fault == Fault::IgnoresCommands {
             return;
@@ -356,8 +371,9 @@ impl World {
     pub fn wake(&mut self, index: u32, level: u8, now: Timestamp) {
         let side = &mut self.side[index as usize];
         side.commands += 1;
-        self.first_command_since_mark
-            .get_or_insert_with(Instant::now);
+        let taken = Instant::now();
+        self.first_command_since_mark.get_or_insert(taken);
+        side.first_command_since_mark.get_or_insert(taken);
         if side.fault == Fault::IgnoresCommands {
             return;
         }
@@ -400,8 +416,9 @@ impl World {
     pub fn set_level(&mut self, index: u32, level: u8, now: Timestamp) {
         let side = &mut self.side[index as usize];
         side.commands += 1;
-        self.first_command_since_mark
-            .get_or_insert_with(Instant::now);
+        let taken = Instant::now();
+        self.first_command_since_mark.get_or_insert(taken);
+        side.first_command_since_mark.get_or_insert(taken);
         if side.fault == Fault::IgnoresCommands {
             return;
         }

@@ -521,3 +521,35 @@ fn run_check_prints_the_dead_man_chain_the_plant_must_wire() {
         "{text}"
     );
 }
+
+#[test]
+fn coordinate_check_prints_the_region_and_each_daemons_tables() {
+    let out = hashsink(&["coordinate", "--check", "--config", "examples/region.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for expected in [
+        "national surplus: national dispatch",
+        "site \"north\": local surplus from north export meter",
+        "daemon \"potash\" at site \"potash\": up to 60.000 MW",
+        "reports on hashsink/north-1/report, cap on hashsink/north-1/cap",
+        "topic = \"hashsink/north-1/cap\"\nfield = \"cap_w\"\ntime_field = \"at_ms\"",
+        "max_reading_age_ms = 10000",
+    ] {
+        assert!(text.contains(expected), "lacks {expected:?}:\n{text}");
+    }
+    // A typo names the file and the line; a file that is not there says so.
+    let dir = std::env::temp_dir().join(format!("hashsink-cli-region-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("region.toml");
+    let text = std::fs::read_to_string(common::repo_root().join("examples/region.toml")).unwrap();
+    std::fs::write(&bad, text.replace("capacity_mw = 60", "capacity_wm = 60")).unwrap();
+    fails_with(
+        &["coordinate", "--check", "--config", bad.to_str().unwrap()],
+        &["region.toml:", "capacity_wm"],
+    );
+    fails_with(
+        &["coordinate", "--config", "no-such-region.toml"],
+        &["cannot read the region file no-such-region.toml"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

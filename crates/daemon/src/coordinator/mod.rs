@@ -68,6 +68,9 @@ struct PublishedDaemon<'a> {
     cap_w: Option<f64>,
     /// Room kept for it while it is silent.
     assumed_w: Option<f64>,
+    /// What its last good report said it draws, and whether it trusted its cap then.
+    load_w: Option<f64>,
+    healthy: Option<bool>,
 }
 
 /// The coordinator's loop and what it owns.
@@ -84,6 +87,8 @@ pub struct Coordinator {
     holding: Option<bool>,
     /// Whether the broker link is up (its task logs the changes).
     link_up: bool,
+    /// Each surplus as the last round took it (a fall below it is acted on at once).
+    shared_last: Vec<Option<Watts>>,
 }
 
 impl Coordinator {
@@ -107,6 +112,7 @@ impl Coordinator {
             silent: vec![false; n],
             holding: None,
             link_up: false,
+            shared_last: Vec::new(),
             setup,
             clock,
         })
@@ -130,7 +136,11 @@ impl Coordinator {
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
-                Some((k, event)) = signals.recv() => self.on_signal(k, event),
+                Some((k, event)) = signals.recv() => {
+                    if self.on_signal(k, event) {
+                        self.round(&link, false);
+                    }
+                }
                 Some(event) = heard.recv() => self.on_link(event),
                 _ = round.tick() => {
                     let log = last_log.elapsed() >= LOG_EVERY;
@@ -166,16 +176,27 @@ impl Coordinator {
         events
     }
 
-    fn on_signal(&mut self, k: usize, event: SignalEvent) {
+    /// Judges a source's event; true where surplus `k` is now below what the last round
+    /// shared (a fall, a trip): the caps go out at once, not at the next round.
+    fn on_signal(&mut self, k: usize, event: SignalEvent) -> bool {
         let now = self.clock.now();
         let surplus = &mut self.surpluses[k];
-        if let SignalAction::Protection(p) = surplus.desk.on_event(now, event) {
-            let whose = surplus.site.as_deref().unwrap_or("the national surplus");
-            match &p {
-                Protection::Clear => info!(surplus = whose, "protection cleared"),
-                _ => warn!(surplus = whose, protection = ?p.describe(), "held at 0 W"),
+        match surplus.desk.on_event(now, event) {
+            SignalAction::Protection(p) => {
+                let whose = surplus.site.as_deref().unwrap_or("the national surplus");
+                match &p {
+                    Protection::Clear => info!(surplus = whose, "protection cleared"),
+                    _ => warn!(surplus = whose, protection = ?p.describe(), "held at 0 W"),
+                }
+                surplus.protection = p;
+                true
             }
-            surplus.protection = p;
+            SignalAction::FeedNow => {
+                let shared = self.shared_last.get(k).copied().flatten();
+                let available = self.surpluses[k].available(now);
+                matches!((shared, available), (Some(last), Some(now)) if now < last)
+            }
+            SignalAction::None => false,
         }
     }
 
@@ -228,6 +249,7 @@ impl Coordinator {
             return;
         }
         let now = self.clock.now();
+        self.shared_last = (self.surpluses.iter()).map(|s| s.available(now)).collect();
         let (national, sites) = self.surpluses(now);
         let decided = self.allocator.decide(now, national, &sites);
         let holding = decided.is_none();
@@ -297,12 +319,15 @@ impl Coordinator {
                     Some((Standing::Active, cap)) => ("active", cap.map(Watts::w), None),
                     Some((Standing::Silent { assumed }, _)) => ("silent", None, Some(assumed.w())),
                 };
+                let report = self.allocator.last_report(i);
                 PublishedDaemon {
                     id: &shard.id,
                     site: &shard.site,
                     standing,
                     cap_w,
                     assumed_w,
+                    load_w: report.map(|r| r.load.w()),
+                    healthy: report.map(|r| r.healthy),
                 }
             })
             .collect();
