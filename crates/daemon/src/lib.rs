@@ -10,7 +10,8 @@
 //! Around it: the site file (`site.rs`), identification of the configured miners (`connect.rs`),
 //! the plant signals' configuration and desk (`signals.rs`), the ledger's recorder
 //! (`recorder.rs`), and the HTTP API with the dashboard (`http.rs`, `auth.rs`, `live.rs`,
-//! `metrics.rs`).
+//! `metrics.rs`). Beside it, the region's coordinator (`coordinator/`, `hashsink coordinate`):
+//! a second loop around the same signal sources and desk, sharing a surplus out among daemons.
 
 #![forbid(unsafe_code)]
 
