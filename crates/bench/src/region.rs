@@ -297,7 +297,7 @@ async fn one_daemon(setup: &Setup, emulator: &Emulator, grid: &GridPublisher) ->
     let (daemon, _) = start_daemon(setup, "one", &text, 0)?;
     let whole = std::iter::once(0..setup.miners).collect::<Vec<_>>();
     let case = run_case("one daemon".into(), setup, emulator, grid, &whole).await;
-    stop(daemon, emulator).await?;
+    stop(daemon, emulator).await;
     case
 }
 
@@ -364,7 +364,7 @@ async fn coordinated(
     let case = run_case(name, setup, emulator, grid, &ranges).await;
     drop(coordinator);
     for daemon in daemons {
-        stop(daemon, emulator).await?;
+        stop(daemon, emulator).await;
     }
     case
 }
@@ -448,7 +448,7 @@ async fn fall(
 }
 
 /// Stops a daemon in order (it puts its miners to sleep) and waits for the fleet to sleep.
-async fn stop(daemon: KillOnDrop, emulator: &Emulator) -> Result<()> {
+async fn stop(daemon: KillOnDrop, emulator: &Emulator) {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &daemon.0.id().to_string()])
         .status();
@@ -461,7 +461,6 @@ async fn stop(daemon: KillOnDrop, emulator: &Emulator) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(daemon);
-    Ok(())
 }
 
 fn fall_cell(f: &Fall) -> String {

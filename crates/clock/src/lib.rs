@@ -76,8 +76,6 @@ impl ScaledClock {
     }
 }
 
-/// Raises the open-file limit towards `wanted` (a sweep of 10,000 miners holds thousands of
-/// sockets at once). Best effort: without the privilege to raise it, the old limit stays.
 /// The process's file-descriptor limit now (its soft limit; 1024 where it cannot be read).
 pub fn open_file_limit() -> u64 {
     rlimit::Resource::NOFILE
@@ -85,6 +83,8 @@ pub fn open_file_limit() -> u64 {
         .map_or(1024, |(soft, _)| soft)
 }
 
+/// Raises the open-file limit towards `wanted` (a sweep of 10,000 miners holds thousands of
+/// sockets at once). Best effort: without the privilege to raise it, the old limit stays.
 pub fn raise_open_file_limit(wanted: u64) {
     if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get()
         && soft < wanted

@@ -62,7 +62,7 @@ impl Grid {
     fn start(national_kw: f64, north_kw: f64) -> Grid {
         let mut opts = rumqttc::MqttOptions::new("the-grid", "127.0.0.1", BROKER);
         opts.set_keep_alive(Duration::from_secs(5));
-        let (client, mut connection) = rumqttc::Client::new(opts, 64);
+        let (client, connection) = rumqttc::Client::new(opts, 64);
         let grid = Grid {
             national_kw: Arc::new(Mutex::new(national_kw)),
             north_kw: Arc::new(Mutex::new(north_kw)),
@@ -72,21 +72,10 @@ impl Grid {
         client
             .subscribe("hashsink/coordinator/allocation", rumqttc::QoS::AtMostOnce)
             .unwrap();
-        let (allocation, stop) = (grid.allocation.clone(), grid.stop.clone());
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match event {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
-                            *allocation.lock().unwrap() = Some(v);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
-                }
+        let allocation = grid.allocation.clone();
+        common::on_publishes(connection, grid.stop.clone(), move |p| {
+            if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                *allocation.lock().unwrap() = Some(v);
             }
         });
         let (national, north, stop) = (
@@ -199,21 +188,25 @@ fn loads() -> [Option<f64>; 3] {
     DAEMONS.map(|(.., listen)| Some(try_status(listen)?["fleet_w"].as_f64()? / 1000.0))
 }
 
-/// Polls until `ok(loads, grid)` holds, or fails with `what` after `limit`. At every poll the
-/// sum must be within the national surplus and north within its own (plus a miner of slack
-/// while the last change settles, `settle` after it).
+/// How long after a fall of the surplus the fleet may still draw above it (it sheds).
+const SHED_WINDOW: Duration = Duration::from_secs(12);
+
+/// Polls until `ok(loads, grid)` holds, or fails with `what` after `limit`. At every poll but
+/// those within `SHED_WINDOW` of the last fall (`fell`), the sum must be within the national
+/// surplus and north within its own, with 0.5 kW of slack; a silent daemon counts as the room
+/// the coordinator keeps for it.
 fn until(
     grid: &Grid,
     what: &str,
     limit: Duration,
-    changed: Instant,
+    fell: Option<Instant>,
     ok: impl Fn(&[Option<f64>; 3], &Grid) -> bool,
 ) {
     let t0 = Instant::now();
     loop {
         let l = loads();
         let kw = |k: usize| l[k].unwrap_or(0.0);
-        if changed.elapsed() > Duration::from_secs(12) {
+        if fell.is_none_or(|f| f.elapsed() > SHED_WINDOW) {
             let room = grid.daemon("s21").and_then(|d| d["assumed_w"].as_f64());
             let s21 = l[0].or(room.map(|w| w / 1000.0)).unwrap_or(0.0);
             let sum = s21 + kw(1) + kw(2);
@@ -242,14 +235,6 @@ fn until(
 
 fn sum(l: &[Option<f64>; 3]) -> f64 {
     l.iter().map(|v| v.unwrap_or(0.0)).sum()
-}
-
-fn kill_9(child: &KillOnDrop) {
-    let ok = Command::new("kill")
-        .args(["-9", &child.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(ok.success());
 }
 
 fn read_log(path: &std::path::Path) -> String {
@@ -286,7 +271,6 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
     let mut daemons: Vec<(KillOnDrop, std::path::PathBuf)> = (0..3)
         .map(|k| start_daemon(k, pg.as_deref(), &tag))
         .collect();
-    let started = Instant::now();
 
     // 80 kW nationally, 50 in the north: the S21s (17.5 J/TH) fill first (44 kW at their top
     // level), the S19 XPs (21.5) get what the north has left (6), the S19j Pros (29.5) the
@@ -295,7 +279,7 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
         &grid,
         "the region fills",
         Duration::from_secs(90),
-        started,
+        None,
         |l, g| sum(l) > 60.0 && g.cap_kw("s21").is_some_and(|c| c > 40.0),
     );
     let caps = ["s21", "xp", "jpro"].map(|id| grid.cap_kw(id).unwrap());
@@ -312,7 +296,7 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
         &grid,
         "the region follows a fall",
         Duration::from_secs(12),
-        fell,
+        Some(fell),
         |l, _| sum(l) <= 45.5,
     );
     eprintln!(
@@ -323,20 +307,20 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
         &grid,
         "the region settles at 45 kW",
         Duration::from_secs(30),
-        fell,
+        Some(fell),
         |l, g| sum(l) > 35.0 && g.cap_kw("s21").is_some_and(|c| c > 30.0),
     );
 
     // The S21s' daemon is killed: its miners run on. The coordinator keeps their room (their
     // last load) and gives the others only the rest.
     let s21_load = loads()[0].unwrap();
-    kill_9(&daemons[0].0);
+    common::signal(&daemons[0].0, "-9");
     let killed = Instant::now();
     until(
         &grid,
         "the killed daemon is silent",
         Duration::from_secs(6),
-        fell,
+        Some(fell),
         |_, g| g.daemon("s21").is_some_and(|d| d["standing"] == "silent"),
     );
     let room = grid.daemon("s21").unwrap()["assumed_w"].as_f64().unwrap() / 1000.0;
@@ -355,7 +339,7 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
         &grid,
         "the restarted daemon is adopted",
         Duration::from_secs(30),
-        killed,
+        Some(fell),
         |l, g| {
             let follows =
                 try_status(DAEMONS[0].4).is_some_and(|s| s["signals"][0]["trusted"] == true);
@@ -379,7 +363,7 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
     // The coordinator is killed and restarted at once: it holds until every daemon has
     // reported, then sends the caps it sent before; no daemon loses its cap meanwhile.
     let before = ["s21", "xp", "jpro"].map(|id| grid.cap_kw(id).unwrap());
-    kill_9(&coordinator);
+    common::signal(&coordinator, "-9");
     coordinator = start_coordinator(&region, &coordinator_log.with_extension("2.log"));
     let restarted = Instant::now();
     let mut after = None;
@@ -418,7 +402,7 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
         &grid,
         "every daemon fails safe",
         Duration::from_secs(20),
-        fell,
+        Some(fell),
         |l, _| sum(l) < 1.0,
     );
     let took = gone.elapsed();
@@ -435,9 +419,7 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
     // One ledger for every site: the statement of all of them, site by site and together.
     if let Some(url) = &pg {
         for (daemon, _) in &mut daemons {
-            let _ = Command::new("kill")
-                .args(["-TERM", &daemon.0.id().to_string()])
-                .status();
+            common::signal(daemon, "-TERM");
             let _ = daemon.0.wait();
         }
         let report = common::hashsink(&[

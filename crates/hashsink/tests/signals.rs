@@ -128,15 +128,6 @@ fn sheds(listen: &str, what: &str) {
     );
 }
 
-/// Sends a Unix signal (`-USR1`) to the daemon.
-fn signal(daemon: &KillOnDrop, which: &str) {
-    let ok = Command::new("kill")
-        .args([which, &daemon.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(ok.success());
-}
-
 /// Waits until the source is distrusted and no miner runs (the fail-safe load is 0 W).
 fn fails_safe(listen: &str, what: &str) -> Value {
     wait_for(listen, Duration::from_secs(20), what, |s| {
@@ -273,9 +264,9 @@ fn a_modbus_meter_drives_the_fleet_garbage_is_rejected_and_losing_it_fails_safe(
     assert!(http(listen, "POST", "/resume").starts_with("http/1.1 200"));
     follows(listen, 15.0, true);
     // SIGUSR1 is the same emergency path from the operator's shell; SIGUSR2 resumes.
-    signal(&daemon, "-USR1");
+    common::signal(&daemon, "-USR1");
     sheds(listen, "SIGUSR1 sheds the fleet");
-    signal(&daemon, "-USR2");
+    common::signal(&daemon, "-USR2");
     follows(listen, 15.0, true);
     // The surplus falls to 6 kW: the fleet follows it down.
     write_surplus_kw(meter, 6.0);
@@ -328,7 +319,7 @@ impl Plant {
         use std::sync::{Arc, Mutex};
         let mut opts = rumqttc::MqttOptions::new("the-plant", "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
-        let (client, mut connection) = rumqttc::Client::new(opts, 64);
+        let (client, connection) = rumqttc::Client::new(opts, 64);
         let plant = Plant {
             client: client.clone(),
             payload: Arc::new(Mutex::new(payload.to_string())),
@@ -342,27 +333,15 @@ impl Plant {
             .subscribe("hashsink/fleet/status", rumqttc::QoS::AtLeastOnce)
             .unwrap();
         let fleet = plant.fleet.clone();
-        let stop = plant.stop.clone();
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match event {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        if p.topic.ends_with("/status") {
-                            let text = String::from_utf8_lossy(&p.payload).to_string();
-                            fleet
-                                .lock()
-                                .unwrap()
-                                .push(serde_json::json!({ "status": text }));
-                        } else if let Ok(v) = serde_json::from_slice(&p.payload) {
-                            fleet.lock().unwrap().push(v);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
-                }
+        common::on_publishes(connection, plant.stop.clone(), move |p| {
+            if p.topic.ends_with("/status") {
+                let text = String::from_utf8_lossy(&p.payload).to_string();
+                fleet
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::json!({ "status": text }));
+            } else if let Ok(v) = serde_json::from_slice(&p.payload) {
+                fleet.lock().unwrap().push(v);
             }
         });
         let payload = plant.payload.clone();

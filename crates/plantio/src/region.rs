@@ -35,6 +35,9 @@ use crate::mqtt::MqttTls;
 
 /// How long the broker keeps a cap it has not yet delivered, s.
 pub const CAP_EXPIRY_S: u32 = 2;
+/// The cap's JSON fields, as a daemon's MQTT `[[signal]]` names them (`field`, `time_field`).
+pub const CAP_FIELD: &str = "cap_w";
+pub const CAP_TIME_FIELD: &str = "at_ms";
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,12 +121,6 @@ pub fn cap_json(cap: Watts, at: Timestamp) -> String {
         at_ms: at.as_millis(),
     };
     serde_json::to_string(&wire).unwrap_or_default()
-}
-
-/// A cap as JSON reads back (the tests', the benchmarks' side of the wire).
-pub fn parse_cap(body: &[u8]) -> Result<(Watts, Timestamp), String> {
-    let wire: WireCap = serde_json::from_slice(body).map_err(|e| format!("not a cap: {e}"))?;
-    Ok((Watts(wire.cap_w), Timestamp::from_millis(wire.at_ms)))
 }
 
 /// Where and how the coordinator reaches its broker, and what it listens to.
@@ -294,16 +291,18 @@ mod tests {
     }
 
     #[test]
-    fn a_cap_reads_back_as_it_was_sent() {
+    fn a_daemon_reads_a_cap_as_it_was_sent() {
+        // The daemon's side: an MQTT signal with the cap's fields, in watts.
+        let signal = crate::mqtt::Payload {
+            field: Some(CAP_FIELD.into()),
+            time_field: Some(CAP_TIME_FIELD.into()),
+            unit: crate::PowerUnit::W,
+        };
         let at = Timestamp::from_millis(1_796_596_494_404);
         let body = cap_json(Watts(3_800_000.0), at);
         assert_eq!(body, r#"{"cap_w":3800000.0,"at_ms":1796596494404}"#);
-        assert_eq!(parse_cap(body.as_bytes()), Ok((Watts(3_800_000.0), at)));
-        assert!(
-            parse_cap(b"{\"cap_w\": 1}")
-                .unwrap_err()
-                .contains("not a cap")
-        );
+        assert_eq!(signal.decode(body.as_bytes()), Ok((3_800_000.0, Some(at))));
+        assert!(signal.decode(b"{\"cap_w\": \"lots\"}").is_err());
     }
 
     #[test]

@@ -230,13 +230,17 @@ impl Coordinator {
         }
     }
 
-    /// The surplus and each site's, as the desks judge them now.
-    fn surpluses(&self, now: Timestamp) -> (Option<Watts>, BTreeMap<String, Option<Watts>>) {
-        let sites: BTreeMap<String, Option<Watts>> = (self.surpluses.iter())
-            .filter_map(|s| Some((s.site.clone()?, s.available(now))))
+    /// The national surplus and each site's, from each surplus's value (`available`, in the
+    /// order of `self.surpluses`); without a national one, the sites' added up.
+    fn combined(
+        &self,
+        available: &[Option<Watts>],
+    ) -> (Option<Watts>, BTreeMap<String, Option<Watts>>) {
+        let sites: BTreeMap<String, Option<Watts>> = (self.surpluses.iter().zip(available))
+            .filter_map(|(s, w)| Some((s.site.clone()?, *w)))
             .collect();
         let national = match self.surpluses.first() {
-            Some(s) if s.site.is_none() => s.available(now),
+            Some(s) if s.site.is_none() => available[0],
             // No national surplus: the sites' add up to it (an unknown one as nothing).
             _ => Some(Watts(sites.values().map(|w| w.map_or(0.0, Watts::w)).sum())),
         };
@@ -250,7 +254,7 @@ impl Coordinator {
         }
         let now = self.clock.now();
         self.shared_last = (self.surpluses.iter()).map(|s| s.available(now)).collect();
-        let (national, sites) = self.surpluses(now);
+        let (national, sites) = self.combined(&self.shared_last);
         let decided = self.allocator.decide(now, national, &sites);
         let holding = decided.is_none();
         if self.holding.replace(holding) != Some(holding) {

@@ -10,12 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use hashsink_core::fleet::line_of;
 use hashsink_core::region::{RegionConfig, ShardConfig};
-use hashsink_plantio::mqtt::MqttTls;
-use hashsink_plantio::region::LinkConfig;
+use hashsink_plantio::region::{CAP_FIELD, CAP_TIME_FIELD, LinkConfig};
 use hashsink_units::Watts;
 use serde::Deserialize;
 
-use crate::signals::{self, MqttConfig, SignalTable, SignalsSetup, Source};
+use crate::signals::{self, SignalTable, SignalsSetup, Source, TlsKeys};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -299,7 +298,7 @@ impl CoordinatorSetup {
         let shard = &self.region.shards[i];
         let half_ms = (shard.failsafe_after.as_millis() as u64 / 2).clamp(1000, 600_000);
         format!(
-            "[[signal]]\nname = \"coordinator\"\nkind = \"mqtt\"\naddress = \"{}:{}\"\ntopic = \"{}\"\nfield = \"cap_w\"\ntime_field = \"at_ms\"\nunit = \"w\"\nmax_mw = {}\nmax_age_s = {}\npublish_topic = \"{}\"\npublish_ms = {}\n\n[controller]\nmax_reading_age_ms = {half_ms}   # a lost cap is held this long\nfailsafe_within_ms = {half_ms}   # then the fail-safe load is reached within this\nfailsafe_load_w = {}\n",
+            "[[signal]]\nname = \"coordinator\"\nkind = \"mqtt\"\naddress = \"{}:{}\"\ntopic = \"{}\"\nfield = \"{CAP_FIELD}\"\ntime_field = \"{CAP_TIME_FIELD}\"\nunit = \"w\"\nmax_mw = {}\nmax_age_s = {}\npublish_topic = \"{}\"\npublish_ms = {}\n\n[controller]\nmax_reading_age_ms = {half_ms}   # a lost cap is held this long\nfailsafe_within_ms = {half_ms}   # then the fail-safe load is reached within this\nfailsafe_load_w = {}\n",
             self.link.host,
             self.link.port,
             self.cap_topics[i],
@@ -500,24 +499,13 @@ fn broker(
         bail!("{at} give both `username` and `password`, or neither");
     }
     // The TLS keys are a signal's: read and checked the same way.
-    let as_signal = MqttConfig {
-        address: None,
-        topic: None,
-        field: None,
-        time_field: None,
-        unit: None,
-        client_id: None,
-        username: None,
-        password: None,
-        publish_topic: None,
-        publish_ms: 1000,
+    let tls = TlsKeys {
         tls: c.tls,
-        ca_file: c.ca_file.clone(),
-        client_pkcs12: c.client_pkcs12.clone(),
-        client_pkcs12_password: c.client_pkcs12_password.clone(),
-        trip_topic: None,
-    };
-    let tls: Option<MqttTls> = as_signal.tls(&at, base_dir)?;
+        ca_file: c.ca_file.as_deref(),
+        client_pkcs12: c.client_pkcs12.as_deref(),
+        client_pkcs12_password: c.client_pkcs12_password.as_deref(),
+    }
+    .read(&at, base_dir)?;
     Ok(LinkConfig {
         host,
         port,

@@ -29,6 +29,7 @@ pub use desk::{Protection, SignalAction, SignalDesk};
 pub use iec104::Iec104Config;
 pub use modbus::{ModbusConfig, TripRegister};
 pub use mqtt::MqttConfig;
+pub(crate) use mqtt::TlsKeys;
 pub use openadr::OpenAdrConfig;
 
 /// The largest surplus a source may report, MW.

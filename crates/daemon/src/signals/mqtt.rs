@@ -102,7 +102,30 @@ impl MqttConfig {
 
     /// The TLS settings, with their files read now (a missing or wrong file stops the site from
     /// loading, not the source later).
-    pub(crate) fn tls(&self, at: &str, base_dir: &Path) -> Result<Option<MqttTls>> {
+    fn tls(&self, at: &str, base_dir: &Path) -> Result<Option<MqttTls>> {
+        let keys = TlsKeys {
+            tls: self.tls,
+            ca_file: self.ca_file.as_deref(),
+            client_pkcs12: self.client_pkcs12.as_deref(),
+            client_pkcs12_password: self.client_pkcs12_password.as_deref(),
+        };
+        keys.read(at, base_dir)
+    }
+}
+
+/// The TLS keys of a table that connects to a broker (a `[[signal]]` of kind mqtt, the region
+/// file's `[coordinator]`), as written.
+pub(crate) struct TlsKeys<'a> {
+    pub tls: bool,
+    pub ca_file: Option<&'a str>,
+    pub client_pkcs12: Option<&'a str>,
+    pub client_pkcs12_password: Option<&'a str>,
+}
+
+impl TlsKeys<'_> {
+    /// The TLS settings, with their files (relative to `base_dir`) read now; None without
+    /// `tls = true`.
+    pub(crate) fn read(&self, at: &str, base_dir: &Path) -> Result<Option<MqttTls>> {
         let given = self.ca_file.is_some()
             || self.client_pkcs12.is_some()
             || self.client_pkcs12_password.is_some();
@@ -121,7 +144,7 @@ impl MqttConfig {
                 )
             })
         };
-        let ca_pem = (self.ca_file.as_deref())
+        let ca_pem = (self.ca_file)
             .map(|name| {
                 let pem = read("ca_file", name)?;
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
@@ -132,12 +155,12 @@ impl MqttConfig {
                 Ok(pem)
             })
             .transpose()?;
-        let client_pkcs12 = match (&self.client_pkcs12, &self.client_pkcs12_password) {
+        let client_pkcs12 = match (self.client_pkcs12, self.client_pkcs12_password) {
             (Some(name), Some(password)) => {
                 if ca_pem.is_none() {
                     bail!("{at}: a client identity (`client_pkcs12`) needs `ca_file` too");
                 }
-                Some((read("client_pkcs12", name)?, password.clone()))
+                Some((read("client_pkcs12", name)?, password.to_string()))
             }
             (None, None) => None,
             _ => bail!("{at}: give both `client_pkcs12` and `client_pkcs12_password`, or neither"),

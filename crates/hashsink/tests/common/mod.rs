@@ -253,3 +253,33 @@ pub fn mosquitto_available() -> bool {
     }
     ok
 }
+
+/// Sends a Unix signal (`-USR1`, `-9`, ...) to a process the test started.
+pub fn signal(process: &KillOnDrop, which: &str) {
+    let ok = Command::new("kill")
+        .args([which, &process.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill {which} {}", process.0.id());
+}
+
+/// Hands every message the broker delivers on `connection` to `each`, on a thread of its own,
+/// until `stop` is set (a lost broker is retried every 200 ms).
+pub fn on_publishes(
+    mut connection: rumqttc::Connection,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut each: impl FnMut(rumqttc::Publish) + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => each(p),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    });
+}
