@@ -418,14 +418,23 @@ async fn fall(
     let settle_by = Instant::now() + Duration::from_secs(120);
     let mut mark = emulator.mark_commands();
     let mut settled = false;
+    let mut next_note = Instant::now() + Duration::from_secs(30);
     while Instant::now() < settle_by && !settled {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if Instant::now() > next_note {
+            // A slow return: what each daemon says, every 30 s.
+            next_note += Duration::from_secs(30);
+            say_where(emulator, shards.len(), "settling at 80 %").await;
+        }
         let near = emulator.totals().power.w() > high * 0.9;
         if emulator.first_command_since_mark().is_some() {
             mark = emulator.mark_commands();
         } else {
             settled = near && mark.elapsed() > Duration::from_secs(2);
         }
+    }
+    if !settled {
+        say_where(emulator, shards.len(), "not settled at 80 % after 2 min").await;
     }
     let marked = emulator.mark_commands();
     let low = setup.nameplate * 0.4;
@@ -445,6 +454,53 @@ async fn fall(
         followed: emulator.totals().power.w() <= low * 1.001,
         settled,
     }
+}
+
+/// Prints what the fleet draws and what each daemon says of it (a slow return to 80 %).
+async fn say_where(emulator: &Emulator, daemons: usize, when: &str) {
+    let t = emulator.totals();
+    eprintln!(
+        "fall: {when}: the fleet draws {:.0} kW ({} mining, {} booting)",
+        t.power.w() / 1e3,
+        t.mining,
+        t.booting
+    );
+    for listen in daemon_listens(daemons) {
+        eprintln!("fall: {listen}: {}", status_line(&listen).await);
+    }
+}
+
+/// Each daemon's endpoint: one daemon's, or the shards' in order.
+fn daemon_listens(daemons: usize) -> Vec<String> {
+    let first = if daemons == 1 { 0 } else { 1 };
+    (0..daemons as u16)
+        .map(|k| format!("127.0.0.1:{}", FIRST_LISTEN_PORT + first + k))
+        .collect()
+}
+
+/// What a daemon's status says of its fleet and its limits, on one line.
+async fn status_line(listen: &str) -> String {
+    let Some(s) = crate::product::status(listen).await else {
+        return "no status".into();
+    };
+    let kw = |k: &str| {
+        s[k].as_f64()
+            .map_or("-".into(), |w| format!("{:.0} kW", w / 1e3))
+    };
+    format!(
+        "surplus {}, allowed {}, fleet {}; mining {}, booting {}, asleep {}, faulted {}, unreachable {}; commands {}, queues {}, last sweep {} ms",
+        kw("surplus_w"),
+        kw("allowed_w"),
+        kw("fleet_w"),
+        s["mining"],
+        s["booting"],
+        s["asleep"],
+        s["faulted"],
+        s["unreachable"],
+        s["commands"],
+        s["queues"],
+        s["last_sweep_ms"]
+    )
 }
 
 /// Stops a daemon in order (it puts its miners to sleep) and waits for the fleet to sleep.

@@ -36,6 +36,11 @@ struct Measured {
     running: usize,
     shed_last_sleep: Option<Duration>,
     shed_confirmed: Option<Duration>,
+    /// CPU time (s) from the POST to the last sleep taken: the daemon's, and this process's
+    /// (the emulator, and the benchmark's polling).
+    shed_cpu: (f64, f64),
+    /// The daemon's own time to hand the shed's commands to the drivers (its log).
+    shed_sent_ms: Option<f64>,
     ledger: Vec<(u64, f64)>,
     peak_rss_mb: f64,
 }
@@ -67,6 +72,9 @@ pub async fn run(miners: u32, firmware: &str, sweeps: u32, commands_per_s: f64) 
     let log = dir.join("daemon.log");
     crate::product::hashsink()?;
     let started = Instant::now();
+    eprintln!(
+        "scale: {miners} miners on {firmware}: starting the daemon (it identifies every address)"
+    );
     let daemon = crate::product::run_daemon(&path, LISTEN, &log, "info", &[])?;
     let startup = started.elapsed();
     let stop = Arc::new(AtomicBool::new(false));
@@ -144,8 +152,13 @@ async fn measure(
         }
     }
     let up = started.elapsed();
+    eprintln!(
+        "scale: the fleet is up after {:.0} s; timing {sweeps} sweeps",
+        up.as_secs_f64()
+    );
     let (sweeps_ms, cpu_per_sweep_s) = time_sweeps(pid, sweeps).await?;
-    let (shed_last_sleep, shed_confirmed, running) = timed_shed(emulator).await?;
+    let shed = timed_shed(emulator, pid).await?;
+    let shed_sent_ms = shed_sent_ms(log)?;
     let (peak_rss_mb, _) = crate::product::process_usage(pid)?;
     Ok(Measured {
         miners,
@@ -153,9 +166,11 @@ async fn measure(
         up,
         sweeps_ms,
         cpu_per_sweep_s,
-        running,
-        shed_last_sleep,
-        shed_confirmed,
+        running: shed.running,
+        shed_last_sleep: shed.last_sleep,
+        shed_confirmed: shed.confirmed,
+        shed_cpu: shed.cpu,
+        shed_sent_ms,
         ledger: ledger_intervals(log)?,
         peak_rss_mb,
     })
@@ -194,19 +209,39 @@ async fn time_sweeps(pid: u32, sweeps: u32) -> Result<(Vec<u64>, f64)> {
     Ok((seen, cpu / f64::from(sweeps)))
 }
 
-/// POST /api/v1/shed; (the last running miner's sleep, the daemon's status showing none
-/// mining, how many were running), both from the POST.
-async fn timed_shed(emulator: &Emulator) -> Result<(Option<Duration>, Option<Duration>, usize)> {
+/// A shed, timed from its POST.
+struct Shed {
+    running: usize,
+    /// The last running miner's sleep taken (the emulator's receipt).
+    last_sleep: Option<Duration>,
+    /// The daemon's status showing none mining.
+    confirmed: Option<Duration>,
+    /// CPU time (s) until the last sleep was taken: the daemon's, this process's.
+    cpu: (f64, f64),
+}
+
+/// POST /api/v1/shed, then wait for every running miner to take its sleep, and for the
+/// daemon's sweeps to show it.
+async fn timed_shed(emulator: &Emulator, daemon: u32) -> Result<Shed> {
     let awake = emulator.awake();
     let running: Vec<u32> = (0..awake.len() as u32)
         .filter(|&i| awake[i as usize])
         .collect();
+    let cpu_now = || -> Result<(f64, f64)> {
+        Ok((
+            crate::product::process_usage(daemon)?.1,
+            crate::product::process_usage(std::process::id())?.1,
+        ))
+    };
+    let cpu_from = cpu_now()?;
+    eprintln!("scale: shedding {} running miners", running.len());
     let posted = Instant::now();
     let (code, _) = crate::product::post(LISTEN, "/api/v1/shed").await?;
     if code != 200 {
         bail!("POST /api/v1/shed answered {code}");
     }
     let mut last_sleep = None;
+    let mut cpu = (f64::NAN, f64::NAN);
     let mut pending: Vec<u32> = running.clone();
     let mut latest = posted;
     while posted.elapsed() < Duration::from_secs(60) && last_sleep.is_none() {
@@ -219,8 +254,11 @@ async fn timed_shed(emulator: &Emulator) -> Result<(Option<Duration>, Option<Dur
         });
         if pending.is_empty() {
             last_sleep = Some(latest - posted);
+            let to = cpu_now()?;
+            cpu = (to.0 - cpu_from.0, to.1 - cpu_from.1);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Each receipt carries its own time: polling less often costs the shed less CPU.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut confirmed = None;
     while posted.elapsed() < Duration::from_secs(90) {
@@ -233,20 +271,37 @@ async fn timed_shed(emulator: &Emulator) -> Result<(Option<Duration>, Option<Dur
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((last_sleep, confirmed, running.len()))
+    Ok(Shed {
+        running: running.len(),
+        last_sleep,
+        confirmed,
+        cpu,
+    })
+}
+
+/// A value `key=...` in a line of the daemon's log.
+fn log_field(line: &str, key: &str) -> Option<f64> {
+    let at = line.find(&format!("{key}="))? + key.len() + 1;
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// The daemon's time (ms) to hand its last shed's commands to the drivers, from its log.
+fn shed_sent_ms(log: &std::path::Path) -> Result<Option<f64>> {
+    let text = std::fs::read_to_string(log)?;
+    Ok(text
+        .lines()
+        .filter(|l| l.contains("shed: commands sent to the fleet"))
+        .filter_map(|l| log_field(l, "ms"))
+        .next_back())
 }
 
 /// (rows, write ms) of every ledger interval in the daemon's log.
 fn ledger_intervals(log: &std::path::Path) -> Result<Vec<(u64, f64)>> {
     let text = std::fs::read_to_string(log)?;
-    let field = |line: &str, key: &str| -> Option<f64> {
-        let at = line.find(&format!("{key}="))? + key.len() + 1;
-        line[at..].split_whitespace().next()?.parse().ok()
-    };
     Ok(text
         .lines()
         .filter(|l| l.contains("ledger: interval committed"))
-        .filter_map(|l| Some((field(l, "rows")? as u64, field(l, "write_ms")?)))
+        .filter_map(|l| Some((log_field(l, "rows")? as u64, log_field(l, "write_ms")?)))
         .collect())
 }
 
@@ -283,5 +338,11 @@ fn table(m: &Measured, firmware: &str, commands_per_s: f64) -> String {
         secs(m.shed_last_sleep),
         secs(m.shed_confirmed),
         m.peak_rss_mb,
+    ) + &format!(
+        "\nThe shed: the daemon handed its commands to the drivers in {}; CPU time from the POST to the last sleep taken (two cores): the daemon {:.2} s, the emulator (this process) {:.2} s.\n",
+        m.shed_sent_ms
+            .map_or("(not in the log)".into(), |ms| format!("{ms:.0} ms")),
+        m.shed_cpu.0,
+        m.shed_cpu.1
     )
 }

@@ -1,9 +1,12 @@
 //! Calls over the whole fleet: telemetry sweeps and commands, each call bounded by a timeout
 //! and all of them by one concurrency limit, so that a hung or malformed miner costs one slot
-//! for one timeout and never holds up the rest.
+//! for one timeout and never holds up the rest. Commands to one miner go out one at a time, in
+//! the order they were given: a cut and the sleep right after it, or a wake and the sleep that
+//! cancels it, must not reach the miner the other way round.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -21,6 +24,8 @@ pub struct FleetIo {
     /// `COMMANDS_FIRST_FOR` each) before their next miner, so that a shed of the whole fleet has
     /// the connections nearly to itself.
     commands: Arc<CommandsInFlight>,
+    /// Each miner's commands, one at a time in the order given.
+    lanes: Arc<Lanes>,
     /// Tasks a sweep reads with: the concurrency limit.
     readers: usize,
     timeout: Duration,
@@ -46,6 +51,7 @@ impl FleetIo {
             drivers: drivers.into(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             commands: Arc::default(),
+            lanes: Arc::default(),
             readers: concurrency.max(1),
             timeout,
         }
@@ -73,7 +79,8 @@ impl FleetIo {
         async move { read_one(&drivers[index], &permits, timeout).await }
     }
 
-    /// Sends one instruction to one miner.
+    /// Sends one instruction to one miner, after the ones given to it before (its place in the
+    /// miner's line is taken now, when called, not when the future is first polled).
     pub fn apply(
         &self,
         index: usize,
@@ -84,8 +91,10 @@ impl FleetIo {
         // Writes may take a logon or a read-modify-write: allow them three calls' time.
         let timeout = self.timeout * 3;
         let commands = self.commands.clone();
+        let turn = Lanes::join(&self.lanes, index);
         async move {
             let _in_flight = commands.enter();
+            let _turn = turn.wait().await;
             let _permit = permits
                 .acquire_owned()
                 .await
@@ -252,6 +261,82 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The miners with commands given and not yet done, each with the commands waiting behind the
+/// one that is out. A miner with none has no entry: 100,000 idle miners cost nothing.
+#[derive(Default)]
+struct Lanes(Mutex<HashMap<usize, VecDeque<tokio::sync::oneshot::Sender<()>>>>);
+
+/// A command's place in its miner's line; dropping it (done, timed out or abandoned) hands the
+/// turn to the next command given to that miner.
+struct Turn {
+    lanes: Arc<Lanes>,
+    miner: usize,
+    wait: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Lanes {
+    fn join(lanes: &Arc<Lanes>, miner: usize) -> Turn {
+        let mut map = lanes
+            .0
+            .lock()
+            .expect("the lanes' lock is never held across a panic");
+        let wait = match map.entry(miner) {
+            std::collections::hash_map::Entry::Vacant(free) => {
+                free.insert(VecDeque::new());
+                None
+            }
+            std::collections::hash_map::Entry::Occupied(mut busy) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                busy.get_mut().push_back(tx);
+                Some(rx)
+            }
+        };
+        Turn {
+            lanes: lanes.clone(),
+            miner,
+            wait,
+        }
+    }
+}
+
+impl Turn {
+    /// Returns once the commands given to the miner before this one are done.
+    async fn wait(mut self) -> Self {
+        if let Some(rx) = self.wait.as_mut() {
+            // An error only means the line was dropped with this turn in it: go on.
+            let _ = rx.await;
+        }
+        self.wait = None;
+        self
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Under the lock, as the turn is handed on under it: a turn given to a command that is
+        // dropped before it saw it is still handed on, never lost.
+        let mut map = (self.lanes.0.lock()).expect("the lanes' lock is never held across a panic");
+        let holder = match self.wait.take() {
+            None => true,
+            Some(mut rx) => rx.try_recv().is_ok(),
+        };
+        if !holder {
+            // Dropped before its turn came: skipped when reached (its receiver is gone).
+            return;
+        }
+        let std::collections::hash_map::Entry::Occupied(mut line) = map.entry(self.miner) else {
+            return;
+        };
+        // The next command still waiting gets the turn; those abandoned are passed over.
+        while let Some(next) = line.get_mut().pop_front() {
+            if next.send(()).is_ok() {
+                return;
+            }
+        }
+        line.remove();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +399,102 @@ mod tests {
         command.await.unwrap().unwrap();
         assert_eq!(sweeping.await.unwrap(), 8);
         assert_eq!(reads.load(Ordering::SeqCst), 8);
+    }
+
+    /// A miner that logs the commands it takes; a `Run` takes 50 ms, as a slow profile change.
+    struct Logged(Arc<Mutex<Vec<Control>>>);
+
+    #[async_trait::async_trait]
+    impl MinerDriver for Logged {
+        fn address(&self) -> std::net::IpAddr {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        }
+        fn firmware(&self) -> &'static str {
+            "test"
+        }
+        async fn telemetry(&self) -> Result<Telemetry, DriverError> {
+            Err(DriverError::Timeout(0))
+        }
+        async fn apply(&self, control: Control) -> Result<(), DriverError> {
+            if matches!(control, Control::Run { .. }) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.0.lock().unwrap().push(control);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miners_commands_land_in_the_order_given_even_when_polled_the_other_way() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let io = FleetIo::new(
+            vec![Arc::new(Logged(log.clone())) as Arc<dyn MinerDriver>],
+            8,
+            Duration::from_secs(5),
+        );
+        let run = Control::Run {
+            level: 1,
+            watts: hashsink_units::Watts(2000.0),
+        };
+        let cut = io.apply(0, run);
+        let sleep = io.apply(0, Control::Sleep);
+        // The sleep's task starts first; without a line per miner it would land first too.
+        let sleep = tokio::spawn(sleep);
+        tokio::task::yield_now().await;
+        let cut = tokio::spawn(cut);
+        sleep.await.unwrap().unwrap();
+        cut.await.unwrap().unwrap();
+        assert_eq!(*log.lock().unwrap(), vec![run, Control::Sleep]);
+        assert!(
+            io.lanes.0.lock().unwrap().is_empty(),
+            "an idle miner's line is removed"
+        );
+    }
+
+    /// Waits until a `Held` miner holds a command, or fails after 5 s.
+    async fn until_holding(holding: &AtomicBool) {
+        let wait = async {
+            while !holding.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        };
+        (tokio::time::timeout(Duration::from_secs(5), wait).await)
+            .expect("a command reaches the miner");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_command_does_not_hold_up_the_next_to_the_same_miner() {
+        let (release, reads, holding) = (Arc::default(), Arc::default(), Arc::default());
+        let held = Held {
+            release: Arc::clone(&release),
+            reads,
+            holding: Arc::clone(&holding),
+        };
+        let io = FleetIo::new(
+            vec![Arc::new(held) as Arc<dyn MinerDriver>],
+            8,
+            Duration::from_secs(5),
+        );
+        let first = tokio::spawn(io.apply(0, Control::Sleep));
+        let abandoned = io.apply(0, Control::Resume);
+        let third = tokio::spawn(io.apply(0, Control::Sleep));
+        until_holding(&holding).await;
+        holding.store(false, Ordering::SeqCst);
+        drop(abandoned);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !holding.load(Ordering::SeqCst),
+            "the third waits for the first"
+        );
+        release.notify_one();
+        first.await.unwrap().unwrap();
+        until_holding(&holding).await;
+        release.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("the third command runs once the first is done")
+            .unwrap()
+            .unwrap();
+        assert!(io.lanes.0.lock().unwrap().is_empty());
     }
 }

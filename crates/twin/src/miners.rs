@@ -348,6 +348,12 @@ impl SimFleet {
                 self.miners[m as usize].level = level;
                 false
             }
+            Mode::Mining if matches!(miner.queued, Some(Queued::Sleep | Queued::Sleeping)) => {
+                // Told to sleep and not there yet: the sleep stands, the setting is stored for
+                // the next wake (only a wake calls a sleep off).
+                self.miners[m as usize].level = level;
+                false
+            }
             Mode::Mining => {
                 if miner.level == level
                     && miner.queued.is_none()
@@ -554,5 +560,22 @@ mod tests {
                 < 1e-6
         );
         assert_eq!(f.miners[0].wakes, 0, "a reboot is not a controller wake");
+    }
+
+    #[test]
+    fn a_level_given_while_a_sleep_waits_out_its_delay_is_stored_and_the_miner_still_sleeps() {
+        let mut f = fleet("s19jpro:1:stock");
+        let t = Timestamp::from_secs;
+        f.command_wake(0, 1, t(0));
+        run_until(&mut f, t(1000));
+        f.command_sleep(0, t(1000));
+        f.command_level(0, 0, t(1010));
+        run_until(&mut f, t(1100));
+        assert_eq!(f.miners[0].mode, Mode::Asleep, "the sleep stands");
+        assert!(f.running_power(t(1100)).w().abs() < 1e-6);
+        assert_eq!(
+            f.miners[0].level, 0,
+            "the setting is kept for the next wake"
+        );
     }
 }

@@ -38,6 +38,26 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            print_log_tail(&mut self.0);
+        }
+    }
+}
+
+/// On a failed test, prints the last lines of a killed child's piped stderr (a daemon's log), so
+/// that a failure seen once in CI can be read afterwards.
+fn print_log_tail(child: &mut Child) {
+    use std::io::Read;
+    let Some(mut stderr) = child.stderr.take() else {
+        return;
+    };
+    let mut log = String::new();
+    let _ = stderr.read_to_string(&mut log);
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(60)..];
+    eprintln!("--- the last {} lines of the child's log ---", tail.len());
+    for line in tail {
+        eprintln!("{line}");
     }
 }
 
