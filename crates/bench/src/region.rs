@@ -488,9 +488,11 @@ async fn status_line(listen: &str) -> String {
             .map_or("-".into(), |w| format!("{:.0} kW", w / 1e3))
     };
     format!(
-        "surplus {}, allowed {}, fleet {}; mining {}, booting {}, asleep {}, faulted {}, unreachable {}; commands {}, queues {}, last sweep {} ms",
+        "surplus {}, allowed {} (ahead {}), planned {}, fleet {}; mining {}, booting {}, asleep {}, faulted {}, unreachable {}; commands {}, queues {}, last sweep {} ms",
         kw("surplus_w"),
         kw("allowed_w"),
+        kw("ahead_w"),
+        kw("planned_w"),
         kw("fleet_w"),
         s["mining"],
         s["booting"],

@@ -22,7 +22,7 @@ use hashsink_plantio::{FleetReport, SignalEvent};
 use hashsink_twin::Profile;
 use hashsink_units::{HashRate, Timestamp, Watts};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::live::{self, MinerEntry, MinersView, RecentEvents};
 use crate::readings::{self, Malformed};
@@ -607,6 +607,11 @@ impl Daemon {
                 );
                 // Publish the sweep's last readings now, not at the next tick.
                 self.next_tick = self.next_tick.min(now);
+                // The controller keeps its fleet sums incrementally; once a sweep (O(miners),
+                // about a millisecond at 100,000) they are checked against its miners.
+                if let Err(drift) = self.ctl.check_accounting() {
+                    error!(%drift, "controller: its running sums disagree with its miners' states (a bug; please report it with this log)");
+                }
             }
         }
     }
@@ -820,6 +825,8 @@ impl Daemon {
         self.status.now_ms = now.as_millis();
         self.status.surplus_w = surplus.map(|s| s.w());
         self.status.allowed_w = self.ctl.allowed().w();
+        self.status.planned_w = self.ctl.planned_load().w();
+        self.status.ahead_w = self.ctl.allowed_ahead().w();
     }
 
     /// The tick in the ledger, handed to its writer every few seconds.

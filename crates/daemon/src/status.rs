@@ -36,6 +36,14 @@ pub struct Status {
     pub signals: Vec<SignalStatus>,
     /// What the controller allows the fleet to draw now, W.
     pub allowed_w: f64,
+    /// What the controller's plan adds up to (the miners' planned levels, standby, the load it
+    /// cannot control), W. It leads the measured draw while commands land; a gap that stays is
+    /// commands that did not take.
+    pub planned_w: f64,
+    /// What the controller expects to be allowed by the time a miner woken now is ready (the
+    /// surplus's trend and forecast ahead), W: sleeping miners are woken into this, not into
+    /// `allowed_w`.
+    pub ahead_w: f64,
     /// Blocks in the day-ahead schedule last loaded (0: none).
     pub schedule_blocks: usize,
     /// The plant's protection holding the fleet ("tripped by SOURCE", "trip unreadable at

@@ -714,6 +714,11 @@ impl Controller {
     pub fn allowed(&self) -> Watts {
         self.allowed_now
     }
+    /// The fleet power the controller expects to be allowed by the time a miner woken now is
+    /// ready (the surplus's trend and forecast ahead): sleeping miners are woken into this.
+    pub fn allowed_ahead(&self) -> Watts {
+        self.allowed_ahead
+    }
     /// The slowest modelled reaction of any miner to a cut (setpoint delay plus ramp down).
     pub fn reaction(&self) -> Duration {
         self.reaction
