@@ -450,3 +450,81 @@ fn a_region_of_three_daemons_follows_the_surplus_and_survives_a_killed_daemon_an
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A coordinator stopped in order (SIGTERM, as systemd stops it) leaves `offline` on its state
+/// topic, retained, where it said `online`: a daemon's operator reading the topic sees the
+/// coordinator gone, not a stale `online`. (Its own broker and topics: it runs beside the
+/// region test.)
+#[test]
+fn a_coordinator_stopped_in_order_leaves_offline_on_its_state_topic() {
+    if !mosquitto_available() {
+        return;
+    }
+    let port = 18836;
+    let _broker = start_broker(port);
+    let dir = std::env::temp_dir().join(format!("hashsink-region-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary folder");
+    let path = dir.join("region.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[coordinator]\nbroker = \"127.0.0.1:{port}\"\nclient_id = \"stop-test\"\ntopic_prefix = \"stoptest\"\n\n\
+             [[signal]]\nname = \"grid\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{port}\"\ntopic = \"grid/surplus\"\nfield = \"available_kw\"\nmax_age_s = 3\nmax_mw = 1\n\n\
+             [[site]]\nname = \"plant\"\n[[site.signal]]\nname = \"plant meter\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{port}\"\ntopic = \"plant/surplus\"\nfield = \"available_kw\"\nmax_age_s = 3\nmax_mw = 1\n\n\
+             [[daemon]]\nid = \"only\"\nsite = \"plant\"\ncapacity_mw = 0.05\nfailsafe_after_s = 20\n"
+        ),
+    )
+    .expect("write the region file");
+    let states = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut opts = rumqttc::MqttOptions::new("stop-watcher", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, connection) = rumqttc::Client::new(opts, 16);
+    client
+        .subscribe("stoptest/coordinator/state", rumqttc::QoS::AtLeastOnce)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = states.clone();
+    common::on_publishes(connection, stop.clone(), move |p| {
+        seen.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&p.payload).into_owned());
+    });
+    let log = dir.join("coordinator.log");
+    let mut coordinator = start_coordinator(&path, &log);
+    let said = |word: &str, limit: Duration| {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if states.lock().unwrap().last().is_some_and(|s| s == word) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    assert!(
+        said("online", Duration::from_secs(10)),
+        "{states:?}\n{}",
+        read_log(&log)
+    );
+    common::signal(&coordinator, "-TERM");
+    let t0 = Instant::now();
+    let exit = loop {
+        if let Some(exit) = coordinator.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
+    assert!(
+        said("offline", Duration::from_secs(5)),
+        "{states:?}\n{}",
+        read_log(&log)
+    );
+    stop.store(true, Ordering::Relaxed);
+    drop(client);
+    std::fs::remove_dir_all(&dir).ok();
+}

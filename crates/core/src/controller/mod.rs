@@ -1932,6 +1932,10 @@ impl Controller {
         slot.fault = None;
         slot.plan = Plan::Asleep;
         slot.commanded = Some(Target::Sleep);
+        // Its reports count from now: a command on the wire when it was routed around left
+        // this at "never" (its outcome no longer matches), and a late wake landing after this
+        // would go unseen.
+        slot.reports_count_from = now;
         slot.since = now;
         slot.drifts = 0;
         slot.attempts = 0;

@@ -1392,3 +1392,89 @@ fn a_plant_trip_holds_the_fleet_whatever_the_operator_says() {
     assert!(h.load() <= Watts::from_kw(10.0), "{}", h.load());
     assert!(h.load() > Watts::from_kw(5.0), "{}", h.load());
 }
+
+/// Feeds `input` at `now`, runs the controller's deadlines due, and returns its commands.
+fn feed(ctrl: &mut Controller, now: Timestamp, input: Option<Input>) -> Vec<Command> {
+    if let Some(input) = input {
+        ctrl.handle_input(now, input);
+    }
+    ctrl.handle_timeout(now);
+    std::iter::from_fn(|| ctrl.poll_command()).collect()
+}
+
+fn report(s: i64, status: MinerStatus) -> Option<Input> {
+    Some(Input::Miner(MinerReport {
+        miner: MinerId(0),
+        at: t(s),
+        status,
+    }))
+}
+
+#[test]
+fn a_miner_faulted_with_a_command_on_the_wire_is_watched_again_once_it_recovers() {
+    // Overload: a wake goes out and no answer comes; the miner's reads fail too, long enough to
+    // route it around. Its next read finds it asleep, and it is taken back. Then the wake that
+    // was on the wire lands: the miner hashes although the controller wants it asleep (the
+    // surplus is gone). Its reports must count: it is told to sleep again.
+    let mut ctrl = Controller::new(
+        Arc::new(FleetConfig::build_from_shorthand("s21:1", &Catalogue::bundled()).unwrap()),
+        quick(),
+        t(0),
+    );
+    let surplus = |s: i64, kw: f64| {
+        Some(Input::Surplus {
+            at: t(s),
+            available: Watts::from_kw(kw),
+        })
+    };
+    let standby = MinerStatus::Asleep { power: Watts(10.0) };
+    let mut wake = None;
+    for s in 0..60 {
+        for c in feed(&mut ctrl, t(s), surplus(s, 10.0)) {
+            if c.action.wakes() {
+                wake = Some(c);
+                continue;
+            }
+            // Anything before the wake is answered, and the miner read asleep.
+            let outcome = CommandOutcome {
+                id: c.id,
+                miner: c.miner,
+                result: Ok(Ok(())),
+            };
+            feed(&mut ctrl, t(s), Some(Input::Outcome(outcome)));
+            feed(&mut ctrl, t(s), report(s, standby));
+        }
+        if wake.is_some() {
+            break;
+        }
+    }
+    assert!(wake.is_some(), "the miner was woken");
+    // No outcome for the wake; the reads fail until it is routed around.
+    let mut s = 30;
+    while ctrl.fault_of(MinerId(0)).is_none() {
+        assert!(s < 300, "a silent miner was never routed around");
+        feed(&mut ctrl, t(s), surplus(s, 0.0));
+        feed(&mut ctrl, t(s), report(s, MinerStatus::Unreachable));
+        s += 1;
+    }
+    feed(&mut ctrl, t(s), report(s, standby));
+    assert_eq!(
+        ctrl.fault_of(MinerId(0)),
+        None,
+        "taken back on a read of sleep"
+    );
+    // The late wake lands: it hashes at full power, read after it was taken back.
+    let mut told = Vec::new();
+    for s in s + 1..s + 120 {
+        feed(&mut ctrl, t(s), surplus(s, 0.0));
+        let hashing = MinerStatus::Mining {
+            power: Watts(3500.0),
+            hashrate: HashRate::from_ths(200.0),
+        };
+        told.extend(feed(&mut ctrl, t(s), report(s, hashing)));
+    }
+    assert!(
+        told.iter().any(|c| c.action == Action::Sleep),
+        "a miner hashing against its plan was never told to sleep: {told:?}"
+    );
+}
