@@ -216,7 +216,8 @@ struct Shed {
     last_sleep: Option<Duration>,
     /// The daemon's status showing none mining.
     confirmed: Option<Duration>,
-    /// CPU time (s) until the last sleep was taken: the daemon's, this process's.
+    /// CPU time (s) from the POST until the poll (every 100 ms) that saw the last sleep
+    /// taken: the daemon's, this process's.
     cpu: (f64, f64),
 }
 

@@ -607,8 +607,8 @@ impl Daemon {
                 );
                 // Publish the sweep's last readings now, not at the next tick.
                 self.next_tick = self.next_tick.min(now);
-                // The controller keeps its fleet sums incrementally; once a sweep (O(miners),
-                // about a millisecond at 100,000) they are checked against its miners.
+                // The controller keeps its fleet sums incrementally; once a sweep they are
+                // checked against its miners (O(miners), as the sweep itself).
                 if let Err(drift) = self.ctl.check_accounting() {
                     error!(%drift, "controller: its running sums disagree with its miners' states (a bug; please report it with this log)");
                 }

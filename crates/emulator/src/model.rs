@@ -93,12 +93,19 @@ pub(crate) struct MinerSide {
     pub first_command_since_mark: Option<Instant>,
 }
 
+impl MinerSide {
+    /// Counts a command this miner took, and when (the first since the mark).
+    fn took_command(&mut self) {
+        self.commands += 1;
+        self.first_command_since_mark
+            .get_or_insert_with(Instant::now);
+    }
+}
+
 pub(crate) struct World {
     pub sim: SimFleet,
     pub side: Vec<MinerSide>,
     pub last: Timestamp,
-    /// The first command any miner took since the last `mark_commands` (for benchmarks).
-    pub first_command_since_mark: Option<Instant>,
     /// Wakes held back by `Fault::SlowWake`: (when they start, miner, level).
     pub slow_wakes: Vec<(Timestamp, u32, u8)>,
 }
@@ -140,7 +147,6 @@ impl Shared {
                 sim: SimFleet::new(fleet.clone(), now),
                 side,
                 last: now,
-                first_command_since_mark: None,
                 slow_wakes: Vec::new(),
             }),
             fleet,
@@ -222,15 +228,15 @@ impl Shared {
     /// Forgets the first command seen, and returns the instant of the mark.
     pub fn mark_commands(&self) -> Instant {
         let mut world = self.world().0;
-        world.first_command_since_mark = None;
         for side in &mut world.side {
             side.first_command_since_mark = None;
         }
         Instant::now()
     }
 
+    /// The first command any miner took since the mark.
     pub fn first_command_since_mark(&self) -> Option<Instant> {
-        self.world().0.first_command_since_mark
+        self.first_command_since_mark_among(0..self.len() as u32)
     }
 
     /// The first command any of the miners `indices` took since the mark.
@@ -351,10 +357,7 @@ impl World {
     /// Puts a miner to sleep, as a firmware does when told to (unless the miner ignores it).
     pub fn sleep(&mut self, index: u32, now: Timestamp) {
         let side = &mut self.side[index as usize];
-        side.commands += 1;
-        let taken = Instant::now();
-        self.first_command_since_mark.get_or_insert(taken);
-        side.first_command_since_mark.get_or_insert(taken);
+        side.took_command();
         side.sleep_received = Some(Instant::now());
         if side.fault == Fault::IgnoresCommands {
             return;
@@ -370,10 +373,7 @@ impl World {
     /// Wakes a miner (or keeps it mining) at `level`.
     pub fn wake(&mut self, index: u32, level: u8, now: Timestamp) {
         let side = &mut self.side[index as usize];
-        side.commands += 1;
-        let taken = Instant::now();
-        self.first_command_since_mark.get_or_insert(taken);
-        side.first_command_since_mark.get_or_insert(taken);
+        side.took_command();
         if side.fault == Fault::IgnoresCommands {
             return;
         }
@@ -415,10 +415,7 @@ impl World {
     /// Changes the running level; an asleep miner stores it for its next wake.
     pub fn set_level(&mut self, index: u32, level: u8, now: Timestamp) {
         let side = &mut self.side[index as usize];
-        side.commands += 1;
-        let taken = Instant::now();
-        self.first_command_since_mark.get_or_insert(taken);
-        side.first_command_since_mark.get_or_insert(taken);
+        side.took_command();
         if side.fault == Fault::IgnoresCommands {
             return;
         }

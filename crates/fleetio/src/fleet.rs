@@ -4,6 +4,7 @@
 //! the order they were given: a cut and the sleep right after it, or a wake and the sleep that
 //! cancels it, must not reach the miner the other way round.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -281,11 +282,11 @@ impl Lanes {
             .lock()
             .expect("the lanes' lock is never held across a panic");
         let wait = match map.entry(miner) {
-            std::collections::hash_map::Entry::Vacant(free) => {
+            Entry::Vacant(free) => {
                 free.insert(VecDeque::new());
                 None
             }
-            std::collections::hash_map::Entry::Occupied(mut busy) => {
+            Entry::Occupied(mut busy) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 busy.get_mut().push_back(tx);
                 Some(rx)
@@ -324,7 +325,7 @@ impl Drop for Turn {
             // Dropped before its turn came: skipped when reached (its receiver is gone).
             return;
         }
-        let std::collections::hash_map::Entry::Occupied(mut line) = map.entry(self.miner) else {
+        let Entry::Occupied(mut line) = map.entry(self.miner) else {
             return;
         };
         // The next command still waiting gets the turn; those abandoned are passed over.
@@ -382,9 +383,7 @@ mod tests {
             .collect();
         let io = Arc::new(FleetIo::new(drivers, 2, Duration::from_secs(5)));
         let command = tokio::spawn(io.apply(0, Control::Sleep));
-        while !holding.load(Ordering::SeqCst) {
-            tokio::task::yield_now().await;
-        }
+        until_holding(&holding).await;
         let sweeping = tokio::spawn({
             let io = io.clone();
             async move { io.sweep().await.results.len() }

@@ -60,9 +60,7 @@ struct Grid {
 
 impl Grid {
     fn start(national_kw: f64, north_kw: f64) -> Grid {
-        let mut opts = rumqttc::MqttOptions::new("the-grid", "127.0.0.1", BROKER);
-        opts.set_keep_alive(Duration::from_secs(5));
-        let (client, connection) = rumqttc::Client::new(opts, 64);
+        let (client, connection) = common::mqtt_client("the-grid", BROKER);
         let grid = Grid {
             national_kw: Arc::new(Mutex::new(national_kw)),
             north_kw: Arc::new(Mutex::new(north_kw)),
@@ -476,9 +474,7 @@ fn a_coordinator_stopped_in_order_leaves_offline_on_its_state_topic() {
     )
     .expect("write the region file");
     let states = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut opts = rumqttc::MqttOptions::new("stop-watcher", "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, connection) = rumqttc::Client::new(opts, 16);
+    let (client, connection) = common::mqtt_client("stop-watcher", port);
     client
         .subscribe("stoptest/coordinator/state", rumqttc::QoS::AtLeastOnce)
         .unwrap();

@@ -317,9 +317,7 @@ impl Plant {
     fn start(port: u16, payload: &str) -> Plant {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
-        let mut opts = rumqttc::MqttOptions::new("the-plant", "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5));
-        let (client, connection) = rumqttc::Client::new(opts, 64);
+        let (client, connection) = common::mqtt_client("the-plant", port);
         let plant = Plant {
             client: client.clone(),
             payload: Arc::new(Mutex::new(payload.to_string())),

@@ -283,6 +283,13 @@ pub fn signal(process: &KillOnDrop, which: &str) {
     assert!(ok.success(), "kill {which} {}", process.0.id());
 }
 
+/// A client of the local broker on `port` as `id` (5 s keep-alive, room for 64 requests).
+pub fn mqtt_client(id: &str, port: u16) -> (rumqttc::Client, rumqttc::Connection) {
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    rumqttc::Client::new(opts, 64)
+}
+
 /// Hands every message the broker delivers on `connection` to `each`, on a thread of its own,
 /// until `stop` is set (a lost broker is retried every 200 ms).
 pub fn on_publishes(
