@@ -913,18 +913,25 @@ impl Controller {
     fn promote_ready(&mut self, now: Timestamp) {
         let horizon = now + self.promotion_lead;
         for s in 0..self.specs.len() {
-            while let Some(&(m, epoch)) = self.specs[s].waking.front() {
-                let slot = &self.slots[m as usize];
-                if slot.epoch != epoch {
-                    self.specs[s].waking.pop_front();
-                    continue;
+            // Every entry is looked at, not only the front: the queue is in the order the
+            // miners were woken, and a miner moved here from another state keeps its own ready
+            // time. It holds only miners waking now, so the walk is short.
+            let mut ready = Vec::new();
+            let slots = &self.slots;
+            self.specs[s].waking.retain(|&(m, epoch)| {
+                let slot = &slots[m as usize];
+                if slot.epoch != epoch || !matches!(slot.plan, Plan::Waking(_)) {
+                    return false;
                 }
                 if slot.ready_at > horizon {
-                    break;
+                    return true;
                 }
-                self.specs[s].waking.pop_front();
-                let Plan::Waking(level) = slot.plan else {
-                    continue;
+                ready.push((m, epoch));
+                false
+            });
+            for (m, epoch) in ready {
+                let Plan::Waking(level) = self.slots[m as usize].plan else {
+                    unreachable!("kept only waking miners");
                 };
                 let d = Watts(self.specs[s].delta[level as usize]);
                 self.plan_wake -= d;
@@ -1662,7 +1669,16 @@ impl Controller {
                     Action::Wake(l) => l,
                     _ => 0,
                 };
-                self.slots[m as usize].ready_at = now + spec.wake_delay;
+                // A wake sent again to a miner planned as waking (the first was lost, or its
+                // answer was) keeps the first one's time: that one may have landed, and the
+                // waking queue, ordered by this time, must not stall behind a late resend and
+                // keep the miners woken after it out of the running plan (where cuts look).
+                let slot = &mut self.slots[m as usize];
+                let ready = now + spec.wake_delay;
+                slot.ready_at = match slot.plan {
+                    Plan::Waking(_) => slot.ready_at.min(ready),
+                    _ => ready,
+                };
                 (
                     Some(Target::Level(l)),
                     spec.wake_delay + spec.ramp_time(spec.standby, state.level_power(l)),

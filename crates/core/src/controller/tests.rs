@@ -1477,3 +1477,49 @@ fn a_miner_faulted_with_a_command_on_the_wire_is_watched_again_once_it_recovers(
         "a miner hashing against its plan was never told to sleep: {told:?}"
     );
 }
+
+#[test]
+fn a_wake_sent_again_does_not_hold_back_the_miners_woken_after_it() {
+    // Overload: the first miner woken loses its wake twice and gets it on the third try. The
+    // one woken with it boots on time and hashes. When the surplus then falls to nothing, it is
+    // cut as a running miner: the late wake of the first must not keep it out of the running
+    // plan (where a cut looks) until its own boot is over.
+    let spec = "s21:4:braiins-os";
+    let (start, first) = {
+        let mut dry = Harness::new(spec, quick());
+        dry.run(0, 20, |_| Some(Watts::from_kw(100.0)));
+        let wakes: Vec<(Timestamp, u32)> = (dry.sent.iter())
+            .filter(|(_, c)| c.action.wakes())
+            .map(|(at, c)| (*at, c.miner.0))
+            .collect();
+        assert!(wakes.len() >= 2, "two are woken at once: {wakes:?}");
+        assert_eq!(wakes[1].0, wakes[0].0, "at once: {wakes:?}");
+        ((wakes[0].0.as_millis() / 1000 - T0), wakes[0].1)
+    };
+    let mut h = Harness::new(spec, quick());
+    let wake = h.fleet.specs[0].wake_delay.as_secs() as i64;
+    let nameplate = h.fleet.specs[0].nameplate_power;
+    assert!(wake >= 30, "the test needs a slow boot: {wake} s");
+    let plenty = |_| Some(Watts::from_kw(100.0));
+    h.run(0, start, plenty);
+    h.silent.push(first);
+    h.step(t(start), plenty(0));
+    h.step(t(start + wake / 3), plenty(0));
+    h.silent.clear();
+    let booted = start + wake + 2;
+    h.run(start + 2 * wake / 3, booted, plenty);
+    let hashing = (0..4).filter(|&m| h.power[m as usize] > nameplate * 0.3);
+    assert!(hashing.count() >= 1, "the others hash: {:?}", h.power);
+    assert!(
+        h.power[first as usize] < nameplate * 0.1,
+        "miner {first} still boots"
+    );
+    let fallen = h.load() * 0.6;
+    h.run(booted, booted + 6, |_| Some(fallen));
+    assert!(
+        h.load() <= fallen,
+        "{} drawn on a {fallen} surplus 6 s after it fell; sent: {:?}",
+        h.load(),
+        h.sent
+    );
+}
