@@ -129,6 +129,9 @@ enum Command {
         /// Falls of the surplus to time after the night, in each case.
         #[arg(long, default_value_t = 5)]
         falls: usize,
+        /// One case alone (to look into it): `one` daemon or the `coordinated` shards.
+        #[arg(long, value_enum)]
+        only: Option<region::Only>,
     },
     /// Ledger benchmark: write throughput for one-minute intervals of the whole fleet, and a
     /// month's statement with every miner's totals; SQLite, and PostgreSQL with --postgres.
@@ -280,10 +283,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             hours,
             speed,
             falls,
+            only,
         } => {
             print!(
                 "{}",
-                runtime()?.block_on(region::run(miners, shards, hours, speed, falls))?
+                runtime()?.block_on(region::run(miners, shards, hours, speed, falls, only))?
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -177,7 +177,21 @@ struct Setup {
     falls: usize,
 }
 
-pub async fn run(miners: u32, shards: u32, hours: f64, speed: f64, falls: usize) -> Result<String> {
+/// One case of the two, run alone.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    One,
+    Coordinated,
+}
+
+pub async fn run(
+    miners: u32,
+    shards: u32,
+    hours: f64,
+    speed: f64,
+    falls: usize,
+    only: Option<Only>,
+) -> Result<String> {
     if shards < 2 || miners == 0 || miners % (2 * shards) != 0 {
         bail!("--shards must be 2 or more and --miners a multiple of twice --shards");
     }
@@ -219,9 +233,14 @@ pub async fn run(miners: u32, shards: u32, hours: f64, speed: f64, falls: usize)
     let fit = setup.nameplate * 0.9 / night.peak().w().max(1.0);
     let grid = GridPublisher::start(Arc::new(night.scaled(fit, String::new())), speed);
     crate::product::hashsink()?;
-    let one = one_daemon(&setup, &emulator, &grid).await?;
-    let many = coordinated(&setup, shards, &emulator, &grid).await?;
-    let mut text = table(&setup, shards, &[one, many]);
+    let mut cases = Vec::new();
+    if only != Some(Only::Coordinated) {
+        cases.push(one_daemon(&setup, &emulator, &grid).await?);
+    }
+    if only != Some(Only::One) {
+        cases.push(coordinated(&setup, shards, &emulator, &grid).await?);
+    }
+    let mut text = table(&setup, shards, &cases);
     text += &format!(
         "\nThe daemons' and the coordinator's logs: {}\n",
         setup.dir.display()
@@ -447,11 +466,20 @@ async fn fall(
         .map(|t| format!("{:.0}", (*t - marked).as_secs_f64() * 1000.0))
         .collect();
     eprintln!("fall: first commands after {} ms", each.join(", "));
+    let followed = emulator.totals().power.w() <= low * 1.001;
+    if !followed {
+        say_where(
+            emulator,
+            shards.len(),
+            "OVER the surplus 10 s after the fall",
+        )
+        .await;
+    }
     Fall {
         slowest: firsts.iter().max().map(|t| *t - marked),
         acted: firsts.len(),
         daemons: shards.len(),
-        followed: emulator.totals().power.w() <= low * 1.001,
+        followed,
         settled,
     }
 }
@@ -502,7 +530,36 @@ async fn status_line(listen: &str) -> String {
         s["commands"],
         s["queues"],
         s["last_sweep_ms"]
-    )
+    ) + &plan_parts(&s["plan"], &s["faulted_miners"])
+}
+
+/// The plan by miner state against the reports (the status's `plan`), kW, and the kinds of
+/// the faults listed.
+fn plan_parts(plan: &serde_json::Value, faulted: &serde_json::Value) -> String {
+    let mut text = String::from("; plan (miners, planned / reported kW, pending):");
+    for part in ["running", "waking", "asleep", "faulted"] {
+        let p = &plan[part];
+        let kw = |k: &str| p[k].as_f64().unwrap_or(f64::NAN) / 1e3;
+        text += &format!(
+            " {part} {}, {:.0} / {:.0}, {};",
+            p["miners"],
+            kw("planned_w"),
+            kw("reported_w"),
+            p["pending"]
+        );
+    }
+    text += &format!(" {} above their plan", plan["above_plan"]);
+    if let Some(faulted) = faulted.as_array().filter(|f| !f.is_empty()) {
+        let mut kinds = std::collections::BTreeMap::<String, u32>::new();
+        for f in faulted {
+            *kinds.entry(f["fault"].to_string()).or_default() += 1;
+        }
+        text += &format!("; the first {} faulted by kind: {kinds:?}", faulted.len());
+    }
+    for example in plan["above_plan_examples"].as_array().into_iter().flatten() {
+        text += &format!("\n    {}", example.as_str().unwrap_or_default());
+    }
+    text
 }
 
 /// Stops a daemon in order (it puts its miners to sleep) and waits for the fleet to sleep.

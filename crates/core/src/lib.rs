@@ -28,7 +28,7 @@ pub use baseline::{Baseline, BaselineConfig};
 pub use catalogue::{AsicModel, Catalogue};
 pub use controller::{
     ControlUse, Controller, ControllerConfig, ControllerSettings, ControllerStats, FaultKind,
-    SignalState,
+    PlanBreakdown, PlanPart, SignalState,
 };
 pub use firmware::{ControlKind, FirmwareKind};
 pub use fleet::{

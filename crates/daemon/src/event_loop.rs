@@ -827,6 +827,7 @@ impl Daemon {
         self.status.allowed_w = self.ctl.allowed().w();
         self.status.planned_w = self.ctl.planned_load().w();
         self.status.ahead_w = self.ctl.allowed_ahead().w();
+        self.status.plan = self.ctl.breakdown();
     }
 
     /// The tick in the ledger, handed to its writer every few seconds.
@@ -995,7 +996,12 @@ impl Daemon {
                 }
                 Action::Sleep => Control::Sleep,
                 Action::Resume => Control::Resume,
-                Action::SetLevel(level) | Action::Wake(level) => Control::Run {
+                Action::Wake(level) => Control::Run {
+                    level,
+                    watts: self.fleet.spec_of(miner).level_power(level),
+                },
+                // The miner was last told a level (it hashes or boots): the level alone.
+                Action::SetLevel(level) => Control::Level {
                     level,
                     watts: self.fleet.spec_of(miner).level_power(level),
                 },
@@ -1062,7 +1068,9 @@ impl Daemon {
             miner: Some(command.miner.0),
             action: match (command.action, control) {
                 (Action::Wake(l), _) => format!("wake level {l}"),
-                (_, Control::Run { level, .. }) => format!("level {level}"),
+                (_, Control::Run { level, .. } | Control::Level { level, .. }) => {
+                    format!("level {level}")
+                }
                 (_, Control::Resume) => "wake at its own level".into(),
                 (_, Control::Sleep) => "sleep".into(),
             },

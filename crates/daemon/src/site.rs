@@ -155,7 +155,7 @@ pub enum SurplusKind {
 pub struct IoSection {
     /// Limit on one call to one miner.
     pub timeout_ms: u64,
-    /// Calls in flight at once, fleet-wide.
+    /// Reads in flight at once, fleet-wide, and as many commands.
     pub concurrency: usize,
     /// How often every miner is read.
     pub telemetry_interval_s: f64,

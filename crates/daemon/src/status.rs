@@ -44,6 +44,9 @@ pub struct Status {
     /// surplus's trend and forecast ahead), W: sleeping miners are woken into this, not into
     /// `allowed_w`.
     pub ahead_w: f64,
+    /// The plan by miner state against the miners' last reports: where a gap between
+    /// `planned_w` and `fleet_w` lies.
+    pub plan: hashsink_core::PlanBreakdown,
     /// Blocks in the day-ahead schedule last loaded (0: none).
     pub schedule_blocks: usize,
     /// The plant's protection holding the fleet ("tripped by SOURCE", "trip unreadable at

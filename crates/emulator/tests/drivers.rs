@@ -137,13 +137,14 @@ async fn every_dialect_reads_commands_and_settles_on_the_model() {
         );
         assert!(t.hashrate.ths() > 0.0);
     }
-    // Up to the top level (LuxOS: the highest profile; Braiins: the highest target; stock: high).
+    // Up to the top level (LuxOS: the highest profile; Braiins: the highest target; stock: high),
+    // as a level alone: they hash already.
     for i in 0..io.len() {
         let spec = fleet.spec_of(MinerId(i as u32));
         let top = spec.max_level();
         io.apply(
             i,
-            Control::Run {
+            Control::Level {
                 level: top,
                 watts: spec.level_power(top),
             },
@@ -172,6 +173,17 @@ async fn every_dialect_reads_commands_and_settles_on_the_model() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     for (i, r) in io.apply_all(&all, Control::Sleep).await {
         r.unwrap_or_else(|e| panic!("sleeping miner {i} told to sleep again: {e}"));
+    }
+    // A level alone is stored by a sleeping LuxOS or Braiins OS miner, which stays asleep.
+    for i in 0..4 {
+        let spec = fleet.spec_of(MinerId(i as u32));
+        let level = Control::Level {
+            level: 0,
+            watts: spec.level_power(0),
+        };
+        io.apply(i, level)
+            .await
+            .unwrap_or_else(|e| panic!("sleeping miner {i} given a level: {e}"));
     }
     let sweep = io.sweep().await;
     for (i, r) in sweep.results.iter().enumerate() {

@@ -39,8 +39,13 @@ pub enum Control {
     /// Stop hashing.
     Sleep,
     /// Hash at this rung of the miner's power ladder (`watts` is the rung's power; `level` its
-    /// index, which is what mode-based firmware needs).
+    /// index, which is what mode-based firmware needs), waking it if it sleeps.
     Run { level: u8, watts: Watts },
+    /// Move a miner that hashes (or boots) to this rung, without the wake `Run` adds: one
+    /// request instead of two on firmware whose level and wake are separate calls (LuxOS,
+    /// Braiins OS). A miner that turns out asleep stays asleep with the rung stored; the
+    /// controller reads that back and wakes it.
+    Level { level: u8, watts: Watts },
     /// Start hashing at whatever level the firmware holds, without setting one (a miner whose
     /// level an autotuner owns, used on/off).
     Resume,

@@ -179,6 +179,15 @@ impl LuxOsDriver {
         Ok(best.0.clone())
     }
 
+    /// `profileset` to the profile nearest `watts`, with the cached session.
+    async fn set_profile(&self, watts: Watts) -> Result<(), DriverError> {
+        let profile = self.profile_for(watts).await?;
+        self.privileged("profileset", &profile)
+            .await
+            .map(|_| ())
+            .map_err(level_refused)
+    }
+
     /// `curtail sleep|wakeup` with the cached session: one round trip. (asic-rs's LuxOS pause
     /// and resume ask for the session on every call, two or three round trips: measured on
     /// 10,000 emulated miners, a shed took 3.0 s that way and 0.8 s this way.)
@@ -225,12 +234,10 @@ impl MinerDriver for LuxOsDriver {
             Control::Sleep => self.curtail(true).await,
             Control::Resume => self.curtail(false).await,
             Control::Run { watts, .. } => {
-                let profile = self.profile_for(watts).await?;
-                self.privileged("profileset", &profile)
-                    .await
-                    .map_err(level_refused)?;
+                self.set_profile(watts).await?;
                 self.curtail(false).await
             }
+            Control::Level { watts, .. } => self.set_profile(watts).await,
         }
     }
 }
@@ -303,6 +310,14 @@ impl BraiinsDriver {
             .send(reqwest::Method::GET, path, None, keep_open)
             .await?;
         serde_json::from_slice(&body).map_err(|e| DriverError::Malformed(format!("{path}: {e}")))
+    }
+
+    /// `PUT performance/power-target {"watt": W}`; a resume may follow on the connection.
+    async fn set_power_target(&self, watts: Watts) -> Result<(), DriverError> {
+        let target = serde_json::json!({"watt": watts.w().round() as u64});
+        self.put("performance/power-target", Some(target), true)
+            .await
+            .map_err(level_refused)
     }
 
     /// A privileged `PUT /api/v1/{path}`. `more`: another request follows on the same
@@ -420,12 +435,10 @@ impl MinerDriver for BraiinsDriver {
             Control::Sleep => self.put("actions/pause", None, false).await,
             Control::Resume => self.put("actions/resume", None, false).await,
             Control::Run { watts, .. } => {
-                let target = serde_json::json!({"watt": watts.w().round() as u64});
-                self.put("performance/power-target", Some(target), true)
-                    .await
-                    .map_err(level_refused)?;
+                self.set_power_target(watts).await?;
                 self.put("actions/resume", None, false).await
             }
+            Control::Level { watts, .. } => self.set_power_target(watts).await,
         }
     }
 }
@@ -532,6 +545,7 @@ impl MinerDriver for AntminerDriver {
 
     async fn apply(&self, control: Control) -> Result<(), DriverError> {
         let timeout = self.settings.timeout * 3;
+        // A mode is one request whether the miner sleeps or not: a level is a run.
         match (control, &self.asic) {
             (Control::Sleep, Some(miner)) => {
                 let m = miner.clone();
@@ -542,12 +556,14 @@ impl MinerDriver for AntminerDriver {
                 accepted(with_timeout(timeout, async move { boxed(m.resume(None).await) }).await?)
             }
             (Control::Resume, None) => self.set_mode("0").await,
-            (Control::Run { level, .. }, Some(miner)) if level == self.normal_level => {
+            (Control::Run { level, .. } | Control::Level { level, .. }, Some(miner))
+                if level == self.normal_level =>
+            {
                 let m = miner.clone();
                 accepted(with_timeout(timeout, async move { boxed(m.resume(None).await) }).await?)
             }
             (Control::Sleep, None) => self.set_mode("1").await,
-            (Control::Run { level, .. }, _) => {
+            (Control::Run { level, .. } | Control::Level { level, .. }, _) => {
                 let mode = match level.cmp(&self.normal_level) {
                     std::cmp::Ordering::Less => "3",
                     std::cmp::Ordering::Equal => "0",

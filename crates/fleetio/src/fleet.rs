@@ -1,8 +1,10 @@
 //! Calls over the whole fleet: telemetry sweeps and commands, each call bounded by a timeout
-//! and all of them by one concurrency limit, so that a hung or malformed miner costs one slot
-//! for one timeout and never holds up the rest. Commands to one miner go out one at a time, in
-//! the order they were given: a cut and the sleep right after it, or a wake and the sleep that
-//! cancels it, must not reach the miner the other way round.
+//! and by a concurrency limit, so that a hung or malformed miner costs one slot for one timeout
+//! and never holds up the rest. Reads (sweeps, read-backs) and commands have a limit each: a
+//! shed never queues behind reads (a sweep's, or the read-backs of the last round of commands).
+//! Commands to one miner go out one at a time, in the order they were given: a cut and the
+//! sleep right after it, or a wake and the sleep that cancels it, must not reach the miner the
+//! other way round.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -20,7 +22,10 @@ const COMMANDS_FIRST_FOR: Duration = Duration::from_millis(250);
 
 pub struct FleetIo {
     drivers: Arc<[Arc<dyn MinerDriver>]>,
+    /// Reads in flight at once (sweeps, read-backs, preparation).
     permits: Arc<Semaphore>,
+    /// Commands in flight at once.
+    command_permits: Arc<Semaphore>,
     /// Commands sent and not yet answered: while there are any, a sweep's readers wait (up to
     /// `COMMANDS_FIRST_FOR` each) before their next miner, so that a shed of the whole fleet has
     /// the connections nearly to itself.
@@ -45,12 +50,14 @@ impl Sweep {
 }
 
 impl FleetIo {
-    /// `concurrency`: calls in flight at once; `timeout`: the limit on any one call.
+    /// `concurrency`: reads in flight at once, and as many commands; `timeout`: the limit on
+    /// any one call.
     pub fn new(drivers: Vec<Arc<dyn MinerDriver>>, concurrency: usize, timeout: Duration) -> Self {
         hashsink_clock::raise_open_file_limit(concurrency as u64 * 4 + 1024);
         Self {
             drivers: drivers.into(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            command_permits: Arc::new(Semaphore::new(concurrency.max(1))),
             commands: Arc::default(),
             lanes: Arc::default(),
             readers: concurrency.max(1),
@@ -88,7 +95,7 @@ impl FleetIo {
         control: Control,
     ) -> impl std::future::Future<Output = Result<(), DriverError>> + Send + 'static {
         let driver = self.drivers[index].clone();
-        let permits = self.permits.clone();
+        let permits = self.command_permits.clone();
         // Writes may take a logon or a read-modify-write: allow them three calls' time.
         let timeout = self.timeout * 3;
         let commands = self.commands.clone();
@@ -143,7 +150,7 @@ impl FleetIo {
     /// Reads every miner, handing each result to `each` as it lands (a slow miner does not hold
     /// up the others' results); returns how long the whole sweep took. As many readers as the
     /// concurrency limit take the miners in turn (no task per miner), each call under a permit
-    /// of the same limit as commands; while commands are in flight a reader waits up to
+    /// of the reads' limit; while commands are in flight a reader waits up to
     /// `COMMANDS_FIRST_FOR` before it takes its next miner, so that a shed has the connections
     /// nearly to itself and a command never waits for the sweep.
     pub async fn sweep_each(
@@ -208,7 +215,7 @@ impl FleetIo {
     }
 }
 
-/// One miner's reading, under a permit of the fleet's limit and the call timeout.
+/// One miner's reading, under a permit of the reads' limit and the call timeout.
 async fn read_one(
     driver: &Arc<dyn MinerDriver>,
     permits: &Semaphore,

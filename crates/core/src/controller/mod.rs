@@ -210,8 +210,10 @@ struct Slot {
     reason: Reason,
     pending: Option<CommandId>,
     queried: bool,
-    /// The read-back sent for the pending command, if any.
+    /// The read-back sent for the pending command while it has not been answered (a report
+    /// read no earlier than `query_sent` answers it).
     query: Option<CommandId>,
+    query_sent: Timestamp,
     /// The pending command is not judged before this time. It starts at the send and moves to
     /// the acknowledgement when one arrives, so that the time a command spends on the wire (a
     /// slow web interface, a sped-up replay) does not count against the miner.
@@ -304,6 +306,33 @@ pub enum SignalState {
     Recovering {
         since: Timestamp,
     },
+}
+
+/// Miners in one plan state: how many, what the plan counts them at, and what they last said
+/// they draw (for diagnostics: a part whose reports run above its plan is load the plan misses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PlanPart {
+    pub miners: u32,
+    /// Standby included; a faulted miner at the draw assumed for it.
+    pub planned_w: f64,
+    /// The sum of their last reports (a miner never read counts 0).
+    pub reported_w: f64,
+    /// Miners with a write on the wire, not yet confirmed.
+    pub pending: u32,
+}
+
+/// The plan split by state against the miners' reports ([`Controller::breakdown`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PlanBreakdown {
+    pub running: PlanPart,
+    pub waking: PlanPart,
+    pub asleep: PlanPart,
+    pub faulted: PlanPart,
+    /// Miners (not routed around) whose last report is above what the plan counts them at by
+    /// more than a level's tolerance.
+    pub above_plan: u32,
+    /// The first few of those, described ([`Controller::describe_miner`]).
+    pub above_plan_examples: Vec<String>,
 }
 
 /// Counters for reports and tests.
@@ -510,6 +539,7 @@ impl Slot {
             pending: None,
             queried: false,
             query: None,
+            query_sent: start,
             verify_after: start,
             verify_window: Duration::ZERO,
             sent_at: start,
@@ -738,10 +768,60 @@ impl Controller {
     /// A miner's plan, commanded target and pending command, for diagnostics.
     pub fn describe_miner(&self, miner: MinerId) -> String {
         let s = &self.slots[miner.index()];
+        let ms = |t: Timestamp| {
+            if t == Timestamp::MAX {
+                "never".to_string()
+            } else {
+                format!("{}", t.as_millis() - self.last_now.as_millis())
+            }
+        };
         format!(
-            "plan {:?} commanded {:?} pending {:?} queued {} drifts {}",
-            s.plan, s.commanded, s.pending, s.queued, s.drifts
+            "miner {} plan {:?} commanded {:?} settled {:?} pending {:?} acked {} queried {} \
+             queued {} attempts {} drifts {} last {:?} sent {} ms, reports count from {} ms, \
+             ready {} ms",
+            miner.0,
+            s.plan,
+            s.commanded,
+            s.settled,
+            s.pending,
+            s.acked,
+            s.queried,
+            s.queued,
+            s.attempts,
+            s.drifts,
+            s.last_power,
+            ms(s.sent_at),
+            ms(s.reports_count_from),
+            ms(s.ready_at)
         )
+    }
+
+    /// The plan split by state against what each miner last reported (O(miners)).
+    pub fn breakdown(&self) -> PlanBreakdown {
+        let mut b = PlanBreakdown::default();
+        for (m, slot) in self.slots.iter().enumerate() {
+            let spec = &self.specs[slot.spec as usize];
+            let (part, planned) = match slot.plan {
+                Plan::Running(l) => (&mut b.running, spec.delta[l as usize]),
+                Plan::Waking(l) => (&mut b.waking, spec.delta[l as usize]),
+                Plan::Asleep => (&mut b.asleep, 0.0),
+                Plan::Faulted => (&mut b.faulted, slot.assumed.w()),
+            };
+            part.miners += 1;
+            part.planned_w += spec.standby.w() + planned;
+            let reported = slot.last_power.map_or(0.0, Watts::w);
+            part.reported_w += reported;
+            part.pending += u32::from(slot.pending.is_some());
+            let limit = (spec.standby.w() + planned) * (1.0 + LEVEL_TOLERANCE) + LEVEL_SLACK.w();
+            if slot.plan != Plan::Faulted && reported > limit {
+                b.above_plan += 1;
+                if b.above_plan_examples.len() < 5 {
+                    b.above_plan_examples
+                        .push(self.describe_miner(MinerId(m as u32)));
+                }
+            }
+        }
+        b
     }
 
     /// Recomputes the running sums from the miners and compares them with the ones kept
@@ -1749,6 +1829,7 @@ impl Controller {
             self.stats.queries += 1;
             let slot = &mut self.slots[m as usize];
             slot.query = Some(id);
+            slot.query_sent = now;
             slot.verify_after = slot.verify_after.max(now + self.cfg.verify_grace);
         }
         self.out.push_back(Command {
@@ -2005,6 +2086,15 @@ impl Controller {
 
     /// A miner's state as read at `at` (when the read was sent: the state is no older).
     fn on_report(&mut self, now: Timestamp, at: Timestamp, m: u32, status: MinerStatus) {
+        let slot = &mut self.slots[m as usize];
+        if slot.query.is_some() && at >= slot.query_sent {
+            // The read-back's answer, or a read as fresh: the state it asked for is in. The
+            // miner gets a grace from now, not from when the read was sent.
+            slot.query = None;
+            if let Some(pending) = slot.pending {
+                self.verify_no_earlier_than(m, pending, now + self.cfg.verify_grace);
+            }
+        }
         if status == MinerStatus::Unreachable {
             let slot = &mut self.slots[m as usize];
             let since = *slot.unreachable_since.get_or_insert(now);
@@ -2114,6 +2204,17 @@ impl Controller {
                         Deadline::Verify { miner, id },
                     )));
                     return;
+                }
+                // The read-back is still on the wire (a long sweep holds the connections): wait
+                // for it, bounded, as for the acknowledgement; its answer sets the next deadline.
+                // The daemon's own slow I/O is not the miner disobeying.
+                if slot.query.is_some() {
+                    let latest = slot.sent_at + slot.verify_window + MAX_ACK_WAIT;
+                    if now < latest {
+                        self.deadlines
+                            .push(Reverse((latest, Deadline::Verify { miner, id })));
+                        return;
+                    }
                 }
                 let slot = &mut self.slots[miner as usize];
                 slot.attempts += 1;
@@ -2267,12 +2368,16 @@ impl FleetController for Controller {
                 let Some(slot) = self.slots.get_mut(m as usize) else {
                     return;
                 };
+                let read_back = slot.query == Some(outcome.id);
+                if read_back {
+                    slot.query = None;
+                }
                 let Some(pending) = slot.pending else {
                     return;
                 };
                 // A read-back came back (its report was handled first): give the miner a grace
                 // from now, not from when the read was sent.
-                if slot.query == Some(outcome.id) {
+                if read_back {
                     let after = now + self.cfg.verify_grace;
                     self.verify_no_earlier_than(m, pending, after);
                     return;

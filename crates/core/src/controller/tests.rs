@@ -1523,3 +1523,79 @@ fn a_wake_sent_again_does_not_hold_back_the_miners_woken_after_it() {
         h.sent
     );
 }
+
+#[test]
+fn a_read_back_slower_than_the_grace_is_waited_for_not_held_against_the_miner() {
+    // Overload: a wake is acknowledged, and the read-back that should confirm it waits behind
+    // a long sweep. The daemon's slow I/O is not the miner disobeying: no write is sent again
+    // and the miner is not routed around while the read is on the wire; its answer settles it.
+    let fleet =
+        Arc::new(FleetConfig::build_from_shorthand("s21:1", &Catalogue::bundled()).unwrap());
+    let cfg = quick();
+    let grace = cfg.verify_grace.as_secs() as i64;
+    let mut ctrl = Controller::new(fleet.clone(), cfg, t(0));
+    let surplus = |s: i64| {
+        Some(Input::Surplus {
+            at: t(s),
+            available: Watts::from_kw(10.0),
+        })
+    };
+    let answer = |c: &Command| {
+        Some(Input::Outcome(CommandOutcome {
+            id: c.id,
+            miner: c.miner,
+            result: Ok(Ok(())),
+        }))
+    };
+    let standby = MinerStatus::Asleep { power: Watts(10.0) };
+    let mut woken = None;
+    let mut s = 0;
+    while woken.is_none() {
+        assert!(s < 60, "never woken");
+        for c in feed(&mut ctrl, t(s), surplus(s)) {
+            feed(&mut ctrl, t(s), answer(&c));
+            match c.action {
+                Action::Wake(level) => woken = Some(level),
+                _ => {
+                    feed(&mut ctrl, t(s), report(s, standby));
+                }
+            }
+        }
+        s += 1;
+    }
+    let level = woken.unwrap();
+    // The miner obeys; nothing reads it until the read-back's answer.
+    let mut queried_at = None;
+    while queried_at.is_none() {
+        assert!(s < 400, "no read-back was sent");
+        for c in feed(&mut ctrl, t(s), surplus(s)) {
+            assert_eq!(c.action, Action::Query, "at {s}: {c:?}");
+            queried_at = Some(s);
+        }
+        s += 1;
+    }
+    let answered_at = queried_at.unwrap() + 3 * grace;
+    for s in s..answered_at {
+        let sent = feed(&mut ctrl, t(s), surplus(s));
+        assert!(
+            sent.is_empty(),
+            "at {s}, the read-back on the wire: {sent:?}"
+        );
+        assert_eq!(ctrl.fault_of(MinerId(0)), None, "at {s}");
+    }
+    let hashing = MinerStatus::Mining {
+        power: fleet.spec_of(MinerId(0)).level_power(level),
+        hashrate: HashRate::from_ths(200.0),
+    };
+    let mut later = feed(&mut ctrl, t(answered_at), report(answered_at, hashing));
+    for s in answered_at + 1..answered_at + 3 * grace {
+        later.extend(feed(&mut ctrl, t(s), surplus(s)));
+    }
+    assert!(
+        later
+            .iter()
+            .all(|c| !c.action.wakes() && c.reason != Reason::Reconcile),
+        "the answer confirmed the wake: {later:?}"
+    );
+    assert_eq!(ctrl.fault_of(MinerId(0)), None);
+}
