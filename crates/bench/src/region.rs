@@ -148,11 +148,13 @@ struct Case {
 
 /// One fall of the surplus, as the fleet took it.
 struct Fall {
-    /// The slowest first command among the daemons that sent one within 10 s.
+    /// The slowest first command among the daemons whose cap fell below their draw (their
+    /// reports' sum before the fall; the cap their status shows 10 s after it).
     slowest: Option<Duration>,
-    /// How many daemons sent one, of how many (a daemon whose cap stays above its load has
-    /// nothing to do).
+    /// How many of those daemons sent a command within 10 s, of how many had to cut (one whose
+    /// cap stays above its draw has nothing to cut), of how many daemons.
     acted: usize,
+    had_to_cut: usize,
     daemons: usize,
     /// Whether the fleet drew no more than the new surplus 10 s after the fall.
     followed: bool,
@@ -455,16 +457,34 @@ async fn fall(
     if !settled {
         say_where(emulator, shards.len(), "not settled at 80 % after 2 min").await;
     }
+    // What each daemon draws by its own reports before the fall, against its cap after it: a
+    // daemon whose cap stays above its draw has nothing to cut (its commands are other work).
+    let before = daemons_fleet_w(shards.len()).await;
     let marked = emulator.mark_commands();
     let low = setup.nameplate * 0.4;
     grid.set(Grid::Constant(low));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let firsts: Vec<Instant> = (shards.iter())
-        .filter_map(|r| emulator.first_command_since_mark_among(r.clone()))
-        .collect();
-    let each: Vec<String> = (firsts.iter())
-        .map(|t| format!("{:.0}", (*t - marked).as_secs_f64() * 1000.0))
-        .collect();
+    let cap_after = daemons_cap_w(shards.len()).await;
+    let mut firsts = Vec::new();
+    let mut each = Vec::new();
+    let mut had_to_cut = 0;
+    for (k, r) in shards.iter().enumerate() {
+        let first = emulator.first_command_since_mark_among(r.clone());
+        let must_cut = match (before[k], cap_after[k]) {
+            (Some(draw), Some(cap)) => cap < draw,
+            _ => true,
+        };
+        let ms = first.map_or("none".into(), |t| {
+            format!("{:.0}", (t - marked).as_secs_f64() * 1000.0)
+        });
+        if must_cut {
+            had_to_cut += 1;
+            firsts.extend(first);
+            each.push(ms);
+        } else {
+            each.push(format!("({ms}: its cap stayed above its draw)"));
+        }
+    }
     eprintln!("fall: first commands after {} ms", each.join(", "));
     let followed = emulator.totals().power.w() <= low * 1.001;
     if !followed {
@@ -478,10 +498,31 @@ async fn fall(
     Fall {
         slowest: firsts.iter().max().map(|t| *t - marked),
         acted: firsts.len(),
+        had_to_cut,
         daemons: shards.len(),
         followed,
         settled,
     }
+}
+
+/// Each daemon's draw by its miners' reports (its status's `fleet_w`), in order.
+async fn daemons_fleet_w(daemons: usize) -> Vec<Option<f64>> {
+    let mut out = Vec::new();
+    for listen in daemon_listens(daemons) {
+        let s = crate::product::status(&listen).await;
+        out.push(s.and_then(|s| s["fleet_w"].as_f64()));
+    }
+    out
+}
+
+/// Each daemon's cap: the surplus its status says it follows (`surplus_w`), in order.
+async fn daemons_cap_w(daemons: usize) -> Vec<Option<f64>> {
+    let mut out = Vec::new();
+    for listen in daemon_listens(daemons) {
+        let s = crate::product::status(&listen).await;
+        out.push(s.and_then(|s| s["surplus_w"].as_f64()));
+    }
+    out
 }
 
 /// Prints what the fleet draws and what each daemon says of it (a slow return to 80 %).
@@ -583,7 +624,10 @@ fn fall_cell(f: &Fall) -> String {
         format!("{:.0} ms", d.as_secs_f64() * 1000.0)
     });
     let acted = if f.daemons > 1 {
-        format!(" ({} of {} acted)", f.acted, f.daemons)
+        format!(
+            " ({} of the {} of {} that had to cut acted)",
+            f.acted, f.had_to_cut, f.daemons
+        )
     } else {
         String::new()
     };

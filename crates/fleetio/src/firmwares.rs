@@ -312,10 +312,12 @@ impl BraiinsDriver {
         serde_json::from_slice(&body).map_err(|e| DriverError::Malformed(format!("{path}: {e}")))
     }
 
-    /// `PUT performance/power-target {"watt": W}`; a resume may follow on the connection.
-    async fn set_power_target(&self, watts: Watts) -> Result<(), DriverError> {
+    /// `PUT performance/power-target {"watt": W}`. `more`: a resume follows on the connection
+    /// (else it is closed, unless the settings keep connections: a level alone must not leave
+    /// one open per miner).
+    async fn set_power_target(&self, watts: Watts, more: bool) -> Result<(), DriverError> {
         let target = serde_json::json!({"watt": watts.w().round() as u64});
-        self.put("performance/power-target", Some(target), true)
+        self.put("performance/power-target", Some(target), more)
             .await
             .map_err(level_refused)
     }
@@ -435,10 +437,10 @@ impl MinerDriver for BraiinsDriver {
             Control::Sleep => self.put("actions/pause", None, false).await,
             Control::Resume => self.put("actions/resume", None, false).await,
             Control::Run { watts, .. } => {
-                self.set_power_target(watts).await?;
+                self.set_power_target(watts, true).await?;
                 self.put("actions/resume", None, false).await
             }
-            Control::Level { watts, .. } => self.set_power_target(watts).await,
+            Control::Level { watts, .. } => self.set_power_target(watts, false).await,
         }
     }
 }
