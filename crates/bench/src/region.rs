@@ -459,12 +459,12 @@ async fn fall(
     }
     // What each daemon draws by its own reports before the fall, against its cap after it: a
     // daemon whose cap stays above its draw has nothing to cut (its commands are other work).
-    let before = daemons_fleet_w(shards.len()).await;
+    let before = daemons_field(shards.len(), "fleet_w").await;
     let marked = emulator.mark_commands();
     let low = setup.nameplate * 0.4;
     grid.set(Grid::Constant(low));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let cap_after = daemons_cap_w(shards.len()).await;
+    let cap_after = daemons_field(shards.len(), "surplus_w").await;
     let mut firsts = Vec::new();
     let mut each = Vec::new();
     let mut had_to_cut = 0;
@@ -505,22 +505,13 @@ async fn fall(
     }
 }
 
-/// Each daemon's draw by its miners' reports (its status's `fleet_w`), in order.
-async fn daemons_fleet_w(daemons: usize) -> Vec<Option<f64>> {
+/// One number from each daemon's status, in order (`fleet_w`: its draw by its miners' reports;
+/// `surplus_w`: the cap it follows).
+async fn daemons_field(daemons: usize, key: &str) -> Vec<Option<f64>> {
     let mut out = Vec::new();
     for listen in daemon_listens(daemons) {
         let s = crate::product::status(&listen).await;
-        out.push(s.and_then(|s| s["fleet_w"].as_f64()));
-    }
-    out
-}
-
-/// Each daemon's cap: the surplus its status says it follows (`surplus_w`), in order.
-async fn daemons_cap_w(daemons: usize) -> Vec<Option<f64>> {
-    let mut out = Vec::new();
-    for listen in daemon_listens(daemons) {
-        let s = crate::product::status(&listen).await;
-        out.push(s.and_then(|s| s["surplus_w"].as_f64()));
+        out.push(s.and_then(|s| s[key].as_f64()));
     }
     out
 }
