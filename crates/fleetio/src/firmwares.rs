@@ -803,3 +803,101 @@ mod tests {
         assert!(matches!(e, DriverError::Malformed(_)), "{e}");
     }
 }
+
+/// The Braiins OS driver's requests on the wire, against a peer that records each request's
+/// path and whether it asked to close the connection (the failure a real peer cannot report).
+#[cfg(test)]
+mod braiins_wire {
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    type Log = Arc<StdMutex<Vec<(String, bool)>>>;
+
+    /// Answers every request 200 with a token; closes when asked to.
+    async fn peer() -> (u16, Log) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log: Log = Arc::default();
+        let seen = log.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let (mut length, mut close) = (0, false);
+                        loop {
+                            let mut header = String::new();
+                            stream.read_line(&mut header).await.unwrap();
+                            let header = header.trim().to_ascii_lowercase();
+                            if header.is_empty() {
+                                break;
+                            }
+                            if let Some(v) = header.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            }
+                            close |= header == "connection: close";
+                        }
+                        let mut body = vec![0; length];
+                        stream.read_exact(&mut body).await.unwrap();
+                        seen.lock().unwrap().push((path, close));
+                        let reply = br#"{"token":"t"}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+                            reply.len(),
+                            if close { "connection: close\r\n" } else { "" }
+                        );
+                        let out = stream.get_mut();
+                        out.write_all(head.as_bytes()).await.unwrap();
+                        out.write_all(reply).await.unwrap();
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, log)
+    }
+
+    #[tokio::test]
+    async fn a_level_alone_closes_its_connection_and_a_run_closes_after_the_resume() {
+        let (port, log) = peer().await;
+        let settings = CallSettings {
+            web_port: port,
+            keep_alive: false,
+            ..CallSettings::default()
+        };
+        let ip = "127.0.0.1".parse().unwrap();
+        let driver = BraiinsDriver::new(ip, settings, reqwest::Client::new());
+        let watts = Watts(3000.0);
+        driver
+            .apply(Control::Level { level: 3, watts })
+            .await
+            .unwrap();
+        driver
+            .apply(Control::Run { level: 3, watts })
+            .await
+            .unwrap();
+        let writes: Vec<(String, bool)> = (log.lock().unwrap().iter())
+            .filter(|(path, _)| !path.ends_with("auth/login"))
+            .cloned()
+            .collect();
+        let target = "/api/v1/performance/power-target".to_string();
+        let resume = "/api/v1/actions/resume".to_string();
+        assert_eq!(
+            writes,
+            [(target.clone(), true), (target, false), (resume, true)],
+            "(path, asked to close)"
+        );
+    }
+}
