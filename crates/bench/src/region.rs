@@ -152,7 +152,7 @@ struct Fall {
     /// reports' sum before the fall; the cap their status shows 10 s after it).
     slowest: Option<Duration>,
     /// How many of those daemons sent a command within 10 s, of how many had to cut (one whose
-    /// cap stays above its draw has nothing to cut), of how many daemons.
+    /// cap stays above its draw, or with no miner mining, has nothing to cut), of how many.
     acted: usize,
     had_to_cut: usize,
     daemons: usize,
@@ -458,8 +458,10 @@ async fn fall(
         say_where(emulator, shards.len(), "not settled at 80 % after 2 min").await;
     }
     // What each daemon draws by its own reports before the fall, against its cap after it: a
-    // daemon whose cap stays above its draw has nothing to cut (its commands are other work).
+    // daemon whose cap stays above its draw, or with no miner mining, has nothing to cut (its
+    // commands are other work).
     let before = daemons_field(shards.len(), "fleet_w").await;
+    let mining = daemons_field(shards.len(), "mining").await;
     let marked = emulator.mark_commands();
     let low = setup.nameplate * 0.4;
     grid.set(Grid::Constant(low));
@@ -470,8 +472,10 @@ async fn fall(
     let mut had_to_cut = 0;
     for (k, r) in shards.iter().enumerate() {
         let first = emulator.first_command_since_mark_among(r.clone());
-        let must_cut = match (before[k], cap_after[k]) {
-            (Some(draw), Some(cap)) => cap < draw,
+        // One with no miner mining draws its standby, which no command lowers.
+        let must_cut = match (before[k], cap_after[k], mining[k]) {
+            (_, _, Some(0.0)) => false,
+            (Some(draw), Some(cap), _) => cap < draw,
             _ => true,
         };
         let ms = first.map_or("none".into(), |t| {
@@ -482,7 +486,7 @@ async fn fall(
             firsts.extend(first);
             each.push(ms);
         } else {
-            each.push(format!("({ms}: its cap stayed above its draw)"));
+            each.push(format!("({ms}: nothing to cut)"));
         }
     }
     eprintln!("fall: first commands after {} ms", each.join(", "));
