@@ -174,7 +174,8 @@ pub enum TransportError {
 /// is done with it (success, the miner's refusal, or a transport error within the call timeout);
 /// the controller starts judging whether the miner obeyed from that acknowledgement, so time on
 /// the wire is not held against the miner. A read-back (`Action::Query`) is answered by an
-/// [`Input::Miner`] report, optionally followed by its own successful outcome.
+/// [`Input::Miner`] report (a failed read reports the miner unreachable); no outcome is needed
+/// for it, and one sent is ignored.
 pub trait FleetController {
     /// Feed one input observed at `now`.
     fn handle_input(&mut self, now: Timestamp, input: Input);

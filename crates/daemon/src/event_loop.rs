@@ -991,7 +991,7 @@ impl Daemon {
             let miner = command.miner;
             let control = match command.action {
                 Action::Query => {
-                    self.read_back(miner, command.id);
+                    self.read_back(miner);
                     continue;
                 }
                 Action::Sleep => Control::Sleep,
@@ -1029,30 +1029,22 @@ impl Daemon {
         }
     }
 
-    /// A read-back: the report, then its own outcome, so that the controller's grace for the
-    /// miner counts from when it returned, not from when the read was sent.
-    fn read_back(&mut self, miner: MinerId, id: hashsink_core::CommandId) {
+    /// A read-back: the miner read now; its report answers the controller's query, whose grace
+    /// for the miner then counts from when it returned, not from when the read was sent.
+    fn read_back(&mut self, miner: MinerId) {
         let (read, tx, at) = (
             self.io.read(miner.index()),
             self.io_tx.clone(),
             self.clock.now(),
         );
         self.inflight.spawn(async move {
+            // The report answers the read-back (a failed read reports the miner unreachable).
             let result = read.await;
-            let ok = result.is_ok();
             let _ = tx.send(IoEvent::Telemetry {
                 miner: miner.0,
                 at,
                 result,
             });
-            if ok {
-                let outcome = CommandOutcome {
-                    id,
-                    miner,
-                    result: Ok(Ok(())),
-                };
-                let _ = tx.send(IoEvent::Outcome(outcome, None));
-            }
         });
     }
 

@@ -2368,20 +2368,11 @@ impl FleetController for Controller {
                 let Some(slot) = self.slots.get_mut(m as usize) else {
                     return;
                 };
-                let read_back = slot.query == Some(outcome.id);
-                if read_back {
-                    slot.query = None;
-                }
+                // A read-back's outcome, if the I/O side sends one, says nothing more: its
+                // report answered it (`on_report`). Only the pending write's outcome counts.
                 let Some(pending) = slot.pending else {
                     return;
                 };
-                // A read-back came back (its report was handled first): give the miner a grace
-                // from now, not from when the read was sent.
-                if read_back {
-                    let after = now + self.cfg.verify_grace;
-                    self.verify_no_earlier_than(m, pending, after);
-                    return;
-                }
                 if pending != outcome.id {
                     return;
                 }
